@@ -1,0 +1,140 @@
+"""Command line: ``python -m lmc_core <command> ...`` (``python -m lmc_core -h`` lists commands).
+
+To add a command, write ``configure(parser)`` and ``run(args) -> int`` functions and
+decorate ``run`` with ``@command("name", "one-line help", configure)``.  Inside ``run``,
+raise ``UsageError`` for bad input: it becomes exit code 2 with the message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from lmc_core.reports import PROFILES
+
+
+class UsageError(Exception):
+    """Bad command-line input; reported with exit code 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: help text, argument setup and handler."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    name: str, help: str, configure: Callable[[argparse.ArgumentParser], None] | None = None
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Register the decorated ``run(args) -> int`` function as subcommand ``name``."""
+
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = Command(help=help, configure=configure or (lambda p: None), run=run)
+        return run
+
+    return register
+
+
+def profile_arg(value: str) -> str:
+    """argparse type for --profile: one of PROFILES."""
+    if value not in PROFILES:
+        raise argparse.ArgumentTypeError(
+            f"unknown profile {value!r}; use one of: {', '.join(PROFILES)}"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- figures
+def _configure_figures(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``figures``."""
+    p.add_argument("--profile", type=profile_arg, default="quick",
+                   metavar="{" + ",".join(PROFILES) + "}",
+                   help="run size (default: quick)")
+    p.add_argument("--notebooks", nargs="+", metavar="NB",
+                   help="only these notebooks, by number prefix (01) or stem (01_data)")
+    p.add_argument("--figures-dir", type=Path, metavar="D",
+                   help="where notebooks save figures (default: figures/<profile>)")
+    p.add_argument("--reports-dir", type=Path, metavar="D",
+                   help="where executed notebooks, HTML and index.html go "
+                        "(default: reports/<profile>)")
+    p.add_argument("--store-dir", type=Path, metavar="D",
+                   help="where trained runs are stored (default: runs/)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="do not stream notebook output (training progress) to the terminal")
+
+
+@command("figures", "run the numbered notebooks headless; write figures and HTML reports",
+         _configure_figures)
+def _run_figures(args: argparse.Namespace) -> int:
+    """Execute the notebooks and print the index path."""
+    from lmc_core.reports import NotebookRunError, run_notebooks
+
+    try:
+        written = run_notebooks(
+            args.profile,
+            notebooks=args.notebooks,
+            figures_dir=args.figures_dir,
+            reports_dir=args.reports_dir,
+            store_dir=args.store_dir,
+            progress=not args.no_progress,
+        )
+    except NotebookRunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(exc.index)
+        return 1
+    except ValueError as exc:  # input validation (unknown notebook, no notebooks, ...)
+        raise UsageError(str(exc)) from exc
+    print(written[-1])
+    return 0
+
+
+# --------------------------------------------------------------------------- profiles
+@command("profiles", "list the run profiles")
+def _run_profiles(args: argparse.Namespace) -> int:
+    """Print one profile per line."""
+    for name in PROFILES:
+        print(name)
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lmc_core", description="lmc_core command line (notebook runs, reports)."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.configure(p)
+        p.set_defaults(_parser=p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print(f"error: give a command, one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[args.command].run(args)
+    except UsageError as exc:
+        args._parser.print_usage(sys.stderr)
+        print(f"{args._parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

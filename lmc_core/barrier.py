@@ -1,0 +1,68 @@
+"""Barrier definitions on a curve L(alpha) and instability (pure functions, numpy in and out).
+
+mean      (Frankle / Ainsworth): max_a L(a) - (L(0) + L(1)) / 2
+chord     (Entezari):            max_a [L(a) - ((1 - a) L(0) + a L(1))]
+subchord  (Juneja's mod_BH):     largest height of a curve point above the chord of any two
+                                 curve points on either side of it
+midpoint:                        L(1/2) - (L(0) + L(1)) / 2 (linearly interpolated if 1/2 is
+                                 not on the grid)
+instability %: barrier / ((L(0) + L(1)) / 2) * 100; stable below 2 % (Frankle et al. 2020).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+DEFINITIONS = ("mean", "chord", "subchord", "midpoint")
+DEFAULT = "mean"
+STABILITY_THRESHOLD_PCT = 2.0
+
+
+def _curve(alphas, values) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(alphas, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if a.ndim != 1 or a.shape != v.shape or a.size < 2:
+        raise ValueError("alphas and values must be 1-D of the same length >= 2")
+    if not (np.all(np.diff(a) > 0) and np.isclose(a[0], 0.0) and np.isclose(a[-1], 1.0)):
+        raise ValueError("alphas must increase strictly from 0 to 1 (endpoints included)")
+    return a, v
+
+
+def barrier(alphas, values, definition: str = DEFAULT) -> float:
+    """Barrier height of the curve values(alphas) under one definition."""
+    a, v = _curve(alphas, values)
+    ends = 0.5 * (v[0] + v[-1])
+    if definition == "mean":
+        return float(v.max() - ends)
+    if definition == "chord":
+        return float(np.max(v - ((1 - a) * v[0] + a * v[-1])))
+    if definition == "midpoint":
+        return float(np.interp(0.5, a, v) - ends)
+    if definition == "subchord":
+        n = a.size
+        best = 0.0
+        for i in range(n - 2):
+            for j in range(i + 2, n):
+                mid = slice(i + 1, j)
+                w = (a[mid] - a[i]) / (a[j] - a[i])
+                best = max(best, float(np.max(v[mid] - ((1 - w) * v[i] + w * v[j]))))
+        return best
+    raise ValueError(f"unknown barrier definition {definition!r}; choose one of {list(DEFINITIONS)}")
+
+
+def all_barriers(alphas, values) -> dict[str, float]:
+    """Every definition at once."""
+    return {d: barrier(alphas, values, d) for d in DEFINITIONS}
+
+
+def instability(alphas, values, definition: str = DEFAULT) -> float:
+    """Barrier relative to the endpoints' mean, in percent."""
+    _, v = _curve(alphas, values)
+    ends = 0.5 * (v[0] + v[-1])
+    if ends == 0:
+        raise ValueError("endpoint mean is 0; instability (relative barrier) is undefined")
+    return 100.0 * barrier(alphas, values, definition) / ends
+
+
+def is_stable(instability_pct: float, threshold: float = STABILITY_THRESHOLD_PCT) -> bool:
+    """Frankle et al.'s criterion: instability below the threshold (2 %)."""
+    return instability_pct < threshold

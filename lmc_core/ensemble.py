@@ -1,0 +1,55 @@
+"""Moving between K ordinary models and one K-copy ensemble (both directions)."""
+from __future__ import annotations
+
+import torch
+
+from .config import ModelConfig
+from .models import TransformerLM
+
+State = dict[str, torch.Tensor]  # every tensor has the copy axis first
+
+
+def copy_state(state: State, k: int) -> State:
+    """Copy k of a K-copy state as a K=1 state (cloned)."""
+    return {n: t[k : k + 1].clone() for n, t in state.items()}
+
+
+def select_state(state: State, idx: list[int]) -> State:
+    """Copies `idx` of a K-copy state, in that order."""
+    index = torch.as_tensor(idx, dtype=torch.long)
+    return {n: t.index_select(0, index.to(t.device)) for n, t in state.items()}
+
+
+def stack_states(states: list[State]) -> State:
+    """Concatenate states along the copy axis (K1 + K2 + ...)."""
+    if not states:
+        raise ValueError("stack_states needs at least one state")
+    names = list(states[0])
+    for s in states[1:]:
+        if list(s) != names:
+            raise ValueError("cannot stack states of different architectures")
+    return {n: torch.cat([s[n] for s in states], 0) for n in names}
+
+
+def n_copies(state: State) -> int:
+    """K of a state."""
+    return next(iter(state.values())).shape[0]
+
+
+def model_from_state(cfg: ModelConfig, state: State, device: str | torch.device = "cpu") -> TransformerLM:
+    """A TransformerLM with K = copies in `state`, holding exactly these weights."""
+    model = TransformerLM(cfg, n_copies(state)).to(device)
+    model.load_state_dict(state)
+    return model
+
+
+def extract(model: TransformerLM, k: int) -> TransformerLM:
+    """Copy k of an ensemble as an ordinary (K=1) model."""
+    dev = next(model.parameters()).device
+    return model_from_state(model.cfg, copy_state(model.state_dict(), k), dev)
+
+
+def stack(models: list[TransformerLM]) -> TransformerLM:
+    """K models (each K>=1) as one ensemble."""
+    dev = next(models[0].parameters()).device
+    return model_from_state(models[0].cfg, stack_states([m.state_dict() for m in models]), dev)

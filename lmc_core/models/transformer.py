@@ -1,0 +1,232 @@
+"""Causal transformer LM whose every weight carries a leading copy axis K.
+
+One class builds the instability study's post-norm encoder-as-LM and the GPT-2 style
+pre-norm models. A linear map is a [K, in, out] weight applied with baddbmm to
+activations [K, tokens, in]; K=1 is an ordinary model.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .. import rng
+
+
+class DropoutSource:
+    """Per-step dropout masks for K copies, each a pure function of (dropout seed, step, site).
+
+    mode "generator": one CPU/CUDA torch.Generator per copy, seeded from (seed, step), drawn in
+    forward order (fast on CPU). mode "hash": counter-based hash on the device (one kernel for
+    all copies; fast on GPU). Either way copy k's masks do not depend on K.
+    """
+
+    def __init__(self, seeds: list[int], steps: list[int], device: torch.device, mode: str | None = None):
+        self.seeds, self.steps, self.device = list(seeds), [int(s) for s in steps], torch.device(device)
+        if len(self.seeds) != len(self.steps):
+            raise ValueError("DropoutSource needs one step per seed")
+        self.mode = mode or ("hash" if self.device.type == "cuda" else "generator")
+        if self.mode == "generator":
+            self.gens = []
+            for s, t in zip(self.seeds, self.steps):
+                g = torch.Generator(device=self.device)
+                g.manual_seed(rng.mix(s, t))
+                self.gens.append(g)
+        elif self.mode == "hash":
+            keys = [rng.signed(rng.mix(s, t)) for s, t in zip(self.seeds, self.steps)]
+            self.keys = torch.tensor(keys, dtype=torch.int64, device=self.device)
+        else:
+            raise ValueError(f"dropout mode {mode!r}: choose 'generator' or 'hash'")
+
+    def uniform(self, site: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """[K, *shape] uniform floats for one dropout site."""
+        if self.mode == "hash":
+            return rng.uniform(self.keys, site, shape)
+        out = torch.empty((len(self.gens), *shape), device=self.device)
+        for k, g in enumerate(self.gens):
+            torch.rand(shape, generator=g, device=self.device, out=out[k])
+        return out
+
+
+class StackedLinear(nn.Module):
+    """K independent linear maps: weight [K, in, out], bias [K, 1, out]."""
+
+    def __init__(self, k: int, d_in: int, d_out: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(k, d_in, d_out))
+        self.bias = nn.Parameter(torch.zeros(k, 1, d_out)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [K, N, in] -> [K, N, out]
+        if self.bias is None:
+            return torch.bmm(x, self.weight)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class StackedLayerNorm(nn.Module):
+    """K independent LayerNorms over the last axis."""
+
+    def __init__(self, k: int, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(k, 1, d))
+        self.bias = nn.Parameter(torch.zeros(k, 1, d))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [K, N, d]
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight)
+
+
+class Block(nn.Module):
+    """One transformer layer (post-norm encoder layer or pre-norm GPT block)."""
+
+    def __init__(self, cfg: ModelConfig, k: int):
+        super().__init__()
+        d = cfg.d_model
+        self.cfg = cfg
+        self.attn_in = StackedLinear(k, d, 3 * d)
+        self.attn_out = StackedLinear(k, d, d)
+        self.ln1 = StackedLayerNorm(k, d)
+        self.ff1 = StackedLinear(k, d, cfg.d_ff)
+        self.ff2 = StackedLinear(k, cfg.d_ff, d)
+        self.ln2 = StackedLayerNorm(k, d)
+
+    def attention(self, x: torch.Tensor, b: int, t: int, drop: DropoutSource | None, site: int) -> torch.Tensor:
+        """Causal multi-head self-attention; x [K, B*T, d]."""
+        k, _, d = x.shape
+        h = self.cfg.n_heads
+        qkv = self.attn_in(x).view(k * b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)  # 3 x [K*B, H, T, hd]
+        q, kk, v = qkv[0], qkv[1], qkv[2]
+        p = self.cfg.dropout
+        if drop is not None and p > 0:
+            # explicit attention so the attention-weight dropout uses our per-copy masks
+            scores = (q @ kk.transpose(-2, -1)) / math.sqrt(d // h)
+            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+            w = scores.masked_fill(causal, float("-inf")).softmax(-1)
+            keep = drop.uniform(site, (b, h, t, t)).view(k * b, h, t, t) >= p
+            out = (w * keep / (1 - p)) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, kk, v, is_causal=True)
+        out = out.permute(0, 2, 1, 3).reshape(k, b * t, d)
+        return self.attn_out(out)
+
+    def forward(self, x: torch.Tensor, b: int, t: int, drop: DropoutSource | None, site: int) -> torch.Tensor:
+        act = F.relu if self.cfg.activation == "relu" else (lambda z: F.gelu(z, approximate="tanh"))
+        dp = _dropper(drop, self.cfg.dropout)
+        if self.cfg.arch == "postnorm":
+            x = self.ln1(x + dp(self.attention(x, b, t, drop, site), site + 1))
+            x = self.ln2(x + dp(self.ff2(dp(act(self.ff1(x)), site + 2)), site + 3))
+        else:
+            x = x + dp(self.attention(self.ln1(x), b, t, drop, site), site + 1)
+            x = x + dp(self.ff2(dp(act(self.ff1(self.ln2(x))), site + 2)), site + 3)
+        return x
+
+
+def _dropper(drop: DropoutSource | None, p: float):
+    def apply(x: torch.Tensor, site: int) -> torch.Tensor:
+        if drop is None or p == 0:
+            return x
+        keep = drop.uniform(site, tuple(x.shape[1:])) >= p
+        return x * keep / (1 - p)
+    return apply
+
+
+SITES_PER_LAYER = 4
+
+
+class TransformerLM(nn.Module):
+    """K copies of a causal LM held as one module; forward takes tokens [K or 1, B, T]."""
+
+    def __init__(self, cfg: ModelConfig, k: int = 1):
+        super().__init__()
+        cfg.validate()
+        self.cfg, self.k = cfg, k
+        d = cfg.d_model
+        self.tok_emb = nn.Parameter(torch.empty(k, cfg.vocab_size, d))
+        if cfg.positions == "learned":
+            self.pos_emb = nn.Parameter(torch.empty(k, cfg.context, d))
+        else:
+            self.register_buffer("pos_table", sinusoidal(cfg.context, d), persistent=False)
+        self.layers = nn.ModuleList(Block(cfg, k) for _ in range(cfg.n_layers))
+        self.ln_f = StackedLayerNorm(k, d) if cfg.arch == "prenorm" else None
+        self.head = None if cfg.tie_embeddings else StackedLinear(k, d, cfg.vocab_size)
+        self.register_buffer("_copy_index", torch.arange(k).view(k, 1, 1), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, drop: DropoutSource | None = None) -> torch.Tensor:
+        """Logits [K, B*T, V] for tokens [K, B, T] (or [1, B, T], shared by all copies)."""
+        cfg = self.cfg
+        _, b, t = tokens.shape
+        if t > cfg.context:
+            raise ValueError(f"sequence length {t} exceeds the model context {cfg.context}")
+        x = self.tok_emb[self._copy_index, tokens]  # [K, B, T, d]
+        if cfg.embed_scale:
+            x = x * math.sqrt(cfg.d_model)
+        x = x + (self.pos_emb[:, None, :t] if cfg.positions == "learned" else self.pos_table[:t])
+        x = x.reshape(self.k, b * t, cfg.d_model)
+        x = _dropper(drop, cfg.dropout)(x, 0)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, b, t, drop, 1 + SITES_PER_LAYER * i)
+        if self.ln_f is not None:
+            x = self.ln_f(x)
+        if self.head is not None:
+            return self.head(x)
+        return torch.bmm(x, self.tok_emb.transpose(1, 2))
+
+    @torch.no_grad()
+    def init_weights(self, seeds: list[int]) -> "TransformerLM":
+        """Initialise copy k from init seed seeds[k] (copies with equal seeds are identical)."""
+        if len(seeds) != self.k:
+            raise ValueError(f"need {self.k} init seeds, got {len(seeds)}")
+        for k, s in enumerate(seeds):
+            g = rng.generator(s, 0x1A17)
+            for name, p in self.named_parameters():
+                _init_param(self.cfg, name, p[k], g)
+        return self
+
+
+def _init_param(cfg: ModelConfig, name: str, p: torch.Tensor, g: torch.Generator) -> None:
+    """Fill one copy's slice of a parameter; drawn on CPU so results do not depend on device."""
+    def uniform(bound: float) -> torch.Tensor:
+        return (torch.rand(p.shape, generator=g) * 2 - 1) * bound
+
+    def normal(std: float) -> torch.Tensor:
+        return torch.randn(p.shape, generator=g) * std
+
+    leaf = name.rsplit(".", 1)[-1]
+    if ".ln" in name or name.startswith("ln_f"):
+        val = torch.ones(p.shape) if leaf == "weight" else torch.zeros(p.shape)
+    elif cfg.init == "gpt2":
+        if name == "pos_emb":
+            val = normal(0.01)
+        elif leaf == "bias":
+            val = torch.zeros(p.shape)
+        else:
+            val = normal(0.02)
+    else:  # PyTorch word-LM tutorial: U(+-0.1) embedding/decoder, PyTorch defaults inside layers
+        fan_in = p.shape[0]
+        if name in ("tok_emb", "head.weight", "pos_emb"):
+            val = uniform(0.1)
+        elif name == "head.bias" or name.endswith(("attn_in.bias", "attn_out.bias")):
+            val = torch.zeros(p.shape)
+        elif name.endswith("attn_in.weight"):  # xavier_uniform on the [3d, d] in_proj
+            val = uniform(math.sqrt(6.0 / (p.shape[0] + p.shape[1])))
+        elif leaf == "weight":  # nn.Linear default: kaiming_uniform(a=sqrt 5) = U(+-1/sqrt(fan_in))
+            val = uniform(1.0 / math.sqrt(fan_in))
+        else:  # nn.Linear bias default U(+-1/sqrt(fan_in)); fan_in from the matching weight
+            val = uniform(1.0 / math.sqrt(_fan_in(cfg, name)))
+    p.copy_(val.to(p.dtype))
+
+
+def _fan_in(cfg: ModelConfig, name: str) -> int:
+    return cfg.d_ff if name.endswith("ff2.bias") else cfg.d_model
+
+
+def sinusoidal(length: int, d: int) -> torch.Tensor:
+    """Sinusoidal position table [length, d] as in the PyTorch word-LM tutorial."""
+    pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    pe = torch.zeros(length, d)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div[: d // 2])
+    return pe

@@ -1,0 +1,102 @@
+"""Optimisers and schedules over stacked [K, ...] tensors: exactly K independent optimisers.
+
+SGD and AdamW are element-wise, so one update over the stacked tensors equals K separate
+optimisers; learning rates and step counters are [K] tensors (spawned copies may be at
+different steps). Gradient clipping uses one norm per copy. Formulas follow torch.optim.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import TrainConfig
+
+
+def lr_at(cfg: TrainConfig, steps: torch.Tensor, steps_per_epoch: int) -> torch.Tensor:
+    """Learning rate [K] of each copy at its step count (updates done so far)."""
+    t = steps.to(torch.float64)
+    if cfg.schedule == "constant":
+        lr = torch.full_like(t, cfg.lr)
+    elif cfg.schedule == "step":
+        period = cfg.step_size or steps_per_epoch
+        lr = cfg.lr * cfg.gamma ** torch.floor(t / period)
+    else:  # cosine with linear warmup
+        w = cfg.warmup_steps
+        end = cfg.decay_steps or cfg.steps
+        start = cfg.min_lr if cfg.warmup_from_min else 0.0
+        warm = start + (cfg.lr - start) * (t + 1) / max(w, 1)
+        ratio = ((t - w) / max(end - w, 1)).clamp(0, 1)
+        cos = cfg.min_lr + 0.5 * (1 + torch.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+        lr = torch.where(t < w, warm, cos)
+    return lr.to(torch.float32)
+
+
+def clip_per_copy(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale each copy's gradient to norm <= max_norm in place; returns the norms [K]."""
+    k = grads[0].shape[0]
+    sq = torch.zeros(k, device=grads[0].device, dtype=torch.float32)
+    for g in grads:
+        sq += g.detach().float().reshape(k, -1).pow(2).sum(1)
+    norms = sq.sqrt()
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(k, *([1] * (g.dim() - 1))).to(g.dtype))
+    return norms
+
+
+class StackedOptimizer:
+    """SGD (momentum, coupled weight decay) or AdamW over named stacked parameters."""
+
+    def __init__(self, cfg: TrainConfig, params: dict[str, torch.nn.Parameter]):
+        self.cfg = cfg
+        self.params = params
+        self.state: dict[str, torch.Tensor] = {}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Optimizer buffers as a flat name -> [K, ...] tensor dict."""
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore buffers saved by state_dict (moved to each parameter's device)."""
+        dev = next(iter(self.params.values())).device
+        self.state = {n: t.to(dev) for n, t in state.items()}
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, steps_done: torch.Tensor) -> None:
+        """One update with per-copy lr [K]; steps_done [K] = updates before this one."""
+        c = self.cfg
+        for name, p in self.params.items():
+            g = p.grad
+            if g is None:
+                continue
+            shape = (p.shape[0],) + (1,) * (p.dim() - 1)
+            lr_k = lr.to(p.device, p.dtype).view(shape)
+            if c.optimizer == "sgd":
+                if c.weight_decay:
+                    g = g.add(p, alpha=c.weight_decay)
+                if c.momentum:
+                    key = "momentum." + name
+                    buf = self.state.get(key)
+                    if buf is None:
+                        buf = g.clone()
+                        self.state[key] = buf
+                    else:
+                        # a copy that has done no update yet starts its buffer at g (torch semantics)
+                        fresh = (steps_done == 0).to(p.device).view(shape)
+                        buf.mul_(c.momentum).add_(g)
+                        buf.copy_(torch.where(fresh, g, buf))
+                    g = buf
+                p.sub_(lr_k * g)
+            else:
+                b1, b2 = c.betas
+                m = self.state.setdefault("exp_avg." + name, torch.zeros_like(p))
+                v = self.state.setdefault("exp_avg_sq." + name, torch.zeros_like(p))
+                t = (steps_done.to(p.device, torch.float64) + 1).view(shape)
+                p.mul_(1 - lr_k * c.weight_decay)
+                m.lerp_(g, 1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                bc1 = (1 - b1 ** t).to(p.dtype)
+                bc2_sqrt = (1 - b2 ** t).sqrt().to(p.dtype)
+                denom = (v.sqrt() / bc2_sqrt).add_(c.eps)
+                p.sub_((lr_k / bc1) * m / denom)

@@ -1,0 +1,1 @@
+"""One module per notebook: run(params) -> tables + figures."""

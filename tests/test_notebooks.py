@@ -1,0 +1,27 @@
+"""Every numbered notebook runs headless under papermill on the smoke profile and writes its figures."""
+from pathlib import Path
+
+import pytest
+
+from lmc_core.reports import list_notebooks, repo_root, run_notebooks
+
+ROOT = repo_root()
+NOTEBOOKS = list_notebooks(ROOT)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_smoke(nb: Path, tmp_path):
+    figs, reports, store = tmp_path / "figures", tmp_path / "reports", tmp_path / "runs"
+    run_notebooks("smoke", root=ROOT, notebooks=[nb.stem], figures_dir=figs, reports_dir=reports,
+                  store_dir=store, extra_params={"cache_dir": str(ROOT / "data" / "cache")}, progress=False)
+    prefix = nb.stem[:2]
+    pngs = sorted(figs.glob(f"{prefix}_*.png"))
+    assert pngs, f"{nb.name} wrote no figure"
+    for png in pngs:
+        for ext in (".pdf", ".csv"):
+            other = png.with_suffix(ext)
+            assert other.exists() and other.stat().st_size > 0, f"missing {other.name}"
+    html = (reports / f"{nb.stem}.html").read_text()
+    assert "data:image/png;base64" in html and "Traceback" not in html
+    assert (reports / "index.html").exists()
+    assert any(store.iterdir()), "the trained run was not stored"
