@@ -43,7 +43,7 @@ test: install ## Run the test suite
 	$(VPY) -m pytest
 
 bench: install ## Run the ensemble benchmark (bench/ensemble.py)
-	$(VPY) bench/ensemble.py
+	$(VPY) -m lmc_core bench ensemble
 
 clean: ## Remove generated reports and smoke figures
 	rm -rf reports figures/smoke

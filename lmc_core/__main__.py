@@ -106,6 +106,28 @@ def _run_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- bench
+def _configure_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", default="ensemble", help="benchmark script under bench/ (default: ensemble)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark (see its --help)")
+
+
+@command("bench", "run a benchmark script from bench/ (e.g. `bench ensemble --ks 1 8`)", _configure_bench)
+def _run_bench(args: argparse.Namespace) -> int:
+    """Run bench/<name>.py with the remaining arguments."""
+    import runpy
+
+    from .reports import repo_root
+
+    script = repo_root() / "bench" / f"{args.name}.py"
+    if not script.exists():
+        have = sorted(p.stem for p in script.parent.glob("*.py"))
+        raise UsageError(f"no benchmark {args.name!r}; available: {have}")
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with one subparser per registered command."""

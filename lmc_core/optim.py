@@ -37,7 +37,7 @@ def clip_per_copy(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     k = grads[0].shape[0]
     sq = torch.zeros(k, device=grads[0].device, dtype=torch.float32)
     for g in grads:
-        sq += g.detach().float().reshape(k, -1).pow(2).sum(1)
+        sq += torch.linalg.vector_norm(g.detach().reshape(k, -1), dim=1, dtype=torch.float32).square()
     norms = sq.sqrt()
     coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
@@ -87,7 +87,7 @@ class StackedOptimizer:
                         buf.mul_(c.momentum).add_(g)
                         buf.copy_(torch.where(fresh, g, buf))
                     g = buf
-                p.sub_(lr_k * g)
+                p.addcmul_(g, lr_k, value=-1.0)
             else:
                 b1, b2 = c.betas
                 m = self.state.setdefault("exp_avg." + name, torch.zeros_like(p))

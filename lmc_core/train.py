@@ -51,6 +51,9 @@ def copy_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return ce.view(k, n).mean(1)
 
 
+# On CPU the logits are formed in pieces of at most this size (see TransformerLM.copy_losses).
+LOGITS_BUDGET_MB = 16
+
 _CKPT = re.compile(r"^step-(\d{7})\.safetensors$")
 
 
@@ -107,11 +110,13 @@ def train_copies(
     log_every: int = 10,
     progress: bool = True,
     stop_after: int | None = None,
+    tensorboard_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train the K copies of `spec` to spec.train.steps; resumes from ckpt_dir if it holds a checkpoint.
 
     Without init_state, copy k is initialised from seeds[k].init. stop_after (for tests) stops
-    after that many updates in this call, as if the process had been killed.
+    after that many updates in this call, as if the process had been killed. With
+    tensorboard_dir, each copy's training loss and learning rate are also logged for TensorBoard.
     """
     spec.validate()
     cfg, tc = spec.model, spec.train
@@ -142,8 +147,14 @@ def train_copies(
     if ckpt_dir is not None and 0 in keep and int(steps.max()) == 0:
         save_checkpoint(ckpt_dir, model, opt, steps)
     log: list[dict] = []
+    writer = None
+    if tensorboard_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(tensorboard_dir))
     pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     micro = tc.batch_size // tc.accum
+    budget = LOGITS_BUDGET_MB if dev.type == "cpu" else None
     done_here = 0
     pbar = bar(total=tc.steps, initial=int(steps.min()), disable=not progress, desc=f"train K={k}")
     while int(steps.min()) < tc.steps:
@@ -159,8 +170,8 @@ def train_copies(
             drop = (DropoutSource(dropout_seeds, (steps * tc.accum + m).tolist(), dev)
                     if cfg.dropout > 0 else None)
             with autocast:
-                logits = model(chunk[..., :-1], drop)
-            losses = copy_losses(logits, chunk[..., 1:].reshape(k, -1))  # [K]
+                h = model.features(chunk[..., :-1], drop)  # [K, micro*T, d]
+                losses = model.copy_losses(h, chunk[..., 1:].reshape(k, -1), budget)  # [K]
             (losses.sum() / tc.accum).backward()
             total += losses.detach() / tc.accum
         grads = [p.grad for p in params.values() if p.grad is not None]
@@ -172,7 +183,7 @@ def train_copies(
         pending.append((int(steps.max()), total, lr))
         s = int(steps.max())
         if len(pending) >= log_every or s >= tc.steps or s in keep or _due(tc.save_every, s):
-            _flush(pending, log, k)
+            _flush(pending, log, k, writer)
             last = log[-k:]
             bad = [r for r in last if not torch.isfinite(torch.tensor(r["loss"]))]
             if bad:
@@ -188,7 +199,9 @@ def train_copies(
         if stop_after is not None and done_here >= stop_after:
             break
     pbar.close()
-    _flush(pending, log, k)
+    _flush(pending, log, k, writer)
+    if writer is not None:
+        writer.close()
     state = {n: t.detach().cpu().clone() for n, t in model.state_dict().items()}
     return TrainResult(state=state, opt_state={n: t.cpu() for n, t in opt.state_dict().items()},
                        steps=steps.tolist(), history=pd.DataFrame(log))
@@ -198,7 +211,7 @@ def _due(every: int, s: int) -> bool:
     return every > 0 and s % every == 0
 
 
-def _flush(pending: list, log: list, k: int) -> None:
+def _flush(pending: list, log: list, k: int, writer=None) -> None:
     if not pending:
         return
     losses = torch.stack([p[1] for p in pending]).cpu().tolist()
@@ -206,4 +219,7 @@ def _flush(pending: list, log: list, k: int) -> None:
     for (s, _, _), row, lr in zip(pending, losses, lrs):
         for c in range(k):
             log.append({"step": s, "copy": c, "loss": row[c], "lr": lr[c]})
+            if writer is not None:
+                writer.add_scalar(f"train_loss/copy{c}", row[c], s)
+                writer.add_scalar(f"lr/copy{c}", lr[c], s)
     pending.clear()

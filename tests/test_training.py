@@ -144,3 +144,25 @@ def test_gpt_presets_build_and_tie_weights():
         assert m.head is None and "pos_emb" in dict(m.named_parameters())
         out = m(torch.randint(0, 100, (2, 3, cfg.context)))
         assert out.shape == (2, 3 * cfg.context, 100)
+
+
+def test_tensorboard_logging(stream, tmp_path):
+    train_copies(tiny_spec(steps=3), stream, "cpu", progress=False, log_every=1, tensorboard_dir=tmp_path)
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_chunked_loss_equals_whole_loss_and_gradients():
+    for name in ("ptb-transformer", "tinygpt"):
+        cfg = model_preset(name, vocab_size=50, **({"d_model": 16, "d_ff": 16} if name == "ptb-transformer" else {}))
+        m = TransformerLM(cfg, 3).init_weights([1, 2, 3])
+        x = torch.randint(0, 50, (3, 4, cfg.context + 1))
+        grads = []
+        for budget in (None, 0.001):  # 0.001 MB: one copy and a few tokens per piece
+            m.zero_grad()
+            h = m.features(x[..., :-1])
+            loss = m.copy_losses(h, x[..., 1:].reshape(3, -1), budget)
+            loss.sum().backward()
+            grads.append((loss.detach(), [p.grad.clone() for p in m.parameters()]))
+        torch.testing.assert_close(grads[0][0], grads[1][0])
+        for a, b in zip(grads[0][1], grads[1][1]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

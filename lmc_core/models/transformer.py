@@ -155,6 +155,17 @@ class TransformerLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, drop: DropoutSource | None = None) -> torch.Tensor:
         """Logits [K, B*T, V] for tokens [K, B, T] (or [1, B, T], shared by all copies)."""
+        return self.logits(self.features(tokens, drop))
+
+    def logits(self, h: torch.Tensor, k0: int = 0, k1: int | None = None) -> torch.Tensor:
+        """Output logits [k1-k0, N, V] of copies k0..k1 from their final features h [k1-k0, N, d]."""
+        k1 = self.k if k1 is None else k1
+        if self.head is not None:
+            return torch.baddbmm(self.head.bias[k0:k1], h, self.head.weight[k0:k1])
+        return torch.bmm(h, self.tok_emb[k0:k1].transpose(1, 2))
+
+    def features(self, tokens: torch.Tensor, drop: DropoutSource | None = None) -> torch.Tensor:
+        """Final hidden states [K, B*T, d] (after the last layer / final LayerNorm)."""
         cfg = self.cfg
         _, b, t = tokens.shape
         if t > cfg.context:
@@ -169,9 +180,38 @@ class TransformerLM(nn.Module):
             x = layer(x, b, t, drop, 1 + SITES_PER_LAYER * i)
         if self.ln_f is not None:
             x = self.ln_f(x)
+        return x
+
+    def copy_losses(self, h: torch.Tensor, targets: torch.Tensor, budget_mb: float | None = None) -> torch.Tensor:
+        """Mean next-token cross-entropy of each copy [K] from features h [K, N, d], targets [K, N].
+
+        With budget_mb, the logits are formed in pieces of at most that size (copies x tokens), so
+        no huge temporary is allocated (on CPU, allocations above 32 MB are fresh page-faulting
+        mmaps every step); the result is the same.
+        """
+        k, n, _ = h.shape
+        v = self.cfg.vocab_size
+        if budget_mb is None:
+            kc, nc = k, n
+        else:
+            per_token = v * 4
+            nc = max(1, min(n, int(budget_mb * 2**20 // per_token)))
+            kc = max(1, min(k, int(budget_mb * 2**20 // (per_token * nc))))
+        # split (not slice): the backward of a split concatenates once instead of zero-filling a
+        # full-size gradient per piece
         if self.head is not None:
-            return self.head(x)
-        return torch.bmm(x, self.tok_emb.transpose(1, 2))
+            weights = zip(self.head.weight.split(kc), self.head.bias.split(kc))
+        else:
+            weights = ((w.transpose(1, 2), None) for w in self.tok_emb.split(kc))
+        parts = []
+        for hg, tg, (w, b) in zip(h.split(kc), targets.split(kc), weights):
+            row = 0
+            for hp, tp in zip(hg.split(nc, 1), tg.split(nc, 1)):
+                z = torch.bmm(hp, w) if b is None else torch.baddbmm(b, hp, w)  # [kc, nc, V]
+                ce = F.cross_entropy(z.reshape(-1, v).float(), tp.reshape(-1), reduction="none")
+                row = row + ce.view(hg.shape[0], -1).sum(1)
+            parts.append(row)
+        return torch.cat(parts) / n
 
     @torch.no_grad()
     def init_weights(self, seeds: list[int]) -> "TransformerLM":

@@ -13,7 +13,7 @@ PROFILES = ("smoke", "quick", "paper")
 
 # Parameters every study accepts besides its own (the notebooks' parameters cell).
 COMMON = {"profile": "quick", "figures_dir": None, "store_dir": None, "cache_dir": None,
-          "device": "auto", "progress": True}
+          "device": "auto", "progress": True, "tensorboard": False}
 
 
 @dataclass
