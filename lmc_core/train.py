@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .config import RunSpec
 from .data.loader import LMBatches
@@ -41,14 +40,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} requested but no CUDA GPU is visible; use device='cpu' or 'auto'")
     return dev
-
-
-def copy_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of each copy [K]; logits [K, N, V], targets [K or 1, N]."""
-    k, n, v = logits.shape
-    targets = targets.expand(k, n)
-    ce = F.cross_entropy(logits.reshape(k * n, v).float(), targets.reshape(k * n), reduction="none")
-    return ce.view(k, n).mean(1)
 
 
 # On CPU the logits are formed in pieces of at most this size (see TransformerLM.copy_losses).
