@@ -60,7 +60,7 @@ class StackedOptimizer:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore buffers saved by state_dict (moved to each parameter's device)."""
         dev = next(iter(self.params.values())).device
-        self.state = {n: t.to(dev) for n, t in state.items()}
+        self.state = {n: t.to(dev, copy=True) for n, t in state.items()}  # never alias the caller's tensors
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor, steps_done: torch.Tensor) -> None:

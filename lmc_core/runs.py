@@ -21,7 +21,7 @@ import torch
 from .config import RunSpec, config_hash, non_default, spec_from_dict, to_dict
 from .ensemble import State
 from .io import CorruptFileError, load_tensors, quarantine, read_json, save_tensors, write_json
-from .train import TrainResult, train_copies
+from .train import TrainResult, prune_checkpoints, train_copies
 
 
 @dataclass
@@ -90,6 +90,7 @@ class RunStore:
         tensors.update({"opt." + n: t for n, t in res.opt_state.items()})
         save_tensors(d / "final.safetensors", tensors, {"steps": res.steps})
         write_json(d / "DONE.json", {"hash": config_hash(spec), "steps": res.steps})
+        prune_checkpoints(d / "ckpt", set(spec.train.checkpoints))  # resume points are no longer needed
         hist = pd.read_csv(d / "history.csv")
         return StoredRun(spec, res.state, res.opt_state, res.steps, hist, d, trained_now=True)
 

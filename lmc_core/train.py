@@ -65,9 +65,20 @@ def save_checkpoint(ckpt_dir: Path, model: TransformerLM, opt: StackedOptimizer,
     tensors = {"model." + n: t for n, t in model.state_dict().items()}
     tensors.update({"opt." + n: t for n, t in opt.state_dict().items()})
     tensors["steps"] = steps.cpu()
-    path = checkpoint_path(ckpt_dir, int(steps.max()))
+    path = checkpoint_path(ckpt_dir, int(steps.min()))  # copies spawned later may be ahead
     save_tensors(path, tensors, {"k": model.k})
     return path
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: set[int], recent: int = 0) -> None:
+    """Delete checkpoints whose step is not in `keep` and not among the `recent` newest."""
+    steps = list_checkpoints(ckpt_dir)
+    keep = keep | set(steps[len(steps) - recent :] if recent else ())
+    for step in steps:
+        if step not in keep:
+            for p in (checkpoint_path(ckpt_dir, step),):
+                p.unlink(missing_ok=True)
+                p.with_name(p.name + ".sha256").unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> tuple[State, dict[str, torch.Tensor], list[int]]:
@@ -78,9 +89,12 @@ def load_checkpoint(path: Path) -> tuple[State, dict[str, torch.Tensor], list[in
     return model, opt, [int(s) for s in t["steps"].tolist()]
 
 
-def latest_valid_checkpoint(ckpt_dir: Path) -> tuple[int, tuple] | None:
-    """The newest checkpoint that verifies; corrupt ones are moved aside (never used)."""
+def latest_valid_checkpoint(ckpt_dir: Path, at_most: int | None = None) -> tuple[int, tuple] | None:
+    """The newest checkpoint (at or before step `at_most`) that verifies; corrupt ones are moved
+    aside (never used)."""
     for step in reversed(list_checkpoints(ckpt_dir)):
+        if at_most is not None and step > at_most:
+            continue
         path = checkpoint_path(ckpt_dir, step)
         try:
             return step, load_checkpoint(path)
@@ -102,11 +116,16 @@ def train_copies(
     progress: bool = True,
     stop_after: int | None = None,
     tensorboard_dir: str | Path | None = None,
+    until: int | None = None,
+    resume_at_most: int | None = None,
 ) -> TrainResult:
     """Train the K copies of `spec` to spec.train.steps; resumes from ckpt_dir if it holds a checkpoint.
 
     Without init_state, copy k is initialised from seeds[k].init. stop_after (for tests) stops
-    after that many updates in this call, as if the process had been killed. With
+    after that many updates in this call, as if the process had been killed. `until` stops
+    when every copy has reached that step (a parent trained only up to its last spawn point;
+    the schedule still follows spec.train.steps); `resume_at_most` resumes from the newest
+    checkpoint at or before that step instead of the newest overall. With
     tensorboard_dir, each copy's training loss and learning rate are also logged for TensorBoard.
     """
     spec.validate()
@@ -117,7 +136,7 @@ def train_copies(
     k = spec.k
     model = TransformerLM(cfg, k)
     steps = torch.as_tensor(start_steps if start_steps is not None else [0] * k, dtype=torch.int64)
-    resumed = latest_valid_checkpoint(ckpt_dir) if ckpt_dir is not None else None
+    resumed = latest_valid_checkpoint(ckpt_dir, resume_at_most) if ckpt_dir is not None else None
     if resumed is not None:
         _, (init_state, opt_state, st) = resumed
         steps = torch.as_tensor(st, dtype=torch.int64)
@@ -135,7 +154,8 @@ def train_copies(
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if tc.precision == "bf16"
                 else contextlib.nullcontext())
     keep = set(tc.checkpoints)
-    if ckpt_dir is not None and 0 in keep and int(steps.max()) == 0:
+    end = tc.steps if until is None else min(until, tc.steps)
+    if ckpt_dir is not None and int(steps.min()) in keep and not checkpoint_path(ckpt_dir, int(steps.min())).exists():
         save_checkpoint(ckpt_dir, model, opt, steps)
     log: list[dict] = []
     writer = None
@@ -147,9 +167,9 @@ def train_copies(
     micro = tc.batch_size // tc.accum
     budget = LOGITS_BUDGET_MB if dev.type == "cpu" else None
     done_here = 0
-    pbar = bar(total=tc.steps, initial=int(steps.min()), disable=not progress, desc=f"train K={k}")
-    while int(steps.min()) < tc.steps:
-        active = steps < tc.steps  # copies already at the end (spawned earlier) stay put
+    pbar = bar(total=end, initial=int(steps.min()), disable=not progress, desc=f"train K={k}")
+    while int(steps.min()) < end:
+        active = steps < tc.steps  # copies already at the end (spawned later) stay put, lr 0
         lr = lr_at(tc, steps, batches.steps_per_epoch) * active
         tokens = batches.batch(steps.tolist()).to(dev)  # [K, B, T+1]
         for p in params.values():
@@ -171,11 +191,11 @@ def train_copies(
         opt.step(lr.to(dev), steps)
         steps = steps + active.long()
         done_here += 1
-        pending.append((int(steps.max()), total, lr))
-        s = int(steps.max())
-        if len(pending) >= log_every or s >= tc.steps or s in keep or _due(tc.save_every, s):
+        s = int(steps.min())
+        pending.append(([t if a else None for t, a in zip(steps.tolist(), active.tolist())], total, lr))
+        if len(pending) >= log_every or s >= end or s in keep or _due(tc.save_every, s):
             _flush(pending, log, k, writer)
-            last = log[-k:]
+            last = log[-k:] if len(log) >= k else log
             bad = [r for r in last if not torch.isfinite(torch.tensor(r["loss"]))]
             if bad:
                 r = bad[0]
@@ -187,6 +207,7 @@ def train_copies(
         pbar.update(int(steps.min()) - pbar.n)
         if ckpt_dir is not None and (s in keep or _due(tc.save_every, s)):
             save_checkpoint(ckpt_dir, model, opt, steps)
+            prune_checkpoints(ckpt_dir, keep, recent=2)  # two resume points, in case one is corrupt
         if stop_after is not None and done_here >= stop_after:
             break
     pbar.close()
@@ -207,8 +228,11 @@ def _flush(pending: list, log: list, k: int, writer=None) -> None:
         return
     losses = torch.stack([p[1] for p in pending]).cpu().tolist()
     lrs = torch.stack([p[2] for p in pending]).cpu().tolist()
-    for (s, _, _), row, lr in zip(pending, losses, lrs):
+    for (st, _, _), row, lr in zip(pending, losses, lrs):
         for c in range(k):
+            s = st[c]
+            if s is None:  # an idle copy that had already finished
+                continue
             log.append({"step": s, "copy": c, "loss": row[c], "lr": lr[c]})
             if writer is not None:
                 writer.add_scalar(f"train_loss/copy{c}", row[c], s)

@@ -14,6 +14,7 @@ from ..config import DataConfig, RunSpec, Seeds, TrainConfig, config_hash, model
 from ..data import load_corpus
 from ..ensemble import copy_state
 from ..interpolate import alpha_grid, interpolation_curve
+from ..metrics import METRICS, barrier_table
 from ..plotting import COLORS, curves_figure, plt, save_figure, threshold_line
 from ..reference import PTB_STUDY_PPL_INSTABILITY_PCT
 from ..runs import RunStore
@@ -21,7 +22,6 @@ from ..train import resolve_device
 from .common import StudyResult, check_positive, out_dirs, resolve_params
 
 PREFIX = "01"
-METRICS = ("loss", "ppl", "error")
 LABELS = {"loss": "cross-entropy (nats/token)", "ppl": "perplexity", "error": "next-token error"}
 
 # Study 1 trains with SGD lr 2.5, StepLR(0.95 per epoch), clipping 0.5, batch 16 x bptt 35, dropout 0.2.
@@ -45,16 +45,36 @@ for _p in PROFILES.values():
     _p.setdefault("epochs", 0)
 
 
-def build_spec(p: dict, vocab_size: int, steps: int) -> RunSpec:
-    """The RunSpec of the 2*pairs copies sharing one initialisation."""
+def build_spec(p: dict, vocab_size: int, steps: int, seeds: tuple[Seeds, ...] | None = None) -> RunSpec:
+    """The RunSpec of the 2*pairs copies sharing one initialisation (or of the given seeds)."""
     model = model_preset(p["model"], vocab_size=vocab_size, **p["model_overrides"])
     train = TrainConfig(steps=steps, batch_size=p["batch_size"], optimizer=p["optimizer"], lr=p["lr"],
                         schedule="step", gamma=p["gamma"], clip_norm=p["clip_norm"],
                         save_every=max(steps // 10, 1))
     data = DataConfig(corpus=p["corpus"], level=p["level"], vocab_cap=p["vocab_cap"], path=p["data_path"])
-    s0 = p["first_seed"]
-    seeds = tuple(Seeds(init=p["init_seed"], data=s0 + c, dropout=s0 + c) for c in range(2 * p["pairs"]))
+    if seeds is None:
+        seeds = pair_seeds(p)
     return RunSpec(model=model, data=data, train=train, seeds=seeds)
+
+
+def pair_seeds(p: dict) -> tuple[Seeds, ...]:
+    """Seeds of 2*pairs copies: one init seed, distinct data and dropout seeds."""
+    s0 = p["first_seed"]
+    return tuple(Seeds(init=p["init_seed"], data=s0 + c, dropout=s0 + c) for c in range(2 * p["pairs"]))
+
+
+def load_study_corpus(p: dict, cache_dir) -> tuple:
+    """(corpus, total steps T) for a study's parameters; T from `epochs` when set."""
+    corpus = load_corpus(p["corpus"], level=p["level"], vocab_cap=p["vocab_cap"], path=p["data_path"],
+                         cache_dir=str(cache_dir))
+    if p["epochs"]:
+        check_positive(p, "epochs")
+        context = model_preset(p["model"], **p["model_overrides"]).context
+        steps = p["epochs"] * ((corpus.train.numel() - 1) // context // p["batch_size"])
+    else:
+        check_positive(p, "steps")
+        steps = p["steps"]
+    return corpus, steps
 
 
 def run(params: dict | None = None) -> StudyResult:
@@ -66,15 +86,7 @@ def run(params: dict | None = None) -> StudyResult:
     fig_dir, store_dir, cache_dir = out_dirs(p)
     device = resolve_device(p["device"])
     model_preset(p["model"], **p["model_overrides"])  # fail on a bad model before loading data
-    corpus = load_corpus(p["corpus"], level=p["level"], vocab_cap=p["vocab_cap"], path=p["data_path"],
-                         cache_dir=str(cache_dir))
-    if p["epochs"]:
-        check_positive(p, "epochs")
-        context = model_preset(p["model"], **p["model_overrides"]).context
-        steps = p["epochs"] * ((corpus.train.numel() - 1) // context // p["batch_size"])
-    else:
-        check_positive(p, "steps")
-        steps = p["steps"]
+    corpus, steps = load_study_corpus(p, cache_dir)
     spec = build_spec(p, len(corpus.vocab), steps)
     store = RunStore(store_dir)
     tb = store.path(spec) / "tensorboard" if p["tensorboard"] else None  # training curves, if trained now
@@ -90,7 +102,7 @@ def run(params: dict | None = None) -> StudyResult:
         c.insert(0, "pair", pair)
         curves.append(c)
     curves = pd.concat(curves, ignore_index=True)
-    barriers = barrier_table(curves)
+    barriers = barrier_table(curves, ("pair",), METRICS)
     summary = summary_table(barriers, p["definition"], curves)
 
     res = StudyResult(params=p, tables={"curves": curves, "barriers": barriers, "summary": summary})
@@ -111,22 +123,6 @@ def run(params: dict | None = None) -> StudyResult:
     barriers.to_csv(res.files[-1], index=False)
     res.summary = describe(summary, p["definition"])
     return res
-
-
-def barrier_table(curves: pd.DataFrame) -> pd.DataFrame:
-    """Every (pair, split, metric, definition): barrier height and instability %."""
-    rows = []
-    for (pair, split), d in curves.groupby(["pair", "split"]):
-        d = d.sort_values("alpha")
-        for metric in METRICS:
-            ends = 0.5 * (d[metric].iloc[0] + d[metric].iloc[-1])
-            for definition in B.DEFINITIONS:
-                h = B.barrier(d.alpha, d[metric], definition)
-                inst = B.instability(d.alpha, d[metric], definition)
-                rows.append({"pair": pair, "split": split, "metric": metric, "definition": definition,
-                             "endpoint_mean": ends, "max_on_path": float(d[metric].max()), "barrier": h,
-                             "instability_pct": inst, "stable": B.is_stable(inst)})
-    return pd.DataFrame(rows)
 
 
 def summary_table(barriers: pd.DataFrame, definition: str, curves: pd.DataFrame) -> pd.DataFrame:
