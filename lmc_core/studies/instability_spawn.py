@@ -29,9 +29,9 @@ PROFILES = {
     "smoke": {**_STUDY, "model_overrides": {"d_model": 32, "d_ff": 32}, "vocab_cap": 2000, "steps": 40,
               "epochs": 0, "spawn": [0.0, 0.25, 0.5], "pairs": 1, "alphas": 5, "eval_tokens": 3000,
               "parent_seed": 100},
-    # the quick profile of notebook 01 (character level, d=64), spawned at 0 .. 40 % of training
+    # the quick profile of notebook 01 (character level, d=64), spawned at 0 .. 30 % of training
     "quick": {**_STUDY, "level": "char", "model_overrides": {"d_model": 64, "d_ff": 64}, "steps": 3000,
-              "epochs": 0, "spawn": [0.0, 0.01, 0.03, 0.1, 0.2, 0.4], "pairs": 2, "alphas": 31,
+              "epochs": 0, "spawn": [0.0, 0.01, 0.03, 0.1, 0.3], "pairs": 2, "alphas": 31,
               "eval_tokens": 10000, "parent_seed": 100},
     # the PTB study's word-level d=200 model, 4 epochs, 9 spawn points, 3 pairs each (GPU)
     "paper": {**_STUDY, "steps": 0, "epochs": 4, "spawn": [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5],
@@ -86,8 +86,11 @@ def run(params: dict | None = None) -> StudyResult:
     barriers = barrier_table(curves, ("k", "k_frac", "pair"), METRICS)
     by_k = per_k_table(barriers, p["definition"])
     onset = onset_table(by_k)
+    onset_all = pd.concat([onset_table(per_k_table(barriers, d)).assign(definition=d) for d in B.DEFINITIONS],
+                          ignore_index=True)
 
-    res = StudyResult(params=p, tables={"barriers": barriers, "by_k": by_k, "onset": onset, "curves": curves})
+    res = StudyResult(params=p, tables={"barriers": barriers, "by_k": by_k, "onset": onset,
+                                        "onset_by_definition": onset_all, "curves": curves})
     res.tables["run"] = pd.DataFrame([{"parent": config_hash(parent_identity(spec)), "T": T,
                                        "spawn_steps": ks, "copies": len(ks) * len(children),
                                        "device": str(device), "vocab": len(corpus.vocab),
@@ -98,9 +101,12 @@ def run(params: dict | None = None) -> StudyResult:
     fig2, d2 = curves_by_k_figure(curves, ks, T, p["profile"])
     res.figures[f"{PREFIX}_loss_vs_alpha_by_k"] = fig2
     res.files += save_figure(fig2, d2, fig_dir, f"{PREFIX}_loss_vs_alpha_by_k")
+    fig3, d3 = definitions_figure(barriers, T, p["profile"])
+    res.figures[f"{PREFIX}_instability_by_definition"] = fig3
+    res.files += save_figure(fig3, d3, fig_dir, f"{PREFIX}_instability_by_definition")
     res.files.append(fig_dir / f"{PREFIX}_barriers.csv")
     barriers.to_csv(res.files[-1], index=False)
-    res.summary = describe(by_k, onset, p["definition"], T)
+    res.summary = describe(by_k, onset, p["definition"], T, onset_all)
     return res
 
 
@@ -162,6 +168,37 @@ def instability_vs_k_figure(by_k: pd.DataFrame, onset: pd.DataFrame, definition:
     return fig, pd.DataFrame(rows)
 
 
+def definitions_figure(barriers: pd.DataFrame, T: int, profile: str, metric: str = "ppl"):
+    """Test and train instability vs k under every barrier definition (mean over pairs)."""
+    fracs = np.sort(barriers.k_frac.unique())
+    nonzero = fracs[fracs > 0]
+    floor = (nonzero.min() / 3) if len(nonzero) else 1e-3
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False, sharey=True)
+    rows = []
+    for ax, split in zip(axes[0], ("train", "test")):
+        for i, d in enumerate(B.DEFINITIONS):
+            g = (barriers[(barriers.split == split) & (barriers.metric == metric) & (barriers.definition == d)]
+                 .groupby(["k", "k_frac"]).instability_pct.mean().reset_index())
+            ax.plot(_xpos(g.k_frac.to_numpy(), floor), g.instability_pct, "-o", ms=4, color=COLORS[i], label=d)
+            rows += [{"split": split, "definition": d, "k": int(r.k), "k_frac": r.k_frac,
+                      "instability_pct_mean": r.instability_pct} for r in g.itertuples()]
+        threshold_line(ax)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xticks(_xpos(fracs, floor), [("0" if f == 0 else f"{100 * f:g} %") for f in fracs], rotation=45,
+                      fontsize=8)
+        ax.minorticks_off()
+        ax.set_title(split, fontsize=10)
+        ax.set_xlabel(f"spawn step k (% of T = {T} steps; log axis)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"instability, {LABELS[metric]} (%)")
+    axes[0][0].legend(fontsize=8, title="barrier definition", title_fontsize=8)
+    fig.suptitle(f"Perplexity instability vs k under each barrier definition ({profile} profile; mean over pairs)",
+                 fontsize=11)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)
+
+
 def curves_by_k_figure(curves: pd.DataFrame, ks: list[int], T: int, profile: str, n_show: int = 4):
     """Loss vs alpha (mean over pairs) for a few spawn steps, train and test."""
     idx = np.unique(np.linspace(0, len(ks) - 1, min(n_show, len(ks))).round().astype(int))
@@ -185,7 +222,8 @@ def curves_by_k_figure(curves: pd.DataFrame, ks: list[int], T: int, profile: str
     return fig, pd.DataFrame(rows)
 
 
-def describe(by_k: pd.DataFrame, onset: pd.DataFrame, definition: str, T: int) -> str:
+def describe(by_k: pd.DataFrame, onset: pd.DataFrame, definition: str, T: int,
+             onset_all: pd.DataFrame | None = None) -> str:
     """A paragraph stating the measured finding."""
     def inst(k, split="test", metric="ppl"):
         g = by_k[(by_k.k == k) & (by_k.split == split) & (by_k.metric == metric)]
@@ -201,4 +239,14 @@ def describe(by_k: pd.DataFrame, onset: pd.DataFrame, definition: str, T: int) -
     else:
         text += (f"Stability (below 2 % from then on) begins at k* = {int(o.k_star)} steps, "
                  f"{100 * o.k_star_frac:.1f} % of training.")
+    if onset_all is not None:
+        parts = []
+        for d in onset_all.definition.unique():
+            if d == definition:
+                continue
+            r = onset_all[(onset_all.definition == d) & (onset_all.split == "test") & (onset_all.metric == "ppl")]
+            k = r.k_star.iloc[0]
+            parts.append(f"{d}: " + ("never" if k is None or pd.isna(k) else
+                                     f"k* = {int(k)} ({100 * r.k_star_frac.iloc[0]:.1f} %)"))
+        text += " Under the other definitions (test perplexity): " + "; ".join(parts) + "."
     return text
