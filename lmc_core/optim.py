@@ -66,12 +66,19 @@ class StackedOptimizer:
     def step(self, lr: torch.Tensor, steps_done: torch.Tensor) -> None:
         """One update with per-copy lr [K]; steps_done [K] = updates before this one."""
         c = self.cfg
+        dev = next(iter(self.params.values())).device
+        lr = lr.to(dev)  # one host-to-device copy per step, not one per parameter
+        steps_done = steps_done.to(dev)
+        if c.optimizer == "adamw":
+            t_all = steps_done.to(torch.float64) + 1
+            bc1_all = 1 - c.betas[0] ** t_all
+            bc2_all = (1 - c.betas[1] ** t_all).sqrt()
         for name, p in self.params.items():
             g = p.grad
             if g is None:
                 continue
             shape = (p.shape[0],) + (1,) * (p.dim() - 1)
-            lr_k = lr.to(p.device, p.dtype).view(shape)
+            lr_k = lr.to(p.dtype).view(shape)
             if c.optimizer == "sgd":
                 if c.weight_decay:
                     g = g.add(p, alpha=c.weight_decay)
@@ -83,7 +90,7 @@ class StackedOptimizer:
                         self.state[key] = buf
                     else:
                         # a copy that has done no update yet starts its buffer at g (torch semantics)
-                        fresh = (steps_done == 0).to(p.device).view(shape)
+                        fresh = (steps_done == 0).view(shape)
                         buf.mul_(c.momentum).add_(g)
                         buf.copy_(torch.where(fresh, g, buf))
                     g = buf
@@ -92,11 +99,10 @@ class StackedOptimizer:
                 b1, b2 = c.betas
                 m = self.state.setdefault("exp_avg." + name, torch.zeros_like(p))
                 v = self.state.setdefault("exp_avg_sq." + name, torch.zeros_like(p))
-                t = (steps_done.to(p.device, torch.float64) + 1).view(shape)
                 p.mul_(1 - lr_k * c.weight_decay)
                 m.lerp_(g, 1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                bc1 = (1 - b1 ** t).to(p.dtype)
-                bc2_sqrt = (1 - b2 ** t).sqrt().to(p.dtype)
+                bc1 = bc1_all.to(p.dtype).view(shape)
+                bc2_sqrt = bc2_all.to(p.dtype).view(shape)
                 denom = (v.sqrt() / bc2_sqrt).add_(c.eps)
                 p.sub_((lr_k / bc1) * m / denom)
