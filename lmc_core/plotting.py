@@ -17,7 +17,7 @@ def save_figure(fig, data: pd.DataFrame, out_dir: str | Path, name: str) -> list
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.csv"]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})  # reproducible bytes
     data.to_csv(paths[2], index=False)
     return paths
 
