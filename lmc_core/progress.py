@@ -8,7 +8,7 @@ def bar(**kwargs):
     """A tqdm bar; plain text when LMC_PLAIN_PROGRESS=1 (set by the report runner)."""
     if os.environ.get("LMC_PLAIN_PROGRESS") == "1":
         from tqdm.std import tqdm
-        kwargs.setdefault("mininterval", 2.0)
+        kwargs.setdefault("mininterval", 15.0)  # a handful of lines in an executed notebook
     else:
         from tqdm.auto import tqdm
     kwargs.setdefault("dynamic_ncols", True)

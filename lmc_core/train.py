@@ -203,7 +203,8 @@ def train_copies(
                     f"copy {r['copy']} diverged (loss {r['loss']}) by step {r['step']} at lr {r['lr']:.3g}; "
                     f"lower lr (now {tc.lr}) or set clip_norm (now {tc.clip_norm}). Checkpoints saved "
                     f"before this step are kept{'' if ckpt_dir is None else ' in ' + str(ckpt_dir)}.")
-            pbar.set_postfix(loss=f"{sum(r['loss'] for r in last) / k:.3f}", lr=f"{last[0]['lr']:.3g}")
+            pbar.set_postfix(loss=f"{sum(r['loss'] for r in last) / len(last):.3f}", lr=f"{last[0]['lr']:.3g}",
+                             refresh=False)
         pbar.update(int(steps.min()) - pbar.n)
         if ckpt_dir is not None and (s in keep or _due(tc.save_every, s)):
             save_checkpoint(ckpt_dir, model, opt, steps)
