@@ -125,7 +125,7 @@ def main(argv=None):
     print(f"# d={a.d_model} 2-layer post-norm LM, vocab {a.vocab}, batch {a.batch} x 35, SGD, "
           f"{'bf16 autocast' if a.bf16 else 'fp32'}, {a.steps} timed steps")
     loop = loop_rate(a.vocab, a.steps, a.batch, dev, a.loop_copies, a.bf16, a.d_model)
-    print(f"| how | K | copy-steps/s | vs loop |\n|---|---|---|---|")
+    print("| how | K | copy-steps/s | vs loop |\n|---|---|---|---|")
     print(f"| one copy after another (nn.TransformerEncoder, torch.optim) | any | {loop:.1f} | 1.00x |")
     for k in a.ks:
         r = ensemble_rate(a.vocab, a.steps, a.batch, dev, k, a.bf16, a.d_model)

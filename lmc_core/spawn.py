@@ -23,7 +23,7 @@ import torch
 
 from .config import RunSpec, Seeds, config_hash, non_default, to_dict
 from .ensemble import State, stack_states
-from .io import CorruptFileError, load_tensors, read_json, save_tensors, write_json
+from .io import CorruptFileError, load_tensors, save_tensors, write_json
 from .runs import RunStore
 from .train import checkpoint_path, load_checkpoint, train_copies
 
@@ -156,8 +156,3 @@ def _stack_optimizer_states(parents: list[tuple[State, dict, list[int]]], n: int
         parts = [opt[name] if name in opt else torch.zeros_like(state[param]) for state, opt, _ in parents]
         out[name] = torch.cat([p.expand(n, *p.shape[1:]) for p in parts]).clone()
     return out
-
-
-def read_spawn_spec(path: Path) -> dict:
-    """The spec.json of a stored spawn point."""
-    return read_json(Path(path) / "spec.json")

@@ -1,5 +1,4 @@
 """Spawning at step k: exact continuation of the parent, ensembles of spawn points, caching, resume."""
-import os
 from dataclasses import replace
 
 import pytest

@@ -21,20 +21,20 @@ from ..runs import RunStore
 from ..spawn import parent_identity, spawn_children
 from ..train import resolve_device
 from .common import StudyResult, check_positive, out_dirs, resolve_params
-from .instability_init import _STUDY, LABELS, build_spec, load_study_corpus
+from .instability_init import STUDY_DEFAULTS, LABELS, build_spec, load_study_corpus
 
 PREFIX = "02"
 
 PROFILES = {
-    "smoke": {**_STUDY, "model_overrides": {"d_model": 32, "d_ff": 32}, "vocab_cap": 2000, "steps": 40,
+    "smoke": {**STUDY_DEFAULTS, "model_overrides": {"d_model": 32, "d_ff": 32}, "vocab_cap": 2000, "steps": 40,
               "epochs": 0, "spawn": [0.0, 0.25, 0.5], "pairs": 1, "alphas": 5, "eval_tokens": 3000,
               "parent_seed": 100},
     # the quick profile of notebook 01 (character level, d=64), spawned at 0 .. 30 % of training
-    "quick": {**_STUDY, "level": "char", "model_overrides": {"d_model": 64, "d_ff": 64}, "steps": 3000,
+    "quick": {**STUDY_DEFAULTS, "level": "char", "model_overrides": {"d_model": 64, "d_ff": 64}, "steps": 3000,
               "epochs": 0, "spawn": [0.0, 0.01, 0.03, 0.1, 0.3], "pairs": 2, "alphas": 31,
               "eval_tokens": 10000, "parent_seed": 100},
     # the PTB study's word-level d=200 model, 4 epochs, 9 spawn points, 3 pairs each (GPU)
-    "paper": {**_STUDY, "steps": 0, "epochs": 4, "spawn": [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5],
+    "paper": {**STUDY_DEFAULTS, "steps": 0, "epochs": 4, "spawn": [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5],
               "pairs": 3, "alphas": 31, "eval_tokens": 200000, "parent_seed": 100},
 }
 
