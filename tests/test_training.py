@@ -166,3 +166,19 @@ def test_chunked_loss_equals_whole_loss_and_gradients():
         torch.testing.assert_close(grads[0][0], grads[1][0])
         for a, b in zip(grads[0][1], grads[1][1]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bit_identical_with_several_threads_at_quick_profile_size():
+    """Regression: the backward of advanced-indexing embeddings accumulated in a thread-dependent order."""
+    g = torch.Generator().manual_seed(1)
+    s = torch.randint(0, 72, (60000,), generator=g)
+    cfg = model_preset("ptb-transformer", vocab_size=72, d_model=64, d_ff=64)
+    spec = tiny_spec([Seeds(0, 100, 100)], steps=30, model=cfg, batch_size=16)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a = train_copies(spec, s, "cpu", progress=False).state
+        b = train_copies(spec, s, "cpu", progress=False).state
+    finally:
+        torch.set_num_threads(threads)
+    assert same(a, b)

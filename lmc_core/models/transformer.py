@@ -170,7 +170,10 @@ class TransformerLM(nn.Module):
         _, b, t = tokens.shape
         if t > cfg.context:
             raise ValueError(f"sequence length {t} exceeds the model context {cfg.context}")
-        x = self.tok_emb[self._copy_index, tokens]  # [K, B, T, d]
+        # one embedding lookup into the [K*V, d] table (its CPU backward is deterministic, unlike
+        # the index_put of advanced indexing)
+        flat = tokens + self._copy_index * cfg.vocab_size  # [K, B, T] rows of the flattened table
+        x = F.embedding(flat, self.tok_emb.reshape(-1, cfg.d_model))  # [K, B, T, d]
         if cfg.embed_scale:
             x = x * math.sqrt(cfg.d_model)
         x = x + (self.pos_emb[:, None, :t] if cfg.positions == "learned" else self.pos_table[:t])
