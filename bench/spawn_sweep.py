@@ -21,12 +21,11 @@ from datetime import date
 
 import torch
 
-from lmc_core.config import Seeds
 from lmc_core.runs import RunStore
 from lmc_core.spawn import parent_checkpoints, spawn_children
 from lmc_core.studies import instability_spawn as study
 from lmc_core.studies.common import out_dirs, resolve_params
-from lmc_core.studies.instability_init import build_spec, load_study_corpus
+from lmc_core.studies.instability_init import load_study_corpus
 from lmc_core.train import resolve_device, train_copies
 
 
@@ -56,11 +55,7 @@ def main(argv=None):
     p = resolve_params(study.PROFILES, {"profile": a.profile, "progress": False, **overrides})
     _, _, cache = out_dirs(p)
     corpus, T = load_study_corpus(p, cache)
-    ks = study.spawn_steps(list(p["spawn"]), T)
-    parent = Seeds(init=p["init_seed"], data=p["parent_seed"], dropout=p["parent_seed"])
-    spec = build_spec(p, len(corpus.vocab), T, seeds=(parent,))
-    kids = [Seeds(init=p["init_seed"], data=p["first_seed"] + c, dropout=p["first_seed"] + c)
-            for c in range(2 * p["pairs"])]
+    ks, spec, kids = study.sweep(p, len(corpus.vocab), T)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"# spawn-sweep benchmark, {date.today()}, {name}, torch {torch.__version__}, "
           f"python {platform.python_version()}")

@@ -51,7 +51,8 @@ def parent_checkpoints(store: RunStore, spec: RunSpec, ks: list[int], tokens: to
     if bad:
         raise ValueError(f"spawn steps {bad} must lie in [0, T={spec.train.steps})")
     d = parent_dir(store, spec)
-    write_json(d / "spec.json", to_dict(parent_identity(spec)))
+    if not (d / "spec.json").exists():
+        write_json(d / "spec.json", to_dict(parent_identity(spec)))
     out, missing = {}, []
     for k in sorted(set(ks)):
         try:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import barrier as B
-from ..config import Seeds, config_hash
+from ..config import RunSpec, Seeds, config_hash
 from ..ensemble import copy_state
 from ..interpolate import alpha_grid, interpolation_curve
 from ..metrics import METRICS, barrier_table, onset_of_stability
@@ -21,7 +21,7 @@ from ..runs import RunStore
 from ..spawn import parent_identity, spawn_children
 from ..train import resolve_device
 from .common import StudyResult, check_positive, out_dirs, resolve_params
-from .instability_init import STUDY_DEFAULTS, LABELS, build_spec, load_study_corpus
+from .instability_init import STUDY_DEFAULTS, LABELS, build_spec, load_study_corpus, pair_seeds
 
 PREFIX = "02"
 
@@ -53,6 +53,13 @@ def spawn_steps(spawn: list, total: int) -> list[int]:
     return sorted(set(out))
 
 
+def sweep(p: dict, vocab_size: int, T: int) -> tuple[list[int], RunSpec, list[Seeds]]:
+    """(spawn steps, the parent's spec, the children's seeds) of a resolved parameter set."""
+    parent = Seeds(init=p["init_seed"], data=p["parent_seed"], dropout=p["parent_seed"])
+    spec = build_spec(p, vocab_size, T, seeds=(parent,))
+    return spawn_steps(list(p["spawn"]), T), spec, list(pair_seeds(p))
+
+
 def run(params: dict | None = None) -> StudyResult:
     """Train the parent and the spawned pairs, interpolate, write figures and CSVs."""
     p = resolve_params(PROFILES, params)
@@ -64,11 +71,7 @@ def run(params: dict | None = None) -> StudyResult:
     fig_dir, store_dir, cache_dir = out_dirs(p)
     device = resolve_device(p["device"])
     corpus, T = load_study_corpus(p, cache_dir)
-    ks = spawn_steps(list(p["spawn"]), T)
-    parent = Seeds(init=p["init_seed"], data=p["parent_seed"], dropout=p["parent_seed"])
-    spec = build_spec(p, len(corpus.vocab), T, seeds=(parent,))
-    s0 = p["first_seed"]
-    children = [Seeds(init=p["init_seed"], data=s0 + c, dropout=s0 + c) for c in range(2 * p["pairs"])]
+    ks, spec, children = sweep(p, len(corpus.vocab), T)
     states = spawn_children(RunStore(store_dir), spec, ks, children, corpus.train, str(device), p["progress"])
 
     alphas = alpha_grid(p["alphas"])
@@ -132,12 +135,26 @@ def _xpos(frac: np.ndarray, floor: float) -> np.ndarray:
     return np.where(frac > 0, frac, floor)
 
 
+def _k_axis(k_fracs) -> tuple[np.ndarray, float]:
+    """Sorted spawn fractions and where k = 0 is drawn on the log axis (left of the smallest k > 0)."""
+    fracs = np.sort(np.unique(k_fracs))
+    nonzero = fracs[fracs > 0]
+    return fracs, (nonzero.min() / 3) if len(nonzero) else 1e-3
+
+
+def _style_k_axis(ax, fracs: np.ndarray, floor: float) -> None:
+    """Log x axis labelled in % of training, with k = 0 at the left edge."""
+    ax.set_xscale("log")
+    ax.set_xticks(_xpos(fracs, floor), [("0" if f == 0 else f"{100 * f:g} %") for f in fracs], rotation=45,
+                  fontsize=8)
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+
+
 def instability_vs_k_figure(by_k: pd.DataFrame, onset: pd.DataFrame, definition: str, profile: str, T: int):
     """Instability vs spawn step (fraction of training, log axis; k=0 drawn at the left edge),
     train and test, error bars across pairs, 2 % line and the onset of stability k*."""
-    fracs = np.sort(by_k.k_frac.unique())
-    nonzero = fracs[fracs > 0]
-    floor = (nonzero.min() / 3) if len(nonzero) else 1e-3
+    fracs, floor = _k_axis(by_k.k_frac)
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.8), squeeze=False)
     rows = []
     for ax, metric in zip(axes[0], METRICS):
@@ -154,13 +171,9 @@ def instability_vs_k_figure(by_k: pd.DataFrame, onset: pd.DataFrame, definition:
                       "instability_pct_mean": r.instability_pct_mean, "instability_pct_std": r.instability_pct_std}
                      for r in g.itertuples()]
         threshold_line(ax)
-        ax.set_xscale("log")
-        ax.set_xticks(_xpos(fracs, floor), [("0" if f == 0 else f"{100 * f:g} %") for f in fracs], rotation=45,
-                      fontsize=8)
-        ax.minorticks_off()
+        _style_k_axis(ax, fracs, floor)
         ax.set_xlabel(f"spawn step k (% of T = {T} steps; log axis, k = 0 at left)")
         ax.set_ylabel(f"instability, {LABELS[metric]} (%)")
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"Instability of copies spawned at step k, barrier '{definition}' "
                  f"({profile} profile; error bars: std over pairs)", fontsize=11)
@@ -170,9 +183,7 @@ def instability_vs_k_figure(by_k: pd.DataFrame, onset: pd.DataFrame, definition:
 
 def definitions_figure(barriers: pd.DataFrame, T: int, profile: str, metric: str = "ppl"):
     """Test and train instability vs k under every barrier definition (mean over pairs)."""
-    fracs = np.sort(barriers.k_frac.unique())
-    nonzero = fracs[fracs > 0]
-    floor = (nonzero.min() / 3) if len(nonzero) else 1e-3
+    fracs, floor = _k_axis(barriers.k_frac)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False, sharey=True)
     rows = []
     for ax, split in zip(axes[0], ("train", "test")):
@@ -184,13 +195,9 @@ def definitions_figure(barriers: pd.DataFrame, T: int, profile: str, metric: str
                       "instability_pct_mean": r.instability_pct} for r in g.itertuples()]
         threshold_line(ax)
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xticks(_xpos(fracs, floor), [("0" if f == 0 else f"{100 * f:g} %") for f in fracs], rotation=45,
-                      fontsize=8)
-        ax.minorticks_off()
+        _style_k_axis(ax, fracs, floor)
         ax.set_title(split, fontsize=10)
         ax.set_xlabel(f"spawn step k (% of T = {T} steps; log axis)")
-        ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"instability, {LABELS[metric]} (%)")
     axes[0][0].legend(fontsize=8, title="barrier definition", title_fontsize=8)
     fig.suptitle(f"Perplexity instability vs k under each barrier definition ({profile} profile; mean over pairs)",
