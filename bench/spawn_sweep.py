@@ -94,7 +94,7 @@ def main(argv=None):
     print(f"| parent to the last spawn point (once, shared) | {t_parent:.1f} | {max(ks) / max(t_parent, 1e-9):.1f} |")
     print(f"| children one after another{note} | {t_loop:.1f} | {all_steps / t_loop:.1f} |")
     print(f"| children as ensembles (notebook 02) | {t_ens:.1f} | {all_steps / t_ens:.1f} |")
-    print(f"\nensemble vs loop: {t_loop / t_ens:.2f}x faster on the children; whole sweep incl. parent: "
+    print(f"\nspeed-up of the ensembles over the loop: {t_loop / t_ens:.2f}x on the children; whole sweep incl. parent: "
           f"{(t_loop + t_parent) / (t_ens + t_parent):.2f}x ({len(jobs)} children, {all_steps} copy-steps)")
 
 
