@@ -2,25 +2,30 @@
 PROFILE ?= quick
 VENV ?= .venv
 PYTHON ?= python3
+# The exact torch installed first. The CPU build of torch 2.13.0; on an ordinary machine pip's
+# default index gives a multi-GB CUDA build for that pin, so pass PyTorch's CPU wheel index with
+# TORCH_INDEX=<url> (see the README), or set TORCH to another requirement for the build you want.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 # Optional notebook filter for `make figures`, e.g. NOTEBOOKS="01 02".
 NOTEBOOKS ?=
 
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LAB_STAMP := $(VENV)/.lab-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install figures test bench clean distclean
+.PHONY: help install figures test bench lab test-colab clean distclean
 
 help: ## List the targets
-	@echo "Usage: make <target> [PROFILE=smoke|quick|paper] [VENV=.venv] [NOTEBOOKS=\"01 02\"]"
+	@echo "Usage: make <target> [PROFILE=smoke|quick|paper] [VENV=.venv] [NOTEBOOKS=\"01 02\"] [TORCH_INDEX=url]"
 	@echo ""
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-11s %s\n", $$1, $$2}'
 	@echo ""
-	@echo "Current: PROFILE=$(PROFILE) VENV=$(VENV)"
+	@echo "Current: PROFILE=$(PROFILE) VENV=$(VENV) TORCH=$(TORCH)"
 
-install: $(STAMP) ## Create the venv (VENV) and install lmc_core (editable) with dev+hub extras
+install: $(STAMP) ## Create the venv (VENV), install lmc_core (editable) with dev+hub extras, strip notebook outputs on commit
 
 $(VPY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null || { \
@@ -29,21 +34,39 @@ $(VPY):
 		exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# torch goes first, in its own pip call, so the exact CPU pin is resolved before
-# anything else can drag in a different (CUDA) build.
+# torch goes first, in its own pip call, so the exact build is resolved before anything else can
+# drag in a different (CUDA) one; pyproject only asks for a range that it satisfies.
 $(STAMP): pyproject.toml | $(VPY)
-	$(VPY) -m pip install "$(TORCH)"
+	$(VPY) -m pip install "$(TORCH)" $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX))
 	$(VPY) -m pip install -e ".[dev,hub]"
+	@# notebooks are stored without outputs: a git filter strips them when they are added
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		git config filter.nbstripout.clean '"$(abspath $(VPY))" -m nbstripout --keep-id' && \
+		git config filter.nbstripout.smudge cat && git config filter.nbstripout.required true && \
+		git config diff.ipynb.textconv '"$(abspath $(VPY))" -m nbstripout -t' && \
+		echo "nbstripout: notebook outputs are stripped on git add (see .gitattributes)"; \
+	fi
 	@touch $@
 
-figures: install ## Run the notebooks headless for PROFILE, write figures/ and reports/
+figures: install ## Run the notebooks headless for PROFILE, write figures/ and reports/ (quick: also README results)
 	$(VPY) -m lmc_core figures --profile $(PROFILE) $(if $(strip $(NOTEBOOKS)),--notebooks $(NOTEBOOKS))
+	$(if $(filter quick,$(PROFILE)),$(VPY) -m lmc_core readme --profile quick)
 
 test: install ## Run the test suite
 	$(VPY) -m pytest
 
+lab: install $(LAB_STAMP) ## Open the notebooks in JupyterLab (installed into the venv on first use), at the repo root
+	$(VENV)/bin/jupyter lab --notebook-dir="$(CURDIR)" --ServerApp.root_dir="$(CURDIR)"
+
+$(LAB_STAMP): $(STAMP)
+	$(VPY) -m pip install -e ".[lab]"
+	@touch $@
+
 bench: install ## Run the ensemble benchmark (bench/ensemble.py)
 	$(VPY) -m lmc_core bench ensemble
+
+test-colab: install ## Colab install path, offline: fresh venv with another torch, a lone notebook copy, smoke profile (slow, large)
+	LMC_COLAB_INSTALL_TEST=1 $(VPY) -m pytest -q tests/test_colab_install.py
 
 clean: ## Remove generated reports and smoke figures
 	rm -rf reports figures/smoke

@@ -4,19 +4,27 @@ The public API; notebooks call the study modules in lmc_core.studies.
 """
 from .barrier import DEFINITIONS as BARRIER_DEFINITIONS
 from .barrier import STABILITY_THRESHOLD_PCT, all_barriers, instability, is_stable
-from .config import (MODEL_PRESETS, ConfigError, DataConfig, ModelConfig, RunSpec, Seeds, TrainConfig,
+from .align import activation_matching, apply_permutation, mlp_spec, transformer_spec, weight_matching
+from .cluster import spectral_clusters
+from .config import (MODEL_PRESETS, ConfigError, CopySettings, DataConfig, ModelConfig, RunSpec, Seeds, TrainConfig,
                      config_hash, model_preset)
 from .data import Corpus, DataUnavailableError, LMBatches, Vocab, load_corpus
 from .ensemble import copy_state, extract, model_from_state, select_state, stack, stack_states
 from .interpolate import EvalResult, alpha_grid, evaluate_state, interpolate_states, interpolation_curve
+from .dispatch import Job, Recipe
+from .families import Family, family_of
 from .io import CorruptFileError
-from .models import DropoutSource, TransformerLM
+from .landscape import barrier_matrix, ece, plane, sharpness
+from .models import DropoutSource, EncoderClassifier, EncoderConfig, MLPConfig, StackedMLP, TransformerLM
 from .runs import RunStore, StoredRun
 from .train import TrainingDiverged, TrainResult, resolve_device, train_copies
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "activation_matching", "apply_permutation", "mlp_spec", "transformer_spec", "weight_matching",
+    "spectral_clusters", "CopySettings", "Job", "Recipe", "Family", "family_of", "barrier_matrix", "ece",
+    "plane", "sharpness", "EncoderClassifier", "EncoderConfig", "MLPConfig", "StackedMLP",
     "BARRIER_DEFINITIONS", "STABILITY_THRESHOLD_PCT", "all_barriers", "instability", "is_stable",
     "MODEL_PRESETS", "ConfigError", "DataConfig", "ModelConfig", "RunSpec", "Seeds", "TrainConfig",
     "config_hash", "model_preset", "Corpus", "DataUnavailableError", "LMBatches", "Vocab", "load_corpus",

@@ -128,6 +128,24 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- readme
+def _configure_readme(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", type=profile_arg, default="quick", metavar="{" + ",".join(PROFILES) + "}",
+                   help="whose summaries to quote (default: quick)")
+
+
+@command("readme", "quote each notebook's summary (figures/<profile>/NN_summary.md) in README.md",
+         _configure_readme)
+def _run_readme(args: argparse.Namespace) -> int:
+    """Refresh the README's result blocks from the studies' summaries."""
+    from .readme import update_readme
+    from .reports import repo_root
+
+    changed = update_readme(repo_root(), args.profile)
+    print("README.md: " + (f"updated the results of notebook(s) {', '.join(changed)}" if changed else "up to date"))
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with one subparser per registered command."""

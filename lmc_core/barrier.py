@@ -6,7 +6,11 @@ subchord  (Juneja's mod_BH):     largest height of a curve point above the chord
                                  curve points on either side of it
 midpoint:                        L(1/2) - (L(0) + L(1)) / 2 (linearly interpolated if 1/2 is
                                  not on the grid)
-instability %: barrier / ((L(0) + L(1)) / 2) * 100; stable below 2 % (Frankle et al. 2020).
+instability, in one of two scales (Frankle et al. 2020 call a network stable below 2):
+  relative  barrier / ((L(0) + L(1)) / 2) * 100, in % of the endpoints' mean (loss, perplexity);
+  absolute  barrier * 100, in percentage points, for a quantity that is itself a rate (the error:
+            Frankle et al.'s 2 % threshold on the error barrier is 2 points of error).
+A barrier or instability that is not finite is never called stable or unstable (is_stable -> None).
 """
 from __future__ import annotations
 
@@ -30,6 +34,10 @@ def _curve(alphas, values) -> tuple[np.ndarray, np.ndarray]:
 def barrier(alphas, values, definition: str = DEFAULT) -> float:
     """Barrier height of the curve values(alphas) under one definition."""
     a, v = _curve(alphas, values)
+    if definition not in DEFINITIONS:
+        raise ValueError(f"unknown barrier definition {definition!r}; choose one of {list(DEFINITIONS)}")
+    if not np.all(np.isfinite(v)):
+        return float("nan")  # a diverged or overflowing model: no barrier can be read off the curve
     ends = 0.5 * (v[0] + v[-1])
     if definition == "mean":
         return float(v.max() - ends)
@@ -54,15 +62,26 @@ def all_barriers(alphas, values) -> dict[str, float]:
     return {d: barrier(alphas, values, d) for d in DEFINITIONS}
 
 
-def instability(alphas, values, definition: str = DEFAULT) -> float:
-    """Barrier relative to the endpoints' mean, in percent."""
+SCALES = ("relative", "absolute")
+
+
+def instability(alphas, values, definition: str = DEFAULT, scale: str = "relative") -> float:
+    """Barrier relative to the endpoints' mean in percent (scale "relative"), or in percentage points
+    of a rate such as the error (scale "absolute": 100 x barrier)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r}; choose one of {list(SCALES)}")
+    b = barrier(alphas, values, definition)
+    if scale == "absolute":
+        return 100.0 * b
     _, v = _curve(alphas, values)
     ends = 0.5 * (v[0] + v[-1])
     if ends == 0:
         raise ValueError("endpoint mean is 0; instability (relative barrier) is undefined")
-    return 100.0 * barrier(alphas, values, definition) / ends
+    return 100.0 * b / ends
 
 
-def is_stable(instability_pct: float, threshold: float = STABILITY_THRESHOLD_PCT) -> bool:
-    """Frankle et al.'s criterion: instability below the threshold (2 %)."""
-    return instability_pct < threshold
+def is_stable(instability_value: float, threshold: float = STABILITY_THRESHOLD_PCT) -> bool | None:
+    """Frankle et al.'s criterion: instability below the threshold (2); None if it is not finite."""
+    if instability_value is None or not np.isfinite(instability_value):
+        return None
+    return bool(instability_value < threshold)

@@ -8,13 +8,23 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 # Bump when a change to the code alters trained weights, so old runs are not reused.
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: pre-norm blocks lost the dropout inside the MLP (GPT-2 has none)
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says what to change."""
 
 
+CONFIG_TYPES: dict[str, type] = {}
+
+
+def register_config(cls: type) -> type:
+    """Make a config dataclass known to the run store (spec.json names it by its class name)."""
+    CONFIG_TYPES[cls.__name__] = cls
+    return cls
+
+
+@register_config
 @dataclass(frozen=True)
 class ModelConfig:
     """Causal transformer LM; `arch` picks post-norm (PTB study) or pre-norm (GPT-2 style)."""
@@ -31,14 +41,20 @@ class ModelConfig:
     tie_embeddings: bool = False
     activation: str = "relu"  # "relu" | "gelu"
     embed_scale: bool = True  # multiply token embeddings by sqrt(d_model) (PyTorch LM tutorial)
-    init: str = "ptb"  # "ptb" (tutorial/PyTorch defaults) | "gpt2" (N(0, 0.02))
+    init: str = "ptb"  # "ptb" (tutorial/PyTorch defaults) | "gpt2" (N(0, 0.02)) | "nanda" (N(0, 1/d_model))
+    norm: str = "layer"  # "layer" | "none" (no LayerNorm at all: the grokking transformer)
+    n_out: int = 0  # output classes of the (untied) head; 0: vocab_size
 
     def validate(self) -> "ModelConfig":
         """Raise ConfigError if a field is out of range."""
         _choice("arch", self.arch, ("postnorm", "prenorm"))
         _choice("positions", self.positions, ("sinusoidal", "learned"))
         _choice("activation", self.activation, ("relu", "gelu"))
-        _choice("init", self.init, ("ptb", "gpt2"))
+        _choice("init", self.init, ("ptb", "gpt2", "nanda"))
+        _choice("norm", self.norm, ("layer", "none"))
+        if self.n_out < 0 or (self.n_out and self.tie_embeddings):
+            raise ConfigError(f"n_out={self.n_out} must be >= 0, and 0 with tied embeddings (the output is the "
+                              "embedding table)")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "context"):
             _positive(name, getattr(self, name))
         if self.d_model % self.n_heads:
@@ -80,6 +96,7 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
         raise ConfigError(f"bad override for model {name!r}: {e}") from None
 
 
+@register_config
 @dataclass(frozen=True)
 class DataConfig:
     """Which corpus and how it is tokenised and batched."""
@@ -88,6 +105,9 @@ class DataConfig:
     level: str = "word"  # "word" | "char"
     vocab_cap: int = 10000
     path: str | None = None  # local folder for corpus="ptb"
+    # which part of the corpus the run trains on, as the study that passes the tokens names it
+    # ("" = the training split; e.g. "valid", "valid:1/2" for the first half of the valid split)
+    part: str = ""
 
     def validate(self) -> "DataConfig":
         """Raise ConfigError if a field is out of range."""
@@ -104,7 +124,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 20  # sequences per optimizer step (per copy)
     accum: int = 1  # gradient accumulation: the batch is split into `accum` distinct micro-batches
-    optimizer: str = "sgd"  # "sgd" | "adamw"
+    optimizer: str = "sgd"  # "sgd" | "adam" (L2 weight decay, torch.optim.Adam) | "adamw" (decoupled)
     lr: float = 2.5
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -121,10 +141,30 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" | "bf16" (autocast, GPU only)
     checkpoints: tuple[int, ...] = ()  # steps at which to keep model checkpoints
     save_every: int = 0  # resume-checkpoint period in steps (0: only at `checkpoints` and the end)
+    # a copy whose mean training loss over a logging window exceeds diverge_factor x the loss of a
+    # uniform guess (ln V) after warm-up has diverged (also any NaN/inf loss)
+    diverge_factor: float = 2.0
+    on_divergence: str = "stop"  # "stop": raise TrainingDiverged | "freeze": freeze that copy, finish the others
+    # Fisher penalty lambda * ||grad of the mean batch loss||^2 (double backward; Jastrzebski et al. 2021):
+    # "sampled" labels drawn from the model's own prediction (trace of the Fisher), "empirical" true labels
+    fisher: float = 0.0
+    fisher_mode: str = "sampled"
+    fisher_every: int = 1  # apply the penalty every n steps
+    fisher_batch: int = 0  # on the first n examples of each (micro-)batch; 0: all of it
+    eval_every: int = 0  # log each copy's loss and accuracy on the monitored splits every n steps (0: never)
+    store_optimizer: bool = True  # keep optimizer buffers in the final weights and kept checkpoints (resume
+    # points always have them); False halves what a fine-tuned large model takes on disk
 
     def validate(self) -> "TrainConfig":
         """Raise ConfigError if a field is out of range."""
-        _choice("optimizer", self.optimizer, ("sgd", "adamw"))
+        _choice("optimizer", self.optimizer, ("sgd", "adam", "adamw"))
+        _choice("on_divergence", self.on_divergence, ("stop", "freeze"))
+        _choice("fisher_mode", self.fisher_mode, ("sampled", "empirical"))
+        if self.eval_every < 0:
+            raise ConfigError(f"eval_every={self.eval_every} must be >= 0")
+        if self.fisher < 0 or self.fisher_batch < 0 or self.fisher_every < 1:
+            raise ConfigError(f"fisher={self.fisher} and fisher_batch={self.fisher_batch} must be >= 0, "
+                              f"fisher_every={self.fisher_every} >= 1")
         _choice("schedule", self.schedule, ("constant", "step", "cosine"))
         _choice("precision", self.precision, ("fp32", "bf16"))
         _positive("steps", self.steps)
@@ -141,6 +181,9 @@ class TrainConfig:
                 raise ConfigError(f"checkpoint step {s} is outside [0, steps={self.steps}]")
         if self.save_every < 0 or self.step_size < 0 or self.warmup_steps < 0:
             raise ConfigError("save_every, step_size and warmup_steps must be >= 0")
+        if not self.diverge_factor > 1:
+            raise ConfigError(f"diverge_factor={self.diverge_factor} must be > 1 (a multiple of the loss of a "
+                              "uniform guess)")
         return self
 
 
@@ -154,13 +197,44 @@ class Seeds:
 
 
 @dataclass(frozen=True)
-class RunSpec:
-    """Everything that determines a set of K trained copies."""
+class CopySettings:
+    """Settings of one copy that differ from the run's TrainConfig (None: the run's value).
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    A per-copy learning rate scales that copy's whole schedule (warm-up and min_lr included).
+    """
+
+    lr: float | None = None
+    weight_decay: float | None = None
+    fisher: float | None = None
+
+    def validate(self) -> "CopySettings":
+        """Raise ConfigError if a value is out of range."""
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"per-copy lr={self.lr} must be positive")
+        for name in ("weight_decay", "fisher"):
+            v = getattr(self, name)
+            if v is not None and not v >= 0:
+                raise ConfigError(f"per-copy {name}={v} must be >= 0")
+        return self
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a set of K trained copies (of any model family).
+
+    `model` and `data` are the family's config dataclasses (the LM's ModelConfig and DataConfig by
+    default); `per_copy` (empty, or one entry per copy) holds each copy's own learning rate, weight
+    decay and Fisher weight, so a grid over them trains as one ensemble.
+    """
+
+    model: Any = field(default_factory=ModelConfig)
+    data: Any = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seeds: tuple[Seeds, ...] = (Seeds(),)
+    per_copy: tuple[CopySettings, ...] = ()
+    # where the initial weights come from when they are not the family's initialisation from the init
+    # seeds: an identity such as "<run hash>@<step>" of a stored pretraining run (the caller passes them)
+    init_from: str = ""
 
     def validate(self) -> "RunSpec":
         """Validate every part; raise ConfigError with what to change."""
@@ -169,7 +243,19 @@ class RunSpec:
         self.train.validate()
         if not self.seeds:
             raise ConfigError("a run needs at least one copy (seeds is empty)")
+        if self.per_copy and len(self.per_copy) != len(self.seeds):
+            raise ConfigError(f"per_copy has {len(self.per_copy)} entries for {len(self.seeds)} copies; give one per "
+                              "copy or none")
+        for c in self.per_copy:
+            c.validate()
         return self
+
+    def copy_values(self, name: str) -> list[float]:
+        """The value of a TrainConfig field `name` (lr, weight_decay, fisher) for each copy."""
+        base = getattr(self.train, name)
+        if not self.per_copy:
+            return [float(base)] * self.k
+        return [float(base if getattr(c, name) is None else getattr(c, name)) for c in self.per_copy]
 
     @property
     def k(self) -> int:
@@ -188,7 +274,8 @@ def _positive(name: str, value: int) -> None:
 
 
 def non_default(cfg: Any) -> Any:
-    """The fields of a (nested) config that differ from their defaults, as plain JSON data."""
+    """The fields of a (nested) config that differ from their defaults, as plain JSON data (a field holding
+    another config type than its default also names that type, so different families never collide)."""
     if dataclasses.is_dataclass(cfg):
         default = type(cfg)()
         out = {}
@@ -196,6 +283,8 @@ def non_default(cfg: Any) -> Any:
             v, d = getattr(cfg, f.name), getattr(default, f.name)
             if v != d:
                 out[f.name] = non_default(v)
+                if dataclasses.is_dataclass(v) and type(v) is not type(d):
+                    out[f.name] = {"__type__": type(v).__name__, **out[f.name]}
         return out
     if isinstance(cfg, (list, tuple)):
         return [non_default(v) if dataclasses.is_dataclass(v) else _plain(v) for v in cfg]
@@ -217,14 +306,46 @@ def config_hash(cfg: Any, length: int = 16) -> str:
 
 
 def to_dict(cfg: Any) -> Any:
-    """Full config as JSON-able data."""
+    """Full config as JSON-able data; config dataclasses inside a RunSpec carry their type name."""
+    if isinstance(cfg, RunSpec):
+        out = {f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg)}
+        for name in ("model", "data"):
+            out[name] = {"__type__": type(getattr(cfg, name)).__name__, **out[name]}
+        return out
     return _plain(cfg)
 
 
+def from_dict(cls: type, d: dict) -> Any:
+    """A config dataclass from plain data (lists become tuples where the field's default is a tuple)."""
+    d = dict(d)
+    d.pop("__type__", None)
+    default = cls()
+    kw = {}
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        if isinstance(v, list) and isinstance(getattr(default, f.name), tuple):
+            v = _tuples(v)
+        kw[f.name] = v
+    return cls(**kw)
+
+
+def _tuples(v: Any) -> Any:
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
 def spec_from_dict(d: dict) -> RunSpec:
-    """Inverse of to_dict for a RunSpec."""
-    t = dict(d["train"])
-    t["betas"] = tuple(t["betas"])
-    t["checkpoints"] = tuple(t["checkpoints"])
-    return RunSpec(model=ModelConfig(**d["model"]), data=DataConfig(**d["data"]), train=TrainConfig(**t),
-                   seeds=tuple(Seeds(**s) for s in d["seeds"]))
+    """Inverse of to_dict for a RunSpec (spec.json files without type names are LM runs)."""
+    def typed(part: dict, default: type) -> Any:
+        name = part.get("__type__", default.__name__)
+        if name not in CONFIG_TYPES:
+            import lmc_core.families  # noqa: F401  registers every family's configs
+        if name not in CONFIG_TYPES:
+            raise ConfigError(f"spec.json names an unknown config type {name!r}")
+        return from_dict(CONFIG_TYPES[name], part)
+
+    return RunSpec(model=typed(d["model"], ModelConfig), data=typed(d["data"], DataConfig),
+                   train=from_dict(TrainConfig, d["train"]), seeds=tuple(Seeds(**s) for s in d["seeds"]),
+                   per_copy=tuple(CopySettings(**c) for c in d.get("per_copy", ())),
+                   init_from=d.get("init_from", ""))

@@ -1,10 +1,7 @@
-"""Moving between K ordinary models and one K-copy ensemble (both directions)."""
+"""Moving between K ordinary models and one K-copy ensemble (both directions), for any model family."""
 from __future__ import annotations
 
 import torch
-
-from .config import ModelConfig
-from .models import TransformerLM
 
 State = dict[str, torch.Tensor]  # every tensor has the copy axis first
 
@@ -36,20 +33,20 @@ def n_copies(state: State) -> int:
     return next(iter(state.values())).shape[0]
 
 
-def model_from_state(cfg: ModelConfig, state: State, device: str | torch.device = "cpu") -> TransformerLM:
-    """A TransformerLM with K = copies in `state`, holding exactly these weights."""
-    model = TransformerLM(cfg, n_copies(state)).to(device)
-    model.load_state_dict(state)
-    return model
+def model_from_state(cfg, state: State, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The model of cfg's family with K = copies in `state`, holding exactly these weights."""
+    from .families import family_of
+
+    return family_of(cfg).model_from_state(cfg, state, device)
 
 
-def extract(model: TransformerLM, k: int) -> TransformerLM:
+def extract(model: torch.nn.Module, k: int) -> torch.nn.Module:
     """Copy k of an ensemble as an ordinary (K=1) model."""
     dev = next(model.parameters()).device
     return model_from_state(model.cfg, copy_state(model.state_dict(), k), dev)
 
 
-def stack(models: list[TransformerLM]) -> TransformerLM:
+def stack(models: list[torch.nn.Module]) -> torch.nn.Module:
     """K models (each K>=1) as one ensemble."""
     dev = next(models[0].parameters()).device
     return model_from_state(models[0].cfg, stack_states([m.state_dict() for m in models]), dev)

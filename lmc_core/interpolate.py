@@ -7,18 +7,12 @@ recomputed from the config (never copied from A); `keys` restricts interpolation
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from .config import ModelConfig
-from .data.loader import windows
 from .ensemble import State, n_copies
-from .models import TransformerLM
-from .progress import bar
+from .families import EvalResult, family_of
 
 
 def alpha_grid(n: int) -> np.ndarray:
@@ -52,72 +46,36 @@ def interpolate_states(a: State, b: State, alphas, keys: set[str] | None = None,
     return out
 
 
-@dataclass
-class EvalResult:
-    """Per-copy mean loss, perplexity, next-token error and token count."""
+def evaluate_state(cfg, state: State, data, max_tokens: int | None = None, batch_size: int = 32,
+                   device: str | torch.device = "cpu", memory_mb: int = 512, progress: bool = False,
+                   desc: str = "eval", keep: tuple[str, ...] = ()) -> EvalResult:
+    """Evaluate every copy of a stacked state (any family) on the same examples of one split (eval mode).
 
-    loss: np.ndarray
-    accuracy: np.ndarray
-    tokens: int
-
-    @property
-    def ppl(self) -> np.ndarray:
-        """Perplexity exp(mean CE)."""
-        return np.exp(self.loss)
-
-    @property
-    def error(self) -> np.ndarray:
-        """Next-token top-1 error."""
-        return 1.0 - self.accuracy
-
-
-@torch.no_grad()
-def evaluate_state(cfg: ModelConfig, state: State, stream: torch.Tensor, max_tokens: int | None = None,
-                   batch_size: int = 32, device: str | torch.device = "cpu", memory_mb: int = 512,
-                   progress: bool = False, desc: str = "eval") -> EvalResult:
-    """Evaluate every copy of a stacked state on the same windows of `stream` (eval mode).
-
-    Copies are processed in groups sized so the logits stay under `memory_mb`; every copy
-    sees exactly the same tokens (the first max_tokens of the split, or all of it).
+    data: the family's split (a token stream for the LM: its first max_tokens tokens, or all).
     """
-    win = windows(stream, cfg.context, max_tokens)  # [N, T+1]
-    k_all = n_copies(state)
-    per_copy = batch_size * cfg.context * cfg.vocab_size * 4 * 3  # logits + softmax temporaries
-    group = max(1, min(k_all, (memory_mb << 20) // max(per_copy, 1)))
-    loss_sum = torch.zeros(k_all, dtype=torch.float64)
-    correct = torch.zeros(k_all, dtype=torch.float64)
-    starts = list(range(0, k_all, group))
-    pbar = bar(total=len(starts) * ((win.shape[0] + batch_size - 1) // batch_size), disable=not progress,
-               desc=desc)
-    for g0 in starts:
-        idx = list(range(g0, min(k_all, g0 + group)))
-        model = TransformerLM(cfg, len(idx)).to(device)
-        model.load_state_dict({n: t[idx[0] : idx[-1] + 1] for n, t in state.items()})
-        model.eval()
-        for b0 in range(0, win.shape[0], batch_size):
-            chunk = win[b0 : b0 + batch_size].to(device)  # [B, T+1]
-            logits = model(chunk[None, :, :-1])  # [G, B*T, V]
-            tgt = chunk[:, 1:].reshape(1, -1).expand(len(idx), -1)
-            ce = F.cross_entropy(logits.flatten(0, 1).float(), tgt.flatten(), reduction="none")
-            loss_sum[idx] += ce.view(len(idx), -1).sum(1).double().cpu()
-            correct[idx] += (logits.argmax(-1) == tgt).sum(1).double().cpu()
-            pbar.update(1)
-    pbar.close()
-    n_tok = win.shape[0] * cfg.context
-    return EvalResult(loss=(loss_sum / n_tok).numpy(), accuracy=(correct / n_tok).numpy(), tokens=n_tok)
+    fam = family_of(cfg)
+    examples = fam.eval_examples(cfg, data, max_tokens)
+    return fam.evaluate(cfg, state, examples, batch_size, device, memory_mb, keep, progress, desc)
 
 
-def interpolation_curve(cfg: ModelConfig, a: State, b: State, splits: dict[str, torch.Tensor], alphas,
-                        max_tokens: int | None = None, batch_size: int = 32,
-                        device: str | torch.device = "cpu", keys: set[str] | None = None,
-                        progress: bool = False) -> pd.DataFrame:
-    """Loss, perplexity and error along the path a -> b on each split; one row per (split, alpha)."""
-    path = interpolate_states(a, b, alphas, keys)
-    rows = []
-    for split, stream in splits.items():
-        r = evaluate_state(cfg, path, stream, max_tokens, batch_size, device, progress=progress,
-                           desc=f"interpolate ({split})")
+def interpolation_curve(cfg, a: State, b: State, splits: dict, alphas, max_tokens: int | None = None,
+                        batch_size: int = 32, device: str | torch.device = "cpu", keys: set[str] | None = None,
+                        progress: bool = False, fixed: State | None = None,
+                        keep: tuple[str, ...] = ()) -> pd.DataFrame | tuple[pd.DataFrame, dict]:
+    """The family's metrics (loss, error; perplexity for a language model) along the path a -> b on each
+    split; one row per (split, alpha). keys/fixed: interpolate only `keys`, holding the rest at `fixed`
+    (default a). With keep (e.g. ("examples",)), also returns {split: EvalResult} with per-example arrays."""
+    fam = family_of(cfg)
+    path = interpolate_states(a, b, alphas, keys, fixed)
+    rows, results = [], {}
+    for split, data in splits.items():
+        r = evaluate_state(cfg, path, data, max_tokens, batch_size, device, progress=progress,
+                           desc=f"interpolate ({split})", keep=keep)
+        results[split] = r
         for i, al in enumerate(np.asarray(alphas)):
-            rows.append({"split": split, "alpha": float(al), "loss": float(r.loss[i]), "ppl": float(r.ppl[i]),
-                         "error": float(r.error[i]), "tokens": r.tokens})
-    return pd.DataFrame(rows)
+            row = {"split": split, "alpha": float(al), "loss": float(r.loss[i])}
+            if "ppl" in fam.metrics:
+                row["ppl"] = float(r.ppl[i])
+            row.update({"error": float(r.error[i]), "tokens": r.tokens})
+            rows.append(row)
+    return (pd.DataFrame(rows), results) if keep else pd.DataFrame(rows)

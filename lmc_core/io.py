@@ -1,6 +1,14 @@
-"""Atomic, verified file writes: a partial or corrupt file is detected and never used."""
+"""Atomic, verified file writes: a partial or corrupt file is detected and never used.
+
+Two kinds of failure are kept apart: a file that cannot be *read* (permissions, a folder in
+its place: `StoreAccessError`, which names the file and is never "repaired") and a file whose
+*content* is damaged (truncated, altered, unparsable: `CorruptFileError`, after which the
+caller moves it aside with `quarantine` and recomputes it). Files are created with the
+user's umask, like any other file they write.
+"""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +23,31 @@ class CorruptFileError(RuntimeError):
     """A stored file is missing, partial or does not match its recorded checksum."""
 
 
+class StoreAccessError(PermissionError):
+    """A stored file exists but cannot be read or written here; the message names it."""
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+_MODE = 0o666 & ~_umask()
+
+
+def access_error(path: Path, e: OSError, doing: str = "read") -> StoreAccessError:
+    """A StoreAccessError naming `path` and what to do about it."""
+    why = e.strerror or type(e).__name__
+    return StoreAccessError(f"cannot {doing} {path}: {why}. It belongs to another user or its permissions "
+                            "forbid it; fix its permissions or choose another folder (store_dir/figures_dir).")
+
+
+def _is_access(e: OSError) -> bool:
+    return isinstance(e, (PermissionError, IsADirectoryError)) or e.errno in (errno.EACCES, errno.EPERM,
+                                                                              errno.EISDIR, errno.EROFS)
+
+
 def sha256(path: Path) -> str:
     """Hex SHA-256 of a file."""
     h = hashlib.sha256()
@@ -24,13 +57,23 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) on a temporary file beside `path`, fsync it, then rename it into place.
+
+    A crash, a full disk or Ctrl-C leaves the previous `path` untouched (or no file at all).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        if _is_access(e) or isinstance(e, (FileExistsError, NotADirectoryError)):
+            raise access_error(path, e, "write") from None
+        raise
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _MODE)  # mkstemp (and some writers) create 0600; the user's files follow the umask
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -39,17 +82,38 @@ def _atomic(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+_atomic = atomic_write
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write text atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def write_json(path: Path, obj) -> None:
     """Write JSON atomically."""
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True)))
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
+def read_bytes(path: Path) -> bytes:
+    """File content; CorruptFileError if missing, StoreAccessError if unreadable."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CorruptFileError(f"{path}: missing (an interrupted write?)") from None
+    except OSError as e:
+        if _is_access(e):
+            raise access_error(Path(path), e) from None
+        raise
 
 
 def read_json(path: Path):
-    """Read JSON; CorruptFileError if missing or unparsable."""
+    """Read JSON; CorruptFileError if missing or unparsable, StoreAccessError if unreadable."""
+    data = read_bytes(path)
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise CorruptFileError(f"{path}: {e}") from None
+        return json.loads(data.decode("utf-8"))
+    except ValueError as e:
+        raise CorruptFileError(f"{path}: not valid JSON ({e})") from None
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
@@ -57,34 +121,58 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None
     path = Path(path)
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     md = {"meta": json.dumps(meta or {}, sort_keys=True)}
-    _atomic(path, lambda tmp: save_file(data, tmp, metadata=md))
+    atomic_write(path, lambda tmp: save_file(data, tmp, metadata=md))
     digest = sha256(path)
-    _atomic(path.with_name(path.name + ".sha256"), lambda tmp: Path(tmp).write_text(digest))
+    write_text(path.with_name(path.name + ".sha256"), digest)
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load verified tensors and their meta; CorruptFileError if partial or altered."""
+    """Load verified tensors and their meta.
+
+    CorruptFileError if missing, partial or altered; StoreAccessError if it cannot be read.
+    """
     path = Path(path)
     side = path.with_name(path.name + ".sha256")
-    if not path.exists() or not side.exists():
-        raise CorruptFileError(f"{path}: missing file or checksum (an interrupted write?)")
-    if sha256(path) != side.read_text().strip():
-        raise CorruptFileError(f"{path}: checksum mismatch (truncated or altered file)")
+    expected = read_bytes(side).decode("ascii", "replace").strip()
+    try:
+        if sha256(path) != expected:
+            raise CorruptFileError(f"{path}: checksum mismatch (truncated or altered file)")
+    except FileNotFoundError:
+        raise CorruptFileError(f"{path}: missing (an interrupted write?)") from None
+    except OSError as e:
+        if _is_access(e):
+            raise access_error(path, e) from None
+        raise
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("meta", "{}"))
         return load_file(str(path)), meta
+    except OSError as e:
+        if _is_access(e):
+            raise access_error(path, e) from None
+        raise CorruptFileError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - any parse failure means the file is unusable
         raise CorruptFileError(f"{path}: {e}") from None
 
 
-def quarantine(path: Path) -> Path:
-    """Move a corrupt file (and its checksum) aside so it is never used but not destroyed."""
+def quarantine(path: Path) -> Path | None:
+    """Move a corrupt file (and its checksum) aside as `<name>.corrupt`, `.corrupt-2`, ... so that it is
+    never used and never destroyed (earlier quarantined files are kept). Returns the new name."""
     path = Path(path)
-    dest = path.with_name(path.name + ".corrupt")
-    for p, d in ((path, dest), (path.with_name(path.name + ".sha256"), dest.with_name(dest.name + ".sha256"))):
+    n = 1
+    while True:
+        dest = path.with_name(path.name + (".corrupt" if n == 1 else f".corrupt-{n}"))
+        if not dest.exists() and not dest.with_name(dest.name + ".sha256").exists():
+            break
+        n += 1
+    moved = None
+    side = path.with_name(path.name + ".sha256")
+    for p, d in ((path, dest), (side, dest.with_name(dest.name + ".sha256"))):
         if p.exists():
             os.replace(p, d)
-    return dest
+            moved = moved or d
+    if moved is not None:
+        print(f"moved the damaged file aside: {dest.name}")
+    return moved

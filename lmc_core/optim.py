@@ -16,8 +16,10 @@ from .config import TrainConfig
 def lr_at(cfg: TrainConfig, steps: torch.Tensor, steps_per_epoch: int) -> torch.Tensor:
     """Learning rate [K] of each copy at its step count (updates done so far)."""
     t = steps.to(torch.float64)
-    if cfg.schedule == "constant":
+    if cfg.schedule == "constant":  # with an optional linear warm-up (Nanda et al.'s grokking schedule)
         lr = torch.full_like(t, cfg.lr)
+        if cfg.warmup_steps:
+            lr = torch.where(t < cfg.warmup_steps, cfg.lr * (t + 1) / cfg.warmup_steps, lr)
     elif cfg.schedule == "step":
         period = cfg.step_size or steps_per_epoch
         lr = cfg.lr * cfg.gamma ** torch.floor(t / period)
@@ -46,7 +48,7 @@ def clip_per_copy(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
 
 
 class StackedOptimizer:
-    """SGD (momentum, coupled weight decay) or AdamW over named stacked parameters."""
+    """SGD (momentum, coupled weight decay), Adam (L2 weight decay) or AdamW over named stacked parameters."""
 
     def __init__(self, cfg: TrainConfig, params: dict[str, torch.nn.Parameter]):
         self.cfg = cfg
@@ -63,13 +65,21 @@ class StackedOptimizer:
         self.state = {n: t.to(dev, copy=True) for n, t in state.items()}  # never alias the caller's tensors
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor, steps_done: torch.Tensor) -> None:
-        """One update with per-copy lr [K]; steps_done [K] = updates before this one."""
+    def step(self, lr: torch.Tensor, steps_done: torch.Tensor, weight_decay: torch.Tensor | None = None,
+             mask: torch.Tensor | None = None) -> None:
+        """One update with per-copy lr [K]; steps_done [K] = updates before this one; weight_decay [K] per copy
+        (default: the config's); mask [K] bool: copies to update (the others stay exactly as they are, even
+        if their gradients are NaN — a frozen, diverged copy)."""
         c = self.cfg
         dev = next(iter(self.params.values())).device
         lr = lr.to(dev)  # one host-to-device copy per step, not one per parameter
         steps_done = steps_done.to(dev)
-        if c.optimizer == "adamw":
+        wd = None if weight_decay is None else weight_decay.to(dev)
+        decay = bool(c.weight_decay) if wd is None else bool((weight_decay != 0).any())  # host-side check
+        if mask is not None:
+            mask = mask.to(dev)
+            before = {n: p.detach().clone() for n, p in self.params.items() if p.grad is not None}
+        if c.optimizer in ("adam", "adamw"):
             t_all = steps_done.to(torch.float64) + 1
             bc1_all = 1 - c.betas[0] ** t_all
             bc2_all = (1 - c.betas[1] ** t_all).sqrt()
@@ -79,9 +89,10 @@ class StackedOptimizer:
                 continue
             shape = (p.shape[0],) + (1,) * (p.dim() - 1)
             lr_k = lr.to(p.dtype).view(shape)
+            wd_k = c.weight_decay if wd is None else wd.to(p.dtype).view(shape)
             if c.optimizer == "sgd":
-                if c.weight_decay:
-                    g = g.add(p, alpha=c.weight_decay)
+                if decay:
+                    g = g.add(p * wd_k)
                 if c.momentum:
                     key = "momentum." + name
                     buf = self.state.get(key)
@@ -99,10 +110,18 @@ class StackedOptimizer:
                 b1, b2 = c.betas
                 m = self.state.setdefault("exp_avg." + name, torch.zeros_like(p))
                 v = self.state.setdefault("exp_avg_sq." + name, torch.zeros_like(p))
-                p.mul_(1 - lr_k * c.weight_decay)
+                if c.optimizer == "adamw":
+                    if decay:
+                        p.mul_(1 - lr_k * wd_k)
+                elif decay:  # Adam: L2 weight decay added to the gradient (torch.optim.Adam)
+                    g = g.add(p * wd_k)
                 m.lerp_(g, 1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
                 bc1 = bc1_all.to(p.dtype).view(shape)
                 bc2_sqrt = bc2_all.to(p.dtype).view(shape)
                 denom = (v.sqrt() / bc2_sqrt).add_(c.eps)
                 p.sub_((lr_k / bc1) * m / denom)
+        if mask is not None:
+            for name, old in before.items():
+                p = self.params[name]
+                p.copy_(torch.where(mask.view((p.shape[0],) + (1,) * (p.dim() - 1)), p, old))

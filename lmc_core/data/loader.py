@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import rng
+from .batches import Batches
 
 
 def windows(stream: torch.Tensor, context: int, max_tokens: int | None = None) -> torch.Tensor:
@@ -22,35 +22,16 @@ def windows(stream: torch.Tensor, context: int, max_tokens: int | None = None) -
     return stream[: n * context + 1].unfold(0, context + 1, context)
 
 
-class LMBatches:
-    """Batches [K, B, T+1] for K copies with their own data seeds."""
+class LMBatches(Batches):
+    """Batches [K, B, T+1] of token windows for K copies with their own data seeds."""
 
     def __init__(self, stream: torch.Tensor, context: int, batch_size: int, data_seeds: list[int]):
         self.win = windows(stream, context)  # [N, T+1]
-        self.batch_size = batch_size
-        self.seeds = list(data_seeds)
-        self.steps_per_epoch = self.win.shape[0] // batch_size
-        if self.steps_per_epoch < 1:
+        try:
+            super().__init__(self.win.shape[0], batch_size, data_seeds)
+        except ValueError:
             raise ValueError(f"batch_size={batch_size} exceeds the {self.win.shape[0]} training windows; "
-                             "lower batch_size or use a larger corpus")
-        self._perm: dict[tuple[int, int], torch.Tensor] = {}
-
-    def order(self, seed: int, epoch: int) -> torch.Tensor:
-        """Window order of one epoch for one data seed."""
-        key = (seed, epoch)
-        if key not in self._perm:
-            if len(self._perm) > 4 * len(self.seeds) + 8:
-                self._perm.clear()
-            self._perm[key] = torch.randperm(self.win.shape[0], generator=rng.generator(seed, epoch, 0xDA7A))
-        return self._perm[key]
-
-    def indices(self, steps: list[int]) -> torch.Tensor:
-        """Window indices [K, B] of each copy at its own step."""
-        out = []
-        for seed, s in zip(self.seeds, steps):
-            e, i = divmod(int(s), self.steps_per_epoch)
-            out.append(self.order(seed, e)[i * self.batch_size : (i + 1) * self.batch_size])
-        return torch.stack(out)
+                             "lower batch_size or use a larger corpus") from None
 
     def batch(self, steps: list[int] | int) -> torch.Tensor:
         """Tokens [K, B, T+1] of each copy at step `steps` (an int: the same step for all)."""

@@ -87,10 +87,11 @@ class Block(nn.Module):
         self.cfg = cfg
         self.attn_in = StackedLinear(k, d, 3 * d)
         self.attn_out = StackedLinear(k, d, d)
-        self.ln1 = StackedLayerNorm(k, d)
+        norm = cfg.norm == "layer"
+        self.ln1 = StackedLayerNorm(k, d) if norm else nn.Identity()
         self.ff1 = StackedLinear(k, d, cfg.d_ff)
         self.ff2 = StackedLinear(k, cfg.d_ff, d)
-        self.ln2 = StackedLayerNorm(k, d)
+        self.ln2 = StackedLayerNorm(k, d) if norm else nn.Identity()
 
     def attention(self, x: torch.Tensor, b: int, t: int, drop: DropoutSource | None, site: int) -> torch.Tensor:
         """Causal multi-head self-attention; x [K, B*T, d]."""
@@ -118,8 +119,10 @@ class Block(nn.Module):
             x = self.ln1(x + dp(self.attention(x, b, t, drop, site), site + 1))
             x = self.ln2(x + dp(self.ff2(dp(act(self.ff1(x)), site + 2)), site + 3))
         else:
+            # GPT-2: dropout on the attention weights, after each residual branch and on the embeddings,
+            # none inside the MLP (nn.TransformerEncoderLayer, the post-norm branch, has one there)
             x = x + dp(self.attention(self.ln1(x), b, t, drop, site), site + 1)
-            x = x + dp(self.ff2(dp(act(self.ff1(self.ln2(x))), site + 2)), site + 3)
+            x = x + dp(self.ff2(act(self.ff1(self.ln2(x)))), site + 3)
         return x
 
 
@@ -149,8 +152,9 @@ class TransformerLM(nn.Module):
         else:
             self.register_buffer("pos_table", sinusoidal(cfg.context, d), persistent=False)
         self.layers = nn.ModuleList(Block(cfg, k) for _ in range(cfg.n_layers))
-        self.ln_f = StackedLayerNorm(k, d) if cfg.arch == "prenorm" else None
-        self.head = None if cfg.tie_embeddings else StackedLinear(k, d, cfg.vocab_size)
+        self.ln_f = StackedLayerNorm(k, d) if cfg.arch == "prenorm" and cfg.norm == "layer" else None
+        self.n_out = cfg.vocab_size if cfg.tie_embeddings else (cfg.n_out or cfg.vocab_size)
+        self.head = None if cfg.tie_embeddings else StackedLinear(k, d, self.n_out)
         self.register_buffer("_copy_index", torch.arange(k).view(k, 1, 1), persistent=False)
 
     def forward(self, tokens: torch.Tensor, drop: DropoutSource | None = None) -> torch.Tensor:
@@ -193,7 +197,7 @@ class TransformerLM(nn.Module):
         mmaps every step); the result is the same.
         """
         k, n, _ = h.shape
-        v = self.cfg.vocab_size
+        v = self.n_out
         if budget_mb is None:
             kc, nc = k, n
         else:
@@ -239,6 +243,13 @@ def _init_param(cfg: ModelConfig, name: str, p: torch.Tensor, g: torch.Generator
     leaf = name.rsplit(".", 1)[-1]
     if ".ln" in name or name.startswith("ln_f"):
         val = torch.ones(p.shape) if leaf == "weight" else torch.zeros(p.shape)
+    elif cfg.init == "nanda":  # Nanda et al.'s grokking transformer: N(0, 1/d_model), unembedding N(0, 1/n_out)
+        if leaf == "bias":
+            val = torch.zeros(p.shape)
+        elif name == "head.weight":
+            val = normal(1.0 / math.sqrt(p.shape[-1]))
+        else:
+            val = normal(1.0 / math.sqrt(cfg.d_model))
     elif cfg.init == "gpt2":
         if name == "pos_emb":
             val = normal(0.01)

@@ -1,13 +1,16 @@
-"""Shared plumbing of the study modules: profiles, parameters, corpora, output folders."""
+"""Shared plumbing of the study modules: profiles, parameters, checks, output folders, results."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..config import ConfigError
+from ..config import ConfigError, ModelConfig
+from ..outputs import Outputs, check_output_dir
+from ..paths import resolve
 
 PROFILES = ("smoke", "quick", "paper")
 
@@ -15,16 +18,52 @@ PROFILES = ("smoke", "quick", "paper")
 COMMON = {"profile": "quick", "figures_dir": None, "store_dir": None, "cache_dir": None,
           "device": "auto", "progress": True, "tensorboard": False}
 
+MAX_ALPHAS = 1001  # more points than anyone can read off a curve; a typo like 10**9 would never finish
+
 
 @dataclass
 class StudyResult:
-    """What a study produces: named tables, named figures and the files written."""
+    """What a study produces: named tables, named figures, the files written and the summary.
+
+    `summary` is the finding in words (Markdown) computed from this run's numbers; `numbers` holds
+    the same numbers as data. Figures and tables are written together by `publish`.
+    """
 
     params: dict
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     summary: str = ""
+    headline: str = ""  # one line: the verdict, for the report index
+    tensorboard: str = ""  # how to open the training curves in TensorBoard (when asked for)
+    numbers: dict = field(default_factory=dict)
+    outputs: Outputs = field(default_factory=Outputs)
+
+    def add_figure(self, name: str, fig, data: pd.DataFrame) -> None:
+        """Keep a figure (shown by the notebook, in this order) and queue its PNG, PDF and CSV."""
+        self.figures[name] = fig
+        self.outputs.figure(name, fig, data)
+
+    def add_csv(self, name: str, df: pd.DataFrame) -> None:
+        """Queue a table as <name>.csv."""
+        self.outputs.table(name, df)
+
+    def publish(self, fig_dir: Path, prefix: str) -> list[Path]:
+        """Write every queued file plus <prefix>_summary.md / .json as one set (see lmc_core.outputs)."""
+        self.outputs.text(f"{prefix}_summary.md", self.summary.rstrip() + "\n")
+        figures = [{"file": f"{name}.png", "title": figure_title(fig)} for name, fig in self.figures.items()]
+        self.outputs.json(f"{prefix}_summary.json", {"profile": self.params.get("profile"), "headline": self.headline,
+                                                    "figures": figures, **self.numbers})
+        self.files = self.outputs.commit(fig_dir)
+        return self.files
+
+
+def figure_title(fig) -> str:
+    """A figure's title (its suptitle, else its first axes' title) on one line, for alt text."""
+    t = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    if not t and fig.axes:
+        t = fig.axes[0].get_title()
+    return " ".join(t.split())
 
 
 def resolve_params(profiles: dict[str, dict], params: dict | None) -> dict:
@@ -43,11 +82,44 @@ def resolve_params(profiles: dict[str, dict], params: dict | None) -> dict:
 
 
 def out_dirs(p: dict) -> tuple[Path, Path, Path]:
-    """(figures dir, run store dir, data cache dir) with the project's defaults."""
-    figures = Path(p["figures_dir"] or Path("figures") / p["profile"])
-    store = Path(p["store_dir"] or "runs")
-    cache = Path(p["cache_dir"] or Path("data") / "cache")
+    """(figures dir, run store dir, data cache dir): the project's defaults under lmc_core.paths.home()
+    (the checkout or $LMC_HOME, wherever the kernel started); relative paths are taken from there too.
+    Each must be a folder (or creatable as one), else ConfigError before any work."""
+    figures = resolve(p["figures_dir"], Path("figures") / p["profile"])
+    store = resolve(p["store_dir"], "runs")
+    cache = resolve(p["cache_dir"], Path("data") / "cache")
+    for path, name in ((figures, "figures_dir"), (store, "store_dir"), (cache, "cache_dir")):
+        check_output_dir(path, name)
     return figures, store, cache
+
+
+@dataclass
+class Setup:
+    """What every study's run starts from: its resolved parameters, output folder, run store, data cache
+    folder and device."""
+
+    p: dict
+    fig_dir: Path
+    store: Any
+    cache_dir: Path
+    device: Any
+
+    def __iter__(self):
+        return iter((self.p, self.fig_dir, self.store, self.cache_dir, self.device))
+
+
+def prepare(profiles: dict[str, dict], params: dict | None, *checks) -> Setup:
+    """Resolve the parameters, run every check (before any data is loaded or anything trained) and set up
+    the folders, the run store and the device."""
+    from ..runs import RunStore
+    from ..train import resolve_device
+
+    p = resolve_params(profiles, params)
+    for check in checks:
+        check(p)
+    fig_dir, store_dir, cache_dir = out_dirs(p)
+    device = resolve_device(p["device"])
+    return Setup(p, fig_dir, RunStore(store_dir), cache_dir, device)
 
 
 def check_positive(p: dict, *names: str) -> None:
@@ -56,3 +128,60 @@ def check_positive(p: dict, *names: str) -> None:
         v = p[n]
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ConfigError(f"parameter {n}={v!r} must be a positive integer")
+
+
+def check_alphas(p: dict) -> None:
+    """`alphas` (points on the path, endpoints included) must be an integer in [2, MAX_ALPHAS]."""
+    v = p["alphas"]
+    if not isinstance(v, int) or isinstance(v, bool) or not 2 <= v <= MAX_ALPHAS:
+        raise ConfigError(f"alphas={v!r} must be an integer from 2 (the endpoints) to {MAX_ALPHAS}; "
+                          "31 is a good choice")
+
+
+def check_optional_positive(p: dict, *names: str) -> None:
+    """Raise ConfigError unless each named parameter is None (all) or a positive integer."""
+    for n in names:
+        v = p[n]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            raise ConfigError(f"parameter {n}={v!r} must be a positive integer, or None for all")
+
+
+def check_model_overrides(overrides: Any, set_by_study: tuple[str, ...] = ("vocab_size",),
+                          config: type = ModelConfig) -> None:
+    """model_overrides must be a dict of known model fields the study does not set itself."""
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"model_overrides={overrides!r} must be a dict, e.g. {{'d_model': 64}}")
+    known = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"model_overrides has unknown key(s) {unknown}; valid keys are "
+                          f"{sorted(known - set(set_by_study))}")
+    clash = sorted(set(overrides) & set(set_by_study))
+    if clash:
+        raise ConfigError(f"model_overrides may not set {clash}: the study sets it from the data "
+                          "(the corpus vocabulary)")
+
+
+def tensorboard_logs(runs: list[dict], store_root: Path, prefix: str) -> str:
+    """Write every run's stored loss log for TensorBoard (one folder per run, named by its "run" label) under
+    <store>/tensorboard/<prefix>; returns the lines that open it in a notebook."""
+    import re
+
+    from ..runs import history_of
+    from ..tb import command, write_history
+
+    tb_dir = Path(store_root) / "tensorboard" / prefix
+    for r in runs:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(r["run"])).strip("-")
+        write_history(tb_dir / name, history_of(r["store"]))
+    return command(tb_dir)
+
+
+def without_store(runs: list[dict]) -> pd.DataFrame:
+    """The runs table as shown (store folders relative to the project home)."""
+    from ..paths import shown
+
+    t = pd.DataFrame(runs)
+    if "store" in t:
+        t["store"] = t["store"].map(shown)
+    return t

@@ -8,30 +8,36 @@ when the network becomes stable to SGD noise (Frankle et al. 2020).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
 from .. import barrier as B
-from ..config import RunSpec, Seeds, config_hash
+from ..config import ConfigError, RunSpec, Seeds, config_hash
 from ..ensemble import copy_state
 from ..interpolate import alpha_grid, interpolation_curve
-from ..metrics import METRICS, barrier_table, onset_of_stability
-from ..plotting import COLORS, plt, save_figure, threshold_line
-from ..runs import RunStore
-from ..spawn import parent_identity, spawn_children
-from ..train import resolve_device
-from .common import StudyResult, check_positive, out_dirs, resolve_params
-from .instability_init import STUDY_DEFAULTS, LABELS, build_spec, load_study_corpus, pair_seeds
+from ..metrics import LABELS, METRICS, barrier_table, fmt_spread, mean_se, onset_of_stability, unit_of, verdict
+from ..plotting import COLORS, plt, threshold_line
+from ..paths import shown
+from ..spawn import child_history, parent_dir, parent_identity, spawn_children
+from ..tb import command as tb_command
+from ..tb import write_history
+from ..train import checkpoint_path, load_checkpoint_full
+from .common import StudyResult, prepare
+from .instability_init import (DEFINITION_WORDS, STUDY_DEFAULTS, build_spec, check_params, load_study_corpus,
+                               pair_seeds)
 
 PREFIX = "02"
 
 PROFILES = {
     "smoke": {**STUDY_DEFAULTS, "model_overrides": {"d_model": 32, "d_ff": 32}, "vocab_cap": 2000, "steps": 40,
-              "epochs": 0, "spawn": [0.0, 0.25, 0.5], "pairs": 1, "alphas": 5, "eval_tokens": 3000,
+              "epochs": 0, "spawn": [0.0, 0.25, 0.5], "pairs": 2, "alphas": 5, "eval_tokens": 3000,
               "parent_seed": 100},
-    # the quick profile of notebook 01 (character level, d=64), spawned at 0 .. 30 % of training
-    "quick": {**STUDY_DEFAULTS, "level": "char", "model_overrides": {"d_model": 64, "d_ff": 64}, "steps": 3000,
-              "epochs": 0, "spawn": [0.0, 0.01, 0.03, 0.1, 0.3], "pairs": 2, "alphas": 31,
+    # the quick profile of notebook 01 (character level, d=64), spawned at 0 .. 30 % of training,
+    # four pairs per spawn point (a spread across pairs at every point)
+    "quick": {**STUDY_DEFAULTS, "level": "char", "model_overrides": {"d_model": 64, "d_ff": 64}, "steps": 2500,
+              "epochs": 0, "spawn": [0.0, 0.01, 0.03, 0.1, 0.3], "pairs": 4, "alphas": 25,
               "eval_tokens": 10000, "parent_seed": 100},
     # the PTB study's word-level d=200 model, 4 epochs, 9 spawn points, 3 pairs each (GPU)
     "paper": {**STUDY_DEFAULTS, "steps": 0, "epochs": 4, "spawn": [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5],
@@ -60,19 +66,22 @@ def sweep(p: dict, vocab_size: int, T: int) -> tuple[list[int], RunSpec, list[Se
     return spawn_steps(list(p["spawn"]), T), spec, list(pair_seeds(p))
 
 
+def check_spawn(p: dict) -> None:
+    """The spawn grid is a non-empty list of fractions or steps (checked against T once it is known)."""
+    spawn = p["spawn"]
+    if not isinstance(spawn, (list, tuple)) or not spawn:
+        raise ConfigError(f"spawn={spawn!r}: give a non-empty list of spawn points, e.g. [0.0, 0.05, 0.2]")
+    for s in spawn:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0:
+            raise ConfigError(f"spawn point {s!r} must be a step (int >= 0) or a fraction of training in [0, 1)")
+
+
 def run(params: dict | None = None) -> StudyResult:
-    """Train the parent and the spawned pairs, interpolate, write figures and CSVs."""
-    p = resolve_params(PROFILES, params)
-    check_positive(p, "pairs", "alphas", "batch_size", "eval_batch")
-    if p["definition"] not in B.DEFINITIONS:
-        raise ValueError(f"definition={p['definition']!r}; choose one of {list(B.DEFINITIONS)}")
-    if not p["spawn"]:
-        raise ValueError("spawn is empty: give spawn points, e.g. [0.0, 0.05, 0.2]")
-    fig_dir, store_dir, cache_dir = out_dirs(p)
-    device = resolve_device(p["device"])
+    """Train the parent and the spawned pairs, interpolate, write figures, CSVs and the summary."""
+    p, fig_dir, store, cache_dir, device = prepare(PROFILES, params, check_params, check_spawn)
     corpus, T = load_study_corpus(p, cache_dir)
     ks, spec, children = sweep(p, len(corpus.vocab), T)
-    states = spawn_children(RunStore(store_dir), spec, ks, children, corpus.train, str(device), p["progress"])
+    states = spawn_children(store, spec, ks, children, corpus.train, str(device), p["progress"])
 
     alphas = alpha_grid(p["alphas"])
     splits = {"train": corpus.train, "test": corpus.test}
@@ -95,39 +104,56 @@ def run(params: dict | None = None) -> StudyResult:
     res = StudyResult(params=p, tables={"barriers": barriers, "by_k": by_k, "onset": onset,
                                         "onset_by_definition": onset_all, "curves": curves})
     res.tables["run"] = pd.DataFrame([{"parent": config_hash(parent_identity(spec)), "T": T,
-                                       "spawn_steps": ks, "copies": len(ks) * len(children),
-                                       "device": str(device), "vocab": len(corpus.vocab),
-                                       "eval_tokens": int(curves.tokens.iloc[0])}])
+                                       "spawn_steps": ks, "pairs_per_k": p["pairs"],
+                                       "copies": len(ks) * len(children), "device": str(device),
+                                       "vocab": len(corpus.vocab), "eval_tokens": int(curves.tokens.iloc[0])}])
+    if p["tensorboard"]:  # the parent's and every spawn point's loss logs, from the store
+        tb_dir = parent_dir(store, spec) / "tensorboard"
+        parent_log = load_checkpoint_full(checkpoint_path(parent_dir(store, spec) / "ckpt", max(ks)))[3]
+        write_history(tb_dir / "parent", pd.DataFrame(parent_log, columns=["step", "copy", "loss", "lr"]))
+        for k in ks:
+            write_history(tb_dir / f"spawn-k{k}", child_history(store, spec, k, tuple(
+                replace(c, init=spec.seeds[0].init) for c in children)))
+        res.tables["run"]["tensorboard"] = shown(tb_dir)
+        res.tensorboard = tb_command(tb_dir)
     fig1, d1 = instability_vs_k_figure(by_k, onset, p["definition"], p["profile"], T)
-    res.figures[f"{PREFIX}_instability_vs_k"] = fig1
-    res.files += save_figure(fig1, d1, fig_dir, f"{PREFIX}_instability_vs_k")
+    res.add_figure(f"{PREFIX}_instability_vs_k", fig1, d1)
     fig2, d2 = curves_by_k_figure(curves, ks, T, p["profile"])
-    res.figures[f"{PREFIX}_loss_vs_alpha_by_k"] = fig2
-    res.files += save_figure(fig2, d2, fig_dir, f"{PREFIX}_loss_vs_alpha_by_k")
+    res.add_figure(f"{PREFIX}_loss_vs_alpha_by_k", fig2, d2)
     fig3, d3 = definitions_figure(barriers, T, p["profile"])
-    res.figures[f"{PREFIX}_instability_by_definition"] = fig3
-    res.files += save_figure(fig3, d3, fig_dir, f"{PREFIX}_instability_by_definition")
-    res.files.append(fig_dir / f"{PREFIX}_barriers.csv")
-    barriers.to_csv(res.files[-1], index=False)
-    res.summary = describe(by_k, onset, p["definition"], T, onset_all)
+    res.add_figure(f"{PREFIX}_instability_by_definition", fig3, d3)
+    res.add_csv(f"{PREFIX}_barriers", barriers)
+    res.add_csv(f"{PREFIX}_curves", curves)  # every barrier in 02_barriers.csv can be recomputed from it
+    res.summary, res.numbers = describe(by_k, onset, barriers, p["definition"], T, onset_all, p["profile"])
+    res.headline = res.numbers.pop("headline")
+    res.publish(fig_dir, PREFIX)
     return res
 
 
 def per_k_table(barriers: pd.DataFrame, definition: str) -> pd.DataFrame:
-    """Mean, std and count over pairs of the instability at each (k, split, metric)."""
+    """Mean, standard error and count over pairs of the instability at each (k, split, metric)."""
     d = barriers[barriers.definition == definition]
-    g = d.groupby(["k", "k_frac", "split", "metric"]).instability_pct
-    out = g.agg(["mean", "std", "count"]).reset_index()
-    return out.rename(columns={"mean": "instability_pct_mean", "std": "instability_pct_std", "count": "pairs"})
+    chord = barriers[barriers.definition == "chord"].set_index(["k", "split", "metric", "pair"]).barrier.sort_index()
+    rows = []
+    for (k, k_frac, split, metric), g in d.groupby(["k", "k_frac", "split", "metric"]):
+        m, se, n = mean_se(g.instability)
+        convex = bool((chord.loc[(k, split, metric)] <= 1e-12).all())  # no barrier for any pair
+        rows.append({"k": k, "k_frac": k_frac, "split": split, "metric": metric, "instability_mean": m,
+                     "instability_se": se, "pairs": n, "pairs_not_finite": len(g) - n, "convex": convex,
+                     "unit": unit_of(metric)})
+    return pd.DataFrame(rows)
 
 
 def onset_table(by_k: pd.DataFrame) -> pd.DataFrame:
-    """k*: the first spawn step from which the mean instability stays below 2 %."""
+    """k*: the first spawn step from which the copies stay stable: mean instability below 2, or no barrier
+    at all (a convex path); with a word when never."""
     rows = []
     for (split, metric), g in by_k.groupby(["split", "metric"]):
-        k = onset_of_stability(g.k, g.instability_pct_mean)
+        vals = g.instability_mean.where(g.pairs_not_finite == 0)  # a point with a non-finite pair is no finding
+        k = onset_of_stability(g.k, vals, convex=g.convex)
         frac = None if k is None else float(g[g.k == k].k_frac.iloc[0])
-        rows.append({"split": split, "metric": metric, "k_star": k, "k_star_frac": frac})
+        text = ("never stable in this grid" if k is None else f"{k} ({100 * frac:.1f} % of T)")
+        rows.append({"split": split, "metric": metric, "k_star": k, "k_star_frac": frac, "k_star_text": text})
     return pd.DataFrame(rows)
 
 
@@ -153,7 +179,7 @@ def _style_k_axis(ax, fracs: np.ndarray, floor: float) -> None:
 
 def instability_vs_k_figure(by_k: pd.DataFrame, onset: pd.DataFrame, definition: str, profile: str, T: int):
     """Instability vs spawn step (fraction of training, log axis; k=0 drawn at the left edge),
-    train and test, error bars across pairs, 2 % line and the onset of stability k*."""
+    train and test, error bars = standard error across pairs, 2 line and the onset of stability k*."""
     fracs, floor = _k_axis(by_k.k_frac)
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.8), squeeze=False)
     rows = []
@@ -161,22 +187,25 @@ def instability_vs_k_figure(by_k: pd.DataFrame, onset: pd.DataFrame, definition:
         for j, split in enumerate(("train", "test")):
             g = by_k[(by_k.split == split) & (by_k.metric == metric)].sort_values("k")
             x = _xpos(g.k_frac.to_numpy(), floor)
-            ax.errorbar(x, g.instability_pct_mean, yerr=g.instability_pct_std.fillna(0), fmt="-o", ms=4,
+            ax.errorbar(x, g.instability_mean, yerr=g.instability_se.fillna(0), fmt="-o", ms=4,
                         capsize=3, color=COLORS[j], label=split)
             o = onset[(onset.split == split) & (onset.metric == metric)].iloc[0]
             if o.k_star is not None and not pd.isna(o.k_star):
                 ax.axvline(_xpos(np.array([o.k_star_frac]), floor)[0], color=COLORS[j], ls=":", lw=1.2,
                            label=f"k* ({split}) = {int(o.k_star)} ({100 * o.k_star_frac:.1f} %)")
+            else:
+                ax.plot([], [], " ", label=f"k* ({split}): never stable in this grid")
             rows += [{"metric": metric, "split": split, "k": int(r.k), "k_frac": r.k_frac,
-                      "instability_pct_mean": r.instability_pct_mean, "instability_pct_std": r.instability_pct_std}
-                     for r in g.itertuples()]
-        threshold_line(ax)
+                      "instability_mean": r.instability_mean, "instability_se": r.instability_se,
+                      "pairs": r.pairs, "unit": r.unit} for r in g.itertuples()]
+        unit = unit_of(metric)
+        threshold_line(ax, unit="%" if unit.startswith("%") else "points")
         _style_k_axis(ax, fracs, floor)
         ax.set_xlabel(f"spawn step k (% of T = {T} steps; log axis, k = 0 at left)")
-        ax.set_ylabel(f"instability, {LABELS[metric]} (%)")
+        ax.set_ylabel(f"instability, {LABELS[metric]}\n({unit})")
         ax.legend(fontsize=7)
     fig.suptitle(f"Instability of copies spawned at step k, barrier '{definition}' "
-                 f"({profile} profile; error bars: std over pairs)", fontsize=11)
+                 f"({profile} profile; mean ± s.e. over pairs)", fontsize=11)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
 
@@ -189,16 +218,16 @@ def definitions_figure(barriers: pd.DataFrame, T: int, profile: str, metric: str
     for ax, split in zip(axes[0], ("train", "test")):
         for i, d in enumerate(B.DEFINITIONS):
             g = (barriers[(barriers.split == split) & (barriers.metric == metric) & (barriers.definition == d)]
-                 .groupby(["k", "k_frac"]).instability_pct.mean().reset_index())
-            ax.plot(_xpos(g.k_frac.to_numpy(), floor), g.instability_pct, "-o", ms=4, color=COLORS[i], label=d)
+                 .groupby(["k", "k_frac"]).instability.mean().reset_index())
+            ax.plot(_xpos(g.k_frac.to_numpy(), floor), g.instability, "-o", ms=4, color=COLORS[i], label=d)
             rows += [{"split": split, "definition": d, "k": int(r.k), "k_frac": r.k_frac,
-                      "instability_pct_mean": r.instability_pct} for r in g.itertuples()]
+                      "instability_mean": r.instability, "unit": unit_of(metric)} for r in g.itertuples()]
         threshold_line(ax)
         ax.axhline(0, color="grey", lw=0.8)
         _style_k_axis(ax, fracs, floor)
         ax.set_title(split, fontsize=10)
         ax.set_xlabel(f"spawn step k (% of T = {T} steps; log axis)")
-    axes[0][0].set_ylabel(f"instability, {LABELS[metric]} (%)")
+    axes[0][0].set_ylabel(f"instability, {LABELS[metric]} ({unit_of(metric)})")
     axes[0][0].legend(fontsize=8, title="barrier definition", title_fontsize=8)
     fig.suptitle(f"Perplexity instability vs k under each barrier definition ({profile} profile; mean over pairs)",
                  fontsize=11)
@@ -229,31 +258,56 @@ def curves_by_k_figure(curves: pd.DataFrame, ks: list[int], T: int, profile: str
     return fig, pd.DataFrame(rows)
 
 
-def describe(by_k: pd.DataFrame, onset: pd.DataFrame, definition: str, T: int,
-             onset_all: pd.DataFrame | None = None) -> str:
-    """A paragraph stating the measured finding."""
-    def inst(k, split="test", metric="ppl"):
-        g = by_k[(by_k.k == k) & (by_k.split == split) & (by_k.metric == metric)]
-        return float(g.instability_pct_mean.iloc[0])
-
-    ks = sorted(by_k.k.unique())
-    o = onset[(onset.split == "test") & (onset.metric == "ppl")].iloc[0]
-    first, last = ks[0], ks[-1]
-    text = (f"Barrier '{definition}', test perplexity: instability {inst(first):.1f} % for copies spawned at "
-            f"k = {first} and {inst(last):.1f} % at k = {last} ({100 * last / T:g} % of training). ")
-    if o.k_star is None or pd.isna(o.k_star):
-        text += "No spawn point in this grid stays below the 2 % threshold: the network did not become stable."
-    else:
-        text += (f"Stability (below 2 % from then on) begins at k* = {int(o.k_star)} steps, "
-                 f"{100 * o.k_star_frac:.1f} % of training.")
-    if onset_all is not None:
+def describe(by_k: pd.DataFrame, onset: pd.DataFrame, barriers: pd.DataFrame, definition: str, T: int,
+             onset_all: pd.DataFrame, profile: str) -> tuple[str, dict]:
+    """The finding in words (Markdown) from this run's numbers, and the numbers as data."""
+    ks = sorted(int(k) for k in by_k.k.unique())
+    pairs = int(by_k.pairs.max())
+    lines = [f"**Profile `{profile}`: T = {T} steps, spawn points k = "
+             + ", ".join(f"{k} ({100 * k / T:g} %)" for k in ks)
+             + f"; {pairs} pairs per spawn point; barrier `{definition}` ({DEFINITION_WORDS[definition]}); "
+               "mean ± standard error over pairs.**", ""]
+    lines.append("| k | % of T | test perplexity | train perplexity | test error |")
+    lines.append("|---|---|---|---|---|")
+    numbers = {"T": T, "spawn_steps": ks, "pairs": pairs, "definition": definition, "by_k": [], "k_star": {}}
+    for k in ks:
+        cells = []
+        for split, metric in (("test", "ppl"), ("train", "ppl"), ("test", "error")):
+            sub = barriers[(barriers.k == k)]
+            v = verdict(sub, split, metric, definition)
+            cells.append(f"{v.value}" + (" (convex)" if v.status == "convex" else ""))
+            numbers["by_k"].append({"k": k, "split": split, "metric": metric, "mean": v.mean, "se": v.se,
+                                    "pairs": v.n, "unit": v.unit, "status": v.status})
+        lines.append(f"| {k} | {100 * k / T:g} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for split in ("test", "train"):
         parts = []
-        for d in onset_all.definition.unique():
-            if d == definition:
-                continue
-            r = onset_all[(onset_all.definition == d) & (onset_all.split == "test") & (onset_all.metric == "ppl")]
-            k = r.k_star.iloc[0]
-            parts.append(f"{d}: " + ("never" if k is None or pd.isna(k) else
-                                     f"k* = {int(k)} ({100 * r.k_star_frac.iloc[0]:.1f} %)"))
-        text += " Under the other definitions (test perplexity): " + "; ".join(parts) + "."
-    return text
+        for d in B.DEFINITIONS:
+            r = onset_all[(onset_all.definition == d) & (onset_all.split == split) & (onset_all.metric == "ppl")]
+            parts.append(f"`{d}` {r.k_star_text.iloc[0]}")
+            numbers["k_star"][f"{split}/ppl/{d}"] = r.k_star.iloc[0]
+        lines.append(f"- Onset of stability k* ({split} perplexity; first spawn step from which the mean "
+                     f"instability stays below 2 % or the path has no barrier): " + "; ".join(parts) + ".")
+    e = onset[(onset.split == "test") & (onset.metric == "error")].iloc[0]
+    lines.append(f"- k* for the test error (2 points of error): {e.k_star_text}.")
+    first = verdict(barriers[barriers.k == ks[0]], "test", "ppl", definition)
+    last = verdict(barriers[barriers.k == ks[-1]], "test", "ppl", definition)
+    o = onset[(onset.split == "test") & (onset.metric == "ppl")].iloc[0]
+    lines.append("")
+    if o.k_star is None or pd.isna(o.k_star):
+        finding = ("no spawn point in this grid is followed only by stable points (below the 2 % threshold or "
+                   "without a barrier): the copies did not become stable to SGD noise within the grid.")
+    elif int(o.k_star) == ks[0]:
+        finding = "the copies are stable from the first spawn point on."
+    else:
+        finding = (f"the instability falls from {fmt_spread(first.mean, first.se)} % at k = {ks[0]} to "
+                   f"{fmt_spread(last.mean, last.se)} % at k = {ks[-1]}; copies become stable to SGD noise at "
+                   f"k* = {int(o.k_star)} steps, {100 * o.k_star_frac:.1f} % of training.")
+    lines.append(f"Finding (test perplexity, `{definition}`): " + finding)
+    numbers["finding_k_star_test_ppl"] = o.k_star
+    numbers["headline"] = ("never stable within the grid" if o.k_star is None or pd.isna(o.k_star) else
+                           f"stable to SGD noise from k* = {int(o.k_star)} steps ({100 * o.k_star_frac:.1f} % of "
+                           "training)") + (f" — test perplexity instability {fmt_spread(first.mean, first.se)} % at "
+                                           f"k = {ks[0]}, {fmt_spread(last.mean, last.se)} % at k = {ks[-1]} "
+                                           f"(`{definition}`, {pairs} pairs per k)")
+    return "\n".join(lines), numbers

@@ -1,0 +1,45 @@
+"""Linear assignment steps shared by weight and activation matching (float64, maximising)."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+
+def assign(cost: np.ndarray) -> np.ndarray:
+    """p maximising sum_i cost[i, p[i]] for a square cost matrix."""
+    rows, cols = linear_sum_assignment(cost, maximize=True)
+    p = np.empty(cost.shape[0], dtype=np.int64)
+    p[rows] = cols
+    return p
+
+
+def score(cost: np.ndarray, p: np.ndarray) -> float:
+    """sum_i cost[i, p[i]] in float64."""
+    return float(cost[np.arange(len(p)), p].sum(dtype=np.float64))
+
+
+def assign_heads(c_qk: np.ndarray, c_vo: np.ndarray, n_heads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Joint optimum over a head permutation and within-head Q/K and V/O unit permutations.
+
+    c_qk, c_vo: [H*hd, H*hd] unit-to-unit costs. For every (head i of A, head j of B) the two
+    within-head assignments are solved; their optimal scores are the cost of pairing i with j, and
+    one assignment over heads picks the pairing. The objective is a sum over heads of independent
+    within-head terms, so this is the exact joint optimum. Returns the flat (qk, vo) indices.
+    """
+    n = c_qk.shape[0]
+    hd = n // n_heads
+    blocks_qk = c_qk.reshape(n_heads, hd, n_heads, hd)
+    blocks_vo = c_vo.reshape(n_heads, hd, n_heads, hd)
+    pair = np.empty((n_heads, n_heads))
+    within_qk = np.empty((n_heads, n_heads, hd), dtype=np.int64)
+    within_vo = np.empty((n_heads, n_heads, hd), dtype=np.int64)
+    for i in range(n_heads):
+        for j in range(n_heads):
+            bq, bv = blocks_qk[i, :, j, :], blocks_vo[i, :, j, :]
+            within_qk[i, j], within_vo[i, j] = assign(bq), assign(bv)
+            pair[i, j] = score(bq, within_qk[i, j]) + score(bv, within_vo[i, j])
+    heads = assign(pair)
+    base = (heads * hd)[:, None]
+    qk = (base + within_qk[np.arange(n_heads), heads]).reshape(-1)
+    vo = (base + within_vo[np.arange(n_heads), heads]).reshape(-1)
+    return qk, vo

@@ -1,0 +1,266 @@
+"""Permutation specs: which hidden units of a model can be permuted without changing its function.
+
+A spec is a tuple of groups. A `UnitGroup` is one permutation of `size` units acting on a list of
+(parameter, axis, offset) places; a `HeadGroup` is the attention-head symmetry of one block: a
+permutation of whole heads plus, inside every head, one unit permutation shared by Q and K and
+another shared by V and the output projection. Axes are counted with the copy axis (axis 0 is K),
+and one permutation is applied to every copy of a state.
+
+Convention: a permutation p applied to a model puts the model's unit p[i] at position i (index
+select). Matching B to A returns the p for which unit i of A is paired with unit p[i] of B, so
+`apply_permutation(b, spec, p)` is B expressed in A's unit order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig
+from ..models.mlp import MLPConfig
+
+State = dict[str, torch.Tensor]
+RESIDUAL = "residual"  # name of the residual-stream permutation in transformer specs
+
+
+@dataclass(frozen=True)
+class Axis:
+    """The units [offset, offset + size) of axis `axis` (copy axis counted) of parameter `param`."""
+
+    param: str
+    axis: int
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class UnitGroup:
+    """One permutation of `size` units acting on every place in `axes`."""
+
+    name: str
+    size: int
+    axes: tuple[Axis, ...]
+
+
+@dataclass(frozen=True)
+class HeadGroup:
+    """Heads of one attention block: head permutation plus within-head Q/K and V/O permutations."""
+
+    name: str
+    n_heads: int
+    head_dim: int
+    qk: tuple[Axis, ...]  # places of the query and key units (each n_heads * head_dim long)
+    vo: tuple[Axis, ...]  # places of the value units and the output projection's input rows
+
+    @property
+    def size(self) -> int:
+        """Units per place (n_heads * head_dim)."""
+        return self.n_heads * self.head_dim
+
+
+@dataclass(frozen=True)
+class HeadPermutation:
+    """heads [H]: new head h is old head heads[h]; qk, vo [H, hd]: units inside new head h."""
+
+    heads: np.ndarray
+    qk: np.ndarray
+    vo: np.ndarray
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray]:
+        """The Q/K and V/O permutations as flat indices over H * hd units."""
+        hd = self.qk.shape[1]
+        base = (self.heads * hd)[:, None]
+        return (base + self.qk).reshape(-1), (base + self.vo).reshape(-1)
+
+    @staticmethod
+    def from_flat(qk: np.ndarray, vo: np.ndarray, n_heads: int) -> "HeadPermutation":
+        """Inverse of flat(); the flat indices must move whole heads (checked)."""
+        hd = len(qk) // n_heads
+        q, v = np.asarray(qk).reshape(n_heads, hd), np.asarray(vo).reshape(n_heads, hd)
+        heads = q[:, 0] // hd
+        if not (np.all(q // hd == heads[:, None]) and np.all(v // hd == heads[:, None])):
+            raise ValueError("flat permutation does not move whole heads")
+        return HeadPermutation(heads.astype(np.int64), (q % hd).astype(np.int64), (v % hd).astype(np.int64))
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, HeadPermutation) and np.array_equal(self.heads, other.heads)
+                and np.array_equal(self.qk, other.qk) and np.array_equal(self.vo, other.vo))
+
+
+Group = Union[UnitGroup, HeadGroup]
+Permutations = dict[str, Union[np.ndarray, HeadPermutation]]
+
+
+@dataclass(frozen=True)
+class PermutationSpec:
+    """The permutation symmetries of one architecture; `notes` says what is deliberately not permuted."""
+
+    groups: tuple[Group, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def names(self) -> list[str]:
+        """Group names, in spec order."""
+        return [g.name for g in self.groups]
+
+    def __getitem__(self, name: str) -> Group:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(f"no permutation {name!r} in this spec; it has {self.names}")
+
+    def __contains__(self, name: object) -> bool:
+        return any(g.name == name for g in self.groups)
+
+    def flat_groups(self) -> list[tuple[str, int, tuple[Axis, ...]]]:
+        """(flat name, size, places) of every plain permutation; a head group gives '<name>#qk', '<name>#vo'."""
+        out = []
+        for g in self.groups:
+            if isinstance(g, HeadGroup):
+                out += [(g.name + "#qk", g.size, g.qk), (g.name + "#vo", g.size, g.vo)]
+            else:
+                out.append((g.name, g.size, g.axes))
+        return out
+
+    def check(self, state: State) -> None:
+        """Raise ValueError if a place of the spec does not exist in `state`."""
+        for name, size, axes in self.flat_groups():
+            for ax in axes:
+                if ax.param not in state:
+                    raise ValueError(f"permutation {name!r} acts on {ax.param!r}, which the state lacks")
+                shape = state[ax.param].shape
+                if not 1 <= ax.axis < len(shape) or ax.offset + size > shape[ax.axis]:
+                    raise ValueError(f"permutation {name!r} ({size} units at offset {ax.offset}) does not fit "
+                                     f"axis {ax.axis} of {ax.param!r} with shape {tuple(shape)}")
+
+
+def flatten(spec: PermutationSpec, perms: Permutations) -> dict[str, np.ndarray]:
+    """Every permutation as flat int64 indices, keyed like spec.flat_groups()."""
+    out = {}
+    for g in spec.groups:
+        p = perms[g.name]
+        if isinstance(g, HeadGroup):
+            if not isinstance(p, HeadPermutation):
+                raise TypeError(f"{g.name!r} is a head group; give a HeadPermutation")
+            out[g.name + "#qk"], out[g.name + "#vo"] = p.flat()
+        else:
+            out[g.name] = np.asarray(p, dtype=np.int64)
+    for name, size, _ in spec.flat_groups():
+        if out[name].shape != (size,) or not np.array_equal(np.sort(out[name]), np.arange(size)):
+            raise ValueError(f"{name!r} is not a permutation of {size} units")
+    return out
+
+
+def unflatten(spec: PermutationSpec, flat: dict[str, np.ndarray]) -> Permutations:
+    """Inverse of flatten()."""
+    out: Permutations = {}
+    for g in spec.groups:
+        if isinstance(g, HeadGroup):
+            out[g.name] = HeadPermutation.from_flat(flat[g.name + "#qk"], flat[g.name + "#vo"], g.n_heads)
+        else:
+            out[g.name] = np.asarray(flat[g.name], dtype=np.int64)
+    return out
+
+
+def axis_indices(spec: PermutationSpec, flat: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]
+                 ) -> dict[str, dict[int, torch.Tensor]]:
+    """For each parameter, {axis: full index over that axis} (identity outside the permuted places)."""
+    out: dict[str, dict[int, torch.Tensor]] = {}
+    for name, size, axes in spec.flat_groups():
+        for ax in axes:
+            per = out.setdefault(ax.param, {})
+            if ax.axis not in per:
+                per[ax.axis] = torch.arange(shapes[ax.param][ax.axis])
+            per[ax.axis][ax.offset : ax.offset + size] = torch.from_numpy(flat[name] + ax.offset)
+    return out
+
+
+def apply_permutation(state: State, spec: PermutationSpec, perms: Permutations) -> State:
+    """The state with every copy permuted by `perms` (a new dict; untouched tensors are cloned)."""
+    spec.check(state)
+    idx = axis_indices(spec, flatten(spec, perms), {n: tuple(t.shape) for n, t in state.items()})
+    out = {}
+    for name, t in state.items():
+        for axis, ix in idx.get(name, {}).items():
+            t = t.index_select(axis, ix.to(t.device))
+        out[name] = t.clone() if name not in idx else t
+    return out
+
+
+def identity_permutation(spec: PermutationSpec) -> Permutations:
+    """The permutations that change nothing."""
+    return unflatten(spec, {n: np.arange(s) for n, s, _ in spec.flat_groups()})
+
+
+def random_permutation(spec: PermutationSpec, generator: torch.Generator) -> Permutations:
+    """Uniformly random permutations (heads and the units inside each head too) from `generator`."""
+    out: Permutations = {}
+    for g in spec.groups:
+        if isinstance(g, HeadGroup):
+            heads = torch.randperm(g.n_heads, generator=generator).numpy()
+            qk = np.stack([torch.randperm(g.head_dim, generator=generator).numpy() for _ in range(g.n_heads)])
+            vo = np.stack([torch.randperm(g.head_dim, generator=generator).numpy() for _ in range(g.n_heads)])
+            out[g.name] = HeadPermutation(heads, qk, vo)
+        else:
+            out[g.name] = torch.randperm(g.size, generator=generator).numpy()
+    return out
+
+
+def invert_permutation(spec: PermutationSpec, perms: Permutations) -> Permutations:
+    """q with apply(apply(s, perms), q) == s."""
+    return unflatten(spec, {n: np.argsort(p) for n, p in flatten(spec, perms).items()})
+
+
+def compose_permutations(spec: PermutationSpec, first: Permutations, second: Permutations) -> Permutations:
+    """r with apply(s, r) == apply(apply(s, first), second)."""
+    f, s = flatten(spec, first), flatten(spec, second)
+    return unflatten(spec, {n: f[n][s[n]] for n in f})
+
+
+def mlp_spec(cfg: MLPConfig) -> PermutationSpec:
+    """Hidden units of each hidden layer ('hidden.{i}'); input and output units stay in place."""
+    cfg.validate()
+    groups = []
+    for i, h in enumerate(cfg.hidden):
+        axes = (Axis(f"layers.{i}.weight", 2), Axis(f"layers.{i}.bias", 2), Axis(f"layers.{i + 1}.weight", 1))
+        groups.append(UnitGroup(f"hidden.{i}", h, axes))
+    return PermutationSpec(tuple(groups))
+
+
+def transformer_spec(cfg: ModelConfig) -> PermutationSpec:
+    """MLP units ('layers.{i}.ff'), heads ('layers.{i}.heads') and the residual stream ('residual').
+
+    The residual permutation is one permutation of the d_model axis shared by tok_emb, pos_emb,
+    every block's reads (attn_in, ff1 rows) and writes (attn_out, ff2 columns and biases), every
+    LayerNorm's weight and bias (LayerNorm is equivariant to permuting its axis), ln_f and the
+    unembedding (head.weight rows; with tied embeddings the unembedding is tok_emb itself, one
+    tensor permuted once, so the weights stay tied). With positions="sinusoidal" the fixed position
+    table cannot be permuted, so the spec has no residual permutation (the residual stream stays
+    in place; `notes` says so).
+    """
+    cfg.validate()
+    d, h = cfg.d_model, cfg.n_heads
+    groups: list[Group] = []
+    residual = [Axis("tok_emb", 2)] + ([Axis("pos_emb", 2)] if cfg.positions == "learned" else [])
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        groups.append(HeadGroup(p + "heads", h, d // h,
+                                qk=(Axis(p + "attn_in.weight", 2, 0), Axis(p + "attn_in.weight", 2, d),
+                                    Axis(p + "attn_in.bias", 2, 0), Axis(p + "attn_in.bias", 2, d)),
+                                vo=(Axis(p + "attn_in.weight", 2, 2 * d), Axis(p + "attn_in.bias", 2, 2 * d),
+                                    Axis(p + "attn_out.weight", 1))))
+        groups.append(UnitGroup(p + "ff", cfg.d_ff, (Axis(p + "ff1.weight", 2), Axis(p + "ff1.bias", 2),
+                                                     Axis(p + "ff2.weight", 1))))
+        residual += [Axis(p + "attn_in.weight", 1), Axis(p + "attn_out.weight", 2), Axis(p + "attn_out.bias", 2),
+                     Axis(p + "ff1.weight", 1), Axis(p + "ff2.weight", 2), Axis(p + "ff2.bias", 2)]
+        if cfg.norm == "layer":
+            residual += [Axis(p + f"{ln}.{w}", 2) for ln in ("ln1", "ln2") for w in ("weight", "bias")]
+    if cfg.arch == "prenorm" and cfg.norm == "layer":
+        residual += [Axis("ln_f.weight", 2), Axis("ln_f.bias", 2)]
+    if not cfg.tie_embeddings:
+        residual.append(Axis("head.weight", 1))
+    if cfg.positions == "learned":
+        return PermutationSpec((UnitGroup(RESIDUAL, d, tuple(residual)), *groups))
+    return PermutationSpec(tuple(groups), notes=("residual stream not permuted: the sinusoidal position table "
+                                                 "is fixed, so only the identity keeps the function",))

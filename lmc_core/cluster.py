@@ -1,0 +1,129 @@
+"""Spectral clustering of models by their pairwise barriers (Juneja et al. 2023), from first principles.
+
+affinity A_ij = exp(-d_ij^2 / (2 delta^2)) of a symmetric barrier matrix d; the normalised Laplacian
+L = I - D^(-1/2) A D^(-1/2); the number of clusters k is given or chosen by the largest gap among
+L's smallest eigenvalues (eigengap heuristic); the rows of L's k smallest eigenvectors, normalised to
+unit length (Ng, Jordan & Weiss 2001), are clustered by k-means (seeded, best of several starts).
+Stability: the clustering of random subsets of the models compared with the full clustering on the
+same models by the adjusted Rand index (1: identical, about 0: chance).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.cluster.vq import kmeans2
+from scipy.linalg import eigh
+
+
+@dataclass
+class Clustering:
+    """Labels [M] (0 = the largest cluster), k, the Laplacian's eigenvalues, the affinity scale and the
+    spectral embedding [M, k]."""
+
+    labels: np.ndarray
+    k: int
+    eigenvalues: np.ndarray
+    delta: float
+    embedding: np.ndarray
+
+
+def affinity(d: np.ndarray, delta: float) -> np.ndarray:
+    """exp(-d^2 / (2 delta^2)); negative barriers count as 0 (no barrier)."""
+    d = np.clip(np.asarray(d, dtype=float), 0, None)
+    return np.exp(-(d ** 2) / (2 * delta ** 2))
+
+
+def default_delta(d: np.ndarray) -> float:
+    """The median off-diagonal barrier (scale-free; Juneja et al. used delta = 1 on BERT's barriers in nats)."""
+    off = np.asarray(d, dtype=float)[~np.eye(len(d), dtype=bool)]
+    off = off[off > 0]
+    return float(np.median(off)) if off.size else 1.0
+
+
+def laplacian_spectrum(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of the normalised Laplacian of affinity a."""
+    deg = a.sum(1)
+    inv = 1.0 / np.sqrt(np.maximum(deg, 1e-300))
+    lap = np.eye(len(a)) - inv[:, None] * a * inv[None, :]
+    return eigh((lap + lap.T) / 2)
+
+
+def eigengap(eigenvalues: np.ndarray, kmax: int) -> int:
+    """k in 1..kmax with the largest gap between the k-th and (k+1)-th smallest eigenvalue."""
+    ev = np.sort(eigenvalues)[: kmax + 1]
+    if len(ev) < 2:
+        return 1
+    return int(np.argmax(np.diff(ev)) + 1)
+
+
+def kmeans(x: np.ndarray, k: int, seed: int = 0, starts: int = 10) -> np.ndarray:
+    """Labels of seeded k-means (the start with the least within-cluster sum of squares)."""
+    if k <= 1:
+        return np.zeros(len(x), dtype=int)
+    best, best_cost = None, np.inf
+    for s in range(starts):
+        cent, lab = kmeans2(x, k, minit="++", seed=np.random.default_rng([seed, s]))
+        cost = float(((x - cent[lab]) ** 2).sum())
+        if cost < best_cost:
+            best, best_cost = lab, cost
+    return best
+
+
+def spectral_clusters(d: np.ndarray, k: int | None = None, delta: float | None = None, kmax: int = 6,
+                      seed: int = 0) -> Clustering:
+    """Cluster M models from their symmetric barrier matrix d [M, M] (see the module docstring)."""
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"need a square barrier matrix, got shape {d.shape}")
+    delta = default_delta(d) if delta is None else float(delta)
+    a = affinity((d + d.T) / 2, delta)
+    ev, vec = laplacian_spectrum(a)
+    k = eigengap(ev, min(kmax, len(d) - 1)) if k is None else int(k)
+    emb = vec[:, :k]
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    lab = kmeans(emb, k, seed)
+    order = np.argsort(-np.bincount(lab, minlength=k), kind="stable")  # 0 = largest cluster
+    lab = np.argsort(order)[lab]
+    return Clustering(lab, k, ev, delta, emb)
+
+
+def adjusted_rand(a, b) -> float:
+    """Adjusted Rand index of two labelings."""
+    a, b = np.asarray(a), np.asarray(b)
+    ua, ia = np.unique(a, return_inverse=True)
+    ub, ib = np.unique(b, return_inverse=True)
+    table = np.zeros((len(ua), len(ub)))
+    np.add.at(table, (ia, ib), 1)
+    comb = lambda x: x * (x - 1) / 2  # noqa: E731
+    n = len(a)
+    index = comb(table).sum()
+    ra, rb = comb(table.sum(1)).sum(), comb(table.sum(0)).sum()
+    expected = ra * rb / comb(n) if n > 1 else 0.0
+    top = 0.5 * (ra + rb) - expected
+    return 1.0 if top == 0 else float((index - expected) / top)
+
+
+def stability(d: np.ndarray, clustering: Clustering, resamples: int = 20, frac: float = 0.8, seed: int = 0) -> np.ndarray:
+    """Adjusted Rand index between the clustering of random subsets (frac of the models, same k and delta) and
+    the full clustering restricted to the same models, for each resample."""
+    rng = np.random.default_rng(seed)
+    m = len(d)
+    out = []
+    for r in range(resamples):
+        idx = np.sort(rng.choice(m, size=max(3, int(round(frac * m))), replace=False))
+        sub = spectral_clusters(np.asarray(d)[np.ix_(idx, idx)], clustering.k, clustering.delta, seed=seed + r + 1)
+        out.append(adjusted_rand(clustering.labels[idx], sub.labels))
+    return np.asarray(out)
+
+
+def match_labels(reference: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`labels` renamed to agree as much as possible with `reference` (Hungarian matching on the overlap)."""
+    from scipy.optimize import linear_sum_assignment
+
+    k = int(max(reference.max(), labels.max())) + 1
+    overlap = np.zeros((k, k))
+    np.add.at(overlap, (labels, reference), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    mapping = dict(zip(rows, cols))
+    return np.array([mapping[x] for x in labels])

@@ -1,0 +1,140 @@
+"""Loss landscapes of many models: the all-pairs barrier matrix, 2-D planes, calibration, sharpness.
+
+- `barrier_matrix`: every pair's interpolation curve, all pairs' alpha points evaluated as batched
+  models (a chunk of pairs at a time), and its barrier (Juneja et al.'s mod_BH is `subchord`).
+- `plane`: the plane through three models: basis u = theta2 - theta1 and the part of
+  theta3 - theta1 orthogonal to it (Gram-Schmidt), both in units of |u| (equal scales on the two
+  axes); loss, accuracy and ECE on a grid of points.
+- `ece`: expected calibration error with 10 equal-width bins of the top-1 probability,
+  sum_b n_b / N * |accuracy_b - confidence_b|.
+- `sharpness`: epsilon-sharpness after Keskar et al. 2017 as Juneja et al. implement it: starting
+  from theta0, one pass of projected gradient *ascent* over `batches` fixed training batches
+  (step lr), after every step each weight clamped to [theta0 - eps(|theta0| + 1), theta0 + eps(|theta0| + 1)];
+  sharpness = 100 (L_max - L_0) / (1 + L_0), L the mean loss over those batches before and after.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import barrier as B
+from .ensemble import State, copy_state, stack_states
+from .families import family_of
+from .interpolate import interpolate_states
+from .io import CorruptFileError, load_tensors, save_tensors
+
+
+def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of top-1 confidences [N] and correctness [N] (equal-width bins)."""
+    conf = np.asarray(confidence, dtype=float)
+    corr = np.asarray(correct, dtype=float)
+    idx = np.minimum((conf * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.sum() / len(conf) * abs(corr[m].mean() - conf[m].mean())
+    return float(total)
+
+
+def _evaluate(cfg, states: State, examples, device, keep=("examples",)):
+    return family_of(cfg).evaluate(cfg, states, examples, batch_size=64, device=device, keep=keep)
+
+
+def barrier_matrix(cfg, state: State, examples, alphas, definition: str = "subchord", metric: str = "loss",
+                   device="cpu", pairs_per_batch: int = 16, cache: Path | None = None) -> np.ndarray:
+    """Symmetric [M, M] barrier matrix of the M copies in `state` (diagonal 0), computed in batches of pairs;
+    cached in `cache` (a .safetensors file) when given."""
+    m = next(iter(state.values())).shape[0]
+    if cache is not None and Path(cache).exists():
+        try:
+            return load_tensors(cache)[0]["matrix"].numpy()
+        except CorruptFileError:
+            pass
+    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
+    n = len(alphas)
+    out = np.zeros((m, m))
+    for c0 in range(0, len(pairs), pairs_per_batch):
+        chunk = pairs[c0 : c0 + pairs_per_batch]
+        path = stack_states([interpolate_states(copy_state(state, i), copy_state(state, j), alphas) for i, j in chunk])
+        r = _evaluate(cfg, path, examples, device, keep=())
+        vals = r.loss if metric == "loss" else r.error
+        for q, (i, j) in enumerate(chunk):
+            out[i, j] = out[j, i] = B.barrier(alphas, vals[q * n : (q + 1) * n], definition)
+    if cache is not None:
+        save_tensors(cache, {"matrix": torch.from_numpy(out)})
+    return out
+
+
+def matrix_key(run_ids: list[str], step: int, examples: int, alphas, definition: str, metric: str) -> str:
+    """A cache key of a barrier matrix."""
+    payload = json.dumps([run_ids, step, examples, [float(a) for a in alphas], definition, metric])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def plane(cfg, a: State, b: State, c: State, examples, lo: float = -0.5, hi: float = 1.5, points: int = 15,
+          device="cpu", keys: set[str] | None = None) -> dict:
+    """Loss, accuracy and ECE [points, points] on the plane through three K=1 states (see module docstring),
+    the grid coordinates, and where the three models lie on it."""
+    names = sorted(keys if keys is not None else a)
+    flat = lambda s: torch.cat([s[n].double().reshape(-1) for n in names])  # noqa: E731
+    va, vb, vc = flat(a), flat(b), flat(c)
+    u, v = vb - va, vc - va
+    unit = float(u.norm())
+    e1 = u / unit
+    v_perp = v - (v @ e1) * e1
+    e2 = v_perp / max(float(v_perp.norm()), 1e-12)
+    xs = np.linspace(lo, hi, points)
+    grid = [(x, y) for y in xs for x in xs]
+    states = []
+    for x, y in grid:
+        vec = va + unit * (x * e1 + y * e2)
+        st, off = {}, 0
+        for n in names:
+            size = a[n].numel()
+            st[n] = vec[off : off + size].view(a[n].shape).to(a[n].dtype)
+            off += size
+        for n in a:
+            if n not in st:
+                st[n] = a[n]
+        states.append(st)
+    loss, acc, cal = [], [], []
+    for c0 in range(0, len(states), 32):
+        r = _evaluate(cfg, stack_states(states[c0 : c0 + 32]), examples, device, keep=("examples", "confidence"))
+        loss += list(r.loss)
+        acc += list(r.accuracy)
+        cal += [ece(r.confidence[q], r.per_example_correct[q]) for q in range(len(r.loss))]
+    shape = (points, points)
+    where = {"A": (0.0, 0.0), "B": (1.0, 0.0), "C": (float(v @ e1) / unit, float(v_perp.norm()) / unit)}
+    return {"x": xs, "y": xs, "loss": np.reshape(loss, shape), "accuracy": np.reshape(acc, shape),
+            "ece": np.reshape(cal, shape), "models": where, "unit": unit}
+
+
+def sharpness(cfg, state: State, batches: list[dict], eps: float = 5e-4, lr: float = 1e-2, device="cpu") -> np.ndarray:
+    """epsilon-sharpness [K] of every copy of `state` on fixed training batches (see the module docstring)."""
+    fam = family_of(cfg)
+    model = fam.model_from_state(cfg, state, device)
+    model.eval()  # no dropout: the loss is a function of the weights alone
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    start = {n: p.detach().clone() for n, p in params.items()}
+    box = {n: eps * (t.abs() + 1) for n, t in start.items()}
+
+    def mean_loss() -> torch.Tensor:
+        with torch.no_grad():
+            return torch.stack([fam.loss(model, {k: v.to(device) for k, v in b.items()}) for b in batches]).mean(0)
+
+    l0 = mean_loss()
+    for b in batches:
+        model.zero_grad(set_to_none=True)
+        fam.loss(model, {k: v.to(device) for k, v in b.items()}).sum().backward()
+        with torch.no_grad():
+            for n, p in params.items():
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=lr)  # ascent
+                    p.copy_(torch.maximum(torch.minimum(p, start[n] + box[n]), start[n] - box[n]))
+    l1 = mean_loss()
+    return (100 * (l1 - l0) / (1 + l0)).cpu().numpy()

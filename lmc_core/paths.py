@@ -1,0 +1,45 @@
+"""Where the project's folders live, wherever a kernel starts.
+
+`home()` is `$LMC_HOME` if set, else the checkout holding this package (an editable install:
+the folder with notebooks/ and pyproject.toml), else the current directory. runs/, figures/,
+data/cache/ and reports/ are resolved against it, and so is every relative path a user gives
+(store_dir, figures_dir, cache_dir, data_path): a notebook opened in JupyterLab (kernel in
+notebooks/), run by papermill or from the command line finds the same stored runs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV = "LMC_HOME"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package was imported from (editable install), or None."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "notebooks").is_dir() and (here / "pyproject.toml").is_file():
+        return here
+    return None
+
+
+def home() -> Path:
+    """The project's home folder ($LMC_HOME, else the checkout, else the current directory)."""
+    env = os.environ.get(ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    return checkout_root() or Path.cwd().resolve()
+
+
+def resolve(path: str | os.PathLike | None, default: str | os.PathLike) -> Path:
+    """`path` (or `default` when None) as an absolute path; relative paths are taken from home()."""
+    p = Path(default if path is None else path).expanduser()
+    return p if p.is_absolute() else home() / p
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path for messages and reports: relative to home() when inside it (no machine paths)."""
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(home()).as_posix()
+    except ValueError:
+        return str(p)

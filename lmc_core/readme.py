@@ -1,0 +1,100 @@
+"""README results quoted from the runs, and the Colab links from one setting.
+
+The blocks between `<!-- summary:NN -->` and `<!-- /summary:NN -->` are replaced by
+figures/<profile>/NN_summary.md, which each study writes from its own numbers;
+`python -m lmc_core readme` (run by `make figures` for the quick profile) refreshes them, and a
+test checks that the README and the committed summaries agree, so no result is typed by hand.
+The block `<!-- colab -->` gets one "Open in Colab" badge per notebook, and every notebook's Colab
+cell the install source, both from `[tool.lmc_core] repository` in pyproject.toml.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+_BLOCK = re.compile(r"(<!-- summary:(\d\d) -->\n)(.*?)(<!-- /summary:\2 -->)", re.S)
+
+
+def summary_blocks(readme: str) -> dict[str, str]:
+    """{notebook prefix: block text} of a README."""
+    return {m.group(2): m.group(3) for m in _BLOCK.finditer(readme)}
+
+
+def render(readme: str, figures_dir: Path) -> str:
+    """The README with every summary block replaced by the summary file of its notebook (blocks whose
+    summary file does not exist are left as they are)."""
+    def repl(m: re.Match) -> str:
+        f = Path(figures_dir) / f"{m.group(2)}_summary.md"
+        if not f.exists():
+            return m.group(0)
+        return m.group(1) + f.read_text(encoding="utf-8").strip() + "\n" + m.group(4)
+
+    return _BLOCK.sub(repl, readme)
+
+
+def update_readme(root: Path, profile: str = "quick") -> list[str]:
+    """Rewrite README.md in place from figures/<profile>; returns the prefixes that changed."""
+    path = Path(root) / "README.md"
+    old = path.read_text(encoding="utf-8")
+    new = render_colab(render(old, Path(root) / "figures" / profile), root)
+    stamp_notebooks(root, repository(root))
+    before, after = summary_blocks(old), summary_blocks(new)
+    changed = [k for k in after if before.get(k) != after[k]] + (["colab"] if render_colab(old, root) != old else [])
+    if new != old:
+        path.write_text(new, encoding="utf-8")
+    return changed
+
+
+_COLAB = re.compile(r"(<!-- colab -->\n)(.*?)(<!-- /colab -->)", re.S)
+BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+
+
+def repository(root: Path) -> str:
+    """The public GitHub repository (owner/name) from pyproject.toml, or ''."""
+    import tomllib
+
+    data = tomllib.loads((Path(root) / "pyproject.toml").read_text(encoding="utf-8"))
+    return str(data.get("tool", {}).get("lmc_core", {}).get("repository", "")).strip()
+
+
+def colab_block(root: Path, repo: str) -> str:
+    """Markdown: a badge per notebook, or what to set when the repository is not known yet."""
+    notebooks = sorted((Path(root) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if not repo:
+        return ("No public repository is recorded yet: set `[tool.lmc_core] repository = \"owner/name\"` in "
+                "pyproject.toml and run `python -m lmc_core readme` to get one \"Open in Colab\" badge per notebook "
+                "here. Meanwhile open a notebook in Colab with *File → Open notebook → GitHub* and run "
+                "`%env LMC_SOURCE=git+https://github.com/<owner>/<name>` (any pip-installable copy of lmc_core) "
+                "before its first cell.\n")
+    lines = []
+    for nb in notebooks:
+        url = f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/{nb.name}"
+        lines.append(f"[![Open In Colab]({BADGE})]({url}) `{nb.stem}`  ")
+    return "\n".join(lines) + "\n"
+
+
+def stamp_notebooks(root: Path, repo: str) -> list[str]:
+    """Write `repository = "<repo>"` into each notebook's Colab cell; returns the notebooks changed."""
+    changed = []
+    for nb in sorted((Path(root) / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        text = nb.read_text(encoding="utf-8")
+        data = json.loads(text)
+        for cell in data["cells"]:
+            src = "".join(cell["source"])
+            if src.startswith("# Google Colab only"):
+                new = re.sub(r'^repository = "[^"]*"', f'repository = "{repo}"', src, flags=re.M)
+                if new != src:
+                    lines = new.split("\n")
+                    cell["source"] = [ln + "\n" for ln in lines[:-1]] + [lines[-1]]
+        out = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+        if out != text:
+            nb.write_text(out, encoding="utf-8")
+            changed.append(nb.stem)
+    return changed
+
+
+def render_colab(readme: str, root: Path) -> str:
+    """The README with its Colab block written from the repository setting."""
+    block = colab_block(root, repository(root))
+    return _COLAB.sub(lambda m: m.group(1) + block + m.group(3), readme)

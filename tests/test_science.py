@@ -1,0 +1,161 @@
+"""Results a researcher can trust: divergence is never a finding, the error threshold is in points,
+verdicts agree with the curve, committed numbers can be recomputed, text cells carry no numbers."""
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmc_core import barrier as B
+from lmc_core.config import Seeds
+from lmc_core.metrics import METRICS, barrier_table, verdict
+from lmc_core.reference import FRANKLE_RESNET20_ONSET_PCT, FRANKLE_THRESHOLD_PCT, PTB_STUDY_PPL_INSTABILITY_PCT
+from lmc_core.runs import RunStore
+from lmc_core.train import TrainingDiverged, train_copies
+
+from conftest import tiny_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def curves(values_by_pair: dict[int, dict[str, list[float]]], split="test") -> pd.DataFrame:
+    rows = []
+    for pair, metrics in values_by_pair.items():
+        n = len(next(iter(metrics.values())))
+        for i, a in enumerate(np.linspace(0, 1, n)):
+            rows.append({"pair": pair, "split": split, "alpha": a, **{m: v[i] for m, v in metrics.items()}})
+    return pd.DataFrame(rows)
+
+
+def test_blown_up_run_with_clipping_is_divergence_and_never_stored(stream, tmp_path):
+    # lr 1e3 with clipping: the loss explodes to thousands of nats/token but stays finite
+    spec = tiny_spec([Seeds(0, 1, 2), Seeds(0, 3, 4)], steps=40, lr=1e3, clip_norm=0.5, save_every=10)
+    store = RunStore(tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"ln V"):
+        store.get(spec, stream, "cpu", progress=False)
+    assert not (store.path(spec) / "DONE.json").exists()
+    assert store.load(spec) is None
+
+
+def test_healthy_run_is_not_called_divergent(stream):
+    res = train_copies(tiny_spec(steps=30, lr=0.5), stream, "cpu", progress=False)
+    assert res.history.loss.max() < 2 * np.log(60)
+
+
+def test_non_finite_barrier_gives_no_verdict():
+    c = curves({0: {"loss": [2.0, np.nan, 2.1], "ppl": [7.4, np.inf, 8.2], "error": [0.5, 0.6, 0.5]},
+                1: {"loss": [2.0, 2.5, 2.1], "ppl": [7.4, 12.2, 8.2], "error": [0.5, 0.6, 0.5]}})
+    t = barrier_table(c)
+    bad = t[(t.metric == "ppl") & (t.pair == 0)]
+    assert bad.barrier.isna().all() and bad.stable.isna().all()  # never False ("unstable") from NaN
+    v = verdict(t, "test", "ppl")
+    assert v.status == "not finite" and "no finding" in v.text() and "unstable" not in v.text()
+    assert B.is_stable(float("nan")) is None
+    for d in B.DEFINITIONS:  # subchord's loop must not hide a NaN behind max(0, nan)
+        assert np.isnan(B.barrier([0, 0.5, 1], [1.0, np.nan, 1.0], d))
+
+
+def test_error_instability_is_in_points_and_loss_is_relative():
+    c = curves({0: {"loss": [1.0, 1.1, 1.0], "ppl": [2.7, 3.0, 2.7], "error": [0.30, 0.33, 0.30]}})
+    t = barrier_table(c).set_index(["metric", "definition"])
+    assert t.loc[("error", "mean"), "instability"] == pytest.approx(3.0)  # 3 points, not 10 % of 0.30
+    assert t.loc[("error", "mean"), "unit"] == "percentage points"
+    assert t.loc[("loss", "mean"), "instability"] == pytest.approx(10.0)
+    assert t.loc[("loss", "mean"), "unit"] == "% of endpoints' mean"
+    assert not t.loc[("error", "mean"), "stable"]  # 3 points > 2 points
+
+
+def test_verdict_says_convex_when_the_chord_barrier_is_zero():
+    # endpoints differ, the middle is lower: `mean` = 4.8 % > 2 % but there is no barrier
+    c = curves({p: {"loss": [1.0, 0.99, 1.1], "ppl": [2.72, 2.69, 3.0], "error": [0.3, 0.3, 0.31]} for p in (0, 1)})
+    t = barrier_table(c)
+    v = verdict(t, "test", "loss", "mean")
+    assert v.mean > 2 and v.status == "convex"
+    assert "no barrier (convex path)" in v.text() and "`mean`" in v.text()
+    bump = curves({p: {"loss": [1.0, 1.3, 1.0], "ppl": [2.72, 3.7, 2.72], "error": [0.3, 0.4, 0.3]} for p in (0, 1)})
+    assert verdict(barrier_table(bump), "test", "loss").status == "unstable"
+
+
+def test_study_summary_names_definition_spread_and_convexity():
+    from lmc_core.studies.instability_init import describe, summary_table
+
+    c = curves({p: {"loss": [1.0, 0.99, 1.1], "ppl": [2.72, 2.69, 3.0], "error": [0.3, 0.3, 0.31]} for p in (0, 1)})
+    c = pd.concat([c, c.assign(split="train")])
+    t = barrier_table(c)
+    text, numbers = describe(t, summary_table(t, "mean"), "mean", "quick", 100)
+    assert numbers["verdict"] == "convex" and "**no barrier**" in text and "unstable" not in text
+    assert "±" in text and "`mean`" in text
+
+
+@pytest.mark.parametrize("prefix, by", [("01", ["pair"]), ("02", ["k", "k_frac", "pair"])])
+def test_committed_barriers_recompute_from_committed_curves(prefix, by):
+    fig = ROOT / "figures" / "quick"
+    curve_file = fig / ("01_interpolation.csv" if prefix == "01" else "02_curves.csv")
+    stored = pd.read_csv(fig / f"{prefix}_barriers.csv")
+    again = barrier_table(pd.read_csv(curve_file), tuple(by), METRICS)
+    key = [*by, "split", "metric", "definition"]
+    m = stored.merge(again, on=key, suffixes=("", "_again"))
+    assert len(m) == len(stored) == len(again)
+    np.testing.assert_allclose(m.barrier, m.barrier_again, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(m.instability, m.instability_again, rtol=1e-9, atol=1e-12)
+
+
+def test_committed_quick_results_have_a_spread_across_pairs():
+    for prefix in ("01", "02"):
+        stored = pd.read_csv(ROOT / "figures" / "quick" / f"{prefix}_barriers.csv")
+        per = stored.groupby([c for c in ("k",) if c in stored] + ["split", "metric", "definition"]).pair.nunique()
+        assert per.min() >= 4, f"{prefix}: fewer than 4 pairs per point"
+
+
+# numbers a text cell may quote: published reference values and the threshold, never this run's numbers
+def _allowed() -> set[str]:
+    from lmc_core.studies.grokking import GROK_ACC
+
+    return ({f"{v:g}" for v in PTB_STUDY_PPL_INSTABILITY_PCT.values()}
+            | {f"{FRANKLE_THRESHOLD_PCT:g}", f"{FRANKLE_RESNET20_ONSET_PCT:g}", f"{100 * GROK_ACC:g}"})
+
+
+ALLOWED = _allowed()  # published reference values and definitions (thresholds), never a run's result
+
+
+@pytest.mark.parametrize("nb", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_text_cells_quote_no_numbers_of_a_run(nb):
+    cells = json.loads(nb.read_text())["cells"]
+    for cell in cells:
+        if cell["cell_type"] != "markdown":
+            continue
+        text = "".join(cell["source"])
+        for m in re.finditer(r"(\d+(?:\.\d+)?)\s?%", text):
+            assert m.group(1) in ALLOWED, (f"{nb.name}: a text cell quotes '{m.group(0)}'; numbers of a run "
+                                           "belong in result.summary, not in text cells")
+
+
+def test_readme_results_are_the_committed_summaries():
+    from lmc_core.readme import render, summary_blocks
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = summary_blocks(readme)
+    assert {"01", "02"} <= set(blocks), "the README quotes each notebook's summary between summary markers"
+    assert render(readme, ROOT / "figures" / "quick") == readme, (
+        "README results differ from figures/quick/NN_summary.md; run `python -m lmc_core readme`")
+
+
+def test_colab_badges_and_install_source_come_from_one_setting(tmp_path):
+    import shutil
+
+    from lmc_core.readme import render_colab, stamp_notebooks
+
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    (tmp_path / "pyproject.toml").write_text('[tool.lmc_core]\nrepository = "someone/lmc"\n')
+    readme = "intro\n<!-- colab -->\nold\n<!-- /colab -->\nend\n"
+    out = render_colab(readme, tmp_path)
+    notebooks = sorted(p.name for p in (tmp_path / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    for nb in notebooks:
+        assert f"colab.research.google.com/github/someone/lmc/blob/main/notebooks/{nb}" in out
+    assert out.count("colab-badge.svg") == len(notebooks) and "old" not in out
+    assert sorted(stamp_notebooks(tmp_path, "someone/lmc")) == sorted(n[:-6] for n in notebooks)
+    for nb in notebooks:
+        cell = "".join(json.loads((tmp_path / "notebooks" / nb).read_text())["cells"][1]["source"])
+        assert 'repository = "someone/lmc"' in cell
