@@ -107,6 +107,9 @@ def explore(curves: pd.DataFrame, keys: tuple[str, ...] = ("pair",), metrics: tu
     """Show the explorer (widgets in a live notebook, a static figure of the default selection otherwise)."""
     from IPython.display import Markdown, display
 
+    if curves.empty:
+        display(Markdown("*No interpolation curves in this run to explore.*"))
+        return None
     options = {k: sorted(curves[k].unique().tolist()) + ([MEAN] if k == "pair" else []) for k in keys}
     default = {k: (MEAN if k == "pair" else opts[0]) for k, opts in options.items()}
     splits = sorted(curves.split.unique().tolist(), key=lambda s: (s != "test", s))

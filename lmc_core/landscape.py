@@ -70,6 +70,26 @@ def barrier_matrix(cfg, state: State, examples, alphas, definition: str = "subch
     return out
 
 
+def pair_curves(cfg, state: State, pairs: list[tuple[int, int]], examples: dict, alphas, device="cpu") -> "pd.DataFrame":
+    """Loss and error along the linear path of each of `pairs` (indices into the copies of `state`), on each of
+    `examples` ({split name: eval examples}); one row per pair, split and alpha (the explorer's table)."""
+    import pandas as pd
+
+    if not pairs:
+        return pd.DataFrame(columns=["pair", "split", "alpha", "loss", "error"])
+    alphas = np.asarray(alphas, dtype=float)
+    path = stack_states([interpolate_states(copy_state(state, i), copy_state(state, j), alphas) for i, j in pairs])
+    rows = []
+    n = len(alphas)
+    for split, ex in examples.items():
+        r = _evaluate(cfg, path, ex, device, keep=())
+        for q, (i, j) in enumerate(pairs):
+            for t, a in enumerate(alphas):
+                rows.append({"pair": f"{i}-{j}", "split": split, "alpha": float(a),
+                             "loss": float(r.loss[q * n + t]), "error": float(r.error[q * n + t])})
+    return pd.DataFrame(rows)
+
+
 def matrix_key(run_ids: list[str], step: int, examples: int, alphas, definition: str, metric: str) -> str:
     """A cache key of a barrier matrix."""
     payload = json.dumps([run_ids, step, examples, [float(a) for a in alphas], definition, metric])

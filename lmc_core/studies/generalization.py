@@ -25,7 +25,7 @@ from ..dispatch import Job, Recipe, dispatch
 from ..ensemble import copy_state, stack_states
 from ..families import family_of
 from ..interpolate import alpha_grid
-from ..landscape import barrier_matrix, ece, matrix_key, plane, sharpness
+from ..landscape import barrier_matrix, ece, matrix_key, pair_curves, plane, sharpness
 from ..runs import RunStore
 from ..train import checkpoint_path, load_checkpoint
 from . import finetuning
@@ -130,9 +130,12 @@ def run(params: dict | None = None) -> StudyResult:
     three = plane_models(cl.labels)
     pl = plane(cfg, copy_state(state, three[0]), copy_state(state, three[1]), copy_state(state, three[2]), ev["id"],
                *p["plane_range"], p["plane_points"], device)
+    curves = pair_curves(cfg, state, explorer_pairs(mat), {"in-distribution": ev["id"], "out-of-distribution": ev["ood"]},
+                         alphas, device)
     runs = [{"run": f"fine-tune {i}", "copies": 1, "trained_now": r.trained_now, "store": r.path}
             for i, r in enumerate(done)]
     res = StudyResult(params=p, tables={"models": models, "matrix": pd.DataFrame(mat), "dynamics": dyn,
+                                        "curves": curves,
                                         "stability": pd.DataFrame({"ari": stab}),
                                         "runs": without_store(runs)})
     if p["tensorboard"]:
@@ -145,6 +148,7 @@ def run(params: dict | None = None) -> StudyResult:
                            ("cluster_dynamics", figs.dynamics_figure(dyn, p))):
         res.add_figure(f"{PREFIX}_{name}", fig, d)
     res.add_csv(f"{PREFIX}_models", models)
+    res.add_csv(f"{PREFIX}_pair_curves", curves)
     res.add_csv(f"{PREFIX}_barrier_matrix_values", pd.DataFrame(mat, columns=[f"m{i}" for i in range(len(mat))]))
     res.summary, res.numbers = figs.describe(models, cl, stab, dyn, pl, p, mat)
     res.headline = res.numbers.pop("headline")
@@ -173,6 +177,14 @@ def _sharpness_batches(fam, spec, stream, p: dict) -> list[dict]:
     ex = fam.train_examples(spec, stream)
     bs = spec.train.batch_size
     return [{n: t[i * bs : (i + 1) * bs][None] for n, t in ex.tensors.items()} for i in range(p["sharpness_batches"])]
+
+
+def explorer_pairs(mat: np.ndarray, high: int = 4, low: int = 2) -> list[tuple[int, int]]:
+    """The pairs whose paths the notebook's explorer shows: the `high` highest and `low` lowest barriers."""
+    i, j = np.triu_indices(len(mat), 1)
+    order = np.argsort(-mat[i, j], kind="stable")
+    pick = list(order[:high]) + [q for q in order[::-1][:low] if q not in order[:high]]
+    return [(int(i[q]), int(j[q])) for q in pick]
 
 
 def plane_models(labels: np.ndarray) -> list[int]:

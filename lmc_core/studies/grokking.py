@@ -103,10 +103,11 @@ def run(params: dict | None = None) -> StudyResult:
                 "weight_norm"]])
     fisher_trace = hist[["copy", "step", "penalty"]].merge(copies, on="copy")
     grok = grok_table(curves, copies, run_.diverged, p["steps"])
-    barriers = barrier_table(p, spec, store, run_, copies, data, device)
+    barriers, paths = barrier_table(p, spec, store, run_, copies, data, device)
     runs = [{"run": "grid", "copies": spec.k, "trained_now": run_.trained_now, "diverged": len(run_.diverged),
              "store": run_.path}]
-    res = StudyResult(params=p, tables={"grok": grok, "curves": curves, "barriers": barriers, "runs": without_store(runs)})
+    res = StudyResult(params=p, tables={"grok": grok, "curves": curves, "barriers": barriers, "paths": paths,
+                                        "runs": without_store(runs)})
     if p["tensorboard"]:
         res.tensorboard = tensorboard_logs(runs, store.root, PREFIX)
     from . import grokking_figures as figs
@@ -123,6 +124,7 @@ def run(params: dict | None = None) -> StudyResult:
     res.add_csv(f"{PREFIX}_grok", grok)
     res.add_csv(f"{PREFIX}_curves", curves)
     res.add_csv(f"{PREFIX}_barriers", barriers)
+    res.add_csv(f"{PREFIX}_path_curves", paths)
     res.summary, res.numbers = figs.describe(grok, barriers, p)
     res.headline = res.numbers.pop("headline")
     res.publish(fig_dir, PREFIX)
@@ -150,9 +152,10 @@ def grok_table(curves: pd.DataFrame, copies: pd.DataFrame, diverged: dict, steps
     return out
 
 
-def barrier_table(p: dict, spec: RunSpec, store: RunStore, run_, copies: pd.DataFrame, data, device) -> pd.DataFrame:
+def barrier_table(p: dict, spec: RunSpec, store: RunStore, run_, copies: pd.DataFrame, data,
+                  device) -> tuple[pd.DataFrame, pd.DataFrame]:
     """For each barrier setting: test-loss and error barriers between its two seeds at every checkpoint, as they
-    are and after weight matching."""
+    are and after weight matching; and the curves they come from (one row per setting, step, kind and alpha)."""
     fam = family_of(spec.model)
     pspec = fam.perm_spec(spec.model)
     test = fam.eval_examples(spec.model, data["test"])
@@ -161,7 +164,7 @@ def barrier_table(p: dict, spec: RunSpec, store: RunStore, run_, copies: pd.Data
     states[spec.train.steps] = run_.state
     init = fam.init(spec.model, [s.init for s in spec.seeds])
     full = lambda st: {**{n: init[n] for n in init if n not in st}, **st}  # noqa: E731
-    rows = []
+    rows, paths = [], []
     for wd, lam in p["barrier_settings"]:
         pair = copies[(copies.weight_decay == wd) & (copies.fisher == lam)].sort_values("seed")["copy"].tolist()
         if len(pair) != 2 or any(c in run_.diverged for c in pair):
@@ -177,4 +180,8 @@ def barrier_table(p: dict, spec: RunSpec, store: RunStore, run_, copies: pd.Data
                              "error_barrier_pp": 100 * B.barrier(alphas, r.error, p["definition"]),
                              "endpoint_test_acc": float(0.5 * (r.accuracy[0] + r.accuracy[-1])),
                              "endpoint_test_loss": float(0.5 * (r.loss[0] + r.loss[-1]))})
-    return pd.DataFrame(rows)
+                paths += [{"setting": f"wd {wd:g}, λ {lam:g}", "step": step, "kind": kind, "split": "test",
+                           "alpha": float(x), "loss": float(lo), "error": float(er)}
+                          for x, lo, er in zip(alphas, r.loss, r.error)]
+    cols = ["setting", "step", "kind", "split", "alpha", "loss", "error"]
+    return pd.DataFrame(rows), pd.DataFrame(paths, columns=cols)
