@@ -1,4 +1,5 @@
 """Study parameters: bad input stops early with a message that says what to change."""
+import numpy as np
 import pytest
 
 from lmc_core.config import ConfigError
@@ -28,3 +29,22 @@ def test_bad_parameters(tmp_path, kw, err, match):
     with pytest.raises(err, match=match):
         run(tmp_path, **kw)
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_grokking_summary_never_calls_a_half_grokked_pair_grokked():
+    """One seed of a barrier setting grokked, the other did not: the summary must not say 'both seeds grokked'
+    (pandas' max skips NaN), and the figure must not mark a grok step for that pair."""
+    import pandas as pd
+
+    from lmc_core.studies.grokking_figures import both_grokked, describe
+
+    grok = pd.DataFrame({"weight_decay": [1.0, 1.0, 0.5], "fisher": [0.0, 0.0, 0.0], "seed": [1, 2, 1],
+                         "diverged": False, "grok_step": [float("nan"), 2350.0, 1500.0],
+                         "final_test_acc": [0.943, 1.0, 1.0]})
+    barriers = pd.DataFrame([{"weight_decay": 1.0, "fisher": 0.0, "step": s, "kind": k, "loss_barrier": 1.0,
+                              "error_barrier_pp": 50.0} for s in (1000, 3000) for k in ("unaligned", "weight matching")])
+    p = {"profile": "test", "p": 31, "train_frac": 0.4, "steps": 3000, "lr": 0.01}
+    text, _ = describe(grok, barriers, p)
+    assert "both seeds grokked" not in text
+    assert "only seed 2 grokked (step 2350)" in text and "94.3 %" in text
+    assert np.isnan(both_grokked(grok, 1.0, 0.0)) and both_grokked(grok, 0.5, 0.0) == 1500.0

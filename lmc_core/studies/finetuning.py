@@ -34,6 +34,7 @@ from .common import (StudyResult, check_alphas, check_positive, prepare, tensorb
 
 PREFIX = "03"
 MODES = ("full", "adapter", "lora")
+MODE_NAMES = {"full": "full", "adapter": "adapter", "lora": "LoRA"}
 
 STUDY_DEFAULTS = dict(
     # language-model part
@@ -280,7 +281,7 @@ def encoder_part(p: dict, store: RunStore, device):
         spec, r = trained[mode]
         keys = family_of(spec.model).interp_keys(spec.model, r.state)
         for i in range(p["enc_pairs"]):
-            res = add(f"{mode} fine-tuning, SGD noise", i, spec, copy_state(r.state, 2 * i),
+            res = add(f"{MODE_NAMES[mode]} fine-tuning, SGD noise", i, spec, copy_state(r.state, 2 * i),
                       copy_state(r.state, 2 * i + 1), keys, keep=("examples",) if mode == "full" else ())
             if mode == "full":
                 forget.append(forgetting_rows(res, alphas, r.dynamics, 2 * i, i))

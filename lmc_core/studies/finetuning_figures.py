@@ -11,6 +11,13 @@ from ..plotting import COLORS, plt, threshold_line
 HEADLINE_METRIC = {"lm": "ppl", "encoder": "loss"}
 
 
+
+def metric_label(model: str, metric: str) -> str:
+    """Axis words for a metric: the LM's are per token; the encoder classifies passages."""
+    if model == "lm":
+        return LABELS.get(metric, metric)
+    return {"loss": "cross-entropy (nats/passage)", "error": "classification error"}.get(metric, metric)
+
 def paths_figure(curves: pd.DataFrame, model: str, profile: str):
     """Loss (and error) vs alpha per comparison, mean over pairs (one colour per comparison)."""
     c = curves[curves.model == model]
@@ -31,7 +38,7 @@ def paths_figure(curves: pd.DataFrame, model: str, profile: str):
                         label=label)
                 rows += [{"comparison": comp, "split": split, "metric": metric, "alpha": a, "mean_over_pairs": v}
                          for a, v in m.items()]
-        ax.set_ylabel(("test " + LABELS.get(metric, metric)) if model == "lm" else f"test {metric}")
+        ax.set_ylabel(f"test {metric_label(model, metric)}")
         ax.grid(alpha=0.3)
     axes[-1][0].set_xlabel(r"interpolation weight $\alpha$ (0 = endpoint A, 1 = endpoint B)")
     axes[0][0].legend(fontsize=7)
@@ -65,7 +72,7 @@ def barrier_figure(table: pd.DataFrame, definition: str, profile: str):
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_yticks(range(len(comps)), comps, fontsize=7)
         ax.invert_yaxis()
-        ax.set_xlabel(f"instability, test {LABELS.get(metric, metric)} ({unit})", fontsize=8)
+        ax.set_xlabel(f"instability, test {metric_label(model, metric)} ({unit})", fontsize=8)
         ax.set_title("our pretrained LM" if model == "lm" else f"MiniLM, {metric}", fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(axis="x", alpha=0.3)
@@ -90,7 +97,7 @@ def distance_figure(table: pd.DataFrame, definition: str, profile: str):
         if not d.empty:
             threshold_line(ax, unit="%")
             ax.set_xscale("log")
-            ax.set_ylabel(f"instability, test {LABELS.get(metric, metric)} ({d.unit.iloc[0]})", fontsize=8)
+            ax.set_ylabel(f"instability, test {metric_label(model, metric)} ({d.unit.iloc[0]})", fontsize=8)
         ax.set_xlabel("L2 distance between the endpoints (tuned parameters; log axis)")
         ax.set_title("our pretrained LM" if model == "lm" else "MiniLM", fontsize=9)
         ax.grid(alpha=0.3)

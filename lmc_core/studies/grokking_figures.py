@@ -93,6 +93,12 @@ def norm_fisher_figure(curves: pd.DataFrame, fisher: pd.DataFrame, p: dict):
     return fig, pd.DataFrame(rows)
 
 
+def both_grokked(grok: pd.DataFrame, wd: float, lam: float) -> float:
+    """The step by which every seed of the setting (weight decay, lambda) has grokked; NaN unless all of them did."""
+    steps = grok[(grok.weight_decay == wd) & (grok.fisher == lam)].grok_step.to_numpy(dtype=float)
+    return float(steps.max()) if len(steps) and np.isfinite(steps).all() else float("nan")
+
+
 def barrier_figure(barriers: pd.DataFrame, grok: pd.DataFrame, p: dict):
     """Test-loss barrier between two seeds of a setting at checkpoints, unaligned and after weight matching,
     with each setting's grok step."""
@@ -103,7 +109,7 @@ def barrier_figure(barriers: pd.DataFrame, grok: pd.DataFrame, p: dict):
             h = g[g.kind == kind].sort_values("step")
             axes[0].plot(h.step, h.loss_barrier, ls + "o", ms=3, color=col, label=f"wd {wd:g}, λ {lam:g}, {kind}")
             axes[1].plot(h.step, h.error_barrier_pp, ls + "o", ms=3, color=col)
-        s = grok[(grok.weight_decay == wd) & (grok.fisher == lam)].grok_step.max()
+        s = both_grokked(grok, wd, lam)
         for ax in axes:
             if np.isfinite(s):
                 ax.axvline(s, color=col, ls=":", lw=1)
@@ -160,11 +166,19 @@ def describe(grok: pd.DataFrame, barriers: pd.DataFrame, p: dict) -> tuple[str, 
     if len(barriers):
         lines.append("")
         for (wd, lam), b in barriers.groupby(["weight_decay", "fisher"]):
-            s = grok[(grok.weight_decay == wd) & (grok.fisher == lam)].grok_step.max()
+            s = both_grokked(grok, wd, lam)
             wm = b[b.kind == "weight matching"].sort_values("step")
             un = b[b.kind == "unaligned"].sort_values("step")
             if not np.isfinite(s):
-                lines.append(f"- wd {wd:g}, λ {lam:g}: did not grok (both seeds); test-loss barrier at the end "
+                seeds = grok[(grok.weight_decay == wd) & (grok.fisher == lam)].sort_values("seed")
+                done = seeds[np.isfinite(seeds.grok_step)]
+                which = ("neither seed grokked" if done.empty else
+                         "only " + ", ".join(f"seed {int(r.seed)} grokked (step {int(r.grok_step)})"
+                                             for r in done.itertuples())
+                         + "; the other ended at " + ", ".join(f"{100 * r.final_test_acc:.1f} %" for r in seeds.itertuples()
+                                                               if not np.isfinite(r.grok_step))
+                         + " test accuracy, so this is not a pair of grokked solutions")
+                lines.append(f"- wd {wd:g}, λ {lam:g}: {which}; test-loss barrier at the end "
                              f"{un.loss_barrier.iloc[-1]:.3f} nats unaligned, {wm.loss_barrier.iloc[-1]:.3f} after weight "
                              "matching.")
                 continue
