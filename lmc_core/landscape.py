@@ -46,9 +46,15 @@ def _evaluate(cfg, states: State, examples, device, keep=("examples",)):
 
 
 def barrier_matrix(cfg, state: State, examples, alphas, definition: str = "subchord", metric: str = "loss",
-                   device="cpu", pairs_per_batch: int = 16, cache: Path | None = None) -> np.ndarray:
+                   device="cpu", pairs_per_batch: int | None = None, cache: Path | None = None) -> np.ndarray:
     """Symmetric [M, M] barrier matrix of the M copies in `state` (diagonal 0), computed in batches of pairs;
-    cached in `cache` (a .safetensors file) when given."""
+    cached in `cache` (a .safetensors file) when given.
+
+    Each pair's alphas are always one batched model. `pairs_per_batch` pairs' paths are evaluated together;
+    None picks 1 on a CPU (measured: batching more pairs is slower there, bench/barrier_matrix.py) and 16
+    on a GPU."""
+    if pairs_per_batch is None:
+        pairs_per_batch = 16 if str(device).startswith("cuda") else 1
     m = next(iter(state.values())).shape[0]
     if cache is not None and Path(cache).exists():
         try:
