@@ -184,9 +184,7 @@ def run(params: dict | None = None) -> StudyResult:
                 enumerate(r.get("runs", [r["store"]]))]
         res.tensorboard = tensorboard_logs(logs, store.root, PREFIX)
     res.tables["runs"] = without_store([{k: v for k, v in r.items() if k != "runs"} for r in runs])
-    res.summary, res.numbers = describe(table, lm, p)
-    res.headline = res.numbers.pop("headline")
-    res.publish(fig_dir, PREFIX)
+    res.publish(fig_dir, PREFIX, describe(table, lm, p))
     return res
 
 

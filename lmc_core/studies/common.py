@@ -48,8 +48,13 @@ class StudyResult:
         """Queue a table as <name>.csv."""
         self.outputs.table(name, df)
 
-    def publish(self, fig_dir: Path, prefix: str) -> list[Path]:
-        """Write every queued file plus <prefix>_summary.md / .json as one set (see lmc_core.outputs)."""
+    def publish(self, fig_dir: Path, prefix: str, described: tuple[str, dict] | None = None) -> list[Path]:
+        """Write every queued file plus <prefix>_summary.md / .json as one set (see lmc_core.outputs).
+        `described` is a study's (summary, numbers) with the index line under numbers["headline"]."""
+        if described is not None:
+            self.summary, numbers = described
+            self.numbers = dict(numbers)
+            self.headline = self.numbers.pop("headline")
         self.outputs.text(f"{prefix}_summary.md", self.summary.rstrip() + "\n")
         figures = [{"file": f"{name}.png", "title": figure_title(fig)} for name, fig in self.figures.items()]
         self.outputs.json(f"{prefix}_summary.json", {"profile": self.params.get("profile"), "headline": self.headline,

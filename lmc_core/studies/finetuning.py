@@ -114,9 +114,7 @@ def run(params: dict | None = None) -> StudyResult:
     res.add_figure(f"{PREFIX}_distance_vs_barrier", fig, d)
     res.add_csv(f"{PREFIX}_comparisons", table)
     res.add_csv(f"{PREFIX}_curves", curves)
-    res.summary, res.numbers = figs.describe(table, forgetting, p)
-    res.headline = res.numbers.pop("headline")
-    res.publish(fig_dir, PREFIX)
+    res.publish(fig_dir, PREFIX, figs.describe(table, forgetting, p))
     return res
 
 

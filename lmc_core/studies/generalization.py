@@ -150,9 +150,7 @@ def run(params: dict | None = None) -> StudyResult:
     res.add_csv(f"{PREFIX}_models", models)
     res.add_csv(f"{PREFIX}_pair_curves", curves)
     res.add_csv(f"{PREFIX}_barrier_matrix_values", pd.DataFrame(mat, columns=[f"m{i}" for i in range(len(mat))]))
-    res.summary, res.numbers = figs.describe(models, cl, stab, dyn, pl, p, mat)
-    res.headline = res.numbers.pop("headline")
-    res.publish(fig_dir, PREFIX)
+    res.publish(fig_dir, PREFIX, figs.describe(models, cl, stab, dyn, pl, p, mat))
     return res
 
 

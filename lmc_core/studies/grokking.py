@@ -127,9 +127,7 @@ def run(params: dict | None = None) -> StudyResult:
     res.add_csv(f"{PREFIX}_curves", curves)
     res.add_csv(f"{PREFIX}_barriers", barriers)
     res.add_csv(f"{PREFIX}_path_curves", paths)
-    res.summary, res.numbers = figs.describe(grok, barriers, p)
-    res.headline = res.numbers.pop("headline")
-    res.publish(fig_dir, PREFIX)
+    res.publish(fig_dir, PREFIX, figs.describe(grok, barriers, p))
     return res
 
 

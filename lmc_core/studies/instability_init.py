@@ -140,9 +140,7 @@ def run(params: dict | None = None) -> StudyResult:
     fig2, data2 = instability_figure(barriers, p["definition"], p["profile"])
     res.add_figure(f"{PREFIX}_instability", fig2, data2)
     res.add_csv(f"{PREFIX}_barriers", barriers)
-    res.summary, res.numbers = describe(barriers, summary, p["definition"], p["profile"], steps)
-    res.headline = res.numbers.pop("headline")
-    res.publish(fig_dir, PREFIX)
+    res.publish(fig_dir, PREFIX, describe(barriers, summary, p["definition"], p["profile"], steps))
     return res
 
 

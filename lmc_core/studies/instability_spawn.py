@@ -124,9 +124,7 @@ def run(params: dict | None = None) -> StudyResult:
     res.add_figure(f"{PREFIX}_instability_by_definition", fig3, d3)
     res.add_csv(f"{PREFIX}_barriers", barriers)
     res.add_csv(f"{PREFIX}_curves", curves)  # every barrier in 02_barriers.csv can be recomputed from it
-    res.summary, res.numbers = describe(by_k, onset, barriers, p["definition"], T, onset_all, p["profile"])
-    res.headline = res.numbers.pop("headline")
-    res.publish(fig_dir, PREFIX)
+    res.publish(fig_dir, PREFIX, describe(by_k, onset, barriers, p["definition"], T, onset_all, p["profile"]))
     return res
 
 
