@@ -40,6 +40,7 @@ def test_grokking_summary_never_calls_a_half_grokked_pair_grokked():
 
     grok = pd.DataFrame({"weight_decay": [1.0, 1.0, 0.5], "fisher": [0.0, 0.0, 0.0], "seed": [1, 2, 1],
                          "diverged": False, "grok_step": [float("nan"), 2350.0, 1500.0],
+                         "memorised_step": [50.0, 50.0, 100.0],
                          "final_test_acc": [0.943, 1.0, 1.0]})
     barriers = pd.DataFrame([{"weight_decay": 1.0, "fisher": 0.0, "step": s, "kind": k, "loss_barrier": 1.0,
                               "error_barrier_pp": 50.0} for s in (1000, 3000) for k in ("unaligned", "weight matching")])
@@ -48,3 +49,20 @@ def test_grokking_summary_never_calls_a_half_grokked_pair_grokked():
     assert "both seeds grokked" not in text
     assert "only seed 2 grokked (step 2350)" in text and "94.3 %" in text
     assert np.isnan(both_grokked(grok, 1.0, 0.0)) and both_grokked(grok, 0.5, 0.0) == 1500.0
+
+
+def test_grokking_claim_leaves_out_settings_that_never_fit_the_training_set():
+    """More weight decay groks sooner among the settings that memorise; the strongest setting never fits the
+    training set at all (over-regularised), which must not count as 'slowest to grok' against the claim."""
+    import pandas as pd
+
+    from lmc_core.studies.grokking_figures import describe
+
+    nan = float("nan")
+    grok = pd.DataFrame({"weight_decay": [4.0, 2.0, 1.0, 0.0], "fisher": 0.0, "seed": 1, "diverged": False,
+                         "memorised_step": [nan, 50.0, 50.0, 50.0], "grok_step": [nan, 1000.0, 2000.0, nan],
+                         "final_test_acc": [0.05, 1.0, 1.0, 0.2]})
+    p = {"profile": "test", "p": 31, "train_frac": 0.4, "steps": 3000, "lr": 0.01}
+    text, numbers = describe(grok, pd.DataFrame(), p)
+    assert numbers["unfit"] == 1 and "never fit the training set" in text and "wd 4, λ 0" in text
+    assert numbers["claims"]["weight_decay"] == {"rho_mean": -1.0, "agree": 1, "slices": 1}

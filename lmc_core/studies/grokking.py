@@ -41,7 +41,7 @@ PROFILES = {
     # a small modulus, a larger training fraction, a narrower model and a 10x larger learning rate, so that
     # grokking happens within minutes on a CPU; the Fisher penalty on 128 examples every 4th step
     "quick": {**STUDY_DEFAULTS, "p": 31, "train_frac": 0.4, "d_model": 32, "n_heads": 4, "d_mlp": 128, "lr": 1e-2,
-              "steps": 3000, "eval_every": 25, "checkpoints": 6, "fisher_every": 4, "fisher_batch": 128,
+              "steps": 4000, "eval_every": 25, "checkpoints": 8, "fisher_every": 4, "fisher_batch": 128,
               # second seeds for settings that grok within this budget, and weight decay 0 (never groks) as a control
               "barrier_settings": [[2.0, 0.0], [1.0, 0.25], [0.5, 0.5], [0.0, 0.0]]},
     "paper": dict(STUDY_DEFAULTS),  # p = 113, 30 % train, the full grid, 40k full-batch steps (one GPU)
