@@ -207,6 +207,7 @@ def describe(grok: pd.DataFrame, barriers: pd.DataFrame, p: dict) -> tuple[str, 
                          f"{after.error_barrier_pp.mean():.1f} points — the grokked solutions are "
                          + ("linearly connected once aligned." if after.error_barrier_pp.mean() < 2 else
                             "not linearly connected even after alignment."))
-    numbers["headline"] = (f"{ok} of {n} settings grokked; weight decay {'speeds' if wd_holds else 'does not speed'} "
-                           f"grokking, the Fisher penalty {'does' if f_holds else 'does not'}")
+    cw, cf = checks["weight_decay"], checks["fisher"]
+    numbers["headline"] = (f"{ok} of {n} settings grokked; more weight decay groks sooner in {cw['agree']} of "
+                           f"{cw['slices']} slices of the grid, more Fisher penalty in {cf['agree']} of {cf['slices']}")
     return "\n".join(lines), numbers
