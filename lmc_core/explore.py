@@ -102,6 +102,39 @@ def explorer_figure(curves: pd.DataFrame, choice: dict, split: str, metric: str,
     return fig
 
 
+def _show(fig) -> None:
+    """Display a figure once and release it."""
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+
+
+def _panel(pickers: dict, draw, rows: list[int]):
+    """Widgets: the pickers in rows of the given lengths above an output that `draw(values)` fills, redrawn
+    whenever a picker changes; returns the box (displayed)."""
+    import ipywidgets as W
+    from IPython.display import display
+
+    out = W.Output()
+
+    def redraw(_=None):  # noqa: ANN001 - widget callback
+        with out:
+            out.clear_output(wait=True)
+            _show(draw({k: w.value for k, w in pickers.items()}))
+
+    for w in pickers.values():
+        w.observe(redraw, names="value")
+    redraw()
+    widgets, lines, i = list(pickers.values()), [], 0
+    for n in rows:
+        lines.append(W.HBox(widgets[i : i + n]))
+        i += n
+    box = W.VBox([*lines, out])
+    display(box)
+    return box
+
+
 def explore(curves: pd.DataFrame, keys: tuple[str, ...] = ("pair",), metrics: tuple[str, ...] = ("loss", "ppl", "error"),
             definition: str = B.DEFAULT):
     """Show the explorer (widgets in a live notebook, a static figure of the default selection otherwise)."""
@@ -114,9 +147,7 @@ def explore(curves: pd.DataFrame, keys: tuple[str, ...] = ("pair",), metrics: tu
     default = {k: (MEAN if k == "pair" else opts[0]) for k, opts in options.items()}
     splits = sorted(curves.split.unique().tolist(), key=lambda s: (s != "test", s))
     if not interactive():
-        fig = explorer_figure(curves, default, splits[0], metrics[0], definition)
-        display(fig)
-        plt.close(fig)
+        _show(explorer_figure(curves, default, splits[0], metrics[0], definition))
         display(Markdown("*Static view of the explorer (default selection). Opened in JupyterLab or Colab, this "
                          "cell shows menus for the pair, split, metric and barrier definition.*"))
         return None
@@ -126,22 +157,8 @@ def explore(curves: pd.DataFrame, keys: tuple[str, ...] = ("pair",), metrics: tu
     pickers["split"] = W.Dropdown(options=splits, value=splits[0], description="split")
     pickers["metric"] = W.Dropdown(options=list(metrics), value=metrics[0], description="metric")
     pickers["definition"] = W.Dropdown(options=list(B.DEFINITIONS), value=definition, description="barrier")
-    out = W.Output()
-
-    def redraw(_=None):  # noqa: ANN001 - widget callback
-        with out:
-            out.clear_output(wait=True)
-            fig = explorer_figure(curves, {k: pickers[k].value for k in keys}, pickers["split"].value,
-                                  pickers["metric"].value, pickers["definition"].value)
-            display(fig)
-            plt.close(fig)
-
-    for w in pickers.values():
-        w.observe(redraw, names="value")
-    redraw()
-    box = W.VBox([W.HBox(list(pickers.values())[:3]), W.HBox(list(pickers.values())[3:]), out])
-    display(box)
-    return box
+    return _panel(pickers, lambda v: explorer_figure(curves, {k: v[k] for k in keys}, v["split"], v["metric"],
+                                                     v["definition"]), [3, len(pickers) - 3])
 
 
 def training_figure(curves: pd.DataFrame, choice: dict, metric: str = "acc"):
@@ -172,9 +189,7 @@ def explore_training(curves: pd.DataFrame, keys: tuple[str, ...]):
     options = {k: sorted(curves[k].unique().tolist()) for k in keys}
     default = {k: v[0] for k, v in options.items()}
     if not interactive():
-        fig = training_figure(curves, default)
-        display(fig)
-        plt.close(fig)
+        _show(training_figure(curves, default))
         display(Markdown("*Static view (first setting). In JupyterLab or Colab this cell shows menus for every "
                          "setting and the metric.*"))
         return None
@@ -182,18 +197,4 @@ def explore_training(curves: pd.DataFrame, keys: tuple[str, ...]):
 
     pickers = {k: W.Dropdown(options=v, value=default[k], description=k) for k, v in options.items()}
     pickers["metric"] = W.Dropdown(options=[("accuracy", "acc"), ("loss", "loss")], value="acc", description="metric")
-    out = W.Output()
-
-    def redraw(_=None):  # noqa: ANN001 - widget callback
-        with out:
-            out.clear_output(wait=True)
-            fig = training_figure(curves, {k: pickers[k].value for k in keys}, pickers["metric"].value)
-            display(fig)
-            plt.close(fig)
-
-    for w in pickers.values():
-        w.observe(redraw, names="value")
-    redraw()
-    box = W.VBox([W.HBox(list(pickers.values())), out])
-    display(box)
-    return box
+    return _panel(pickers, lambda v: training_figure(curves, {k: v[k] for k in keys}, v["metric"]), [len(pickers)])
