@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu, pearsonr, spearmanr
 
+from .. import barrier as B
 from ..metrics import fmt_spread, mean_se
 from ..plotting import COLORS, plt
 
@@ -145,12 +146,21 @@ def describe(models: pd.DataFrame, cl, stab: np.ndarray, dyn: pd.DataFrame, pl: 
     lines.append(f"- Barriers between the {len(off)} pairs: mean {off.mean():.4f} nats, standard deviation {off.std():.4f}, "
                  f"from {off.min():.4f} to {off.max():.4f}" + ("; every path is convex (no bump above any chord)."
                                                               if off.max() <= 1e-12 else "."))
+    iu = np.triu_indices(len(mat), 1)
+    ends = 0.5 * (models.id_loss.to_numpy()[iu[0]] + models.id_loss.to_numpy()[iu[1]])
+    rel = 100 * off / ends  # the same examples as the matrix: the first eval_tokens in-distribution test tokens
+    above = int((rel >= B.STABILITY_THRESHOLD_PCT).sum())
+    lines.append(f"- Relative to the endpoints' mean loss: {rel.min():.2f} to {rel.max():.2f} % (median {np.median(rel):.2f} %); "
+                 + (f"every pair is below the {B.STABILITY_THRESHOLD_PCT:g} % threshold: all {len(models)} fine-tunes "
+                    "are linearly connected to each other." if above == 0 else
+                    f"{above} of {len(off)} pairs at or above the {B.STABILITY_THRESHOLD_PCT:g} % threshold."))
+    numbers_rel = {"barrier_rel_median": float(np.median(rel)), "pairs_above_threshold": above}
     s_m, s_se, _ = mean_se(stab)
     lines.append(f"- Clusters: k = {cl.k} ({how}), sizes {sizes} (Juneja et al.: 12 of 100 BERTs in the small cluster "
                  f"for MNLI and QQP); stability under resampling 80 % of the models: adjusted Rand index "
                  f"{fmt_spread(s_m, s_se, 2)} over {len(stab)} resamples.")
     numbers = {"k": cl.k, "sizes": sizes, "ari_mean": s_m, "ari_se": s_se, "delta": cl.delta, "models": len(models),
-               "barrier_mean": float(off.mean()), "barrier_sd": float(off.std())}
+               "barrier_mean": float(off.mean()), "barrier_sd": float(off.std()), **numbers_rel}
     if cl.k > 1:
         a, b = models[models.cluster == 0].ood_loss, models[models.cluster == 1].ood_loss
         pval = float(mannwhitneyu(a, b).pvalue) if len(a) and len(b) else float("nan")
