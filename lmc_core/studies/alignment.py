@@ -47,7 +47,7 @@ STUDY_DEFAULTS = dict(
     # MLP part (the seed study: 784-512-512-512-10 on MNIST, 50 epochs at batch 500; SGD momentum 0.9 with
     # warm-up + cosine, Adam, AdamW wd 0.25; lambda in {0, 0.5, 1}; true-label gradient-norm penalty)
     dataset="mnist1d", hidden=[128, 128, 128], batch_size=100, steps=800, warmup_steps=10,
-    lr_grid={"sgd": [0.005, 1.0, 5], "adam": [5e-5, 1e-2, 5], "adamw": [5e-5, 1e-2, 5]},
+    lr_grid={"sgd": [0.005, 1.0, 5], "adam": [5e-5, 1e-1, 6], "adamw": [5e-5, 1e-1, 6]},
     optimizers=list(OPTIMIZERS), fisher=[0.0, 0.5, 1.0], fisher_mode="empirical", fisher_batch=0,
     sgd_momentum=0.9, adamw_weight_decay=0.25, pairs=2, alphas=11, match_examples=1000, definition=B.DEFAULT,
     executor="inprocess", slurm={},
@@ -64,7 +64,7 @@ PROFILES = {
     "quick": dict(STUDY_DEFAULTS),
     # the seed study's sweep size on MNIST-1D with the 3x512 MLP (GPU): 20 learning rates per optimizer
     "paper": {**STUDY_DEFAULTS, "hidden": [512, 512, 512], "steps": 2000,
-              "lr_grid": {"sgd": [0.005, 1.0, 20], "adam": [5e-5, 1e-2, 20], "adamw": [5e-5, 1e-2, 10]},
+              "lr_grid": {"sgd": [0.005, 1.0, 20], "adam": [5e-5, 1e-1, 20], "adamw": [5e-5, 1e-1, 20]},
               "pairs": 3, "alphas": 21, "lm_overrides": {"context": 128, "n_layers": 4, "d_model": 128, "d_ff": 512},
               "lm_steps": 5000, "lm_batch": 32, "lm_pairs": 3, "lm_eval_tokens": 65536},
 }
