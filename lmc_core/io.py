@@ -176,3 +176,11 @@ def quarantine(path: Path) -> Path | None:
     if moved is not None:
         print(f"moved the damaged file aside: {dest.name}")
     return moved
+
+
+def discard_result(run_dir: Path, error: Exception, who: str) -> None:
+    """A finished run whose final weights are corrupt: say so and quarantine its weights and DONE marker, so
+    that it is trained again (from its newest valid checkpoint) instead of being used."""
+    print(f"{who}: {error}; retraining")
+    quarantine(Path(run_dir) / "final.safetensors")
+    quarantine(Path(run_dir) / "DONE.json")

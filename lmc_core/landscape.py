@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import barrier as B
@@ -76,11 +77,9 @@ def barrier_matrix(cfg, state: State, examples, alphas, definition: str = "subch
     return out
 
 
-def pair_curves(cfg, state: State, pairs: list[tuple[int, int]], examples: dict, alphas, device="cpu") -> "pd.DataFrame":
+def pair_curves(cfg, state: State, pairs: list[tuple[int, int]], examples: dict, alphas, device="cpu") -> pd.DataFrame:
     """Loss and error along the linear path of each of `pairs` (indices into the copies of `state`), on each of
     `examples` ({split name: eval examples}); one row per pair, split and alpha (the explorer's table)."""
-    import pandas as pd
-
     if not pairs:
         return pd.DataFrame(columns=["pair", "split", "alpha", "loss", "error"])
     alphas = np.asarray(alphas, dtype=float)

@@ -23,7 +23,7 @@ import torch
 from .config import RunSpec, config_hash, non_default, spec_from_dict, to_dict
 from .ensemble import State
 from .families import family_of
-from .io import CorruptFileError, atomic_write, load_tensors, quarantine, read_json, save_tensors, write_json
+from .io import CorruptFileError, atomic_write, discard_result, load_tensors, quarantine, read_json, save_tensors, write_json
 from .lock import run_lock
 from .train import LOG_FIELDS, TrainResult, history_frame, log_rows, log_tensors, prune_resume_points, train_copies
 
@@ -68,9 +68,7 @@ class RunStore:
                 raise CorruptFileError(f"{d}: spec.json does not match the requested spec (hash collision?)")
             t, meta = load_tensors(d / "final.safetensors")
         except CorruptFileError as e:
-            print(f"run store: {e}; retraining")
-            quarantine(d / "final.safetensors")
-            quarantine(d / "DONE.json")
+            discard_result(d, e, "run store")
             return None
         state = {n[6:]: v for n, v in t.items() if n.startswith("model.")}
         fam = family_of(spec.model)

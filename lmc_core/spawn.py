@@ -25,7 +25,7 @@ import torch
 
 from .config import RunSpec, Seeds, config_hash, non_default, to_dict
 from .ensemble import State, stack_states
-from .io import CorruptFileError, load_tensors, quarantine, save_tensors, write_json
+from .io import CorruptFileError, discard_result, load_tensors, quarantine, save_tensors, write_json
 from .lock import run_lock
 from .runs import RunStore, read_history, write_history
 from .train import checkpoint_path, load_checkpoint, log_tensors, train_copies
@@ -123,9 +123,7 @@ def load_child(store: RunStore, spec: RunSpec, k: int, seeds: tuple[Seeds, ...])
     try:
         t, _ = load_tensors(d / "final.safetensors")
     except CorruptFileError as e:
-        print(f"spawn store: {e}; retraining")
-        quarantine(d / "final.safetensors")
-        quarantine(d / "DONE.json")
+        discard_result(d, e, "spawn store")
         return None
     return {n: v for n, v in t.items() if not n.startswith("log.")}
 

@@ -12,7 +12,6 @@ import pandas as pd
 import torch
 
 from .config import RunSpec
-from .families.lm import check_tokens  # noqa: F401  (re-exported)
 from .data.batches import Batches
 from .ensemble import State
 from .io import CorruptFileError, load_tensors, quarantine, save_tensors

@@ -74,14 +74,12 @@ def _mnist() -> dict[str, Examples]:
 
     hint = "use the offline default dataset='mnist1d'"
     try:
-        import datasets  # noqa: F401
+        import datasets
     except ImportError:
         raise DataUnavailableError(f"MNIST needs the `datasets` package (pip install datasets), or {hint}") from None
     if not _hub_reachable():
         _force_hf_offline()
     try:
-        import datasets
-
         ds = datasets.load_dataset("mnist")
         out = {}
         for split in ("train", "test"):
