@@ -4,7 +4,7 @@ M models (copies of notebook 05's character-level LM with independent random wei
 not depend on what the weights are) and a 10-point alpha grid: every pair's path is 10 models. Three
 ways, all giving the same barriers: one model per alpha (the seed study's way; timed on a few pairs),
 one pair's alphas as one batched model, and `--pairs-per-batch` pairs' paths as one K-copy model
-(lmc_core.landscape.barrier_matrix). Pairs/s and the ratios to one model per alpha are printed.
+(lmc_core.analysis.landscape.barrier_matrix). Pairs/s and the ratios to one model per alpha are printed.
 
     python bench/barrier_matrix.py                        # CPU: 16 models, 2048 tokens
     python bench/barrier_matrix.py --models 100 --tokens 16384 --device cuda --pairs-per-batch 1 16 64
@@ -23,12 +23,12 @@ from lmc_core.config import model_preset
 from lmc_core.data.loader import windows
 from lmc_core.families import family_of
 from lmc_core.data.batches import Examples
-from lmc_core.interpolate import alpha_grid
-from lmc_core import barrier as B
+from lmc_core.analysis.interpolate import alpha_grid
+from lmc_core.analysis import barrier as B
 from lmc_core.ensemble import copy_state
-from lmc_core.interpolate import interpolate_states
-from lmc_core.landscape import barrier_matrix
-from lmc_core.train import resolve_device
+from lmc_core.analysis.interpolate import interpolate_states
+from lmc_core.analysis.landscape import barrier_matrix
+from lmc_core.train.loop import resolve_device
 
 
 def main(argv=None):

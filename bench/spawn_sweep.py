@@ -21,12 +21,12 @@ from datetime import date
 
 import torch
 
-from lmc_core.runs import RunStore
-from lmc_core.spawn import parent_checkpoints, spawn_children
+from lmc_core.runs.store import RunStore
+from lmc_core.runs.spawn import parent_checkpoints, spawn_children
 from lmc_core.studies import instability_spawn as study
 from lmc_core.studies.common import out_dirs, resolve_params
 from lmc_core.studies.instability_init import load_study_corpus
-from lmc_core.train import resolve_device, train_copies
+from lmc_core.train.loop import resolve_device, train_copies
 
 
 def sync(dev):

@@ -2,22 +2,22 @@
 
 The public API; notebooks call the study modules in lmc_core.studies.
 """
-from .barrier import DEFINITIONS as BARRIER_DEFINITIONS
-from .barrier import STABILITY_THRESHOLD_PCT, all_barriers, instability, is_stable
+from .analysis.barrier import DEFINITIONS as BARRIER_DEFINITIONS
+from .analysis.barrier import STABILITY_THRESHOLD_PCT, all_barriers, instability, is_stable
 from .align import activation_matching, apply_permutation, mlp_spec, transformer_spec, weight_matching
-from .cluster import spectral_clusters
+from .analysis.cluster import spectral_clusters
 from .config import (MODEL_PRESETS, ConfigError, CopySettings, DataConfig, ModelConfig, RunSpec, Seeds, TrainConfig,
                      config_hash, model_preset)
 from .data import Corpus, DataUnavailableError, LMBatches, Vocab, load_corpus
 from .ensemble import copy_state, extract, model_from_state, select_state, stack, stack_states
-from .interpolate import EvalResult, alpha_grid, evaluate_state, interpolate_states, interpolation_curve
-from .dispatch import Job, Recipe
+from .analysis.interpolate import EvalResult, alpha_grid, evaluate_state, interpolate_states, interpolation_curve
+from .runs.dispatch import Job, Recipe
 from .families import Family, family_of
-from .io import CorruptFileError
-from .landscape import barrier_matrix, ece, plane, sharpness
+from .runs.io import CorruptFileError
+from .analysis.landscape import barrier_matrix, ece, plane, sharpness
 from .models import DropoutSource, EncoderClassifier, EncoderConfig, MLPConfig, StackedMLP, TransformerLM
-from .runs import RunStore, StoredRun
-from .train import TrainingDiverged, TrainResult, resolve_device, train_copies
+from .runs.store import RunStore, StoredRun
+from .train.loop import TrainingDiverged, TrainResult, resolve_device, train_copies
 
 __version__ = "0.1.0"
 

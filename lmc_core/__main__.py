@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from lmc_core.reports import PROFILES
+from lmc_core.publish.reports import PROFILES
 
 
 class UsageError(Exception):
@@ -76,7 +76,7 @@ def _configure_figures(p: argparse.ArgumentParser) -> None:
          _configure_figures)
 def _run_figures(args: argparse.Namespace) -> int:
     """Execute the notebooks and print the index path."""
-    from lmc_core.reports import NotebookRunError, run_notebooks
+    from lmc_core.publish.reports import NotebookRunError, run_notebooks
 
     try:
         written = run_notebooks(
@@ -117,7 +117,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     """Run bench/<name>.py with the remaining arguments."""
     import runpy
 
-    from .reports import repo_root
+    from .publish.reports import repo_root
 
     script = repo_root() / "bench" / f"{args.name}.py"
     if not script.exists():
@@ -138,8 +138,8 @@ def _configure_readme(p: argparse.ArgumentParser) -> None:
          _configure_readme)
 def _run_readme(args: argparse.Namespace) -> int:
     """Refresh the README's result blocks from the studies' summaries."""
-    from .readme import update_readme
-    from .reports import repo_root
+    from .publish.readme import update_readme
+    from .publish.reports import repo_root
 
     changed = update_readme(repo_root(), args.profile)
     print("README.md: " + (f"updated the results of notebook(s) {', '.join(changed)}" if changed else "up to date"))

@@ -10,10 +10,10 @@ from lmc_core import rng
 from lmc_core.align import (RESIDUAL, Axis, HeadPermutation, PermutationSpec, UnitGroup, activation_matching,
                             apply_permutation, compose_permutations, identity_permutation, invert_permutation,
                             mlp_spec, random_permutation, transformer_spec, weight_matching)
-from lmc_core.barrier import barrier
+from lmc_core.analysis.barrier import barrier
 from lmc_core.config import ConfigError, model_preset
 from lmc_core.ensemble import model_from_state, stack_states
-from lmc_core.interpolate import alpha_grid, interpolate_states
+from lmc_core.analysis.interpolate import alpha_grid, interpolate_states
 from lmc_core.models import TransformerLM
 from lmc_core.models.mlp import MLPConfig, StackedMLP
 

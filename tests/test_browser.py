@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lmc_core.reports import (INDEX_NAME, figure_titles, is_progress_line, read_summary, repo_root,
+from lmc_core.publish.reports import (INDEX_NAME, figure_titles, is_progress_line, read_summary, repo_root,
                               run_notebooks, write_index)
 
 ROOT = repo_root()

@@ -4,10 +4,10 @@ import torch
 
 from lmc_core.config import ConfigError, CopySettings, RunSpec, Seeds, TrainConfig
 from lmc_core.data.vectors import VectorDataConfig
-from lmc_core.dispatch import Job, Recipe, dispatch, pack
+from lmc_core.runs.dispatch import Job, Recipe, dispatch, pack
 from lmc_core.models.mlp import MLPConfig
-from lmc_core.runs import RunStore
-from lmc_core.train import train_copies
+from lmc_core.runs.store import RunStore
+from lmc_core.train.loop import train_copies
 
 
 def grid(lrs=(0.05, 0.1), seeds=(1, 2), steps=15):

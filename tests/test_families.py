@@ -12,10 +12,10 @@ from lmc_core.data.modular import ModularDataConfig, modular_data
 from lmc_core.data.vectors import VectorDataConfig
 from lmc_core.ensemble import copy_state
 from lmc_core.families import SeqClassConfig, family_of, fisher_penalty, get, sampled_labels
-from lmc_core.interpolate import alpha_grid, interpolation_curve
+from lmc_core.analysis.interpolate import alpha_grid, interpolation_curve
 from lmc_core.models.mlp import MLPConfig
-from lmc_core.runs import RunStore
-from lmc_core.train import TrainingDiverged, train_copies
+from lmc_core.runs.store import RunStore
+from lmc_core.train.loop import TrainingDiverged, train_copies
 
 from conftest import tiny_model, tiny_spec
 

@@ -12,13 +12,13 @@ import torch
 
 from lmc_core.config import ConfigError, Seeds
 from lmc_core.data import DataUnavailableError
-from lmc_core.io import StoreAccessError, load_tensors, quarantine, save_tensors
-from lmc_core.lock import RunLockedError, run_lock
-from lmc_core.outputs import Outputs
-from lmc_core.runs import RunStore
-from lmc_core.spawn import child_key, parent_dir, spawn_children
+from lmc_core.runs.io import StoreAccessError, load_tensors, quarantine, save_tensors
+from lmc_core.runs.lock import RunLockedError, run_lock
+from lmc_core.publish.outputs import Outputs
+from lmc_core.runs.store import RunStore
+from lmc_core.runs.spawn import child_key, parent_dir, spawn_children
 from lmc_core.studies import instability_init as study
-from lmc_core.train import train_copies
+from lmc_core.train.loop import train_copies
 
 from conftest import tiny_spec
 
@@ -119,14 +119,14 @@ def test_unreadable_file_is_an_error_naming_it_not_corruption(stream, tmp_path, 
     def denied(path):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("lmc_core.io.sha256", denied)
+    monkeypatch.setattr("lmc_core.runs.io.sha256", denied)
     with pytest.raises(StoreAccessError, match="final.safetensors"):
         store.get(spec, stream, "cpu", progress=False)
     assert final.exists() and not list(final.parent.glob("*.corrupt*"))  # a valid run is never moved aside
 
 
 def test_files_follow_the_umask(tmp_path):
-    import lmc_core.io as io
+    import lmc_core.runs.io as io
 
     save_tensors(tmp_path / "t.safetensors", {"a": torch.zeros(2)})
     mode = (tmp_path / "t.safetensors").stat().st_mode & 0o777
@@ -206,7 +206,7 @@ def _get(root, stream_list, q):
     import torch as t
 
     from conftest import tiny_spec as ts
-    from lmc_core.runs import RunStore as RS
+    from lmc_core.runs.store import RunStore as RS
 
     run = RS(root).get(ts([Seeds(0, 1, 2)], steps=30), t.tensor(stream_list), "cpu", progress=False)
     q.put(run.trained_now)

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from lmc_core import barrier as B
+from lmc_core.analysis import barrier as B
 from lmc_core.config import Seeds
 from lmc_core.ensemble import copy_state, model_from_state
-from lmc_core.interpolate import alpha_grid, evaluate_state, interpolate_states, interpolation_curve
-from lmc_core.io import CorruptFileError, load_tensors
+from lmc_core.analysis.interpolate import alpha_grid, evaluate_state, interpolate_states, interpolation_curve
+from lmc_core.runs.io import CorruptFileError, load_tensors
 from lmc_core.models import TransformerLM
-from lmc_core.runs import RunStore
+from lmc_core.runs.store import RunStore
 from lmc_core.config import model_preset
 
 from conftest import tiny_model, tiny_spec
@@ -110,7 +110,7 @@ def test_run_store_returns_cached_run_without_training(stream, tmp_path, monkeyp
     def boom(*a, **k):
         raise AssertionError("trained again although the run is stored")
 
-    monkeypatch.setattr("lmc_core.runs.train_copies", boom)
+    monkeypatch.setattr("lmc_core.runs.store.train_copies", boom)
     again = store.get(spec, stream, "cpu", progress=False)
     assert not again.trained_now
     assert all(torch.equal(first.state[n], again.state[n]) for n in first.state)

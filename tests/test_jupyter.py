@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmc_core import barrier as B
-from lmc_core import explore, paths
+from lmc_core.analysis import barrier as B
+from lmc_core.publish import explore, paths
 from lmc_core.config import Seeds
-from lmc_core.runs import RunStore
+from lmc_core.runs.store import RunStore
 
 from conftest import tiny_spec
 
@@ -100,7 +100,7 @@ def test_explorer_is_static_under_papermill_and_widgets_in_a_live_kernel(monkeyp
 def test_tensorboard_logs_are_written_for_a_stored_run(stream, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from lmc_core.tb import command, write_history
+    from lmc_core.publish.tb import command, write_history
 
     store = RunStore(tmp_path)
     spec = tiny_spec([Seeds(0, 1, 2), Seeds(0, 3, 4)], steps=5)
@@ -121,7 +121,7 @@ def test_tensorboard_logs_are_written_for_a_stored_run(stream, tmp_path):
 
 
 def test_colab_setup_keeps_runs_on_drive(tmp_path, monkeypatch):
-    from lmc_core import colab
+    from lmc_core.publish import colab
 
     monkeypatch.delenv("LMC_HOME", raising=False)
     assert colab.setup() == paths.home()  # outside Colab: nothing changes

@@ -3,17 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from lmc_core import barrier as B
-from lmc_core.cluster import adjusted_rand, eigengap, laplacian_spectrum, match_labels, spectral_clusters, stability
+from lmc_core.analysis import barrier as B
+from lmc_core.analysis.cluster import adjusted_rand, eigengap, laplacian_spectrum, match_labels, spectral_clusters, stability
 from lmc_core.config import RunSpec, Seeds, TrainConfig
 from lmc_core.data.batches import Examples
 from lmc_core.data.vectors import VectorDataConfig
 from lmc_core.ensemble import copy_state
 from lmc_core.families import family_of
-from lmc_core.interpolate import alpha_grid, interpolation_curve
-from lmc_core.landscape import barrier_matrix, ece, plane, sharpness
+from lmc_core.analysis.interpolate import alpha_grid, interpolation_curve
+from lmc_core.analysis.landscape import barrier_matrix, ece, plane, sharpness
 from lmc_core.models.mlp import MLPConfig
-from lmc_core.train import train_copies
+from lmc_core.train.loop import train_copies
 
 
 def blocks(sizes=(8, 4), within=0.05, between=1.0, seed=0):

@@ -1,4 +1,4 @@
-"""lmc_core.reports on tiny generated notebooks (real kernel, no project notebooks) and synthetic files."""
+"""lmc_core.publish.reports on tiny generated notebooks (real kernel, no project notebooks) and synthetic files."""
 
 from __future__ import annotations
 
@@ -12,22 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from lmc_core import progress, reports
-from lmc_core.reports import NotebookRunError, run_notebooks
+from lmc_core.publish import progress, reports
+from lmc_core.publish.reports import NotebookRunError, run_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 
 PARAMS = ('# Parameters (papermill overrides these): DEFAULT-CELL-MARKER\n'
           'profile = "quick"\nfigures_dir = None   # default: figures/<profile>\nstore_dir = None\n'
           'device = "auto"      # "cpu" or "cuda"\n')
-# Writes its figures where lmc_core.paths.resolve puts them (like the studies), shows a plain
+# Writes its figures where lmc_core.publish.paths.resolve puts them (like the studies), shows a plain
 # progress bar, another library's tqdm bar on stderr and a real warning on stderr.
 DEMO = """\
 import json, sys
 import matplotlib.pyplot as plt
 from tqdm.std import tqdm
-from lmc_core.paths import resolve
-from lmc_core.progress import bar
+from lmc_core.publish.paths import resolve
+from lmc_core.publish.progress import bar
 
 figs = resolve(figures_dir, "figures/" + profile)
 figs.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ SIMPLE = """\
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from lmc_core.paths import resolve
+from lmc_core.publish.paths import resolve
 
 figs = resolve(figures_dir, "figures/" + profile)
 figs.mkdir(parents=True, exist_ok=True)

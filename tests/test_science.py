@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmc_core import barrier as B
+from lmc_core.analysis import barrier as B
 from lmc_core.config import Seeds
-from lmc_core.metrics import METRICS, barrier_table, verdict
-from lmc_core.reference import FRANKLE_RESNET20_ONSET_PCT, FRANKLE_THRESHOLD_PCT, PTB_STUDY_PPL_INSTABILITY_PCT
-from lmc_core.runs import RunStore
-from lmc_core.train import TrainingDiverged, train_copies
+from lmc_core.analysis.metrics import METRICS, barrier_table, verdict
+from lmc_core.studies.reference import FRANKLE_RESNET20_ONSET_PCT, FRANKLE_THRESHOLD_PCT, PTB_STUDY_PPL_INSTABILITY_PCT
+from lmc_core.runs.store import RunStore
+from lmc_core.train.loop import TrainingDiverged, train_copies
 
 from conftest import tiny_spec
 
@@ -133,7 +133,7 @@ def test_text_cells_quote_no_numbers_of_a_run(nb):
 
 
 def test_readme_results_are_the_committed_summaries():
-    from lmc_core.readme import render, summary_blocks
+    from lmc_core.publish.readme import render, summary_blocks
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = summary_blocks(readme)
@@ -145,7 +145,7 @@ def test_readme_results_are_the_committed_summaries():
 def test_colab_badges_and_install_source_come_from_one_setting(tmp_path):
     import shutil
 
-    from lmc_core.readme import render_colab, stamp_notebooks
+    from lmc_core.publish.readme import render_colab, stamp_notebooks
 
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
     (tmp_path / "pyproject.toml").write_text('[tool.lmc_core]\nrepository = "someone/lmc"\n')

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from lmc_core.config import Seeds
-from lmc_core.optim import lr_at
-from lmc_core.runs import RunStore
-from lmc_core.spawn import group_spawn_points, parent_dir, spawn_children
+from lmc_core.train.optim import lr_at
+from lmc_core.runs.store import RunStore
+from lmc_core.runs.spawn import group_spawn_points, parent_dir, spawn_children
 from lmc_core.studies.instability_spawn import spawn_steps
-from lmc_core.train import checkpoint_path, load_checkpoint, train_copies
+from lmc_core.train.loop import checkpoint_path, load_checkpoint, train_copies
 
 from conftest import tiny_spec
 
@@ -53,7 +53,7 @@ def test_more_spawn_points_train_only_the_new_ones(stream, tmp_path, monkeypatch
     first = spawn_children(store, spec, [0, 8], KIDS, stream, "cpu", progress=False)
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("spawn-*/final.safetensors")}
     calls = []
-    import lmc_core.spawn as sp
+    import lmc_core.runs.spawn as sp
     real = sp.train_copies
 
     def spy(spec_, *a, **kw):
@@ -75,7 +75,7 @@ def test_killed_spawn_ensemble_resumes_bit_exactly(stream, tmp_path):
     spawn_children(RunStore(tmp_path), spec, [0, 6], KIDS, stream, "cpu", progress=False)
     pdir = parent_dir(RunStore(tmp_path), spec) / "ckpt"
     parents = [load_checkpoint(checkpoint_path(pdir, k)) for k in (0, 6)]
-    from lmc_core.spawn import _stack_optimizer_states
+    from lmc_core.runs.spawn import _stack_optimizer_states
     from lmc_core.ensemble import stack_states
     init = stack_states([stack_states([p[0]] * 2) for p in parents])
     opt = _stack_optimizer_states(parents, 2)

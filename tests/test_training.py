@@ -5,8 +5,8 @@ import torch
 from lmc_core.config import ConfigError, Seeds, TrainConfig, model_preset
 from lmc_core.ensemble import copy_state, extract, stack, stack_states
 from lmc_core.models import DropoutSource, TransformerLM
-from lmc_core.optim import StackedOptimizer, clip_per_copy, lr_at
-from lmc_core.train import TrainingDiverged, train_copies
+from lmc_core.train.optim import StackedOptimizer, clip_per_copy, lr_at
+from lmc_core.train.loop import TrainingDiverged, train_copies
 
 from conftest import tiny_model, tiny_spec
 

@@ -317,7 +317,7 @@ def _save_cached(file: str, corpus: Corpus) -> None:
         "meta_json": json.dumps(corpus.meta),
         **{s: corpus.split(s) for s in SPLITS},
     }
-    from ..io import atomic_write  # atomic, with the user's umask (not mkstemp's 0600)
+    from ..runs.io import atomic_write  # atomic, with the user's umask (not mkstemp's 0600)
 
     atomic_write(file, lambda tmp: torch.save(blob, tmp))
 

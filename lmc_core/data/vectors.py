@@ -61,7 +61,7 @@ def load_vectors(cfg: VectorDataConfig, cache_dir: str | os.PathLike | None = No
            "test": Examples(x=torch.tensor(d["x_test"], dtype=torch.float32),
                             y=torch.tensor(d["y_test"], dtype=torch.int64))}
     if cache is not None:
-        from ..io import atomic_write
+        from ..runs.io import atomic_write
 
         blob = {f"{s}_{n}": out[s][n] for s in out for n in ("x", "y")}
         atomic_write(cache, lambda tmp: torch.save(blob, tmp))

@@ -18,7 +18,7 @@ register(LMFamily())
 from .mlp import MLPFamily  # noqa: E402
 
 register(MLPFamily())
-from .grok import SeqClassConfig, SeqClassFamily  # noqa: E402
+from .seqcls import SeqClassConfig, SeqClassFamily  # noqa: E402
 
 register(SeqClassFamily())
 from .encoder import EncoderFamily, TextDataConfig  # noqa: E402

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .. import rng
 from ..data.batches import Examples
-from ..progress import bar
+from ..publish.progress import bar
 
 State = dict[str, torch.Tensor]
 FISHER_SITE = 0xF15E  # random-number site of the sampled Fisher labels (distinct from dropout sites)

@@ -16,23 +16,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import barrier as B
+from ..analysis import barrier as B
 from ..align import activation_matching, apply_permutation, random_permutation, weight_matching
 from ..config import ConfigError, CopySettings, DataConfig, RunSpec, Seeds, TrainConfig, model_preset
-from ..dispatch import Job, Recipe, dispatch
+from ..runs.dispatch import Job, Recipe, dispatch
 from ..data import load_corpus
 from ..data.loader import windows
 from ..data.vectors import VectorDataConfig, load_vectors
-from ..diagnostics import activation_entropy, disagreement, sparsity, weight_distance
+from ..analysis.diagnostics import activation_entropy, disagreement, sparsity, weight_distance
 from ..ensemble import copy_state, stack_states
 from ..families import family_of
-from ..interpolate import alpha_grid, interpolate_states
-from ..metrics import fmt_spread, mean_se
+from ..analysis.interpolate import alpha_grid, interpolate_states
+from ..analysis.metrics import fmt_spread, mean_se
 from ..models.mlp import MLPConfig
-from ..plotting import COLORS, plt
-from ..reference import THEUS_GPT2_SHAKESPEARE_BARRIER_NATS
+from ..publish.plotting import COLORS, plt
+from .reference import THEUS_GPT2_SHAKESPEARE_BARRIER_NATS
 from ..rng import generator
-from ..runs import RunStore
+from ..runs.store import RunStore
 from .common import (StudyResult, check_alphas, check_positive, prepare, tensorboard_logs,
                      without_store)
 

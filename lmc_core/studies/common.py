@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 
 from ..config import ConfigError, ModelConfig
-from ..outputs import Outputs, check_output_dir
-from ..paths import resolve
+from ..publish.outputs import Outputs, check_output_dir
+from ..publish.paths import resolve
 
 PROFILES = ("smoke", "quick", "paper")
 
@@ -49,7 +49,7 @@ class StudyResult:
         self.outputs.table(name, df)
 
     def publish(self, fig_dir: Path, prefix: str, described: tuple[str, dict] | None = None) -> list[Path]:
-        """Write every queued file plus <prefix>_summary.md / .json as one set (see lmc_core.outputs).
+        """Write every queued file plus <prefix>_summary.md / .json as one set (see lmc_core.publish.outputs).
         `described` is a study's (summary, numbers) with the index line under numbers["headline"]."""
         if described is not None:
             self.summary, numbers = described
@@ -87,7 +87,7 @@ def resolve_params(profiles: dict[str, dict], params: dict | None) -> dict:
 
 
 def out_dirs(p: dict) -> tuple[Path, Path, Path]:
-    """(figures dir, run store dir, data cache dir): the project's defaults under lmc_core.paths.home()
+    """(figures dir, run store dir, data cache dir): the project's defaults under lmc_core.publish.paths.home()
     (the checkout or $LMC_HOME, wherever the kernel started); relative paths are taken from there too.
     Each must be a folder (or creatable as one), else ConfigError before any work."""
     figures = resolve(p["figures_dir"], Path("figures") / p["profile"])
@@ -116,8 +116,8 @@ class Setup:
 def prepare(profiles: dict[str, dict], params: dict | None, *checks) -> Setup:
     """Resolve the parameters, run every check (before any data is loaded or anything trained) and set up
     the folders, the run store and the device."""
-    from ..runs import RunStore
-    from ..train import resolve_device
+    from ..runs.store import RunStore
+    from ..train.loop import resolve_device
 
     p = resolve_params(profiles, params)
     for check in checks:
@@ -172,8 +172,8 @@ def tensorboard_logs(runs: list[dict], store_root: Path, prefix: str) -> str:
     <store>/tensorboard/<prefix>; returns the lines that open it in a notebook."""
     import re
 
-    from ..runs import history_of
-    from ..tb import command, write_history
+    from ..runs.store import history_of
+    from ..publish.tb import command, write_history
 
     tb_dir = Path(store_root) / "tensorboard" / prefix
     for r in runs:
@@ -184,7 +184,7 @@ def tensorboard_logs(runs: list[dict], store_root: Path, prefix: str) -> str:
 
 def without_store(runs: list[dict]) -> pd.DataFrame:
     """The runs table as shown (store folders relative to the project home)."""
-    from ..paths import shown
+    from ..publish.paths import shown
 
     t = pd.DataFrame(runs)
     if "store" in t:

@@ -18,17 +18,17 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from .. import barrier as B
+from ..analysis import barrier as B
 from ..config import ConfigError, DataConfig, RunSpec, Seeds, TrainConfig, config_hash, model_preset
 from ..data import load_corpus
-from ..diagnostics import weight_distance
+from ..analysis.diagnostics import weight_distance
 from ..ensemble import copy_state, stack_states
 from ..families import family_of
 from ..families.encoder import TextDataConfig, encoder_config, text_examples
-from ..interpolate import alpha_grid, interpolate_states
-from ..metrics import METRIC_SCALE, UNITS
-from ..runs import RunStore
-from ..train import checkpoint_path, load_checkpoint
+from ..analysis.interpolate import alpha_grid, interpolate_states
+from ..analysis.metrics import METRIC_SCALE, UNITS
+from ..runs.store import RunStore
+from ..train.loop import checkpoint_path, load_checkpoint
 from .common import (StudyResult, check_alphas, check_positive, prepare, tensorboard_logs,
                      without_store)
 

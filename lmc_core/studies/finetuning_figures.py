@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import barrier as B
-from ..metrics import LABELS, fmt_spread, mean_se, threshold_words
-from ..plotting import COLORS, plt, threshold_line
+from ..analysis import barrier as B
+from ..analysis.metrics import LABELS, fmt_spread, mean_se, threshold_words
+from ..publish.plotting import COLORS, plt, threshold_line
 
 HEADLINE_METRIC = {"lm": "ppl", "encoder": "loss"}
 

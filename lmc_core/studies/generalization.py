@@ -17,17 +17,17 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from .. import barrier as B
-from ..cluster import match_labels, spectral_clusters, stability
+from ..analysis import barrier as B
+from ..analysis.cluster import match_labels, spectral_clusters, stability
 from ..config import ConfigError, DataConfig, Seeds, config_hash
 from ..data import load_corpus
-from ..dispatch import Job, Recipe, dispatch
+from ..runs.dispatch import Job, Recipe, dispatch
 from ..ensemble import copy_state, stack_states
 from ..families import family_of
-from ..interpolate import alpha_grid
-from ..landscape import barrier_matrix, ece, matrix_key, pair_curves, plane, sharpness
-from ..runs import RunStore
-from ..train import checkpoint_path, load_checkpoint
+from ..analysis.interpolate import alpha_grid
+from ..analysis.landscape import barrier_matrix, ece, matrix_key, pair_curves, plane, sharpness
+from ..runs.store import RunStore
+from ..train.loop import checkpoint_path, load_checkpoint
 from . import finetuning
 from .common import (StudyResult, check_alphas, check_positive, prepare, tensorboard_logs,
                      without_store)

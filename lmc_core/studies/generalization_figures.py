@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu, pearsonr, spearmanr
 
-from .. import barrier as B
-from ..metrics import fmt_spread, mean_se
-from ..plotting import COLORS, plt
+from ..analysis import barrier as B
+from ..analysis.metrics import fmt_spread, mean_se
+from ..publish.plotting import COLORS, plt
 
 
 def matrix_figure(mat: np.ndarray, cl, p: dict):

@@ -13,15 +13,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import barrier as B
+from ..analysis import barrier as B
 from ..align import apply_permutation, weight_matching
 from ..config import ConfigError, CopySettings, RunSpec, Seeds, TrainConfig
 from ..data.modular import ModularDataConfig, modular_data
 from ..ensemble import copy_state
 from ..families import SeqClassConfig, family_of
-from ..interpolate import alpha_grid, interpolate_states
-from ..runs import RunStore
-from ..train import checkpoint_path, load_checkpoint
+from ..analysis.interpolate import alpha_grid, interpolate_states
+from ..runs.store import RunStore
+from ..train.loop import checkpoint_path, load_checkpoint
 from .common import (StudyResult, check_alphas, check_positive, prepare, tensorboard_logs,
                      without_store)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from ..plotting import COLORS, plt
+from ..publish.plotting import COLORS, plt
 
 GROK_PCT = 95
 

@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import barrier as B
+from ..analysis import barrier as B
 from ..config import ConfigError, DataConfig, RunSpec, Seeds, TrainConfig, config_hash, model_preset
 from ..data import CORPORA, LEVELS, load_corpus
 from ..ensemble import copy_state
-from ..interpolate import alpha_grid, interpolation_curve
-from ..paths import resolve, shown
-from ..tb import command as tb_command
-from ..tb import write_history
-from ..metrics import LABELS, METRICS, UNITS, barrier_table, fmt_spread, mean_se, unit_of, verdict
-from ..plotting import COLORS, curves_figure, plt, threshold_line
-from ..reference import PTB_STUDY_PPL_INSTABILITY_PCT
+from ..analysis.interpolate import alpha_grid, interpolation_curve
+from ..publish.paths import resolve, shown
+from ..publish.tb import command as tb_command
+from ..publish.tb import write_history
+from ..analysis.metrics import LABELS, METRICS, UNITS, barrier_table, fmt_spread, mean_se, unit_of, verdict
+from ..publish.plotting import COLORS, curves_figure, plt, threshold_line
+from .reference import PTB_STUDY_PPL_INSTABILITY_PCT
 from .common import (StudyResult, check_alphas, check_model_overrides, check_optional_positive, check_positive,
                      prepare)
 
@@ -89,7 +89,7 @@ def pair_seeds(p: dict) -> tuple[Seeds, ...]:
 
 def load_study_corpus(p: dict, cache_dir) -> tuple:
     """(corpus, total steps T) for a study's parameters; T from `epochs` when set. A relative data_path
-    is taken from the project's home (lmc_core.paths), as the other folders are."""
+    is taken from the project's home (lmc_core.publish.paths), as the other folders are."""
     path = p["data_path"]
     if path is not None and not Path(path).expanduser().exists() and resolve(path, path).exists():
         path = str(resolve(path, path))  # relative to the project's home, not to where the kernel started

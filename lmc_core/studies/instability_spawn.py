@@ -13,17 +13,17 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from .. import barrier as B
+from ..analysis import barrier as B
 from ..config import ConfigError, RunSpec, Seeds, config_hash
 from ..ensemble import copy_state
-from ..interpolate import alpha_grid, interpolation_curve
-from ..metrics import LABELS, METRICS, barrier_table, fmt_spread, mean_se, onset_of_stability, unit_of, verdict
-from ..plotting import COLORS, plt, threshold_line
-from ..paths import shown
-from ..spawn import child_history, parent_dir, parent_identity, spawn_children
-from ..tb import command as tb_command
-from ..tb import write_history
-from ..train import checkpoint_path, load_checkpoint_full
+from ..analysis.interpolate import alpha_grid, interpolation_curve
+from ..analysis.metrics import LABELS, METRICS, barrier_table, fmt_spread, mean_se, onset_of_stability, unit_of, verdict
+from ..publish.plotting import COLORS, plt, threshold_line
+from ..publish.paths import shown
+from ..runs.spawn import child_history, parent_dir, parent_identity, spawn_children
+from ..publish.tb import command as tb_command
+from ..publish.tb import write_history
+from ..train.loop import checkpoint_path, load_checkpoint_full
 from .common import StudyResult, prepare
 from .instability_init import (DEFINITION_WORDS, STUDY_DEFAULTS, build_spec, check_params, load_study_corpus,
                                pair_seeds)

@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from .config import CopySettings, RunSpec, config_hash, to_dict
-from .ensemble import stack_states
+from ..config import CopySettings, RunSpec, config_hash, to_dict
+from ..ensemble import stack_states
 from .lock import run_lock
-from .runs import RunStore, StoredRun
+from .store import RunStore, StoredRun
 
 EXECUTORS = ("inprocess", "local", "slurm")
 
@@ -137,7 +137,7 @@ def run_pack(jobs: list[Job], store_root: str, device: str = "auto", progress: b
 def _slice_checkpoint(src_dir: Path, step: int, copies: list[int], dest_dir: Path) -> None:
     """Copy the weights (no optimizer state) of `copies` from a pack's checkpoint at `step` into a job's folder."""
     from .io import load_tensors, save_tensors
-    from .train import checkpoint_path
+    from ..train.loop import checkpoint_path
 
     t, meta = load_tensors(checkpoint_path(src_dir, step))
     idx = torch.as_tensor(copies, dtype=torch.long)
@@ -157,7 +157,7 @@ def dispatch(jobs: list[Job], store_root: str | os.PathLike, executor: str = "in
     cpus_per_task, mem_gb (passed to update_parameters, `slurm_` prefixed where SLURM-specific).
     """
     if executor not in EXECUTORS:
-        from .config import ConfigError
+        from ..config import ConfigError
 
         raise ConfigError(f"executor={executor!r}; choose one of {list(EXECUTORS)}")
     store = RunStore(store_root)

@@ -16,7 +16,7 @@ ENV = "LMC_HOME"
 
 def checkout_root() -> Path | None:
     """The source checkout this package was imported from (editable install), or None."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # lmc_core/publish/paths.py -> checkout
     if (here / "notebooks").is_dir() and (here / "pyproject.toml").is_file():
         return here
     return None

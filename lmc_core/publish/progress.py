@@ -1,6 +1,6 @@
 """Progress bars: a widget in JupyterLab, plain text under papermill and in terminals.
 
-Under ``LMC_PLAIN_PROGRESS=1`` (set by the report runner, :func:`lmc_core.reports.run_notebooks`)
+Under ``LMC_PLAIN_PROGRESS=1`` (set by the report runner, :func:`lmc_core.publish.reports.run_notebooks`)
 a bar is one line of plain text on **stdout**, e.g.::
 
     train K=8: 1200/4000 (30%) [01:30<03:30, 13.3 it/s, loss=2.41]
@@ -11,7 +11,7 @@ and finished, when the bar closes, by its final line and a newline::
 
     train K=8: 4000/4000 [05:01, 13.3 it/s, loss=2.39]
 
-A notebook export keeps only that final line (see ``lmc_core.reports.tidy_notebook``).
+A notebook export keeps only that final line (see ``lmc_core.publish.reports.tidy_notebook``).
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .ensemble import State, n_copies
-from .families import EvalResult, family_of
+from ..ensemble import State, n_copies
+from ..families import EvalResult, family_of
 
 
 def alpha_grid(n: int) -> np.ndarray:

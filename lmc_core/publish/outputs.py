@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from .config import ConfigError
-from .io import _MODE, access_error
+from ..config import ConfigError
+from ..runs.io import _MODE, access_error
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "figures_dir") -> Path:

@@ -1,5 +1,5 @@
 """The offline index page of a profile's reports: notebooks in order with their headlines, figures in reading
-order, large and click-to-enlarge (used by lmc_core.reports)."""
+order, large and click-to-enlarge (used by lmc_core.publish.reports)."""
 from __future__ import annotations
 
 import base64
@@ -112,7 +112,7 @@ def write_index(
     report and its figures in reading order (the summary's ``figures`` list, unlisted files after
     them by name), each large, with its title as caption and alt text, click to enlarge
     (CSS only), and links to its CSV.  ``root`` is the checkout (notebook titles when a notebook
-    has no executed copy); default folders lie under lmc_core.paths.home().
+    has no executed copy); default folders lie under lmc_core.publish.paths.home().
     """
     from .reports import check_profile, repo_root
 

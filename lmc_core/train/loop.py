@@ -11,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import RunSpec
-from .data.batches import Batches
-from .ensemble import State
-from .io import CorruptFileError, load_tensors, quarantine, save_tensors
-from .models import DropoutSource
+from ..config import RunSpec
+from ..data.batches import Batches
+from ..ensemble import State
+from ..runs.io import CorruptFileError, load_tensors, quarantine, save_tensors
+from ..models import DropoutSource
 from .optim import StackedOptimizer, clip_per_copy, lr_at
-from .progress import bar
+from ..publish.progress import bar
 
 
 class TrainingDiverged(RuntimeError):
@@ -163,7 +163,7 @@ def latest_valid_checkpoint(ckpt_dir: Path, at_most: int | None = None) -> tuple
 
 def chance_loss(spec: RunSpec) -> float:
     """Cross-entropy of a uniform guess over the outputs, ln C (ln V for a language model)."""
-    from .families import family_of
+    from ..families import family_of
 
     return family_of(spec.model).chance_loss(spec.model)
 
@@ -209,7 +209,7 @@ def train_copies(
     before are kept); with "freeze" that copy stops changing and is reported in TrainResult.diverged
     while the others finish.
     """
-    from .families import family_of, fisher_penalty
+    from ..families import family_of, fisher_penalty
 
     spec.validate()
     family = family_of(spec.model)

@@ -23,12 +23,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import RunSpec, Seeds, config_hash, non_default, to_dict
-from .ensemble import State, stack_states
+from ..config import RunSpec, Seeds, config_hash, non_default, to_dict
+from ..ensemble import State, stack_states
 from .io import CorruptFileError, discard_result, load_tensors, quarantine, save_tensors, write_json
 from .lock import run_lock
-from .runs import RunStore, read_history, write_history
-from .train import checkpoint_path, load_checkpoint, log_tensors, train_copies
+from .store import RunStore, read_history, write_history
+from ..train.loop import checkpoint_path, load_checkpoint, log_tensors, train_copies
 
 
 def parent_identity(spec: RunSpec) -> RunSpec:

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 def lr_at(cfg: TrainConfig, steps: torch.Tensor, steps_per_epoch: int) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """The HTML reports as users read them: progress bars as their final lines, one parameters cell without
-machine paths, figures with their titles as alt text (used by lmc_core.reports)."""
+machine paths, figures with their titles as alt text (used by lmc_core.publish.reports)."""
 from __future__ import annotations
 
 import ast

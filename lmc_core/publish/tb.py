@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import write_text
+from ..runs.io import write_text
 
 MARK = ".written"
 

@@ -5,7 +5,7 @@ with a profile (smoke | quick | paper); executed copies and HTML exports land in
 ``reports/<profile>/`` and an ``index.html`` there shows, per notebook in numeric order, its
 headline, a link to its report and its figures of ``figures/<profile>/`` in reading order (the
 ``NN_summary.json`` each study writes).  Default folders are resolved against
-:func:`lmc_core.paths.home`.
+:func:`lmc_core.publish.paths.home`.
 
 The HTML reports are written for readers, not for debugging the build (see
 :func:`tidy_notebook`): one parameters cell with the values of the run and no machine paths,
@@ -54,10 +54,9 @@ def check_profile(profile: str) -> str:
 
 def repo_root() -> Path:
     """Return the checkout holding ``notebooks/`` next to this package (editable install), else cwd."""
-    here = Path(__file__).resolve().parent.parent
-    if (here / "notebooks").is_dir():
-        return here
-    return Path.cwd()
+    from .paths import checkout_root
+
+    return checkout_root() or Path.cwd()
 
 
 def list_notebooks(root: Path | str) -> list[Path]:
@@ -87,9 +86,9 @@ def select_notebooks(paths_: Sequence[Path], selection: Iterable[str] | None) ->
 
 
 def kernel_path(path: str | os.PathLike, home: Path | None = None) -> str:
-    """A path as handed to a notebook: relative to ``home`` (lmc_core.paths.home()) when inside it.
+    """A path as handed to a notebook: relative to ``home`` (lmc_core.publish.paths.home()) when inside it.
 
-    The kernel resolves relative paths against the same home (lmc_core.paths.resolve, with
+    The kernel resolves relative paths against the same home (lmc_core.publish.paths.resolve, with
     ``LMC_HOME`` set for it by :func:`run_notebooks`), so the reports show ``figures/quick``
     rather than a path of the build machine.  Paths outside home stay absolute.
     """
@@ -185,7 +184,7 @@ def run_notebooks(
     """Execute the numbered notebooks for ``profile``; return the HTML reports, index.html last.
 
     Notebooks come from ``<root>/notebooks`` (default: the checkout, :func:`repo_root`) and run
-    with ``root`` as working directory.  Default folders lie under lmc_core.paths.home():
+    with ``root`` as working directory.  Default folders lie under lmc_core.publish.paths.home():
     figures in ``figures/<profile>``, reports (executed .ipynb + .html) in ``reports/<profile>``,
     stored runs in ``runs``; folders given explicitly are taken relative to the current directory.
     Paths inside home reach the notebooks relative to it (the kernel gets ``LMC_HOME``), so no

@@ -20,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import RunSpec, config_hash, non_default, spec_from_dict, to_dict
-from .ensemble import State
-from .families import family_of
+from ..config import RunSpec, config_hash, non_default, spec_from_dict, to_dict
+from ..ensemble import State
+from ..families import family_of
 from .io import CorruptFileError, atomic_write, discard_result, load_tensors, quarantine, read_json, save_tensors, write_json
 from .lock import run_lock
-from .train import LOG_FIELDS, TrainResult, history_frame, log_rows, log_tensors, prune_resume_points, train_copies
+from ..train.loop import LOG_FIELDS, TrainResult, history_frame, log_rows, log_tensors, prune_resume_points, train_copies
 
 
 @dataclass
@@ -49,7 +49,7 @@ class RunStore:
     def __init__(self, root: str | os.PathLike = "runs"):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
-            from .config import ConfigError
+            from ..config import ConfigError
 
             raise ConfigError(f"store_dir {root} is a file, not a folder; choose a folder for the run store")
 

@@ -1,10 +1,10 @@
-"""Figures: consistent style (saved as PNG + PDF + CSV of the plotted numbers by lmc_core.outputs)."""
+"""Figures: consistent style (saved as PNG + PDF + CSV of the plotted numbers by lmc_core.publish.outputs)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .barrier import STABILITY_THRESHOLD_PCT
+from ..analysis.barrier import STABILITY_THRESHOLD_PCT
 
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 

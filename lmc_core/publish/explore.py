@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from . import barrier as B
-from .metrics import LABELS, METRIC_SCALE, UNITS
+from ..analysis import barrier as B
+from ..analysis.metrics import LABELS, METRIC_SCALE, UNITS
 from .plotting import COLORS, plt
 
 MEAN = "mean over pairs"

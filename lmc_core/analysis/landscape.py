@@ -23,10 +23,10 @@ import pandas as pd
 import torch
 
 from . import barrier as B
-from .ensemble import State, copy_state, stack_states
-from .families import family_of
+from ..ensemble import State, copy_state, stack_states
+from ..families import family_of
 from .interpolate import interpolate_states
-from .io import CorruptFileError, load_tensors, save_tensors
+from ..runs.io import CorruptFileError, load_tensors, save_tensors
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
