@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 LAB_STAMP := $(VENV)/.lab-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install figures test bench lab test-colab clean distclean
+.PHONY: help install figures test test-unit test-integration bench lab test-colab clean distclean
 
 help: ## List the targets
 	@echo "Usage: make <target> [PROFILE=smoke|quick|paper] [VENV=.venv] [NOTEBOOKS=\"01 02\"] [TORCH_INDEX=url]"
@@ -52,8 +52,14 @@ figures: install ## Run the notebooks headless for PROFILE, write figures/ and r
 	$(VPY) -m lmc_core figures --profile $(PROFILE) $(if $(strip $(NOTEBOOKS)),--notebooks $(NOTEBOOKS))
 	$(if $(filter quick,$(PROFILE)),$(VPY) -m lmc_core readme --profile quick)
 
-test: install ## Run the test suite
+test: install ## Run the whole test suite (unit, integration, notebooks; what CI runs)
 	$(VPY) -m pytest
+
+test-unit: install ## Run the unit tests alone (seconds: functions and tiny models)
+	$(VPY) -m pytest tests/unit
+
+test-integration: install ## Run the unit and integration tests (tiny training runs), no notebooks
+	$(VPY) -m pytest tests/unit tests/integration
 
 lab: install $(LAB_STAMP) ## Open the notebooks in JupyterLab (installed into the venv on first use), at the repo root
 	$(VENV)/bin/jupyter lab --notebook-dir="$(CURDIR)" --ServerApp.root_dir="$(CURDIR)"
@@ -66,7 +72,7 @@ bench: install ## Run the ensemble benchmark (bench/ensemble.py)
 	$(VPY) -m lmc_core bench ensemble
 
 test-colab: install ## Colab install path, offline: fresh venv with another torch, a lone notebook copy, smoke profile (slow, large)
-	LMC_COLAB_INSTALL_TEST=1 $(VPY) -m pytest -q tests/test_colab_install.py
+	LMC_COLAB_INSTALL_TEST=1 $(VPY) -m pytest -q tests/notebooks/test_colab_install.py
 
 clean: ## Remove generated reports and smoke figures
 	rm -rf reports figures/smoke

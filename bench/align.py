@@ -26,7 +26,9 @@ from datetime import date
 import torch
 
 from lmc_core import rng
-from lmc_core.align import PermutationSpec, mlp_spec, transformer_spec, weight_matching
+from lmc_core.align import PermutationSpec, weight_matching
+from lmc_core.families.lm import transformer_spec
+from lmc_core.families.mlp import mlp_spec
 from lmc_core.config import model_preset
 from lmc_core.ensemble import State, copy_state
 from lmc_core.models import TransformerLM

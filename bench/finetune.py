@@ -34,7 +34,7 @@ from lmc_core.ensemble import copy_state
 from lmc_core.models.adapters import apply_tuning, is_adapter, is_head, is_lora
 from lmc_core.models.encoder import EncoderClassifier, EncoderConfig
 from lmc_core.models.pretrained import load_minilm, stack_pretrained
-from lmc_core.models.transformer import DropoutSource
+from lmc_core.nn import DropoutSource
 
 # glibc returns large freed blocks to the OS (mmap / heap trimming), so every step page-faults its big
 # activations and gradients afresh; that costs more for the ensemble's K-times-larger tensors. On

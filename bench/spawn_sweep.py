@@ -4,7 +4,7 @@ Both sides start from the same parent checkpoints (the parent is trained once, t
 separately) and train every child of every spawn point to T: the loop trains each child
 alone (lmc_core's trainer at K=1 — bench/ensemble.py compares that with a plain PyTorch
 model), the ensemble trains them as grouped K-copy ensembles exactly as notebook 02 does.
-Both give the same weights (tests/test_spawn.py); only the wall time differs.
+Both give the same weights (tests/integration/test_spawn.py); only the wall time differs.
 
     python bench/spawn_sweep.py --profile quick --set steps=600
     python bench/spawn_sweep.py --profile paper --device cuda --max-loop-copies 6

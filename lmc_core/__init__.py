@@ -4,7 +4,7 @@ The public API; notebooks call the study modules in lmc_core.studies.
 """
 from .analysis.barrier import DEFINITIONS as BARRIER_DEFINITIONS
 from .analysis.barrier import STABILITY_THRESHOLD_PCT, all_barriers, instability, is_stable
-from .align import activation_matching, apply_permutation, mlp_spec, transformer_spec, weight_matching
+from .align import activation_matching, apply_permutation, weight_matching
 from .analysis.cluster import spectral_clusters
 from .config import (MODEL_PRESETS, ConfigError, CopySettings, DataConfig, ModelConfig, RunSpec, Seeds, TrainConfig,
                      config_hash, model_preset)
@@ -13,9 +13,12 @@ from .ensemble import copy_state, extract, model_from_state, select_state, stack
 from .analysis.interpolate import EvalResult, alpha_grid, evaluate_state, interpolate_states, interpolation_curve
 from .runs.dispatch import Job, Recipe
 from .families import Family, family_of
+from .families.lm import transformer_spec
+from .families.mlp import mlp_spec
 from .runs.io import CorruptFileError
 from .analysis.landscape import barrier_matrix, ece, plane, sharpness
-from .models import DropoutSource, EncoderClassifier, EncoderConfig, MLPConfig, StackedMLP, TransformerLM
+from .nn import DropoutSource
+from .models import EncoderClassifier, EncoderConfig, MLPConfig, StackedMLP, TransformerLM
 from .runs.store import RunStore, StoredRun
 from .train.loop import TrainingDiverged, TrainResult, resolve_device, train_copies
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from lmc_core.publish.reports import PROFILES
+from lmc_core.publish.paths import PROFILES
 
 
 class UsageError(Exception):

@@ -1,4 +1,7 @@
-"""Typed, frozen configuration; a run's identity is the hash of its non-default fields."""
+"""Typed, frozen configuration; a run's identity is the hash of its non-default fields.
+
+This module imports nothing from the package: every other module may import it. Rebuilding a RunSpec from
+its stored JSON needs the registered families (`lmc_core.families.registry.spec_from_dict`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,19 +18,14 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message says what to change."""
 
 
-CONFIG_TYPES: dict[str, type] = {}
-
-
-def register_config(cls: type) -> type:
-    """Make a config dataclass known to the run store (spec.json names it by its class name)."""
-    CONFIG_TYPES[cls.__name__] = cls
-    return cls
-
-
-@register_config
 @dataclass(frozen=True)
 class ModelConfig:
-    """Causal transformer LM; `arch` picks post-norm (PTB study) or pre-norm (GPT-2 style)."""
+    """Causal transformer LM (the LM family's model config); `arch` picks post-norm (PTB study) or pre-norm
+    (GPT-2 style).
+
+    The name is generic for a historical reason: it was the only model config when the run store was
+    designed, RunSpec defaults to it, and class names enter every stored run's hash, so it keeps its name.
+    """
 
     arch: str = "postnorm"  # "postnorm" (nn.TransformerEncoder + causal mask) | "prenorm" (GPT-2)
     vocab_size: int = 10000
@@ -96,10 +94,10 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
         raise ConfigError(f"bad override for model {name!r}: {e}") from None
 
 
-@register_config
 @dataclass(frozen=True)
 class DataConfig:
-    """Which corpus and how it is tokenised and batched."""
+    """Which corpus and how it is tokenised and batched (the LM family's data config; generic name kept for
+    the stored hashes, like ModelConfig)."""
 
     corpus: str = "shakespeare"  # see lmc_core.data.load_corpus
     level: str = "word"  # "word" | "char"
@@ -333,19 +331,3 @@ def from_dict(cls: type, d: dict) -> Any:
 
 def _tuples(v: Any) -> Any:
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
-
-
-def spec_from_dict(d: dict) -> RunSpec:
-    """Inverse of to_dict for a RunSpec (spec.json files without type names are LM runs)."""
-    def typed(part: dict, default: type) -> Any:
-        name = part.get("__type__", default.__name__)
-        if name not in CONFIG_TYPES:
-            import lmc_core.families  # noqa: F401  registers every family's configs
-        if name not in CONFIG_TYPES:
-            raise ConfigError(f"spec.json names an unknown config type {name!r}")
-        return from_dict(CONFIG_TYPES[name], part)
-
-    return RunSpec(model=typed(d["model"], ModelConfig), data=typed(d["data"], DataConfig),
-                   train=from_dict(TrainConfig, d["train"]), seeds=tuple(Seeds(**s) for s in d["seeds"]),
-                   per_copy=tuple(CopySettings(**c) for c in d.get("per_copy", ())),
-                   init_from=d.get("init_from", ""))

@@ -1,3 +1,13 @@
+"""Shared fixtures, and the test tiers: every test is marked by its folder.
+
+- tests/unit: functions and tiny models, seconds in all (`make test-unit`);
+- tests/integration: tiny training runs, the run store, spawning, grids, fault injection;
+- tests/notebooks: papermill runs of the notebooks, the HTML reports, the browser check, Jupyter/Colab use.
+
+`make test` runs all three (it is what .ci/run calls).
+"""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -19,3 +29,24 @@ def tiny_model(**kw) -> ModelConfig:
 def tiny_spec(seeds=(Seeds(0, 1, 2),), steps=12, model=None, **train) -> RunSpec:
     train.setdefault("batch_size", 4)
     return RunSpec(model=model or tiny_model(), train=TrainConfig(steps=steps, **train), seeds=tuple(seeds))
+
+
+TIERS = ("unit", "integration", "notebooks")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its tier (the folder it lives in) so `-m unit` etc. select a tier."""
+    import pytest as _pytest
+
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in TIERS:
+            if tier in parts:
+                item.add_marker(getattr(_pytest.mark, tier))
+
+
+# A family that lives only in the test suite, registered with one line: the contract tests cover it too.
+from lmc_core.families import register  # noqa: E402
+from toy_family import ToyFamily  # noqa: E402
+
+register(ToyFamily())

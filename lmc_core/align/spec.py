@@ -18,9 +18,6 @@ from typing import Union
 import numpy as np
 import torch
 
-from ..config import ModelConfig
-from ..models.mlp import MLPConfig
-
 State = dict[str, torch.Tensor]
 RESIDUAL = "residual"  # name of the residual-stream permutation in transformer specs
 
@@ -216,51 +213,3 @@ def compose_permutations(spec: PermutationSpec, first: Permutations, second: Per
     """r with apply(s, r) == apply(apply(s, first), second)."""
     f, s = flatten(spec, first), flatten(spec, second)
     return unflatten(spec, {n: f[n][s[n]] for n in f})
-
-
-def mlp_spec(cfg: MLPConfig) -> PermutationSpec:
-    """Hidden units of each hidden layer ('hidden.{i}'); input and output units stay in place."""
-    cfg.validate()
-    groups = []
-    for i, h in enumerate(cfg.hidden):
-        axes = (Axis(f"layers.{i}.weight", 2), Axis(f"layers.{i}.bias", 2), Axis(f"layers.{i + 1}.weight", 1))
-        groups.append(UnitGroup(f"hidden.{i}", h, axes))
-    return PermutationSpec(tuple(groups))
-
-
-def transformer_spec(cfg: ModelConfig) -> PermutationSpec:
-    """MLP units ('layers.{i}.ff'), heads ('layers.{i}.heads') and the residual stream ('residual').
-
-    The residual permutation is one permutation of the d_model axis shared by tok_emb, pos_emb,
-    every block's reads (attn_in, ff1 rows) and writes (attn_out, ff2 columns and biases), every
-    LayerNorm's weight and bias (LayerNorm is equivariant to permuting its axis), ln_f and the
-    unembedding (head.weight rows; with tied embeddings the unembedding is tok_emb itself, one
-    tensor permuted once, so the weights stay tied). With positions="sinusoidal" the fixed position
-    table cannot be permuted, so the spec has no residual permutation (the residual stream stays
-    in place; `notes` says so).
-    """
-    cfg.validate()
-    d, h = cfg.d_model, cfg.n_heads
-    groups: list[Group] = []
-    residual = [Axis("tok_emb", 2)] + ([Axis("pos_emb", 2)] if cfg.positions == "learned" else [])
-    for i in range(cfg.n_layers):
-        p = f"layers.{i}."
-        groups.append(HeadGroup(p + "heads", h, d // h,
-                                qk=(Axis(p + "attn_in.weight", 2, 0), Axis(p + "attn_in.weight", 2, d),
-                                    Axis(p + "attn_in.bias", 2, 0), Axis(p + "attn_in.bias", 2, d)),
-                                vo=(Axis(p + "attn_in.weight", 2, 2 * d), Axis(p + "attn_in.bias", 2, 2 * d),
-                                    Axis(p + "attn_out.weight", 1))))
-        groups.append(UnitGroup(p + "ff", cfg.d_ff, (Axis(p + "ff1.weight", 2), Axis(p + "ff1.bias", 2),
-                                                     Axis(p + "ff2.weight", 1))))
-        residual += [Axis(p + "attn_in.weight", 1), Axis(p + "attn_out.weight", 2), Axis(p + "attn_out.bias", 2),
-                     Axis(p + "ff1.weight", 1), Axis(p + "ff2.weight", 2), Axis(p + "ff2.bias", 2)]
-        if cfg.norm == "layer":
-            residual += [Axis(p + f"{ln}.{w}", 2) for ln in ("ln1", "ln2") for w in ("weight", "bias")]
-    if cfg.arch == "prenorm" and cfg.norm == "layer":
-        residual += [Axis("ln_f.weight", 2), Axis("ln_f.bias", 2)]
-    if not cfg.tie_embeddings:
-        residual.append(Axis("head.weight", 1))
-    if cfg.positions == "learned":
-        return PermutationSpec((UnitGroup(RESIDUAL, d, tuple(residual)), *groups))
-    return PermutationSpec(tuple(groups), notes=("residual stream not permuted: the sinusoidal position table "
-                                                 "is fixed, so only the identity keeps the function",))

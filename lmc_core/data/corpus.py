@@ -23,15 +23,14 @@ import hashlib
 import importlib.util
 import json
 import os
-import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 
+from . import hub
+from .hub import DataUnavailableError
 from .vocab import EOS, UNK, Vocab, char_tokenize, word_tokenize
 
 __all__ = ["DataUnavailableError", "Corpus", "load_corpus", "CORPORA", "LEVELS"]
@@ -49,10 +48,6 @@ _HF_SOURCES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 _HF_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 _OFFLINE_HINT = 'use the offline default `load_corpus("shakespeare")`'
-
-
-class DataUnavailableError(RuntimeError):
-    """A corpus cannot be loaded here; the message says what to install, fetch or change."""
 
 
 @dataclass
@@ -144,30 +139,6 @@ def _ptb_lines(path: str | None) -> tuple[dict[str, list[str]], dict[str, Any]]:
     return lines, {"source": "ptb-local", "path": folder}
 
 
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether a TCP connection to the Hugging Face Hub (port 443) opens within ``timeout``."""
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host or "huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _force_hf_offline() -> None:
-    """Put huggingface_hub/datasets in offline mode (env vars and, if imported, configs)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    for mod, attrs in (
-        ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
-        ("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
-    ):
-        if mod in sys.modules:
-            for attr in attrs:
-                if hasattr(sys.modules[mod], attr):
-                    setattr(sys.modules[mod], attr, True)
-
-
 def _hf_lines(name: str) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """Lines per split of a Hugging Face dataset (only from the local cache when offline)."""
     ids, text_field = _HF_SOURCES[name]
@@ -180,9 +151,9 @@ def _hf_lines(name: str) -> tuple[dict[str, list[str]], dict[str, Any]]:
             f"load_corpus({name!r}) needs the Hugging Face `datasets` package: run "
             f"`pip install datasets`, or {hint}."
         )
-    online = _hub_reachable()
+    online = hub.hub_reachable()
     if not online:
-        _force_hf_offline()  # before importing datasets, so it does not sit in retries
+        hub.force_hf_offline()  # before importing datasets, so it does not sit in retries
     try:
         import datasets
 

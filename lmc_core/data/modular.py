@@ -10,13 +10,12 @@ from dataclasses import dataclass
 import torch
 
 from .. import rng
-from ..config import ConfigError, register_config
+from ..config import ConfigError
 from .batches import Examples
 
 OPS = ("add", "sub", "mul")
 
 
-@register_config
 @dataclass(frozen=True)
 class ModularDataConfig:
     """(a op b) mod p for all a, b in [0, p); a seeded train/test split of the p^2 pairs."""

@@ -38,7 +38,7 @@ import importlib.resources
 import re
 from typing import TYPE_CHECKING
 
-from .corpus import DataUnavailableError
+from .hub import DataUnavailableError
 
 if TYPE_CHECKING:  # importlib.resources.abc is 3.11+; only needed for the annotation
     from importlib.resources.abc import Traversable

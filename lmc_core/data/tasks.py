@@ -43,7 +43,8 @@ from typing import Any, Sequence
 import torch
 
 from .. import rng
-from .corpus import DataUnavailableError, _force_hf_offline, _hub_reachable
+from . import hub
+from .hub import DataUnavailableError
 from .shakespeare import shakespeare_plays, strip_markup
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -146,7 +147,8 @@ def task_plays(genre_map: str = "folio", held_out: int = 1, seed: int = 0) -> di
 
 
 @functools.lru_cache(maxsize=1)
-def _tokenizer() -> Any:
+def wordpiece_tokenizer() -> Any:
+    """MiniLM's WordPiece tokenizer without truncation or padding (cached)."""
     from ..models.pretrained import minilm_tokenizer
 
     return minilm_tokenizer(None)
@@ -158,7 +160,7 @@ _WORD_IDS: dict[str, list[int]] = {}
 def line_token_ids(lines: Sequence[str]) -> list[list[int]]:
     """WordPiece ids of each line without special tokens (each whitespace word tokenised once: BERT
     pre-tokenisation never merges across whitespace, so this equals tokenising the line)."""
-    tok = _tokenizer()
+    tok = wordpiece_tokenizer()
     table = _WORD_IDS
     new = sorted({w for ln in lines for w in ln.split() if w not in table})
     if new:
@@ -189,7 +191,7 @@ def pack(lines: Sequence[str], ids: Sequence[list[int]], budget: int, min_tokens
 
 
 def _tensors(rows: list[list[int]], labels: list[int], max_length: int) -> dict[str, torch.Tensor]:
-    tok = _tokenizer()
+    tok = wordpiece_tokenizer()
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     ids = torch.zeros(len(rows), max_length, dtype=torch.int64)
     mask = torch.zeros_like(ids)
@@ -334,9 +336,9 @@ def load_glue(task: str, tokenizer: Any = None, max_length: int = 128, max_examp
     if importlib.util.find_spec("datasets") is None:
         raise DataUnavailableError(f"load_glue({task!r}) needs the Hugging Face `datasets` package: run "
                                    f"`pip install datasets`, or {_OFFLINE_HINT}.")
-    online = _hub_reachable()
+    online = hub.hub_reachable()
     if not online:
-        _force_hf_offline()  # before importing datasets, so it does not sit in retries
+        hub.force_hf_offline()  # before importing datasets, so it does not sit in retries
     (f1, f2), names, split_map = GLUE_TASKS[key]
     try:
         import datasets

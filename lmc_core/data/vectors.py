@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ConfigError, register_config
+from ..config import ConfigError
 from .batches import Examples
-from .corpus import DataUnavailableError
+from .hub import DataUnavailableError
 
 VECTOR_DATASETS = ("mnist1d", "mnist")
 
 
-@register_config
 @dataclass(frozen=True)
 class VectorDataConfig:
     """A vector classification dataset: MNIST-1D (40 features, 10 classes; num_samples split 80/20) or MNIST."""
@@ -70,15 +69,15 @@ def load_vectors(cfg: VectorDataConfig, cache_dir: str | os.PathLike | None = No
 
 def _mnist() -> dict[str, Examples]:
     """MNIST (28x28 flattened to 784, scaled to [0, 1]) through Hugging Face `datasets`."""
-    from .corpus import _force_hf_offline, _hub_reachable
+    from . import hub
 
     hint = "use the offline default dataset='mnist1d'"
     try:
         import datasets
     except ImportError:
         raise DataUnavailableError(f"MNIST needs the `datasets` package (pip install datasets), or {hint}") from None
-    if not _hub_reachable():
-        _force_hf_offline()
+    if not hub.hub_reachable():
+        hub.force_hf_offline()
     try:
         ds = datasets.load_dataset("mnist")
         out = {}

@@ -5,24 +5,67 @@ A family turns its config into a stacked K-copy model (`build`, `init`), its dat
 (`train_examples`, `eval_examples`), a batch into logits and targets (`outputs`; the per-copy mean
 loss `loss` is the cross-entropy of those), and a stacked state into per-example results
 (`evaluate`). It also says which parameters are interpolated in each tuning mode, which are task
-heads (kept per endpoint), and how its hidden units may be permuted (`perm_spec`). The stacked
-state — a dict of tensors with the copy axis first — is the one currency between all of them.
+heads (kept per endpoint), and, as optional abilities, how its hidden units may be permuted
+(`perm_spec`), which activations activation matching compares (`activations`) and which hidden
+units sparsity counts (`hidden_units`). The stacked state — a dict of tensors with the copy axis
+first — is the one currency between all of them.
+
+The model a family builds follows the `StackedModel` contract below; `ensemble.extract`/`stack`
+and the run store rely on nothing else.
+
+Adding a family: a model module in `lmc_core/models/`, a family module here (a `Family` subclass
+with the abstract methods filled in), a data module in `lmc_core/data/` if the data are new, and
+one line in `registry.FAMILIES`. The contract test (tests/unit/test_family_contract.py) then
+checks it without anyone editing a test.
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import rng
+from ..align.activation_matching import Features
 from ..data.batches import Examples
 from ..publish.progress import bar
 
+if TYPE_CHECKING:
+    from ..align.spec import PermutationSpec
+    from ..nn import DropoutSource
+
 State = dict[str, torch.Tensor]
-FISHER_SITE = 0xF15E  # random-number site of the sampled Fisher labels (distinct from dropout sites)
+ABILITIES = ("perm_spec", "activations", "hidden_units")
+
+
+class FamilyAbilityError(NotImplementedError):
+    """A family was asked for an optional ability it does not have (the message names both)."""
+
+
+@runtime_checkable
+class StackedModel(Protocol):
+    """What lmc_core needs of a family's model: K copies held as one `torch.nn.Module`.
+
+    - `k`: the number of copies; every parameter and persistent buffer has the copy axis first, [K, ...];
+    - `cfg`: the config it was built from (`family_of(model.cfg)` finds the family again);
+    - `init_weights(seeds)`: initialise copy k from init seed seeds[k] in place and return the model;
+      copies with equal seeds are identical and copy k does not depend on K;
+    - `state_dict()` / `load_state_dict(state)`: the stacked state, as any module has;
+    - its forward pass (called only through `Family.outputs`) takes `drop: DropoutSource | None`, the
+      per-copy dropout masks (None in evaluation).
+    """
+
+    k: int
+    cfg: Any
+
+    def init_weights(self, seeds: list[int]) -> "StackedModel": ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any: ...
 
 
 @dataclass
@@ -59,18 +102,34 @@ class EvalResult:
         return 1.0 - self.accuracy
 
 
-class Family:
-    """Base class of a model family (see the module docstring); subclasses fill in the model-specific parts."""
+@dataclass(frozen=True)
+class FamilyExample:
+    """A tiny configuration of a family and a few examples in its format: what the contract tests and the
+    checks of a family (a permutation spec keeps the function, endpoints reproduce the models) run on."""
 
-    name = ""
+    cfg: Any  # the family's model config, small enough for a test
+    data: Any  # a data config of the family (only its identity matters: the examples are given)
+    examples: Examples  # a handful of training/evaluation examples for cfg
+    inputs: torch.Tensor | None = None  # the model inputs of those examples, as activations/hidden_units take them
+
+
+class Family(abc.ABC):
+    """Base class of a model family (see the module docstring).
+
+    Subclasses set `name`, `config_type`, `data_type` (and `metrics`) and implement the abstract
+    methods; the optional abilities in ABILITIES raise FamilyAbilityError unless overridden
+    (`supports(ability)` says which a family has).
+    """
+
+    name: str = ""
     config_type: type = object
     data_type: type = object
     metrics: tuple[str, ...] = ("loss", "error")
 
     # --- model
-    def build(self, cfg, k: int) -> torch.nn.Module:
+    @abc.abstractmethod
+    def build(self, cfg, k: int) -> StackedModel:
         """A K-copy model (uninitialised)."""
-        raise NotImplementedError
 
     def init(self, cfg, seeds: list[int]) -> State:
         """Stacked state of copies initialised from their init seeds (equal seeds give equal copies)."""
@@ -91,27 +150,32 @@ class Family:
         """Dropout probability of the model (0: no dropout masks are drawn)."""
         return float(getattr(cfg, "dropout", 0.0))
 
+    @abc.abstractmethod
+    def example(self) -> FamilyExample:
+        """A tiny config, a data config and a few examples (deterministic): what checks of the family use."""
+
+    @abc.abstractmethod
     def n_classes(self, cfg) -> int:
         """Number of output classes (vocabulary size for a language model)."""
-        raise NotImplementedError
 
     def chance_loss(self, cfg) -> float:
         """Cross-entropy of a uniform guess, ln C (divergence is judged against it)."""
         return math.log(self.n_classes(cfg))
 
     # --- data
+    @abc.abstractmethod
     def train_examples(self, spec, source) -> Examples:
         """Training examples from the family's data source (checked against the model)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def eval_examples(self, cfg, source, limit: int | None = None) -> Examples:
         """Evaluation examples of one split (the first `limit` examples, or tokens for an LM)."""
-        raise NotImplementedError
 
     # --- computation
-    def outputs(self, model, batch: dict[str, torch.Tensor], drop=None) -> tuple[torch.Tensor, torch.Tensor]:
+    @abc.abstractmethod
+    def outputs(self, model, batch: dict[str, torch.Tensor], drop: "DropoutSource | None" = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [K, N, C], targets [K or 1, N]) of a batch whose tensors are [K or 1, B, ...]."""
-        raise NotImplementedError
 
     def loss(self, model, batch: dict[str, torch.Tensor], drop=None, budget_mb: float | None = None) -> torch.Tensor:
         """Mean training loss of each copy [K] (the sum over copies is what is minimised)."""
@@ -124,7 +188,7 @@ class Family:
         """Memory of one example's logits and softmax temporaries, for grouping copies in evaluation."""
         return self.n_classes(cfg) * 4 * 3
 
-    # --- what is interpolated, kept, permuted
+    # --- what is interpolated and kept
     def interp_keys(self, cfg, state: State, mode: str = "full") -> set[str] | None:
         """Parameters interpolated in tuning mode `mode` (None: all)."""
         return None
@@ -133,9 +197,30 @@ class Family:
         """Task-head parameters (kept per endpoint when two endpoints solve different tasks)."""
         return set()
 
-    def perm_spec(self, cfg):
-        """Permutation spec of the hidden units (lmc_core.align), or None."""
-        return None
+    # --- optional abilities (ABILITIES)
+    def supports(self, ability: str) -> bool:
+        """True if this family has the optional ability (one of ABILITIES)."""
+        if ability not in ABILITIES:
+            raise ValueError(f"unknown ability {ability!r}; choose one of {list(ABILITIES)}")
+        return getattr(type(self), ability) is not getattr(Family, ability)
+
+    def _lacks(self, ability: str, what: str) -> FamilyAbilityError:
+        return FamilyAbilityError(f"model family {self.name!r} has no {what} ({ability}); families with it: "
+                                  "see lmc_core.families.FAMILIES and Family.supports")
+
+    def perm_spec(self, cfg) -> "PermutationSpec":
+        """Permutation spec of the hidden units (lmc_core.align): which units can be permuted without changing
+        the function."""
+        raise self._lacks("perm_spec", "permutation symmetry")
+
+    def activations(self, cfg, state: State, inputs: torch.Tensor, device="cpu") -> Features:
+        """Activations of a single-copy (K=1) state on `inputs`, keyed like `perm_spec(cfg).flat_groups()`: what
+        activation matching correlates (eval mode, no dropout)."""
+        raise self._lacks("activations", "activation sites for activation matching")
+
+    def hidden_units(self, cfg, state: State, inputs: torch.Tensor, device="cpu") -> list[torch.Tensor]:
+        """Post-activation hidden units, one [K, N, h] per hidden layer (for sparsity and entropy)."""
+        raise self._lacks("hidden_units", "hidden units")
 
     # --- evaluation
     @torch.no_grad()
@@ -195,36 +280,3 @@ class Family:
         if confs:
             res.confidence = torch.cat(confs).numpy()
         return res
-
-
-def sampled_labels(logits: torch.Tensor, seeds: list[int], steps: list[int]) -> torch.Tensor:
-    """Labels drawn from each copy's own predictive distribution softmax(logits) [K, N, C] -> [K, N], by the
-    Gumbel-max trick on counter-based uniforms: a pure function of (seed, step), independent of K."""
-    keys = torch.tensor([rng.signed(rng.mix(s, t, FISHER_SITE)) for s, t in zip(seeds, steps)],
-                        dtype=torch.int64, device=logits.device)
-    u = rng.uniform(keys, FISHER_SITE, tuple(logits.shape[1:])).clamp_(1e-7, 1 - 1e-7)
-    gumbel = -torch.log(-torch.log(u))
-    return (logits.detach().float() + gumbel).argmax(-1)
-
-
-def fisher_penalty(family: Family, model, batch: dict[str, torch.Tensor], drop, mode: str, seeds: list[int],
-                   steps: list[int], sub: int = 0) -> torch.Tensor:
-    """Per-copy ||grad of the mean batch cross-entropy||^2 [K], differentiable (double backward).
-
-    mode "sampled": labels drawn from the model's own prediction — an estimate of the trace of the
-    Fisher information (Jastrzebski et al. 2021, the grokking notebook of study 5); "empirical": the
-    true labels (the gradient-norm penalty of study 5's MNIST notebook). sub > 0: on the first `sub`
-    examples of the batch only.
-    """
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    if sub:
-        batch = {n: t[:, :sub].contiguous() for n, t in batch.items()}
-    with sdpa_kernel([SDPBackend.MATH]):  # the fused CPU kernels have no double backward
-        logits, targets = family.outputs(model, batch, drop)
-    k, n, c = logits.shape
-    y = sampled_labels(logits, seeds, steps) if mode == "sampled" else targets.expand(k, n)
-    ce = F.cross_entropy(logits.reshape(-1, c).float(), y.reshape(-1), reduction="none").view(k, n).mean(1)
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(ce.sum(), params, create_graph=True)  # copy k's slice depends on copy k alone
-    return sum((g.reshape(k, -1).float() ** 2).sum(1) for g in grads)

@@ -14,17 +14,16 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..config import ConfigError, register_config
+from ..config import ConfigError
 from ..data.batches import Examples
 from ..models.adapters import tuning_plan
 from ..models.encoder import EncoderClassifier, EncoderConfig
-from .base import Family
+from .. import rng
+from .base import Family, FamilyExample
 
-register_config(EncoderConfig)
 TASKS = ("genre", "verse_prose")
 
 
-@register_config
 @dataclass(frozen=True)
 class TextDataConfig:
     """An offline Shakespeare text-classification task (lmc_core.data.tasks); `half` 1 or 2 keeps only that
@@ -50,10 +49,10 @@ class TextDataConfig:
 def shakespeare_vocab() -> torch.Tensor:
     """Sorted WordPiece ids (full MiniLM vocabulary) that occur in the plays' dialogue, plus the specials."""
     from ..data.shakespeare import shakespeare_plays
-    from ..data.tasks import _tokenizer, line_token_ids
+    from ..data.tasks import line_token_ids, wordpiece_tokenizer
 
     ids = {i for _, lines in shakespeare_plays().values() for row in line_token_ids(lines) for i in row}
-    tok = _tokenizer()
+    tok = wordpiece_tokenizer()
     ids |= {tok.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")}
     return torch.tensor(sorted(ids), dtype=torch.int64)
 
@@ -129,6 +128,18 @@ class EncoderFamily(Family):
         """Parameters that never change in training (rebuilt from the initialisation when loaded)."""
         return set(tuning_plan(EncoderClassifier(replace(cfg, vocab_size=8, n_layers=cfg.n_layers), 1),
                                cfg.tune).frozen) if cfg.tune != "full" else set()
+
+    def example(self) -> FamilyExample:
+        """A one-layer random encoder (small vocabulary) with LoRA on a 3-class task of padded sequences."""
+        cfg = EncoderConfig(vocab_size=50, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_positions=16,
+                            n_classes=3, tune="lora", lora_rank=2).validate()
+        g = rng.generator(0, 0xE7D)
+        ids = torch.randint(5, 50, (24, 8), generator=g)
+        lengths = torch.randint(3, 9, (24,), generator=g)
+        mask = (torch.arange(8)[None] < lengths[:, None]).long()
+        ids = ids * mask
+        return FamilyExample(cfg, TextDataConfig(max_length=8), Examples(input_ids=ids, attention_mask=mask,
+                                                                           labels=torch.randint(0, 3, (24,), generator=g)))
 
     def n_classes(self, cfg: EncoderConfig) -> int:
         """Labels."""

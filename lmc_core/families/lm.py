@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import torch
 
+import torch.nn.functional as F
+
+from ..align.spec import RESIDUAL, Axis, Group, HeadGroup, PermutationSpec, UnitGroup
 from ..config import ConfigError, DataConfig, ModelConfig
 from ..data.batches import Examples
 from ..data.loader import windows
 from ..models.transformer import TransformerLM
-from .base import Family
+from .. import rng
+from .base import Family, FamilyExample, Features
 
 
 def check_tokens(tokens: torch.Tensor, vocab_size: int, what: str = "training tokens") -> None:
@@ -31,6 +35,13 @@ class LMFamily(Family):
     def build(self, cfg: ModelConfig, k: int) -> TransformerLM:
         """K-copy TransformerLM."""
         return TransformerLM(cfg, k)
+
+    def example(self) -> FamilyExample:
+        """A 2-layer pre-norm LM (learned positions, so the residual stream is permuted) with dropout."""
+        cfg = ModelConfig(arch="prenorm", vocab_size=20, d_model=16, n_layers=2, n_heads=2, d_ff=24, context=6,
+                          dropout=0.1, positions="learned", activation="gelu", embed_scale=False, init="gpt2")
+        tokens = torch.randint(0, 20, (24, 7), generator=rng.generator(0, 0xE7A))
+        return FamilyExample(cfg, DataConfig(level="char"), Examples(tokens=tokens), tokens[:, :-1])
 
     def n_classes(self, cfg: ModelConfig) -> int:
         """The vocabulary."""
@@ -72,8 +83,120 @@ class LMFamily(Family):
         """The untied output layer."""
         return {k for k in state if k.startswith("head.")}
 
-    def perm_spec(self, cfg: ModelConfig):
+    def perm_spec(self, cfg: ModelConfig) -> PermutationSpec:
         """Residual stream (learned positions only), attention heads and MLP units per block."""
-        from ..align import transformer_spec
-
         return transformer_spec(cfg)
+
+    def activations(self, cfg: ModelConfig, state, inputs: torch.Tensor, device="cpu") -> Features:
+        """Activations of a K=1 state on tokens [B, T] (see transformer_activations)."""
+        return transformer_activations(self.model_from_state(cfg, state, device), inputs.to(device))
+
+    def hidden_units(self, cfg: ModelConfig, state, inputs: torch.Tensor, device="cpu") -> list[torch.Tensor]:
+        """MLP units after the activation, one [K, B*T, d_ff] per block, on tokens [B, T]."""
+        return transformer_hidden_units(self.model_from_state(cfg, state, device), inputs.to(device))
+
+
+def transformer_spec(cfg: ModelConfig) -> PermutationSpec:
+    """MLP units ('layers.{i}.ff'), heads ('layers.{i}.heads') and the residual stream ('residual').
+
+    The residual permutation is one permutation of the d_model axis shared by tok_emb, pos_emb,
+    every block's reads (attn_in, ff1 rows) and writes (attn_out, ff2 columns and biases), every
+    LayerNorm's weight and bias (LayerNorm is equivariant to permuting its axis), ln_f and the
+    unembedding (head.weight rows; with tied embeddings the unembedding is tok_emb itself, one
+    tensor permuted once, so the weights stay tied). With positions="sinusoidal" the fixed position
+    table cannot be permuted, so the spec has no residual permutation (the residual stream stays
+    in place; `notes` says so).
+    """
+    cfg.validate()
+    d, h = cfg.d_model, cfg.n_heads
+    groups: list[Group] = []
+    residual = [Axis("tok_emb", 2)] + ([Axis("pos_emb", 2)] if cfg.positions == "learned" else [])
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        groups.append(HeadGroup(p + "heads", h, d // h,
+                                qk=(Axis(p + "attn_in.weight", 2, 0), Axis(p + "attn_in.weight", 2, d),
+                                    Axis(p + "attn_in.bias", 2, 0), Axis(p + "attn_in.bias", 2, d)),
+                                vo=(Axis(p + "attn_in.weight", 2, 2 * d), Axis(p + "attn_in.bias", 2, 2 * d),
+                                    Axis(p + "attn_out.weight", 1))))
+        groups.append(UnitGroup(p + "ff", cfg.d_ff, (Axis(p + "ff1.weight", 2), Axis(p + "ff1.bias", 2),
+                                                     Axis(p + "ff2.weight", 1))))
+        residual += [Axis(p + "attn_in.weight", 1), Axis(p + "attn_out.weight", 2), Axis(p + "attn_out.bias", 2),
+                     Axis(p + "ff1.weight", 1), Axis(p + "ff2.weight", 2), Axis(p + "ff2.bias", 2)]
+        if cfg.norm == "layer":
+            residual += [Axis(p + f"{ln}.{w}", 2) for ln in ("ln1", "ln2") for w in ("weight", "bias")]
+    if cfg.arch == "prenorm" and cfg.norm == "layer":
+        residual += [Axis("ln_f.weight", 2), Axis("ln_f.bias", 2)]
+    if not cfg.tie_embeddings:
+        residual.append(Axis("head.weight", 1))
+    if cfg.positions == "learned":
+        return PermutationSpec((UnitGroup(RESIDUAL, d, tuple(residual)), *groups))
+    return PermutationSpec(tuple(groups), notes=("residual stream not permuted: the sinusoidal position table "
+                                                 "is fixed, so only the identity keeps the function",))
+
+
+@torch.no_grad()
+def transformer_activations(model: TransformerLM, tokens: torch.Tensor) -> Features:
+    """Unit activations of a K=1 TransformerLM on tokens [B, T] (eval mode, no dropout), keyed like
+    transformer_spec(cfg).flat_groups(): MLP hidden units after the activation ('layers.{i}.ff'); per head
+    the queries and keys ('#qk') and the values and the attention output that attn_out reads ('#vo'); the
+    residual stream ('residual') at the embeddings (input of block 0), at every block output and after ln_f.
+    """
+    if model.k != 1:
+        raise ValueError(f"activations take a single-copy (K=1) model, got K={model.k}")
+    was_training = model.training
+    model.eval()
+    try:
+        return _collect(model, tokens)
+    finally:
+        model.train(was_training)
+
+
+def _collect(model: TransformerLM, tokens: torch.Tensor) -> Features:
+    cfg, d = model.cfg, model.cfg.d_model
+    feats: Features = {}
+    act = F.relu if cfg.activation == "relu" else (lambda z: F.gelu(z, approximate="tanh"))
+
+    def add(name: str, x: torch.Tensor) -> None:
+        feats.setdefault(name, []).append(x[0].detach())  # [N, units] of the only copy
+
+    def qkv(p: str, out: torch.Tensor) -> None:  # [1, N, 3d] = [q | k | v]
+        add(p + "heads#qk", out[..., :d])
+        add(p + "heads#qk", out[..., d : 2 * d])
+        add(p + "heads#vo", out[..., 2 * d :])
+
+    hooks = [model.layers[0].register_forward_pre_hook(lambda m, args: add(RESIDUAL, args[0]))]
+    for i, layer in enumerate(model.layers):
+        p = f"layers.{i}."
+        hooks += [
+            layer.register_forward_hook(lambda m, args, out: add(RESIDUAL, out)),
+            layer.ff1.register_forward_hook(lambda m, args, out, p=p: add(p + "ff", act(out))),
+            layer.attn_in.register_forward_hook(lambda m, args, out, p=p: qkv(p, out)),
+            layer.attn_out.register_forward_pre_hook(lambda m, args, p=p: add(p + "heads#vo", args[0])),
+        ]
+    if model.ln_f is not None:
+        hooks.append(model.ln_f.register_forward_hook(lambda m, args, out: add(RESIDUAL, out)))
+    try:
+        model(tokens if tokens.dim() == 3 else tokens[None])
+    finally:
+        for h in hooks:
+            h.remove()
+    return feats
+
+
+@torch.no_grad()
+def transformer_hidden_units(model: TransformerLM, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """MLP units after the activation, one [K, B*T, d_ff] per block (eval mode)."""
+    cfg = model.cfg
+    act = F.relu if cfg.activation == "relu" else (lambda z: F.gelu(z, approximate="tanh"))
+    out: list[torch.Tensor] = []
+    hooks = [layer.ff1.register_forward_hook(lambda m, args, o: out.append(act(o).detach().cpu()))
+             for layer in model.layers]
+    was_training = model.training
+    model.eval()
+    try:
+        model(tokens if tokens.dim() == 3 else tokens[None])
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return out

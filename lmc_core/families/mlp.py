@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from ..config import ConfigError, register_config
+from ..align.spec import Axis, PermutationSpec, UnitGroup
+from ..config import ConfigError
 from ..data.batches import Examples
 from ..data.vectors import VectorDataConfig
 from ..models.mlp import MLPConfig, StackedMLP
-from .base import Family
-
-register_config(MLPConfig)
+from .. import rng
+from .base import Family, FamilyExample, Features
 
 
 class MLPFamily(Family):
@@ -23,6 +23,13 @@ class MLPFamily(Family):
     def build(self, cfg: MLPConfig, k: int) -> StackedMLP:
         """K-copy MLP."""
         return StackedMLP(cfg, k)
+
+    def example(self) -> FamilyExample:
+        """A 10-16-12-3 MLP on random vectors."""
+        g = rng.generator(0, 0xE7B)
+        x, y = torch.randn(32, 10, generator=g), torch.randint(0, 3, (32,), generator=g)
+        return FamilyExample(MLPConfig(d_in=10, hidden=(16, 12), n_classes=3), VectorDataConfig(num_samples=100),
+                             Examples(x=x, y=y), x)
 
     def n_classes(self, cfg: MLPConfig) -> int:
         """Output classes."""
@@ -55,14 +62,28 @@ class MLPFamily(Family):
         last = len(cfg.hidden)
         return {f"layers.{last}.weight", f"layers.{last}.bias"}
 
-    def perm_spec(self, cfg: MLPConfig):
+    def perm_spec(self, cfg: MLPConfig) -> PermutationSpec:
         """Hidden units of every hidden layer."""
-        from ..align import mlp_spec
-
         return mlp_spec(cfg)
 
     @torch.no_grad()
-    def hidden(self, cfg: MLPConfig, state, x: torch.Tensor, device="cpu") -> list[torch.Tensor]:
-        """Post-activation hidden activations [K, N, h] per hidden layer (for sparsity and entropy)."""
+    def hidden_units(self, cfg: MLPConfig, state, inputs: torch.Tensor, device="cpu") -> list[torch.Tensor]:
+        """Post-activation hidden activations [K, N, h] per hidden layer on inputs [N, d_in]."""
         model = self.model_from_state(cfg, state, device).eval()
-        return [h.cpu() for h in model.hidden(x[None].to(device))]
+        return [h.cpu() for h in model.hidden(inputs[None].to(device))]
+
+    def activations(self, cfg: MLPConfig, state, inputs: torch.Tensor, device="cpu") -> Features:
+        """The post-activation hidden layers ('hidden.{i}', [N, h]) of a K=1 state on inputs [N, d_in]."""
+        if next(iter(state.values())).shape[0] != 1:
+            raise ValueError("activations take a single-copy (K=1) state; use ensemble.copy_state")
+        return {f"hidden.{i}": [h[0]] for i, h in enumerate(self.hidden_units(cfg, state, inputs, device))}
+
+
+def mlp_spec(cfg: MLPConfig) -> PermutationSpec:
+    """Hidden units of each hidden layer ('hidden.{i}'); input and output units stay in place."""
+    cfg.validate()
+    groups = []
+    for i, h in enumerate(cfg.hidden):
+        axes = (Axis(f"layers.{i}.weight", 2), Axis(f"layers.{i}.bias", 2), Axis(f"layers.{i + 1}.weight", 1))
+        groups.append(UnitGroup(f"hidden.{i}", h, axes))
+    return PermutationSpec(tuple(groups))

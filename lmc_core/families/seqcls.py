@@ -6,14 +6,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ConfigError, ModelConfig, register_config
+from ..config import ConfigError, ModelConfig
 from ..data.batches import Examples
 from ..data.modular import ModularDataConfig
 from ..models.transformer import TransformerLM
-from .base import Family
+from ..align.spec import PermutationSpec
+from .. import rng
+from .base import Family, FamilyExample, Features
+from .lm import transformer_activations, transformer_hidden_units, transformer_spec
 
 
-@register_config
 @dataclass(frozen=True)
 class SeqClassConfig(ModelConfig):
     """A transformer that classifies a token sequence from its last position (defaults: Nanda et al.'s
@@ -47,6 +49,14 @@ class SeqClassFamily(Family):
     def build(self, cfg: SeqClassConfig, k: int) -> TransformerLM:
         """K-copy transformer."""
         return TransformerLM(cfg, k)
+
+    def example(self) -> FamilyExample:
+        """A one-layer LayerNorm-free classifier on "a b =" sequences mod 7."""
+        cfg = SeqClassConfig(vocab_size=8, d_model=16, n_heads=2, d_ff=24, n_out=7)
+        g = rng.generator(0, 0xE7C)
+        a, b = torch.randint(0, 7, (32,), generator=g), torch.randint(0, 7, (32,), generator=g)
+        tokens = torch.stack([a, b, torch.full_like(a, 7)], 1)
+        return FamilyExample(cfg, ModularDataConfig(p=7), Examples(tokens=tokens, labels=(a + b) % 7), tokens)
 
     def n_classes(self, cfg: SeqClassConfig) -> int:
         """Answers."""
@@ -88,8 +98,14 @@ class SeqClassFamily(Family):
         """The unembedding."""
         return {k for k in state if k.startswith("head.")}
 
-    def perm_spec(self, cfg: SeqClassConfig):
+    def perm_spec(self, cfg: SeqClassConfig) -> PermutationSpec:
         """Residual stream, heads and MLP units (no LayerNorm to permute)."""
-        from ..align import transformer_spec
-
         return transformer_spec(cfg)
+
+    def activations(self, cfg: SeqClassConfig, state, inputs: torch.Tensor, device="cpu") -> Features:
+        """Activations of a K=1 state on token sequences [N, T] (as the LM family collects them)."""
+        return transformer_activations(self.model_from_state(cfg, state, device), inputs.to(device))
+
+    def hidden_units(self, cfg: SeqClassConfig, state, inputs: torch.Tensor, device="cpu") -> list[torch.Tensor]:
+        """MLP units after the activation, one [K, N*T, d_ff] per block, on token sequences [N, T]."""
+        return transformer_hidden_units(self.model_from_state(cfg, state, device), inputs.to(device))

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .transformer import StackedLinear
+from ..nn import StackedLinear
 
 TUNING_MODES: tuple[str, ...] = ("full", "adapter", "lora")
 ADAPTER_ACTIVATIONS: tuple[str, ...] = ("gelu", "relu", "swish")

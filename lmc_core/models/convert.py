@@ -3,7 +3,7 @@
 `from_gpt2` maps a GPT2LMHeadModel state dict (Conv1D weights are [in, out], like ours) onto the
 pre-norm TransformerLM; `from_torch_encoder` maps the PyTorch word-LM tutorial's model
 (nn.Embedding, nn.TransformerEncoder, nn.Linear decoder; Linear weights [out, in]) onto the
-post-norm one. Both are checked against the originals in tests/test_models.py.
+post-norm one. Both are checked against the originals in tests/unit/test_models.py.
 """
 from __future__ import annotations
 

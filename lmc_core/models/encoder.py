@@ -31,7 +31,7 @@ from .. import rng
 from ..config import ConfigError
 from .adapters import (ADAPTER_ACTIVATIONS, Adapter, LoRALinear, init_adapter_param, init_lora_param, is_adapter,
                        is_layer_norm, is_lora)
-from .transformer import DropoutSource, StackedLayerNorm, StackedLinear, _dropper
+from ..nn import DropoutSource, StackedLayerNorm, StackedLinear, dropout
 
 LORA_TARGETS: tuple[str, ...] = ("query", "key", "value", "attn_out", "ff1", "ff2")
 SITES_PER_LAYER = 3
@@ -160,7 +160,7 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, b: int, t: int, keys: torch.Tensor | None, drop: DropoutSource | None,
                 site: int) -> torch.Tensor:
-        dp = _dropper(drop, self.cfg.dropout)
+        dp = dropout(drop, self.cfg.dropout)
         a = dp(self.attention(x, b, t, keys, drop, site), site + 1)
         if self.adapter_attn is not None:
             a = self.adapter_attn(a)
@@ -228,7 +228,7 @@ class EncoderClassifier(nn.Module):
             x = x + self.type_emb[:, None, None, 0]
         else:
             x = x + F.embedding(types + self._copy_index * cfg.type_vocab, self.type_emb.reshape(-1, d))
-        x = _dropper(drop, cfg.dropout)(self.emb_ln(x.reshape(k, b * t, d)), 0)
+        x = dropout(drop, cfg.dropout)(self.emb_ln(x.reshape(k, b * t, d)), 0)
         keys = None
         if mask is not None and not bool(mask.all()):
             keys = mask.bool().expand(k, b, t).reshape(k * b, 1, 1, t)
@@ -247,7 +247,7 @@ class EncoderClassifier(nn.Module):
 
     def classify(self, pooled: torch.Tensor, drop: DropoutSource | None = None) -> torch.Tensor:
         """Logits [K, B, C] from pooled features [K, B, d] (dropout before the classifier)."""
-        x = _dropper(drop, self.cfg.dropout)(pooled, 1 + SITES_PER_LAYER * self.cfg.n_layers)
+        x = dropout(drop, self.cfg.dropout)(pooled, 1 + SITES_PER_LAYER * self.cfg.n_layers)
         return self.head(x)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

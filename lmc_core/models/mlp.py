@@ -15,7 +15,7 @@ from torch import nn
 
 from .. import rng
 from ..config import ConfigError
-from .transformer import StackedLinear
+from ..nn import StackedLinear
 
 ACTIVATIONS = ("relu", "gelu", "tanh")
 _INIT_SITE = 0x3A1F  # generator site of the MLP initialisation (distinct from the transformer's)

@@ -23,7 +23,8 @@ from typing import Any, Sequence
 import torch
 
 from ..config import ConfigError
-from ..data.corpus import DataUnavailableError, _force_hf_offline, _hub_reachable
+from ..data import hub
+from ..data.hub import DataUnavailableError
 from .encoder import EncoderClassifier, EncoderConfig
 
 State = dict[str, torch.Tensor]
@@ -219,7 +220,7 @@ def _require_online(name: str, what: str) -> None:
     if importlib.util.find_spec("transformers") is None:
         raise PretrainedUnavailableError(f"{what}({name!r}) needs `pip install transformers`; "
                                          f"or use {OFFLINE_DEFAULT}.")
-    if _hub_reachable():
+    if hub.hub_reachable():
         return
     cached = False
     try:
@@ -232,7 +233,7 @@ def _require_online(name: str, what: str) -> None:
         raise PretrainedUnavailableError(
             f"{what}({name!r}): the Hugging Face Hub is unreachable (offline) and {name!r} is not in the local "
             f"cache. Use {OFFLINE_DEFAULT}.")
-    _force_hf_offline()
+    hub.force_hf_offline()
 
 
 def from_pretrained_bert(name: str = "bert-base-uncased", k: int = 1, head_seeds: Sequence[int] | None = None,

@@ -14,68 +14,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .. import rng
-
-
-class DropoutSource:
-    """Per-step dropout masks for K copies, each a pure function of (dropout seed, step, site).
-
-    mode "generator": one CPU/CUDA torch.Generator per copy, seeded from (seed, step), drawn in
-    forward order (fast on CPU). mode "hash": counter-based hash on the device (one kernel for
-    all copies; fast on GPU). Either way copy k's masks do not depend on K.
-    """
-
-    def __init__(self, seeds: list[int], steps: list[int], device: torch.device, mode: str | None = None):
-        self.seeds, self.steps, self.device = list(seeds), [int(s) for s in steps], torch.device(device)
-        if len(self.seeds) != len(self.steps):
-            raise ValueError("DropoutSource needs one step per seed")
-        self.mode = mode or ("hash" if self.device.type == "cuda" else "generator")
-        if self.mode == "generator":
-            self.gens = []
-            for s, t in zip(self.seeds, self.steps):
-                g = torch.Generator(device=self.device)
-                g.manual_seed(rng.mix(s, t))
-                self.gens.append(g)
-        elif self.mode == "hash":
-            keys = [rng.signed(rng.mix(s, t)) for s, t in zip(self.seeds, self.steps)]
-            self.keys = torch.tensor(keys, dtype=torch.int64, device=self.device)
-        else:
-            raise ValueError(f"dropout mode {mode!r}: choose 'generator' or 'hash'")
-
-    def uniform(self, site: int, shape: tuple[int, ...]) -> torch.Tensor:
-        """[K, *shape] uniform floats for one dropout site."""
-        if self.mode == "hash":
-            return rng.uniform(self.keys, site, shape)
-        out = torch.empty((len(self.gens), *shape), device=self.device)
-        for k, g in enumerate(self.gens):
-            torch.rand(shape, generator=g, device=self.device, out=out[k])
-        return out
-
-
-class StackedLinear(nn.Module):
-    """K independent linear maps: weight [K, in, out], bias [K, 1, out]."""
-
-    def __init__(self, k: int, d_in: int, d_out: int, bias: bool = True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(k, d_in, d_out))
-        self.bias = nn.Parameter(torch.zeros(k, 1, d_out)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [K, N, in] -> [K, N, out]
-        if self.bias is None:
-            return torch.bmm(x, self.weight)
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-class StackedLayerNorm(nn.Module):
-    """K independent LayerNorms over the last axis."""
-
-    def __init__(self, k: int, d: int, eps: float = 1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(k, 1, d))
-        self.bias = nn.Parameter(torch.zeros(k, 1, d))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [K, N, d]
-        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight)
+from ..nn import DropoutSource, StackedLayerNorm, StackedLinear, dropout, sinusoidal
 
 
 class Block(nn.Module):
@@ -114,7 +53,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, b: int, t: int, drop: DropoutSource | None, site: int) -> torch.Tensor:
         act = F.relu if self.cfg.activation == "relu" else (lambda z: F.gelu(z, approximate="tanh"))
-        dp = _dropper(drop, self.cfg.dropout)
+        dp = dropout(drop, self.cfg.dropout)
         if self.cfg.arch == "postnorm":
             x = self.ln1(x + dp(self.attention(x, b, t, drop, site), site + 1))
             x = self.ln2(x + dp(self.ff2(dp(act(self.ff1(x)), site + 2)), site + 3))
@@ -124,15 +63,6 @@ class Block(nn.Module):
             x = x + dp(self.attention(self.ln1(x), b, t, drop, site), site + 1)
             x = x + dp(self.ff2(act(self.ff1(self.ln2(x)))), site + 3)
         return x
-
-
-def _dropper(drop: DropoutSource | None, p: float):
-    def apply(x: torch.Tensor, site: int) -> torch.Tensor:
-        if drop is None or p == 0:
-            return x
-        keep = drop.uniform(site, tuple(x.shape[1:])) >= p
-        return x * keep / (1 - p)
-    return apply
 
 
 SITES_PER_LAYER = 4
@@ -182,7 +112,7 @@ class TransformerLM(nn.Module):
             x = x * math.sqrt(cfg.d_model)
         x = x + (self.pos_emb[:, None, :t] if cfg.positions == "learned" else self.pos_table[:t])
         x = x.reshape(self.k, b * t, cfg.d_model)
-        x = _dropper(drop, cfg.dropout)(x, 0)
+        x = dropout(drop, cfg.dropout)(x, 0)
         for i, layer in enumerate(self.layers):
             x = layer(x, b, t, drop, 1 + SITES_PER_LAYER * i)
         if self.ln_f is not None:
@@ -274,13 +204,3 @@ def _init_param(cfg: ModelConfig, name: str, p: torch.Tensor, g: torch.Generator
 
 def _fan_in(cfg: ModelConfig, name: str) -> int:
     return cfg.d_ff if name.endswith("ff2.bias") else cfg.d_model
-
-
-def sinusoidal(length: int, d: int) -> torch.Tensor:
-    """Sinusoidal position table [length, d] as in the PyTorch word-LM tutorial."""
-    pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)
-    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
-    pe = torch.zeros(length, d)
-    pe[:, 0::2] = torch.sin(pos * div)
-    pe[:, 1::2] = torch.cos(pos * div[: d // 2])
-    return pe

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ..config import ConfigError
-from ..runs.io import _MODE, access_error
+from ..runs.io import FILE_MODE, access_error
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "figures_dir") -> Path:
@@ -81,7 +81,7 @@ class Outputs:
             for name, write in self._items:
                 path = stage / name
                 write(path)
-                os.chmod(path, _MODE)
+                os.chmod(path, FILE_MODE)
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
             missing = [name for name, _ in self._items if not (stage / name).is_file()]

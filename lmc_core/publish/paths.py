@@ -12,6 +12,14 @@ import os
 from pathlib import Path
 
 ENV = "LMC_HOME"
+PROFILES: tuple[str, ...] = ("smoke", "quick", "paper")
+
+
+def check_profile(profile: str) -> str:
+    """Return ``profile`` if it is one of PROFILES, else raise ValueError naming the valid ones."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles are: {', '.join(PROFILES)}")
+    return profile
 
 
 def checkout_root() -> Path | None:
@@ -43,3 +51,8 @@ def shown(path: str | os.PathLike) -> str:
         return p.resolve().relative_to(home()).as_posix()
     except ValueError:
         return str(p)
+
+
+def repo_root() -> Path:
+    """The checkout holding ``notebooks/`` next to this package (editable install), else the current directory."""
+    return checkout_root() or Path.cwd()

@@ -16,13 +16,13 @@ _NO_ALT = "No description has been provided for this image"
 PARAMETERS_TITLE = "# Parameters of this run (profile {profile})"
 _PREFIX_RE = re.compile(r"^(\d{2})_")
 
-def _figure_prefix(name: str) -> str:
+def figure_prefix(name: str) -> str:
     """Return the two-digit notebook prefix of a figure file name, or 'other'."""
     m = _PREFIX_RE.match(name)
     return m.group(1) if m else "other"
 
 
-def _relhref(target: Path, start: Path) -> str:
+def relhref(target: Path, start: Path) -> str:
     """Return a relative URL from directory ``start`` to ``target`` (file URI if impossible)."""
     try:
         return Path(os.path.relpath(target, start)).as_posix()
@@ -30,7 +30,7 @@ def _relhref(target: Path, start: Path) -> str:
         return target.resolve().as_uri()
 
 
-def _inside(path: Path, base: Path) -> Path | None:
+def inside(path: Path, base: Path) -> Path | None:
     """``path`` relative to ``base`` when it lies inside it (as given or with links resolved), else None."""
     for p, b in ((Path(os.path.abspath(path)), Path(os.path.abspath(base))), (path.resolve(), base.resolve())):
         try:
@@ -278,7 +278,7 @@ def _set_alts(page: str, alts: dict[str, str], label: str) -> str:
     return str(soup)
 
 
-def _notebook_title(nb_path: Path) -> str:
+def notebook_title(nb_path: Path) -> str:
     """The first Markdown heading of a notebook (without '#'), or '' when there is none."""
     try:
         nb = json.loads(Path(nb_path).read_text(encoding="utf-8"))
@@ -316,9 +316,9 @@ def export_html(executed: Path, html_path: Path, notebook_dir: Path | None = Non
     executed = Path(executed)
     nb = nbformat.read(str(executed), as_version=4)
     tidy_notebook(nb, profile=profile)
-    prefix = _figure_prefix(executed.name)
+    prefix = figure_prefix(executed.name)
     titles = figure_titles(read_summary(figures_dir, prefix)) if figures_dir and prefix != "other" else []
-    label = _notebook_title(executed) or executed.stem
+    label = notebook_title(executed) or executed.stem
     alts = _image_alts(nb, titles, label)
     exporter = HTMLExporter()
     exporter.embed_images = True  # markdown images too, not only cell outputs

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import paths
+from .paths import check_profile, repo_root
 
-from .report_html import _figure_prefix, _inside, _notebook_title, _relhref, figure_titles, read_summary
+from .report_html import figure_prefix, inside, notebook_title, relhref, figure_titles, read_summary
 
 INDEX_NAME = "index.html"
 # CSVs up to this size also get an embedded (data: URI) copy in index.html.
@@ -114,8 +115,6 @@ def write_index(
     (CSS only), and links to its CSV.  ``root`` is the checkout (notebook titles when a notebook
     has no executed copy); default folders lie under lmc_core.publish.paths.home().
     """
-    from .reports import check_profile, repo_root
-
     check_profile(profile)
     root = Path(root).resolve() if root is not None else repo_root()
     home = paths.home()
@@ -129,20 +128,20 @@ def write_index(
     stems = {p.stem for p in reports} | failed_set
     figures = sorted(figures_dir.glob("*.png")) if figures_dir.is_dir() else []
     summaries = sorted(figures_dir.glob("[0-9][0-9]_summary.json")) if figures_dir.is_dir() else []
-    prefixes = ({_figure_prefix(s) for s in stems} | {_figure_prefix(f.name) for f in figures}
+    prefixes = ({figure_prefix(s) for s in stems} | {figure_prefix(f.name) for f in figures}
                 | {p.name[:2] for p in summaries})
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
-    rel = _inside(figures_dir, home)
+    rel = inside(figures_dir, home)
     fig_label = rel.as_posix() if rel is not None else figures_dir.name
 
     sections: list[dict[str, Any]] = []
     for prefix in sorted(prefixes, key=_prefix_key):
-        owners = sorted(s for s in stems if _figure_prefix(s) == prefix)
+        owners = sorted(s for s in stems if figure_prefix(s) == prefix)
         summary = read_summary(figures_dir, prefix) if prefix != "other" else {}
         title = ""
         for s in owners:
-            title = (_notebook_title(reports_dir / f"{s}.ipynb")
-                     or _notebook_title(root / "notebooks" / f"{s}.ipynb"))
+            title = (notebook_title(reports_dir / f"{s}.ipynb")
+                     or notebook_title(root / "notebooks" / f"{s}.ipynb"))
             if title:
                 break
         title = re.sub(rf"^{prefix}\s*[·.:\-–—]?\s*", "", title) if title else ""
@@ -151,7 +150,7 @@ def write_index(
                 "Other figures" if prefix == "other" else f"Notebook {prefix}")
         sections.append({
             "prefix": prefix, "owners": owners, "title": title, "summary": summary,
-            "figures": _ordered_figures([f for f in figures if _figure_prefix(f.name) == prefix],
+            "figures": _ordered_figures([f for f in figures if figure_prefix(f.name) == prefix],
                                         figure_titles(summary)),
         })
 
@@ -172,7 +171,7 @@ def write_index(
         for s in owners:
             page = reports_dir / f"{s}.html"
             if page.exists():
-                links.append(f'<a href="{esc(_relhref(page, reports_dir))}">{esc(s)}</a>')
+                links.append(f'<a href="{esc(relhref(page, reports_dir))}">{esc(s)}</a>')
             else:
                 links.append(esc(s))
             if s in failed_set:
@@ -232,7 +231,7 @@ def _figure_html(fig: Path, title: str, reports_dir: Path) -> str:
     files = [f"<code>{esc(fig.name)}</code>"]
     csv = fig.with_suffix(".csv")
     if csv.exists():
-        item = f'data: <a href="{esc(_relhref(csv, reports_dir))}">{esc(csv.name)}</a>'
+        item = f'data: <a href="{esc(relhref(csv, reports_dir))}">{esc(csv.name)}</a>'
         if csv.stat().st_size <= _EMBED_CSV_MAX_BYTES:
             csv_data = base64.b64encode(csv.read_bytes()).decode("ascii")
             item += (f' (<a download="{esc(csv.name)}" '
@@ -240,7 +239,7 @@ def _figure_html(fig: Path, title: str, reports_dir: Path) -> str:
         files.append(item)
     pdf = fig.with_suffix(".pdf")
     if pdf.exists():
-        files.append(f'<a href="{esc(_relhref(pdf, reports_dir))}">{esc(pdf.name)}</a>')
+        files.append(f'<a href="{esc(relhref(pdf, reports_dir))}">{esc(pdf.name)}</a>')
     caption = (f'<span class="title">{esc(title)}</span>' if title else "") + (
         f'<span class="files">{" &middot; ".join(files)}</span>')
     return (

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from . import paths
-from .report_html import (PARAMETERS_TITLE, _figure_prefix, _inside, _relhref, collapse_cr, export_html,  # noqa: F401
-                          figure_titles, is_progress_line, merged_parameters, read_summary, tidy_notebook)
-from .report_index import INDEX_NAME, write_index  # noqa: F401
+from .paths import check_profile, repo_root
+from .report_html import collapse_cr, export_html, inside
+from .report_index import write_index
 
-PROFILES: tuple[str, ...] = ("smoke", "quick", "paper")
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 KERNEL_NAME = "python3"
 RESERVED_PARAMS: tuple[str, ...] = ("profile", "figures_dir", "store_dir")
@@ -41,22 +40,6 @@ class NotebookRunError(RuntimeError):
         super().__init__(message)
         self.failures = failures
         self.index = index
-
-
-def check_profile(profile: str) -> str:
-    """Return ``profile`` if it is one of PROFILES, else raise ValueError naming the valid ones."""
-    if profile not in PROFILES:
-        raise ValueError(
-            f"unknown profile {profile!r}; valid profiles are: {', '.join(PROFILES)}"
-        )
-    return profile
-
-
-def repo_root() -> Path:
-    """Return the checkout holding ``notebooks/`` next to this package (editable install), else cwd."""
-    from .paths import checkout_root
-
-    return checkout_root() or Path.cwd()
 
 
 def list_notebooks(root: Path | str) -> list[Path]:
@@ -96,7 +79,7 @@ def kernel_path(path: str | os.PathLike, home: Path | None = None) -> str:
     p = Path(path).expanduser()
     if not p.is_absolute():
         return p.as_posix()
-    rel = _inside(p, home)
+    rel = inside(p, home)
     return str(p) if rel is None else (rel.as_posix() or ".")
 
 

@@ -33,7 +33,7 @@ def _umask() -> int:
     return old
 
 
-_MODE = 0o666 & ~_umask()
+FILE_MODE = 0o666 & ~_umask()
 
 
 def access_error(path: Path, e: OSError, doing: str = "read") -> StoreAccessError:
@@ -73,7 +73,7 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, _MODE)  # mkstemp (and some writers) create 0600; the user's files follow the umask
+        os.chmod(tmp, FILE_MODE)  # mkstemp (and some writers) create 0600; the user's files follow the umask
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

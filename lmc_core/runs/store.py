@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..config import RunSpec, config_hash, non_default, spec_from_dict, to_dict
+from ..config import RunSpec, config_hash, non_default, to_dict
 from ..ensemble import State
-from ..families import family_of
+from ..families import family_of, spec_from_dict
 from .io import CorruptFileError, atomic_write, discard_result, load_tensors, quarantine, read_json, save_tensors, write_json
 from .lock import run_lock
 from ..train.loop import LOG_FIELDS, TrainResult, history_frame, log_rows, log_tensors, prune_resume_points, train_copies

@@ -194,8 +194,8 @@ def _paths(a, b, spec, p, x_match, seed: int):
     pspec = fam.perm_spec(spec.model)
     perms_wm, info = weight_matching(pspec, a, b, seed=seed)
     b_wm = apply_permutation(b, pspec, perms_wm)
-    ma, mb = fam.model_from_state(spec.model, a).eval(), fam.model_from_state(spec.model, b).eval()
-    perms_am, _ = activation_matching(ma, mb, x_match, spec=pspec)
+    perms_am, _ = activation_matching(pspec, fam.activations(spec.model, a, x_match),
+                                      fam.activations(spec.model, b, x_match))
     b_am = apply_permutation(b, pspec, perms_am)
     shuffled = apply_permutation(a, pspec, random_permutation(pspec, generator(seed, 0xC0)))
     perms_c, _ = weight_matching(pspec, a, shuffled, seed=seed)
@@ -221,8 +221,8 @@ def align_pairs(spec: RunSpec, state, copies: list[dict], diverged: dict, data, 
     """Per pair: matching, the four paths evaluated on the test split, diagnostics; diverged pairs are gaps."""
     fam = family_of(spec.model)
     test = fam.eval_examples(spec.model, data["test"])
-    x_match = data["train"]["x"][: p["match_examples"]][None]
-    hid = fam.hidden(spec.model, state, test["x"])  # [K, N, h] per layer
+    x_match = data["train"]["x"][: p["match_examples"]]
+    hid = fam.hidden_units(spec.model, state, test["x"])  # [K, N, h] per layer
     spars, ent = sparsity(hid), activation_entropy(hid)
     with torch.no_grad():
         preds = fam.model_from_state(spec.model, state).eval()(test["x"][None]).argmax(-1)  # [K, N]

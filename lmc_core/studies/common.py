@@ -12,7 +12,6 @@ from ..config import ConfigError, ModelConfig
 from ..publish.outputs import Outputs, check_output_dir
 from ..publish.paths import resolve
 
-PROFILES = ("smoke", "quick", "paper")
 
 # Parameters every study accepts besides its own (the notebooks' parameters cell).
 COMMON = {"profile": "quick", "figures_dir": None, "store_dir": None, "cache_dir": None,

@@ -15,7 +15,7 @@ from ..config import RunSpec
 from ..data.batches import Batches
 from ..ensemble import State
 from ..runs.io import CorruptFileError, load_tensors, quarantine, save_tensors
-from ..models import DropoutSource
+from ..nn import DropoutSource
 from .optim import StackedOptimizer, clip_per_copy, lr_at
 from ..publish.progress import bar
 
@@ -209,7 +209,8 @@ def train_copies(
     before are kept); with "freeze" that copy stops changing and is reported in TrainResult.diverged
     while the others finish.
     """
-    from ..families import family_of, fisher_penalty
+    from ..families import family_of
+    from .fisher import fisher_penalty
 
     spec.validate()
     family = family_of(spec.model)

@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from lmc_core.studies import alignment, finetuning, generalization, grokking, instability_init, instability_spawn
-from lmc_core.studies.common import PROFILES, resolve_params
+from lmc_core.publish.paths import PROFILES
+from lmc_core.studies.common import resolve_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def parameter_names(nb: Path) -> set[str]:

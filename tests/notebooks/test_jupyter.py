@@ -17,7 +17,7 @@ from lmc_core.runs.store import RunStore
 
 from conftest import tiny_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_home_is_the_checkout_wherever_the_kernel_starts(monkeypatch):

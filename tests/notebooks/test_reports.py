@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lmc_core.publish import progress, reports
+from lmc_core.publish import paths, progress, report_html, report_index, reports
 from lmc_core.publish.reports import NotebookRunError, run_notebooks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 PARAMS = ('# Parameters (papermill overrides these): DEFAULT-CELL-MARKER\n'
           'profile = "quick"\nfigures_dir = None   # default: figures/<profile>\nstore_dir = None\n'
@@ -121,9 +121,9 @@ def test_python3_kernel_is_this_interpreter() -> None:
 
 
 def test_check_profile() -> None:
-    assert reports.check_profile("smoke") == "smoke"
+    assert paths.check_profile("smoke") == "smoke"
     with pytest.raises(ValueError, match="smoke"):
-        reports.check_profile("nope")
+        paths.check_profile("nope")
 
 
 def test_unknown_profile_rejected_before_running(tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_plain_bar_prints_lines_on_stdout(monkeypatch: pytest.MonkeyPatch) -> No
     assert "%|" not in text  # no bar graphics
     assert re.search(r"\reval: 3/3 \[00:00, [\d.,]+ it/s\]\n$", text)
     assert "eval: 0/3" not in text and "eval: 3/3 (100%)" not in text
-    assert reports.collapse_cr(text).splitlines()[0].startswith("train K=8: 4/4 [")
+    assert report_html.collapse_cr(text).splitlines()[0].startswith("train K=8: 4/4 [")
 
 
 def test_bar_is_tqdm_auto_without_plain(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,13 +198,13 @@ def test_format_plain() -> None:
     ("Traceback (most recent call last):", False),
 ])
 def test_is_progress_line(line: str, expected: bool) -> None:
-    assert reports.is_progress_line(line) is expected
+    assert report_html.is_progress_line(line) is expected
 
 
 def test_collapse_cr() -> None:
-    assert reports.collapse_cr("\ra 1/3\ra 2/3   \ra 3/3\nnext\n") == "a 3/3\nnext\n"
-    assert reports.collapse_cr("plain\r\nline\n") == "plain\nline\n"
-    assert reports.collapse_cr("x\r") == "x"
+    assert report_html.collapse_cr("\ra 1/3\ra 2/3   \ra 3/3\nnext\n") == "a 3/3\nnext\n"
+    assert report_html.collapse_cr("plain\r\nline\n") == "plain\nline\n"
+    assert report_html.collapse_cr("x\r") == "x"
 
 
 # ----------------------------------------------------------------------------- export pass
@@ -235,7 +235,7 @@ def _nb_with_outputs(home: Path):
 
 
 def test_tidy_notebook(tmp_path: Path) -> None:
-    nb = reports.tidy_notebook(_nb_with_outputs(tmp_path), profile="smoke", home=tmp_path)
+    nb = report_html.tidy_notebook(_nb_with_outputs(tmp_path), profile="smoke", home=tmp_path)
     params = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.source.lower()]
     assert len(params) == 1 and "injected-parameters" in params[0].metadata["tags"]
     assert params[0].source.splitlines() == [
@@ -258,10 +258,10 @@ def test_tidy_notebook(tmp_path: Path) -> None:
 
 
 def test_merged_parameters_falls_back_and_keeps_unknown_names() -> None:
-    merged = reports.merged_parameters("a = 1  # one\nb = {\n  'x': 2,\n}\n",
+    merged = report_html.merged_parameters("a = 1  # one\nb = {\n  'x': 2,\n}\n",
                                        "# Parameters\nb = {'x': 3}\nc = 'new'\n", "# T")
     assert merged == "# T\na = 1  # one\nb = {'x': 3}\nc = 'new'\n"
-    assert reports.merged_parameters("a = (", "# Parameters\na = 2\n", "# T") == "# T\na = 2\n"
+    assert report_html.merged_parameters("a = (", "# Parameters\na = 2\n", "# T") == "# T\na = 2\n"
 
 
 def test_kernel_path(tmp_path: Path) -> None:
@@ -299,7 +299,7 @@ def test_index_order_titles_headlines_and_lightbox(tmp_path: Path, home: Path) -
         (out / f"{stem}.html").write_text("<html></html>")
     _write_notebook(out / "01_first.ipynb", "pass")
 
-    index = reports.write_index("smoke", root=tmp_path / "src", failed=["02_second"])
+    index = report_index.write_index("smoke", root=tmp_path / "src", failed=["02_second"])
     assert index == out / "index.html"
     page = index.read_text(encoding="utf-8")
     sections = re.findall(r'<section class="notebook" id="nb-(\w+)"', page)
@@ -418,4 +418,4 @@ def test_cli_bad_profile_exits_2() -> None:
 def test_cli_lists_profiles() -> None:
     res = _cli("profiles")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == list(reports.PROFILES)
+    assert res.stdout.split() == list(paths.PROFILES)

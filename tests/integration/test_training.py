@@ -4,7 +4,8 @@ import torch
 
 from lmc_core.config import ConfigError, Seeds, TrainConfig, model_preset
 from lmc_core.ensemble import copy_state, extract, stack, stack_states
-from lmc_core.models import DropoutSource, TransformerLM
+from lmc_core.models import TransformerLM
+from lmc_core.nn import DropoutSource
 from lmc_core.train.optim import StackedOptimizer, clip_per_copy, lr_at
 from lmc_core.train.loop import TrainingDiverged, train_copies
 

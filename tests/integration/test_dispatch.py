@@ -50,7 +50,6 @@ def test_compatible_jobs_pack_into_one_ensemble_and_each_is_stored_alone(tmp_pat
 
 
 def test_local_executor_runs_the_grid_in_other_processes_and_a_rerun_trains_nothing(tmp_path):
-    pytest.importorskip("submitit")
     jobs = [Job(s, recipe(tmp_path)) for s in grid(lrs=(0.05,), seeds=(1, 2), steps=5)]
     runs = dispatch(jobs, tmp_path / "runs", "local", "cpu", progress=False, folder=tmp_path / "submitit")
     assert all(r.trained_now for r in runs) and len(list((tmp_path / "submitit").glob("*_result.pkl"))) == 1

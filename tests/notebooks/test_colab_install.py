@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not os.environ.get("LMC_COLAB_INSTALL_TEST"),
                                 reason="slow: installs another torch into a fresh venv; run `make test-colab`")
 

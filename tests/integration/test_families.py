@@ -6,12 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmc_core.config import ConfigError, CopySettings, RunSpec, Seeds, TrainConfig, config_hash, spec_from_dict, to_dict
+from lmc_core.config import ConfigError, CopySettings, RunSpec, Seeds, TrainConfig, config_hash, to_dict
 from lmc_core.data.batches import Examples
 from lmc_core.data.modular import ModularDataConfig, modular_data
 from lmc_core.data.vectors import VectorDataConfig
 from lmc_core.ensemble import copy_state
-from lmc_core.families import SeqClassConfig, family_of, fisher_penalty, get, sampled_labels
+from lmc_core.families import SeqClassConfig, family_of, get, spec_from_dict
+from lmc_core.train.fisher import fisher_penalty, sampled_labels
 from lmc_core.analysis.interpolate import alpha_grid, interpolation_curve
 from lmc_core.models.mlp import MLPConfig
 from lmc_core.runs.store import RunStore

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TORCH_PIN = "torch==2.13.0"
 
 
@@ -30,7 +30,7 @@ def _pyproject_requirements() -> list[str]:
 
 def _conda_pip_requirements() -> list[str]:
     """Return the pip section of environment.yml, without options and the local package."""
-    yaml = pytest.importorskip("yaml")
+    import yaml
     env = yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
     pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
     assert len(pip_sections) == 1, "environment.yml needs exactly one pip: section"
@@ -47,7 +47,7 @@ def test_pyproject_and_environment_name_the_same_packages() -> None:
 
 
 def test_environment_yml_basics() -> None:
-    yaml = pytest.importorskip("yaml")
+    import yaml
     env = yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
     deps = env["dependencies"]
     assert "python=3.11" in deps and "pip" in deps
@@ -88,8 +88,6 @@ def test_ci_runs_make_test() -> None:
 
 def test_readme_documents_make_targets() -> None:
     readme = ROOT / "README.md"
-    if not readme.exists():
-        pytest.skip("README.md not written yet")
     text = readme.read_text(encoding="utf-8")
     assert "make test" in text
     assert "make figures" in text

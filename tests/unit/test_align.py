@@ -9,7 +9,10 @@ import torch.nn.functional as F
 from lmc_core import rng
 from lmc_core.align import (RESIDUAL, Axis, HeadPermutation, PermutationSpec, UnitGroup, activation_matching,
                             apply_permutation, compose_permutations, identity_permutation, invert_permutation,
-                            mlp_spec, random_permutation, transformer_spec, weight_matching)
+                            random_permutation, weight_matching)
+from lmc_core.families import family_of
+from lmc_core.families.lm import transformer_spec
+from lmc_core.families.mlp import mlp_spec
 from lmc_core.analysis.barrier import barrier
 from lmc_core.config import ConfigError, model_preset
 from lmc_core.ensemble import model_from_state, stack_states
@@ -193,7 +196,8 @@ def test_matching_recovers_a_random_permutation(name, method):
         found, info = weight_matching(spec, a, b)
         assert info.converged and info.objective[-1] > info.objective[0]
     else:
-        found, quality = activation_matching(model_a, from_state(cfg, b), inputs(cfg)[0][0])
+        fam, x = family_of(cfg), inputs(cfg)[0][0]
+        found, quality = activation_matching(spec, fam.activations(cfg, a, x), fam.activations(cfg, b, x))
         assert min(quality.values()) > 0.95  # a dead ReLU unit correlates 0 with everything
     want = invert_permutation(spec, p)
     for n in spec.names:

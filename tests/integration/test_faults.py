@@ -130,7 +130,7 @@ def test_files_follow_the_umask(tmp_path):
 
     save_tensors(tmp_path / "t.safetensors", {"a": torch.zeros(2)})
     mode = (tmp_path / "t.safetensors").stat().st_mode & 0o777
-    assert mode == io._MODE and mode & 0o044, oct(mode)  # not mkstemp's 0600
+    assert mode == io.FILE_MODE and mode & 0o044, oct(mode)  # not mkstemp's 0600
 
 
 # ----------------------------------------------------------------------------- quarantine

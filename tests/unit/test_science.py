@@ -17,7 +17,7 @@ from lmc_core.train.loop import TrainingDiverged, train_copies
 
 from conftest import tiny_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def curves(values_by_pair: dict[int, dict[str, list[float]]], split="test") -> pd.DataFrame:
