@@ -28,7 +28,7 @@ from lmc_core.analysis import barrier as B
 from lmc_core.ensemble import copy_state
 from lmc_core.analysis.interpolate import interpolate_states
 from lmc_core.analysis.landscape import barrier_matrix
-from lmc_core.train.loop import resolve_device
+from lmc_core.train import resolve_device
 
 
 def main(argv=None):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from lmc_core.config import RunSpec, Seeds, TrainConfig, model_preset
-from lmc_core.train.loop import resolve_device, train_copies
+from lmc_core.train import resolve_device, train_copies
 
 
 class ReferenceLM(nn.Module):

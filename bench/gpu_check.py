@@ -14,7 +14,7 @@ import traceback
 import torch
 
 from lmc_core.config import RunSpec, Seeds, TrainConfig, model_preset
-from lmc_core.train.loop import train_copies
+from lmc_core.train import train_copies
 
 STUDIES = ("instability_init", "instability_spawn", "finetuning", "alignment", "generalization", "grokking")
 

@@ -21,7 +21,7 @@ import torch
 from lmc_core.data.vectors import VectorDataConfig, load_vectors
 from lmc_core.studies import alignment as study
 from lmc_core.studies.common import out_dirs, resolve_params
-from lmc_core.train.loop import resolve_device, train_copies
+from lmc_core.train import resolve_device, train_copies
 
 
 def sync(dev):

@@ -26,7 +26,7 @@ from lmc_core.runs.spawn import parent_checkpoints, spawn_children
 from lmc_core.studies import instability_spawn as study
 from lmc_core.studies.common import out_dirs, resolve_params
 from lmc_core.studies.instability_init import load_study_corpus
-from lmc_core.train.loop import resolve_device, train_copies
+from lmc_core.train import resolve_device, train_copies
 
 
 def sync(dev):
@@ -81,9 +81,8 @@ def main(argv=None):
             timed = jobs
         t = time.perf_counter()
         for k, s in timed:
-            state, opt, steps = parents[k]
-            train_copies(replace(spec, seeds=(s,)), corpus.train, dev, init_state=state, opt_state=opt,
-                         start_steps=steps, progress=False, log_every=100)
+            train_copies(replace(spec, seeds=(s,)), corpus.train, dev, start=parents[k], progress=False,
+                         log_every=100)
         sync(dev)
         t_loop_measured = time.perf_counter() - t
     all_steps = sum(T - k for k, _ in jobs)

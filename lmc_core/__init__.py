@@ -20,7 +20,7 @@ from .analysis.landscape import barrier_matrix, ece, plane, sharpness
 from .nn import DropoutSource
 from .models import EncoderClassifier, EncoderConfig, MLPConfig, StackedMLP, TransformerLM
 from .runs.store import RunStore, StoredRun
-from .train.loop import TrainingDiverged, TrainResult, resolve_device, train_copies
+from .train import TrainingDiverged, TrainResult, TrainState, resolve_device, train_copies
 
 __version__ = "0.1.0"
 
@@ -34,5 +34,5 @@ __all__ = [
     "copy_state", "extract", "model_from_state", "select_state", "stack", "stack_states", "EvalResult",
     "alpha_grid", "evaluate_state", "interpolate_states", "interpolation_curve", "CorruptFileError",
     "DropoutSource", "TransformerLM", "RunStore", "StoredRun", "TrainingDiverged", "TrainResult",
-    "resolve_device", "train_copies",
+    "resolve_device", "train_copies", "TrainState",
 ]

@@ -146,6 +146,18 @@ class Family(abc.ABC):
         """Parameters that never train (equal to their initialisation; the store rebuilds them)."""
         return set()
 
+    def complete_state(self, cfg, init_seeds: list[int], state: State, names: set[str] | None = None) -> State:
+        """`state` with the parameters it lacks (frozen ones, which the store does not keep) taken from the
+        initialisation of copies with these init seeds; the family's initialisation when `state` is empty.
+        names: the model's state keys, when the caller has the model already."""
+        if state and names is None:
+            names = set(self.build(cfg, 1).state_dict())
+        missing = (names or set()) - set(state)
+        if state and not missing:
+            return state
+        init = self.init(cfg, list(init_seeds))
+        return {n: (state[n] if n in state else init[n]) for n in init}
+
     def dropout(self, cfg) -> float:
         """Dropout probability of the model (0: no dropout masks are drawn)."""
         return float(getattr(cfg, "dropout", 0.0))

@@ -17,6 +17,7 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ import torch
 
 from ..config import CopySettings, RunSpec, config_hash, to_dict
 from ..ensemble import stack_states
-from .lock import run_lock
+from ..train import TrainState
+from .checkpoints import train_once, train_resumable
+from .layout import StoreLayout, checkpoint_path, ckpt_dir, load_checkpoint, save_checkpoint
 from .store import RunStore, StoredRun
 
 EXECUTORS = ("inprocess", "local", "slurm")
@@ -111,39 +114,40 @@ def run_pack(jobs: list[Job], store_root: str, device: str = "auto", progress: b
     store = RunStore(store_root)
     todo = [j for j in jobs if store.load(j.spec) is None]
     if todo:
-        key = hashlib.sha256("+".join(config_hash(j.spec) for j in todo).encode()).hexdigest()[:16]
-        pack_dir = store.root / f"pack-{key}"
-        with run_lock(pack_dir, what="pack of runs"):
-            todo = [j for j in todo if store.load(j.spec) is None]  # another process may have stored some
-            if todo:
-                spec = packed_spec(todo)
-                kw = {name: r.make() for name, r in todo[0].train_kwargs}
-                if todo[0].init is not None:
-                    kw["init_state"] = stack_states([todo[0].init.make()] * spec.k)
-                res = store.train(spec, todo[0].data.make(), device, progress, ckpt_dir=pack_dir / "ckpt", **kw)
-                c0 = 0
-                for j in todo:
-                    copies = list(range(c0, c0 + j.spec.k))
-                    for step in spec.train.checkpoints:  # each job keeps its slice of the requested checkpoints
-                        _slice_checkpoint(pack_dir / "ckpt", step, copies, store.path(j.spec) / "ckpt")
-                    store.put(j.spec, res, copies)
-                    c0 += j.spec.k
-        import shutil
+        pack_dir = store.layout.pack([store.path(j.spec) for j in todo])
 
-        shutil.rmtree(pack_dir / "ckpt", ignore_errors=True)
+        def load():  # another process may have stored some meanwhile
+            todo[:] = [j for j in todo if store.load(j.spec) is None]
+            return True if not todo else None
+
+        def train():
+            spec = packed_spec(todo)
+            kw = {name: r.make() for name, r in todo[0].train_kwargs}
+            start = None
+            if todo[0].init is not None:
+                start = TrainState(stack_states([todo[0].init.make()] * spec.k))
+            res = train_resumable(spec, todo[0].data.make(), device, ckpt_dir(pack_dir), progress, start=start, **kw)
+            c0 = 0
+            for j in todo:
+                copies = list(range(c0, c0 + j.spec.k))
+                for step in spec.train.checkpoints:  # each job keeps its slice of the requested checkpoints
+                    _slice_checkpoint(ckpt_dir(pack_dir), step, copies, ckpt_dir(store.path(j.spec)))
+                store.put(j.spec, res, copies)
+                c0 += j.spec.k
+            return True
+
+        train_once(pack_dir, load, train, "pack of runs")
+        shutil.rmtree(ckpt_dir(pack_dir), ignore_errors=True)
     return [str(store.path(j.spec)) for j in jobs]
 
 
 def _slice_checkpoint(src_dir: Path, step: int, copies: list[int], dest_dir: Path) -> None:
     """Copy the weights (no optimizer state) of `copies` from a pack's checkpoint at `step` into a job's folder."""
-    from .io import load_tensors, save_tensors
-    from ..train.loop import checkpoint_path
-
-    t, meta = load_tensors(checkpoint_path(src_dir, step))
+    ckpt = load_checkpoint(checkpoint_path(src_dir, step))
     idx = torch.as_tensor(copies, dtype=torch.long)
-    out = {n: v.index_select(0, idx) for n, v in t.items() if n.startswith("model.")}
-    out["steps"] = t["steps"].index_select(0, idx)
-    save_tensors(checkpoint_path(dest_dir, step), out, {"k": len(copies)})
+    part = TrainState({n: v.index_select(0, idx) for n, v in ckpt.state.items()}, {},
+                      [ckpt.steps[c] for c in copies])
+    save_checkpoint(checkpoint_path(dest_dir, step), part, len(copies), optimizer=False)
 
 
 def dispatch(jobs: list[Job], store_root: str | os.PathLike, executor: str = "inprocess", device: str = "auto",
@@ -170,7 +174,7 @@ def dispatch(jobs: list[Job], store_root: str | os.PathLike, executor: str = "in
     elif packs:
         import submitit
 
-        folder = Path(folder or Path(root) / "submitit")
+        folder = Path(folder or StoreLayout(root).submitit())
         if executor == "local":
             ex = submitit.LocalExecutor(folder=str(folder))
             ex.update_parameters(timeout_min=int((slurm or {}).get("timeout_min", 24 * 60)))
@@ -191,8 +195,3 @@ def dispatch(jobs: list[Job], store_root: str | os.PathLike, executor: str = "in
         r.trained_now = config_hash(j.spec) in missing
         out.append(r)
     return out
-
-
-def torch_threads() -> int:
-    """Threads torch uses in this process (for job resource requests)."""
-    return torch.get_num_threads()

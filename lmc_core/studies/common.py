@@ -116,7 +116,7 @@ def prepare(profiles: dict[str, dict], params: dict | None, *checks) -> Setup:
     """Resolve the parameters, run every check (before any data is loaded or anything trained) and set up
     the folders, the run store and the device."""
     from ..runs.store import RunStore
-    from ..train.loop import resolve_device
+    from ..train import resolve_device
 
     p = resolve_params(profiles, params)
     for check in checks:

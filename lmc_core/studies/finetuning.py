@@ -28,7 +28,6 @@ from ..families.encoder import TextDataConfig, encoder_config, text_examples
 from ..analysis.interpolate import alpha_grid, interpolate_states
 from ..analysis.metrics import METRIC_SCALE, UNITS
 from ..runs.store import RunStore
-from ..train.loop import checkpoint_path, load_checkpoint
 from .common import (StudyResult, check_alphas, check_positive, prepare, tensorboard_logs,
                      without_store)
 
@@ -176,7 +175,7 @@ def lm_part(p: dict, store: RunStore, cache_dir, device):
     pre, fine, scratch = lm_specs(p, len(corpus.vocab))
     P, F = p["pretrain_steps"], p["finetune_steps"]
     pretrained = store.get(pre, corpus.train, str(device), p["progress"])
-    mid = load_checkpoint(checkpoint_path(store.path(pre) / "ckpt", P // 2))[0]
+    mid = store.checkpoint(pre, P // 2)
     starts = {"end": (f"{config_hash(pre)}@{P}", pretrained.state), "mid": (f"{config_hash(pre)}@{P // 2}", mid)}
     k = fine.k
     runs, ft = [], {}
@@ -198,7 +197,7 @@ def lm_part(p: dict, store: RunStore, cache_dir, device):
                               init_state=stack_states([pretrained.state] * spec.k))
         runs.append({"model": "lm", "run": f"fine-tune on half {h} of the data", "copies": spec.k,
                      "trained_now": halves[h].trained_now, "store": halves[h].path})
-    step_mid = load_checkpoint(checkpoint_path(store.path(replace(fine, init_from=starts["end"][0])) / "ckpt", F // 2))[0]
+    step_mid = store.checkpoint(replace(fine, init_from=starts["end"][0]), F // 2)
 
     fam = family_of(fine.model)
     alphas = alpha_grid(p["alphas"])

@@ -27,7 +27,6 @@ from ..families import family_of
 from ..analysis.interpolate import alpha_grid
 from ..analysis.landscape import barrier_matrix, ece, matrix_key, pair_curves, plane, sharpness
 from ..runs.store import RunStore
-from ..train.loop import checkpoint_path, load_checkpoint
 from . import finetuning
 from .common import (StudyResult, check_alphas, check_positive, prepare, tensorboard_logs,
                      without_store)
@@ -118,9 +117,8 @@ def run(params: dict | None = None) -> StudyResult:
     ids = [r.path.name for r in done]
     alphas = alpha_grid(p["alphas"])
     ev = {k: fam.eval_examples(cfg, data[k], p["eval_tokens"]) for k in ("id", "ood")}
-    mdir = store.root / "matrices"
     mat = barrier_matrix(cfg, state, ev["id"], alphas, p["definition"], "loss", device,
-                         cache=mdir / f"{matrix_key(ids, F, p['eval_tokens'], alphas, p['definition'], 'loss')}.safetensors")
+                         cache=store.layout.matrix(matrix_key(ids, F, p["eval_tokens"], alphas, p["definition"], "loss")))
     cl = spectral_clusters(mat, p["clusters"], p["delta"], p["kmax"], seed=0)
     stab = stability(mat, cl, p["resamples"], seed=1) if cl.k > 1 else np.ones(p["resamples"])
     models = model_table(fam, cfg, state, ev, cl, device)
@@ -198,10 +196,10 @@ def dynamics(p, fam, cfg, store, done, examples, alphas, final, ckpts, ids, devi
     """Cluster membership of every model at each fine-tuning checkpoint (same k; labels matched to the end)."""
     rows = []
     for step in ckpts:
-        st = stack_states([load_checkpoint(checkpoint_path(r.path / "ckpt", step))[0] for r in done])
+        st = stack_states([store.checkpoint(r.spec, step) for r in done])
         key = matrix_key(ids, step, p["eval_tokens"], alphas, p["definition"], "loss")
         mat = barrier_matrix(cfg, st, examples, alphas, p["definition"], "loss", device,
-                             cache=store.root / "matrices" / f"{key}.safetensors")
+                             cache=store.layout.matrix(key))
         lab = spectral_clusters(mat, final.k, final.delta, seed=0).labels
         lab = match_labels(final.labels, lab)
         rows += [{"step": step, "model": i, "cluster": int(c), "mean_barrier": float(mat[i].sum() / (len(mat) - 1))}

@@ -21,7 +21,6 @@ from ..ensemble import copy_state
 from ..families import SeqClassConfig, family_of
 from ..analysis.interpolate import alpha_grid, interpolate_states
 from ..runs.store import RunStore
-from ..train.loop import checkpoint_path, load_checkpoint
 from .common import (StudyResult, check_alphas, check_positive, prepare, tensorboard_logs,
                      without_store)
 
@@ -160,7 +159,7 @@ def barrier_table(p: dict, spec: RunSpec, store: RunStore, run_, copies: pd.Data
     pspec = fam.perm_spec(spec.model)
     test = fam.eval_examples(spec.model, data["test"])
     alphas = alpha_grid(p["alphas"])
-    states = {s: load_checkpoint(checkpoint_path(store.path(spec) / "ckpt", s))[0] for s in spec.train.checkpoints}
+    states = {s: store.checkpoint(spec, s) for s in spec.train.checkpoints}
     states[spec.train.steps] = run_.state
     init = fam.init(spec.model, [s.init for s in spec.seeds])
     full = lambda st: {**{n: init[n] for n in init if n not in st}, **st}  # noqa: E731

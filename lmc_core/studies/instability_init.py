@@ -19,6 +19,7 @@ from ..analysis.interpolate import alpha_grid, interpolation_curve
 from ..publish.paths import resolve, shown
 from ..publish.tb import command as tb_command
 from ..publish.tb import write_history
+from ..runs.layout import tensorboard_dir
 from ..analysis.metrics import LABELS, METRICS, UNITS, barrier_table, fmt_spread, mean_se, unit_of, verdict
 from ..publish.plotting import COLORS, curves_figure, plt, threshold_line
 from .reference import PTB_STUDY_PPL_INSTABILITY_PCT
@@ -129,7 +130,7 @@ def run(params: dict | None = None) -> StudyResult:
                                        "train_tokens": corpus.train.numel(), "vocab": len(corpus.vocab),
                                        "eval_tokens": curves.tokens.iloc[0]}])
     if p["tensorboard"]:  # from the stored loss log: works for runs trained now and for cached ones
-        tb_dir = write_history(store.path(spec) / "tensorboard", run_.history)
+        tb_dir = write_history(tensorboard_dir(store.path(spec)), run_.history)
         res.tables["run"]["tensorboard"] = shown(tb_dir)
         res.tensorboard = tb_command(tb_dir)
     title_def = f"barrier: {p['definition']} ({DEFINITION_WORDS[p['definition']]})"

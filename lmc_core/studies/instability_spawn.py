@@ -20,10 +20,10 @@ from ..analysis.interpolate import alpha_grid, interpolation_curve
 from ..analysis.metrics import LABELS, METRICS, barrier_table, fmt_spread, mean_se, onset_of_stability, unit_of, verdict
 from ..publish.plotting import COLORS, plt, threshold_line
 from ..publish.paths import shown
-from ..runs.spawn import child_history, parent_dir, parent_identity, spawn_children
+from ..runs.layout import parent_identity, tensorboard_dir
+from ..runs.spawn import child_history, parent_checkpoint, parent_dir, spawn_children
 from ..publish.tb import command as tb_command
 from ..publish.tb import write_history
-from ..train.loop import checkpoint_path, load_checkpoint_full
 from .common import StudyResult, prepare
 from .instability_init import (DEFINITION_WORDS, STUDY_DEFAULTS, build_spec, check_params, load_study_corpus,
                                pair_seeds)
@@ -108,8 +108,8 @@ def run(params: dict | None = None) -> StudyResult:
                                        "copies": len(ks) * len(children), "device": str(device),
                                        "vocab": len(corpus.vocab), "eval_tokens": int(curves.tokens.iloc[0])}])
     if p["tensorboard"]:  # the parent's and every spawn point's loss logs, from the store
-        tb_dir = parent_dir(store, spec) / "tensorboard"
-        parent_log = load_checkpoint_full(checkpoint_path(parent_dir(store, spec) / "ckpt", max(ks)))[3]
+        tb_dir = tensorboard_dir(parent_dir(store, spec))
+        parent_log = parent_checkpoint(store, spec, max(ks)).log
         write_history(tb_dir / "parent", pd.DataFrame(parent_log, columns=["step", "copy", "loss", "lr"]))
         for k in ks:
             write_history(tb_dir / f"spawn-k{k}", child_history(store, spec, k, tuple(

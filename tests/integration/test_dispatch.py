@@ -6,8 +6,7 @@ from lmc_core.config import ConfigError, CopySettings, RunSpec, Seeds, TrainConf
 from lmc_core.data.vectors import VectorDataConfig
 from lmc_core.runs.dispatch import Job, Recipe, dispatch, pack
 from lmc_core.models.mlp import MLPConfig
-from lmc_core.runs.store import RunStore
-from lmc_core.train.loop import train_copies
+from lmc_core.train import train_copies
 
 
 def grid(lrs=(0.05, 0.1), seeds=(1, 2), steps=15):
@@ -28,13 +27,14 @@ def test_compatible_jobs_pack_into_one_ensemble_and_each_is_stored_alone(tmp_pat
     packs = pack(jobs + [Job(other, recipe(tmp_path))])
     assert [len(p) for p in packs] == [4, 1]
     calls = []
-    real = RunStore.train
+    import lmc_core.runs.dispatch as dispatch_module
+    real = dispatch_module.train_resumable
 
-    def spy(self, spec, *a, **kw):
+    def spy(spec, *a, **kw):
         calls.append(spec.k)
-        return real(self, spec, *a, **kw)
+        return real(spec, *a, **kw)
 
-    monkeypatch.setattr(RunStore, "train", spy)
+    monkeypatch.setattr(dispatch_module, "train_resumable", spy)
     runs = dispatch(jobs, tmp_path / "runs", "inprocess", "cpu", progress=False)
     assert calls == [4] and all(r.trained_now for r in runs)
     data = recipe(tmp_path).make()

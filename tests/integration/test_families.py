@@ -16,7 +16,8 @@ from lmc_core.train.fisher import fisher_penalty, sampled_labels
 from lmc_core.analysis.interpolate import alpha_grid, interpolation_curve
 from lmc_core.models.mlp import MLPConfig
 from lmc_core.runs.store import RunStore
-from lmc_core.train.loop import TrainingDiverged, train_copies
+from lmc_core.runs.checkpoints import train_resumable
+from lmc_core.train import TrainingDiverged, train_copies
 
 from conftest import tiny_model, tiny_spec
 
@@ -136,7 +137,7 @@ def test_monitored_accuracy_is_logged_during_training():
                    train=TrainConfig(steps=12, batch_size=len(data["train"]), optimizer="adamw", lr=1e-2,
                                      schedule="constant", clip_norm=None, eval_every=4),
                    seeds=(Seeds(1, 1, 1), Seeds(2, 2, 2)))
-    res = train_copies(spec, data["train"], "cpu", progress=False, monitor={"test": data["test"]})
+    res = train_resumable(spec, data["train"], "cpu", progress=False, monitor={"test": data["test"]})
     h = res.history.dropna(subset=["test_acc"])
     assert sorted(h.step.unique()) == [4, 8, 12] and h["copy"].nunique() == 2
     assert h.test_acc.between(0, 1).all()

@@ -16,9 +16,10 @@ from lmc_core.runs.io import StoreAccessError, load_tensors, quarantine, save_te
 from lmc_core.runs.lock import RunLockedError, run_lock
 from lmc_core.publish.outputs import Outputs
 from lmc_core.runs.store import RunStore
-from lmc_core.runs.spawn import child_key, parent_dir, spawn_children
+from lmc_core.runs.layout import child_key
+from lmc_core.runs.spawn import parent_dir, spawn_children
 from lmc_core.studies import instability_init as study
-from lmc_core.train.loop import train_copies
+from lmc_core.train import train_copies
 
 from conftest import tiny_spec
 

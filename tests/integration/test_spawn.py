@@ -7,9 +7,11 @@ import torch
 from lmc_core.config import Seeds
 from lmc_core.train.optim import lr_at
 from lmc_core.runs.store import RunStore
-from lmc_core.runs.spawn import group_spawn_points, parent_dir, spawn_children
+from lmc_core.runs.spawn import group_spawn_points, spawn_children
 from lmc_core.studies.instability_spawn import spawn_steps
-from lmc_core.train.loop import checkpoint_path, load_checkpoint, train_copies
+from lmc_core.runs.checkpoints import train_resumable
+from lmc_core.runs.spawn import parent_checkpoint, stack_optimizer_states
+from lmc_core.train import TrainState, train_copies
 
 from conftest import tiny_spec
 
@@ -24,10 +26,11 @@ def parent_spec(**kw):
 def test_parent_checkpoint_continues_exactly_with_optimizer_and_schedule(stream, tmp_path):
     spec = parent_spec()
     spawn_children(RunStore(tmp_path), spec, [0, 10], KIDS, stream, "cpu", progress=False)
-    state, opt, steps = load_checkpoint(checkpoint_path(parent_dir(RunStore(tmp_path), spec) / "ckpt", 10))
-    assert steps == [10] and any(n.startswith("momentum.") for n in opt)
+    parent = parent_checkpoint(RunStore(tmp_path), spec, 10)
+    assert parent.steps == [10] and any(n.startswith("momentum.") for n in parent.opt_state)
     whole = train_copies(spec, stream, "cpu", progress=False)
-    cont = train_copies(spec, stream, "cpu", progress=False, init_state=state, opt_state=opt, start_steps=steps)
+    cont = train_copies(spec, stream, "cpu", start=TrainState(parent.state, parent.opt_state, parent.steps),
+                        progress=False)
     assert all(torch.equal(whole.state[n], cont.state[n]) for n in whole.state)
     # the learning rate continues where the parent was (StepLR halves every 4 steps), not at the base rate
     first = cont.history[cont.history.step == 11].lr.iloc[0]
@@ -39,9 +42,9 @@ def test_child_in_multi_k_ensemble_equals_child_trained_alone(stream, tmp_path):
     out = spawn_children(RunStore(tmp_path), spec, [0, 5, 10], KIDS, stream, "cpu", progress=False)
     assert sorted(out) == [0, 5, 10] and out[5]["tok_emb"].shape[0] == 2
     for k in (0, 5, 10):
-        state, opt, steps = load_checkpoint(checkpoint_path(parent_dir(RunStore(tmp_path), spec) / "ckpt", k))
+        parent = parent_checkpoint(RunStore(tmp_path), spec, k)
         alone = train_copies(replace(spec, seeds=(KIDS[1],)), stream, "cpu", progress=False,
-                             init_state=state, opt_state=opt, start_steps=steps)
+                             start=TrainState(parent.state, parent.opt_state, parent.steps))
         for n, t in alone.state.items():
             torch.testing.assert_close(out[k][n][1:2], t, rtol=1e-5, atol=1e-6)
     assert not torch.equal(out[10]["tok_emb"][0], out[10]["tok_emb"][1])  # different SGD noise
@@ -54,13 +57,14 @@ def test_more_spawn_points_train_only_the_new_ones(stream, tmp_path, monkeypatch
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("spawn-*/final.safetensors")}
     calls = []
     import lmc_core.runs.spawn as sp
-    real = sp.train_copies
+    real = sp.train_resumable
 
     def spy(spec_, *a, **kw):
-        calls.append((spec_.k, kw.get("start_steps"), kw.get("until"), kw.get("resume_at_most")))
+        start = kw.get("start")
+        calls.append((spec_.k, start.steps if start else None, kw.get("until"), kw.get("resume_at_most")))
         return real(spec_, *a, **kw)
 
-    monkeypatch.setattr(sp, "train_copies", spy)
+    monkeypatch.setattr(sp, "train_resumable", spy)
     second = spawn_children(store, spec, [0, 8, 4], KIDS, stream, "cpu", progress=False)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # stored spawn points untouched
     assert all(torch.equal(first[0][n], second[0][n]) for n in first[0])
@@ -73,18 +77,16 @@ def test_more_spawn_points_train_only_the_new_ones(stream, tmp_path, monkeypatch
 def test_killed_spawn_ensemble_resumes_bit_exactly(stream, tmp_path):
     spec = parent_spec()
     spawn_children(RunStore(tmp_path), spec, [0, 6], KIDS, stream, "cpu", progress=False)
-    pdir = parent_dir(RunStore(tmp_path), spec) / "ckpt"
-    parents = [load_checkpoint(checkpoint_path(pdir, k)) for k in (0, 6)]
-    from lmc_core.runs.spawn import _stack_optimizer_states
+    parents = [parent_checkpoint(RunStore(tmp_path), spec, k) for k in (0, 6)]
     from lmc_core.ensemble import stack_states
-    init = stack_states([stack_states([p[0]] * 2) for p in parents])
-    opt = _stack_optimizer_states(parents, 2)
+    init = stack_states([stack_states([p.state] * 2) for p in parents])
+    opt = stack_optimizer_states(parents, 2)
     gspec = replace(spec, seeds=tuple(KIDS) * 2, train=replace(spec.train, save_every=3))
-    kw = dict(init_state=init, opt_state=opt, start_steps=[0, 0, 6, 6], progress=False)
-    whole = train_copies(gspec, stream, "cpu", **kw)
-    part = train_copies(gspec, stream, "cpu", ckpt_dir=tmp_path / "g", stop_after=8, **kw)
+    start = TrainState(init, opt, [0, 0, 6, 6])
+    whole = train_copies(gspec, stream, "cpu", start=start, progress=False)
+    part = train_resumable(gspec, stream, "cpu", tmp_path / "g", False, start=start, stop_after=8)
     assert part.steps == [8, 8, 14, 14]
-    again = train_copies(gspec, stream, "cpu", ckpt_dir=tmp_path / "g", **kw)
+    again = train_resumable(gspec, stream, "cpu", tmp_path / "g", False, start=start)
     assert again.steps == [20] * 4
     assert all(torch.equal(whole.state[n], again.state[n]) for n in whole.state)
 

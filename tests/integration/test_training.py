@@ -7,7 +7,8 @@ from lmc_core.ensemble import copy_state, extract, stack, stack_states
 from lmc_core.models import TransformerLM
 from lmc_core.nn import DropoutSource
 from lmc_core.train.optim import StackedOptimizer, clip_per_copy, lr_at
-from lmc_core.train.loop import TrainingDiverged, train_copies
+from lmc_core.runs.checkpoints import train_resumable
+from lmc_core.train import TrainingDiverged, train_copies
 
 from conftest import tiny_model, tiny_spec
 
@@ -110,9 +111,9 @@ def test_gradient_accumulation_uses_distinct_micro_batches(stream):
 def test_resume_is_bit_exact(stream, tmp_path):
     spec = tiny_spec([Seeds(0, 1, 2), Seeds(0, 3, 4)], steps=12, save_every=4, momentum=0.9)
     whole = train_copies(spec, stream, "cpu", progress=False).state
-    part = train_copies(spec, stream, "cpu", ckpt_dir=tmp_path, progress=False, stop_after=6)
+    part = train_resumable(spec, stream, "cpu", tmp_path, progress=False, stop_after=6)
     assert part.steps == [6, 6]
-    resumed = train_copies(spec, stream, "cpu", ckpt_dir=tmp_path, progress=False)  # from step 4
+    resumed = train_resumable(spec, stream, "cpu", tmp_path, progress=False)  # from step 4
     assert resumed.steps == [12, 12]
     assert same(whole, resumed.state)
 
@@ -120,7 +121,7 @@ def test_resume_is_bit_exact(stream, tmp_path):
 def test_divergence_stops_with_advice(stream, tmp_path):
     spec = tiny_spec(steps=30, lr=1e12, clip_norm=None, save_every=1)
     with pytest.raises(TrainingDiverged, match="(?i)lower lr"):
-        train_copies(spec, stream, "cpu", ckpt_dir=tmp_path, progress=False, log_every=1)
+        train_resumable(spec, stream, "cpu", tmp_path, progress=False, log_every=1)
     assert list(tmp_path.glob("resume-*.safetensors")), "checkpoints before the divergence must be kept"
 
 
@@ -148,7 +149,7 @@ def test_gpt_presets_build_and_tie_weights():
 
 
 def test_tensorboard_logging(stream, tmp_path):
-    train_copies(tiny_spec(steps=3), stream, "cpu", progress=False, log_every=1, tensorboard_dir=tmp_path)
+    train_resumable(tiny_spec(steps=3), stream, "cpu", progress=False, log_every=1, tensorboard_dir=tmp_path)
     assert list(tmp_path.glob("events.out.tfevents.*"))
 
 

@@ -112,10 +112,6 @@ def test_alignment_knows_no_model():
             assert not any(t.startswith(("lmc_core.models", "lmc_core.families", "lmc_core.config")) for t in targets), m
 
 
-import pytest  # noqa: E402
-
-
-@pytest.mark.xfail(strict=True, reason="the loop is split into callbacks in the next commit")
 def test_the_training_loop_fits_in_a_reader_s_mind():
     tree = ast.parse((PKG / "train" / "loop.py").read_text())
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train_copies")

@@ -16,7 +16,7 @@ from lmc_core.analysis.interpolate import interpolate_states
 from lmc_core.config import RunSpec, Seeds, TrainConfig, config_hash, to_dict
 from lmc_core.ensemble import copy_state, extract, stack
 from lmc_core.families import ABILITIES, FAMILIES, FamilyAbilityError, StackedModel, family_of, spec_from_dict
-from lmc_core.train.loop import train_copies
+from lmc_core.train import train_copies
 
 FAMS = {f.name: f for f in FAMILIES}
 

@@ -110,7 +110,7 @@ def test_run_store_returns_cached_run_without_training(stream, tmp_path, monkeyp
     def boom(*a, **k):
         raise AssertionError("trained again although the run is stored")
 
-    monkeypatch.setattr("lmc_core.runs.store.train_copies", boom)
+    monkeypatch.setattr("lmc_core.runs.store.train_resumable", boom)
     again = store.get(spec, stream, "cpu", progress=False)
     assert not again.trained_now
     assert all(torch.equal(first.state[n], again.state[n]) for n in first.state)

@@ -13,7 +13,7 @@ from lmc_core.families import family_of
 from lmc_core.analysis.interpolate import alpha_grid, interpolation_curve
 from lmc_core.analysis.landscape import barrier_matrix, ece, plane, sharpness
 from lmc_core.models.mlp import MLPConfig
-from lmc_core.train.loop import train_copies
+from lmc_core.train import train_copies
 
 
 def blocks(sizes=(8, 4), within=0.05, between=1.0, seed=0):

@@ -13,7 +13,7 @@ from lmc_core.config import Seeds
 from lmc_core.analysis.metrics import METRICS, barrier_table, verdict
 from lmc_core.studies.reference import FRANKLE_RESNET20_ONSET_PCT, FRANKLE_THRESHOLD_PCT, PTB_STUDY_PPL_INSTABILITY_PCT
 from lmc_core.runs.store import RunStore
-from lmc_core.train.loop import TrainingDiverged, train_copies
+from lmc_core.train import TrainingDiverged, train_copies
 
 from conftest import tiny_spec
 

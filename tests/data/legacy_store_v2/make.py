@@ -7,9 +7,9 @@ torch.set_num_threads(1)
 from lmc_core.config import RunSpec, Seeds, TrainConfig, CopySettings, model_preset, config_hash
 from lmc_core.data.vectors import VectorDataConfig
 from lmc_core.models.mlp import MLPConfig
-from lmc_core.runs.store import RunStore
-from lmc_core.runs.spawn import spawn_children, child_key, parent_dir
-from lmc_core.runs.dispatch import Job, Recipe, dispatch
+from lmc_core.runs import RunStore
+from lmc_core.spawn import spawn_children, child_key, parent_dir
+from lmc_core.dispatch import Job, Recipe, dispatch
 
 out = Path(sys.argv[1]); shutil.rmtree(out, ignore_errors=True)
 store = RunStore(out)
