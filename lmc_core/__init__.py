@@ -8,7 +8,7 @@ from .align import activation_matching, apply_permutation, weight_matching
 from .analysis.cluster import spectral_clusters
 from .config import (MODEL_PRESETS, ConfigError, CopySettings, DataConfig, ModelConfig, RunSpec, Seeds, TrainConfig,
                      config_hash, model_preset)
-from .data import Corpus, DataUnavailableError, LMBatches, Vocab, load_corpus
+from .data import Corpus, DataUnavailableError, Vocab, load_corpus
 from .ensemble import copy_state, extract, model_from_state, select_state, stack, stack_states
 from .analysis.interpolate import EvalResult, alpha_grid, evaluate_state, interpolate_states, interpolation_curve
 from .runs.dispatch import Job, Recipe
@@ -30,7 +30,7 @@ __all__ = [
     "plane", "sharpness", "EncoderClassifier", "EncoderConfig", "MLPConfig", "StackedMLP",
     "BARRIER_DEFINITIONS", "STABILITY_THRESHOLD_PCT", "all_barriers", "instability", "is_stable",
     "MODEL_PRESETS", "ConfigError", "DataConfig", "ModelConfig", "RunSpec", "Seeds", "TrainConfig",
-    "config_hash", "model_preset", "Corpus", "DataUnavailableError", "LMBatches", "Vocab", "load_corpus",
+    "config_hash", "model_preset", "Corpus", "DataUnavailableError", "Vocab", "load_corpus",
     "copy_state", "extract", "model_from_state", "select_state", "stack", "stack_states", "EvalResult",
     "alpha_grid", "evaluate_state", "interpolate_states", "interpolation_curve", "CorruptFileError",
     "DropoutSource", "TransformerLM", "RunStore", "StoredRun", "TrainingDiverged", "TrainResult",

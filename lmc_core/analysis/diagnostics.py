@@ -22,11 +22,6 @@ def sparsity(hidden: list[torch.Tensor]) -> np.ndarray:
     return per_layer.mean(0).numpy()
 
 
-def sparsity_per_layer(hidden: list[torch.Tensor]) -> np.ndarray:
-    """Fraction of zero activations [L, K] per hidden layer and copy."""
-    return torch.stack([(h == 0).float().mean(dim=(1, 2)) for h in hidden]).numpy()
-
-
 def activation_entropy(hidden: list[torch.Tensor]) -> np.ndarray:
     """Per-copy activation entropy [K]: per layer, the mean over examples of the entropy of softmax over
     units; summed over layers."""

@@ -55,7 +55,7 @@ def barrier_matrix(cfg, state: State, examples, alphas, definition: str = "subch
     None picks 1 on a CPU (measured: batching more pairs is slower there, bench/barrier_matrix.py) and 16
     on a GPU."""
     if pairs_per_batch is None:
-        pairs_per_batch = 16 if str(device).startswith("cuda") else 1
+        pairs_per_batch = 16 if torch.device(device).type == "cuda" else 1
     m = next(iter(state.values())).shape[0]
     if cache is not None and Path(cache).exists():
         try:

@@ -20,9 +20,8 @@ __all__ = [
     "Vocab",
     "char_tokenize",
     "word_tokenize",
-    "LMBatches",
     "windows",
 ]
 
 # --- batching / loaders (lmc_core.data.loader): imports added by the loader's author below
-from .loader import LMBatches, windows
+from .loader import windows

@@ -108,7 +108,7 @@ def packed_spec(jobs: list[Job]) -> RunSpec:
     return replace(jobs[0].spec, seeds=tuple(seeds), per_copy=tuple(per_copy))
 
 
-def run_pack(jobs: list[Job], store_root: str, device: str = "auto", progress: bool = False) -> list[str]:
+def run_pack(jobs: list[Job], store_root: str, device: str | torch.device = "auto", progress: bool = False) -> list[str]:
     """Train the jobs of one pack that are not stored yet, as one ensemble, and store each job on its own.
     Idempotent: returns the store folders of all the jobs."""
     store = RunStore(store_root)
@@ -150,7 +150,7 @@ def _slice_checkpoint(src_dir: Path, step: int, copies: list[int], dest_dir: Pat
     save_checkpoint(checkpoint_path(dest_dir, step), part, len(copies), optimizer=False)
 
 
-def dispatch(jobs: list[Job], store_root: str | os.PathLike, executor: str = "inprocess", device: str = "auto",
+def dispatch(jobs: list[Job], store_root: str | os.PathLike, executor: str = "inprocess", device: str | torch.device = "auto",
              progress: bool = True, max_copies: int = 256, slurm: dict | None = None,
              folder: str | os.PathLike | None = None) -> list[StoredRun]:
     """Train every job that is not stored yet (packed into ensembles), with the chosen executor, and return all

@@ -37,7 +37,7 @@ def parent_dir(store: RunStore, spec: RunSpec) -> Path:
 
 
 def parent_checkpoints(store: RunStore, spec: RunSpec, ks: list[int], tokens: torch.Tensor,
-                       device: str = "auto", progress: bool = True) -> dict[int, TrainState]:
+                       device: str | torch.device = "auto", progress: bool = True) -> dict[int, TrainState]:
     """The training state (weights, optimizer state, steps, loss log) of the single-copy parent at every spawn
     step in ks.
 
@@ -130,7 +130,7 @@ def child_history(store: RunStore, spec: RunSpec, k: int, seeds: tuple[Seeds, ..
 
 
 def spawn_children(store: RunStore, spec: RunSpec, ks: list[int], child_seeds: list[Seeds],
-                   tokens: torch.Tensor, device: str = "auto", progress: bool = True,
+                   tokens: torch.Tensor, device: str | torch.device = "auto", progress: bool = True,
                    max_idle: float = 0.25) -> dict[int, State]:
     """Weights [len(child_seeds), ...] of the copies spawned at each k and trained to T.
 

@@ -64,7 +64,7 @@ class RunStore:
         state = family_of(spec.model).complete_state(spec.model, [s.init for s in spec.seeds], r.state)
         return StoredRun(spec, state, r.opt_state, r.steps, r.history, d, False, r.diverged, r.dynamics)
 
-    def get(self, spec: RunSpec, train_data=None, device: str = "auto", progress: bool = True, *,
+    def get(self, spec: RunSpec, train_data=None, device: str | torch.device = "auto", progress: bool = True, *,
             init_state: State | None = None, monitor: dict | None = None, dynamics: str | None = None,
             stop_after: int | None = None) -> StoredRun:
         """Load the run if stored, else train it (resuming from its checkpoints) and store it.

@@ -142,7 +142,7 @@ def run(params: dict | None = None) -> StudyResult:
     grids = {opt: mlp_spec_of(p, data_cfg, opt, d_in, n_classes) for opt in p["optimizers"]}
     jobs = {opt: grid_jobs(spec, copies, recipe) for opt, (spec, copies) in grids.items()}
     # every optimizer's grid is one pack (one ensemble); each (lr, lambda, pair) is stored on its own
-    done = dispatch([j for js in jobs.values() for j in js], store.root, p["executor"], str(device), p["progress"],
+    done = dispatch([j for js in jobs.values() for j in js], store.root, p["executor"], device, p["progress"],
                     slurm=p["slurm"])
     rows, curves, runs = [], [], []
     i = 0
@@ -271,7 +271,7 @@ def lm_part(p: dict, store: RunStore, cache_dir, device, alphas):
                         save_every=max(p["lm_steps"] // 4, 1))
     seeds = tuple(Seeds(init=s, data=s, dropout=s) for s in range(1, 2 * p["lm_pairs"] + 1))
     spec = RunSpec(model=model, data=DataConfig(level=p["lm_level"]), train=train, seeds=seeds)
-    run_ = store.get(spec, corpus.train, device=str(device), progress=p["progress"])
+    run_ = store.get(spec, corpus.train, device=device, progress=p["progress"])
     fam = family_of(model)
     test = fam.eval_examples(model, corpus.test, p["lm_eval_tokens"])
     tokens = windows(corpus.train, model.context, p["lm_match_tokens"])[:, :-1][None]

@@ -70,9 +70,38 @@ def figure_title(fig) -> str:
     return " ".join(t.split())
 
 
+def merge_overrides(params: dict) -> dict:
+    """The parameters with their `overrides` entry merged in: a mapping, or a YAML/JSON string as papermill's
+    `-p overrides '{"pairs": 3}'` delivers it. A key given both ways with different values is an error that names
+    it (a notebook passes its named parameters and `overrides` together)."""
+    params = dict(params)
+    overrides = params.pop("overrides", None)
+    if overrides is None or overrides == "":
+        return params
+    if isinstance(overrides, str):
+        import yaml
+
+        try:
+            overrides = yaml.safe_load(overrides)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"overrides={overrides!r} is not a YAML/JSON mapping ({str(e).splitlines()[0]}); write "
+                              """it like -p overrides '{"pairs": 3, "steps": 2000}'""") from None
+        overrides = {} if overrides is None else overrides
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"overrides={overrides!r} must be a mapping of parameter names to values, e.g. "
+                          """{"pairs": 3} (papermill: -p overrides '{"pairs": 3}')""")
+    clash = sorted(k for k in overrides if k in params and params[k] != overrides[k])
+    if clash:
+        both = ", ".join(f"{k}: {params[k]!r} as a parameter, {overrides[k]!r} in overrides" for k in clash)
+        raise ConfigError(f"{both}. Set each parameter once: in the notebook's parameters cell (papermill -p "
+                          f"{clash[0]} ...) or in overrides, not both")
+    return {**params, **overrides}
+
+
 def resolve_params(profiles: dict[str, dict], params: dict | None) -> dict:
-    """Profile defaults overlaid with the given parameters; unknown names or profiles are errors."""
-    params = dict(params or {})
+    """Profile defaults overlaid with the given parameters (an `overrides` entry merged in, see merge_overrides);
+    unknown names or profiles are errors."""
+    params = merge_overrides(dict(params or {}))
     profile = params.get("profile", COMMON["profile"])
     if profile not in profiles:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {list(profiles)}")

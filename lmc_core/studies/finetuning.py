@@ -174,17 +174,17 @@ def lm_part(p: dict, store: RunStore, cache_dir, device):
     corpus = load_corpus("shakespeare", level="char", cache_dir=str(cache_dir))
     pre, fine, scratch = lm_specs(p, len(corpus.vocab))
     P, F = p["pretrain_steps"], p["finetune_steps"]
-    pretrained = store.get(pre, corpus.train, str(device), p["progress"])
+    pretrained = store.get(pre, corpus.train, device, p["progress"])
     mid = store.checkpoint(pre, P // 2)
     starts = {"end": (f"{config_hash(pre)}@{P}", pretrained.state), "mid": (f"{config_hash(pre)}@{P // 2}", mid)}
     k = fine.k
     runs, ft = [], {}
     for name, (ident, state) in starts.items():
         spec = replace(fine, init_from=ident)
-        ft[name] = store.get(spec, corpus.valid, str(device), p["progress"], init_state=stack_states([state] * k))
+        ft[name] = store.get(spec, corpus.valid, device, p["progress"], init_state=stack_states([state] * k))
         runs.append({"model": "lm", "run": f"fine-tune from pretraining step {ident.split('@')[1]}", "copies": k,
                      "trained_now": ft[name].trained_now, "store": ft[name].path})
-    sc = store.get(scratch, corpus.valid, str(device), p["progress"])
+    sc = store.get(scratch, corpus.valid, device, p["progress"])
     runs.append({"model": "lm", "run": "from scratch", "copies": k, "trained_now": sc.trained_now, "store": sc.path})
     runs.insert(0, {"model": "lm", "run": "pretraining", "copies": 1, "trained_now": pretrained.trained_now,
                     "store": pretrained.path})
@@ -193,7 +193,7 @@ def lm_part(p: dict, store: RunStore, cache_dir, device):
     for h, stream in ((1, corpus.valid[:half]), (2, corpus.valid[half:])):
         spec = replace(fine, data=DataConfig(level="char", part=f"valid:{h}/2"), init_from=starts["end"][0],
                        seeds=fine.seeds[: p["lm_pairs"]], train=replace(fine.train, checkpoints=()))
-        halves[h] = store.get(spec, stream, str(device), p["progress"],
+        halves[h] = store.get(spec, stream, device, p["progress"],
                               init_state=stack_states([pretrained.state] * spec.k))
         runs.append({"model": "lm", "run": f"fine-tune on half {h} of the data", "copies": spec.k,
                      "trained_now": halves[h].trained_now, "store": halves[h].path})
@@ -247,7 +247,7 @@ def encoder_part(p: dict, store: RunStore, device):
     runs, trained = [], {}
 
     def get(name, spec, train_data, dynamics=False):
-        r = store.get(spec, train_data, str(device), p["progress"], monitor={"test": tests[spec.data.task]},
+        r = store.get(spec, train_data, device, p["progress"], monitor={"test": tests[spec.data.task]},
                       dynamics="test" if dynamics else None)
         runs.append({"model": "encoder", "run": f"MiniLM {name}", "copies": spec.k, "trained_now": r.trained_now,
                      "store": r.path})

@@ -110,7 +110,7 @@ def run(params: dict | None = None) -> StudyResult:
                 Recipe.of("lmc_core.studies.generalization:pretrained_state", store_root=str(store.root),
                           cache_dir=str(cache_dir), params=pre_params))
             for i in range(p["models"])]
-    done = dispatch(jobs, store.root, p["executor"], str(device), p["progress"], slurm=p["slurm"])
+    done = dispatch(jobs, store.root, p["executor"], device, p["progress"], slurm=p["slurm"])
     cfg = fine.model
     fam = family_of(cfg)
     state = stack_states([r.state for r in done])

@@ -97,7 +97,7 @@ def run(params: dict | None = None) -> StudyResult:
     p, fig_dir, store, _, device = prepare(PROFILES, params, check_params)
     data = modular_data(ModularDataConfig(p=p["p"], train_frac=p["train_frac"], seed=p["data_seed"]))
     spec, copies = grid_spec(p, len(data["train"]))
-    run_ = store.get(spec, data["train"], str(device), p["progress"], monitor={"train": data["train"], "test": data["test"]})
+    run_ = store.get(spec, data["train"], device, p["progress"], monitor={"train": data["train"], "test": data["test"]})
     hist = run_.history
     curves = (hist.dropna(subset=["test_acc"]).merge(copies, on="copy")
               [["copy", "weight_decay", "fisher", "seed", "step", "train_acc", "test_acc", "train_loss", "test_loss",

@@ -109,7 +109,7 @@ def run(params: dict | None = None) -> StudyResult:
     p, fig_dir, store, cache_dir, device = prepare(PROFILES, params, check_params)
     corpus, steps = load_study_corpus(p, cache_dir)
     spec = build_spec(p, len(corpus.vocab), steps)
-    run_ = store.get(spec, corpus.train, device=str(device), progress=p["progress"])
+    run_ = store.get(spec, corpus.train, device=device, progress=p["progress"])
 
     alphas = alpha_grid(p["alphas"])
     splits = {"train": corpus.train, "test": corpus.test}

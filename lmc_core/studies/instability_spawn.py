@@ -81,7 +81,7 @@ def run(params: dict | None = None) -> StudyResult:
     p, fig_dir, store, cache_dir, device = prepare(PROFILES, params, check_params, check_spawn)
     corpus, T = load_study_corpus(p, cache_dir)
     ks, spec, children = sweep(p, len(corpus.vocab), T)
-    states = spawn_children(store, spec, ks, children, corpus.train, str(device), p["progress"])
+    states = spawn_children(store, spec, ks, children, corpus.train, device, p["progress"])
 
     alphas = alpha_grid(p["alphas"])
     splits = {"train": corpus.train, "test": corpus.test}

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from lmc_core.publish.reports import (INDEX_NAME, figure_titles, is_progress_line, read_summary, repo_root,
-                              run_notebooks, write_index)
+from lmc_core.publish.paths import repo_root
+from lmc_core.publish.report_html import figure_titles, is_progress_line, read_summary
+from lmc_core.publish.report_index import INDEX_NAME, write_index
+from lmc_core.publish.reports import run_notebooks
 
 ROOT = repo_root()
 NOTEBOOK = "01"

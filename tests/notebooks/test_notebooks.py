@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from lmc_core.publish.reports import list_notebooks, repo_root, run_notebooks
+from lmc_core.publish.paths import repo_root
+from lmc_core.publish.reports import list_notebooks, run_notebooks
 
 ROOT = repo_root()
 NOTEBOOKS = list_notebooks(ROOT)

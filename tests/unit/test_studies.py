@@ -66,3 +66,26 @@ def test_grokking_claim_leaves_out_settings_that_never_fit_the_training_set():
     text, numbers = describe(grok, pd.DataFrame(), p)
     assert numbers["unfit"] == 1 and "never fit the training set" in text and "wd 4, λ 0" in text
     assert numbers["claims"]["weight_decay"] == {"rho_mean": -1.0, "agree": 1, "slices": 1}
+
+
+def test_overrides_arrive_as_papermill_delivers_them():
+    from lmc_core.studies.common import merge_overrides
+
+    named = {"profile": "smoke", "device": "auto", "pairs": 4}
+    assert merge_overrides({**named, "overrides": {"steps": 10}}) == {**named, "steps": 10}
+    assert merge_overrides({**named, "overrides": '{"steps": 10, "lr": 0.5}'})["lr"] == 0.5  # -p overrides '...'
+    assert merge_overrides({**named, "overrides": "steps: 10"})["steps"] == 10  # YAML
+    assert merge_overrides({**named, "overrides": {"pairs": 4}}) == named  # the same value twice is no conflict
+    assert merge_overrides({**named, "overrides": ""}) == named
+    with pytest.raises(ConfigError, match=r"device: 'auto' as a parameter, 'cpu' in overrides.*once"):
+        merge_overrides({**named, "overrides": {"device": "cpu"}})
+    with pytest.raises(ConfigError, match="mapping"):
+        merge_overrides({**named, "overrides": "[1, 2]"})
+    with pytest.raises(ConfigError, match="YAML/JSON"):
+        merge_overrides({**named, "overrides": "{pairs: [1,"})
+
+
+def test_a_notebook_passing_overrides_beside_named_parameters_gets_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="device"):
+        run(tmp_path, device="auto", overrides={"device": "cpu"})
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
