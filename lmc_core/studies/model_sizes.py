@@ -74,7 +74,7 @@ PROFILES = {
     "quick": {**STUDY_DEFAULTS, "sizes": ["tinygpt", "toygpt", "compactgpt"], "tokenizer": "bpe", "bpe_vocab": 4096,
               "recipes": {"tinygpt": {"steps": 2000, "warmup": 200}, "toygpt": {"steps": 1500, "warmup": 150},
                           "compactgpt": {"steps": 150, "warmup": 15, "batch": 8, "context": 32}},
-              "lr": 3e-3, "min_lr": 3e-4, "alphas": 11, "eval_chars": 40000, "eval_batch": 32, "ft_model": "ours"},
+              "lr": 3e-3, "min_lr": 3e-4, "alphas": 11, "eval_chars": 16000, "eval_batch": 32, "ft_model": "ours"},
     # the study: all five sizes at its step counts, 30 alphas, whole splits; one GPU (bf16, the ensemble trainer)
     "paper": dict(STUDY_DEFAULTS),
 }
