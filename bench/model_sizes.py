@@ -147,7 +147,7 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models", nargs="+", default=["toygpt", "compactgpt"])
     ap.add_argument("--ks", type=int, nargs="+", default=[6], help="ensemble sizes (6 = notebook 07's 3 pairs)")
-    ap.add_argument("--steps", type=int, default=0, help="timed steps per measurement (0: 30 ToyGPT, 3 others)")
+    ap.add_argument("--steps", type=int, default=0, help="timed steps per measurement (0: 30 ToyGPT, 5 others)")
     ap.add_argument("--vocab", type=int, default=4096, help="BPE vocabulary (quick: 4096; GPT-2's: 50257)")
     ap.add_argument("--batch", type=int, default=32, help="windows per copy-step (the study: 32)")
     ap.add_argument("--loop-copies", type=int, default=2, help="copies actually trained by each loop")
@@ -164,7 +164,7 @@ def main(argv=None):
     print("| model | how | K | copy-steps/s | vs study's loop |\n|---|---|---|---|---|")
     for name in a.models:
         cfg = model_preset(name, vocab_size=a.vocab)
-        steps = a.steps or (30 if name in ("tinygpt", "toygpt") else 3)
+        steps = a.steps or (30 if name in ("tinygpt", "toygpt") else 5)
         loop = loop_rate(cfg, steps, a.batch, dev, a.loop_copies, a.bf16)
         print(f"| {name} (context {cfg.context}) | one copy after another (plain PyTorch GPT, torch.optim) | any | "
               f"{loop:.2f} | 1.00x |", flush=True)

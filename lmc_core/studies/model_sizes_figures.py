@@ -108,7 +108,7 @@ def barrier_vs_params(summary: pd.DataFrame, p: dict):
     for ax, metric in zip(axes, ("loss", "error")):
         for j, split in enumerate(("train", "eval")):
             key = f"{split}_{metric}"
-            for fine, marker in ((False, "o-"), (True, "*")):
+            for fine, marker in ((False, "o"), (True, "*")):
                 g = summary[(summary.start == "pretrained") == fine].sort_values("params")
                 if g.empty:
                     continue
@@ -120,14 +120,18 @@ def barrier_vs_params(summary: pd.DataFrame, p: dict):
                 rows += [{"size": r.size, "start": r.start, "params": r.params, "split": split, "metric": metric,
                           "instability": r[f"{key}_instability"], "low": r[f"{key}_low"], "high": r[f"{key}_high"],
                           "verdict": r[f"{key}_verdict"], "unit": r[f"{key}_unit"]} for _, r in g.iterrows()]
-        for _, r in summary[summary.start != "pretrained"].iterrows():
-            ax.annotate(name(r["size"]), (r.params, ax.get_ylim()[1]), fontsize=7, ha="center", va="top")
+        for i, (_, r) in enumerate(summary[summary.start != "pretrained"].sort_values("params").iterrows()):
+            top = np.nanmax([r[f"{s}_{metric}_high"] if np.isfinite(r[f"{s}_{metric}_high"]) else
+                             r[f"{s}_{metric}_instability"] for s in ("train", "eval")])
+            ax.annotate(name(r["size"]), (r.params, top), xytext=(8 if i % 2 else -8, 6), textcoords="offset points",
+                        fontsize=7, ha="left" if i % 2 else "right")
         threshold_line(ax, unit="%" if metric == "loss" else "points")
         ax.set_xscale("log")
         ax.set_xlabel("parameters per model (log scale)")
         ax.set_ylabel(f"{LABELS[metric]} instability ({UNITS[METRIC_SCALE[metric]]})")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]), top=ax.get_ylim()[1] * 1.12)
+        ax.legend(fontsize=7, loc="best", framealpha=0.9)
     fig.suptitle(f"Instability at initialisation across model sizes, barrier `{d}` ({p['profile']} profile; "
                  "95 % intervals over pairs)", fontsize=10)
     fig.tight_layout()
@@ -174,17 +178,19 @@ def gap_figure(summary: pd.DataFrame, p: dict):
     labels = [name(s) for s in summary["size"]]
     axes[0].bar(x - 0.2, summary.train_loss_endpoints, 0.4, color=SPLIT_COLOR["train"], label="train")
     axes[0].bar(x + 0.2, summary.eval_loss_endpoints, 0.4, color=SPLIT_COLOR["eval"], label="eval")
-    axes[0].plot(x, summary.unigram_entropy, "k_", ms=30, mew=2, label="unigram entropy of the training text")
+    axes[0].hlines(summary.unigram_entropy, x - 0.42, x + 0.42, colors="k", lw=2,
+                   label="unigram entropy of the training text")
     axes[0].set_ylabel("cross-entropy at the endpoints (nats/token)")
     gap = summary.gap.to_numpy(float)
     err = np.abs(np.vstack([gap - summary.gap_low.to_numpy(float), summary.gap_high.to_numpy(float) - gap]))
     axes[1].bar(x, gap, 0.6, yerr=np.nan_to_num(err), capsize=4, color="gray")
     axes[1].axhline(0, color="k", lw=0.8)
-    axes[1].set_ylabel("eval − train loss at the endpoints (nats/token)")
+    axes[1].set_ylabel("eval − train loss (nats/token)")
     for ax in axes:
         ax.set_xticks(x, labels, fontsize=7, rotation=20, ha="right")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower left", framealpha=0.9)
+    axes[0].set_ylim(0, 1.3 * float(np.nanmax(np.r_[summary.eval_loss_endpoints, summary.unigram_entropy])))
+    axes[0].legend(fontsize=7, loc="upper left", ncol=3, framealpha=0.9)
     fig.suptitle(f"Do the models overfit? Endpoint losses and the train/eval gap ({p['profile']} profile; 95 % "
                  "intervals over pairs)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
@@ -252,7 +258,8 @@ def describe(summary: pd.DataFrame, sizes: pd.DataFrame, p: dict, tok: str, ft: 
     lines = [f"**Profile `{p['profile']}`: {len(ladder)} sizes, {p['pairs']} pairs per size (each pair from its own "
              f"initialisation, the two copies differing only in data order); TinyGPT at character level, the others "
              f"with {tok_words}; barrier `{d}`; 95 % bootstrap intervals over pairs.**", "",
-             "| model | parameters (study) | steps (study) | train / eval loss at the endpoints | eval − train gap "
+             "| model | parameters (study) | steps (study) | train / eval loss at the endpoints (unigram entropy) "
+             "| eval − train gap "
              "| train-loss instability | eval-loss instability | eval-error barrier |",
              "|---|---|---|---|---|---|---|---|"]
     srow = sizes.set_index("size")
@@ -261,7 +268,8 @@ def describe(summary: pd.DataFrame, sizes: pd.DataFrame, p: dict, tok: str, ft: 
         study_p = f"{s.study_params / 1e6:.2f}M" if np.isfinite(s.study_params) else "–"
         gap = f"{r.gap:.2f} [{r.gap_low:.2f}, {r.gap_high:.2f}]" if np.isfinite(r.gap_low) else f"{r.gap:.2f}"
         lines.append(f"| {name(r['size'])} | {r.params / 1e6:.3f}M ({study_p}) | {s.steps} ({s.study_steps:g}) | "
-                     f"{r.train_loss_endpoints:.2f} / {r.eval_loss_endpoints:.2f} | {gap} | {_fmt(r, 'train_loss')} "
+                     f"{r.train_loss_endpoints:.2f} / {r.eval_loss_endpoints:.2f} ({r.unigram_entropy:.2f}) | {gap} | "
+                     f"{_fmt(r, 'train_loss')} "
                      f"| {_fmt(r, 'eval_loss')} | {_fmt(r, 'eval_error')} |")
     lines.append("")
     untrained = [name(s) for s in ladder[~ladder.trained]["size"]]
