@@ -1,0 +1,134 @@
+"""Fault injection, one test per kind of fault (issue "Hardening III"): numbers that must not be wrong, work that
+must not be lost, input refused before any work in words a user can act on. Runs in CI in well under 2 minutes."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from lmc_core.analysis.cluster import spectral_clusters, stability
+from lmc_core.analysis.interpolate import alpha_grid, interpolate_states
+from lmc_core.analysis.landscape import barrier_matrix, ece, plane, sharpness
+from lmc_core.config import ConfigError, CopySettings, TrainConfig
+from lmc_core.ensemble import copy_state
+from lmc_core.families import get
+
+
+# --------------------------------------------------------------------------- 1. half-precision weight arithmetic
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_interpolation_is_exact_at_the_endpoints_and_for_a_model_with_itself(dtype):
+    g = torch.Generator().manual_seed(0)
+    a = {"w": (torch.randn(1, 320, 320, generator=g) * 3).to(dtype), "b": torch.full((1, 4), 3.0, dtype=dtype)}
+    b = {"w": (torch.randn(1, 320, 320, generator=g) * 3).to(dtype), "b": torch.full((1, 4), -1.0, dtype=dtype)}
+    alphas = alpha_grid(11)
+    same = interpolate_states(a, a, alphas)
+    assert all(torch.equal(same[n][i], a[n][0]) for n in a for i in range(11))  # 3.0 stays 3.0 (bf16: not 2.984375)
+    path = interpolate_states(a, b, alphas)
+    assert torch.equal(path["w"][0], a["w"][0]) and torch.equal(path["w"][-1], b["w"][0])
+    # every entry within half an ulp of the exact (1 - alpha) a + alpha b (plus the float64 intermediate, 2^-29 ulp)
+    idx = torch.randint(0, 320, (400, 2), generator=g)
+    for i in (1, 3, 5, 7):
+        x = Fraction(float(alphas[i]))
+        for j, k in idx.tolist():
+            got = path["w"][i, j, k]
+            exact = (1 - x) * Fraction(a["w"][0, j, k].item()) + x * Fraction(b["w"][0, j, k].item())
+            up = torch.nextafter(got, torch.tensor(float("inf"), dtype=dtype))
+            down = torch.nextafter(got, torch.tensor(float("-inf"), dtype=dtype))
+            g_ = Fraction(got.float().item())
+            ulp = Fraction(up.float().item()) - g_ if exact > g_ else g_ - Fraction(down.float().item())
+            assert abs(Fraction(got.float().item()) - exact) <= ulp * Fraction(1, 2) * (1 + Fraction(1, 2 ** 20))
+
+
+def test_float64_to_half_precision_rounds_once():
+    from lmc_core.analysis.interpolate import round_once
+
+    x = torch.tensor([1 + 2 ** -8 + 2 ** -40, 1 + 2 ** -8, -(1 + 3 * 2 ** -8 + 2 ** -45)], dtype=torch.float64)
+    assert round_once(x, torch.bfloat16).tolist() == [1 + 2 ** -7, 1.0, -(1 + 2 ** -6)]  # torch's .to: 1.0 twice
+    h = torch.tensor([1 + 2 ** -11 + 2 ** -40], dtype=torch.float64)
+    assert round_once(h, torch.float16).item() == 1 + 2 ** -10
+
+
+def test_integer_tensors_are_never_blended():
+    a = {"w": torch.zeros(1, 3), "ids": torch.arange(3)[None]}
+    path = interpolate_states(a, {"w": torch.ones(1, 3), "ids": torch.arange(3)[None]}, [0.0, 0.5, 1.0])
+    assert path["ids"].dtype == torch.int64 and torch.equal(path["ids"][1], torch.arange(3))
+    with pytest.raises(ValueError, match="ids is an integer tensor"):
+        interpolate_states(a, {"w": torch.ones(1, 3), "ids": torch.tensor([[0, 2, 1]])}, [0.0, 1.0])
+
+
+# --------------------------------------------------------------------------- 2. results from parameters outside their domain
+@pytest.mark.parametrize("kw, match", [
+    (dict(bins=0), "bins"), (dict(bins=-3), "bins"), (dict(bins=2.5), "bins"),
+    (dict(confidence=[1.2, 0.3]), r"\[0, 1\]"), (dict(confidence=[float("nan"), 0.3]), "NaN"),
+    (dict(confidence=[], correct=[]), "length"), (dict(correct=[2, 0]), "0/1"),
+])
+def test_ece_refuses_what_it_cannot_measure(kw, match):
+    args = {"confidence": [0.9, 0.3], "correct": [1, 0], **kw}
+    with pytest.raises((ValueError, ConfigError), match=match):
+        ece(args["confidence"], args["correct"], **({"bins": kw["bins"]} if "bins" in kw else {}))
+
+
+def test_ece_of_a_calibrated_toy_is_what_the_formula_gives():
+    # two bins: confidences 0.25 (1 of 4 right) and 0.75 (3 of 4 right): perfectly calibrated
+    assert ece([0.25] * 4 + [0.75] * 4, [1, 0, 0, 0, 1, 1, 1, 0], bins=2) == pytest.approx(0.0)
+    assert ece([0.9, 0.9], [0, 0], bins=10) == pytest.approx(0.9)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    fam = get("mlp")
+    ex = fam.example()
+    return fam, ex.cfg, fam.init(ex.cfg, [1, 2, 3]), ex.examples
+
+
+@pytest.mark.parametrize("kw, match", [(dict(eps=0.0), "eps"), (dict(eps=-0.01), "eps"), (dict(eps=float("inf")), "eps"),
+                                       (dict(lr=0.0), "lr")])
+def test_sharpness_refuses_an_empty_or_inverted_box(mlp, kw, match):
+    fam, cfg, state, ex = mlp
+    batches = [{n: t[None] for n, t in ex.tensors.items()}]
+    with pytest.raises(ConfigError, match=match):
+        sharpness(cfg, state, batches, **kw)
+    with pytest.raises(ValueError, match="at least one"):
+        sharpness(cfg, state, [])
+
+
+def test_planes_refuse_identical_and_collinear_models(mlp):
+    fam, cfg, state, ex = mlp
+    a, b = copy_state(state, 0), copy_state(state, 1)
+    with pytest.raises(ValueError, match="identical"):
+        plane(cfg, a, a, b, ex, points=3)
+    mid = {n: 0.5 * (a[n] + b[n]) for n in a}
+    with pytest.raises(ValueError, match="lies on the line"):
+        plane(cfg, a, b, mid, ex, points=3)
+    with pytest.raises(ConfigError, match="points"):
+        plane(cfg, a, b, copy_state(state, 2), ex, points=1)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(definition="area"), "definition"), (dict(metric="ppl"), "metric"),
+                                       (dict(alphas=[0.0, 0.5]), "from 0 to 1"), (dict(pairs_per_batch=0), "pairs_per_batch")])
+def test_barrier_matrices_check_their_settings(mlp, kw, match):
+    fam, cfg, state, ex = mlp
+    args = {"alphas": alpha_grid(3), **kw}
+    with pytest.raises((ValueError, ConfigError), match=match):
+        barrier_matrix(cfg, state, ex, **args)
+
+
+def test_clustering_refuses_non_finite_barriers_and_impossible_k():
+    d = np.array([[0, 1, 2], [1, 0, np.nan], [2, np.nan, 0]])
+    with pytest.raises(ValueError, match=r"non-finite entry at \(1, 2\)"):
+        spectral_clusters(d)
+    good = np.array([[0, 1, 2], [1, 0, 2], [2, 2, 0]], dtype=float)
+    with pytest.raises(ConfigError, match="k="):
+        spectral_clusters(good, k=5)
+    with pytest.raises(ConfigError, match="resamples"):
+        stability(good, spectral_clusters(good, k=2), resamples=0)
+
+
+@pytest.mark.parametrize("bad", [dict(fisher=float("inf")), dict(lr=float("nan")), dict(weight_decay=-1.0)])
+def test_per_copy_settings_are_finite(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        CopySettings(**bad).validate()
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        TrainConfig(**bad).validate()
