@@ -145,7 +145,8 @@ class TrainConfig:
     diverge_factor: float = 2.0
     on_divergence: str = "stop"  # "stop": raise TrainingDiverged | "freeze": freeze that copy, finish the others
     # Fisher penalty lambda * ||grad of the mean batch loss||^2 (double backward; Jastrzebski et al. 2021):
-    # "sampled" labels drawn from the model's own prediction (trace of the Fisher), "empirical" true labels
+    # "sampled" labels drawn from the model's own prediction (trace of the Fisher), "empirical" true labels;
+    # with accum > 1, the mean over micro-batches of ||grad of the micro-batch loss||^2
     fisher: float = 0.0
     fisher_mode: str = "sampled"
     fisher_every: int = 1  # apply the penalty every n steps

@@ -132,3 +132,99 @@ def test_per_copy_settings_are_finite(bad):
         CopySettings(**bad).validate()
     with pytest.raises(ConfigError, match=next(iter(bad))):
         TrainConfig(**bad).validate()
+
+
+# --------------------------------------------------------------------------- 3. recovery that is not exact
+def test_a_run_with_corrupt_weights_is_recomputed_bit_for_bit_even_when_its_checkpoints_lack_the_optimizer(tmp_path):
+    from dataclasses import replace
+
+    from lmc_core.config import RunSpec, Seeds
+    from lmc_core.runs.store import RunStore
+
+    fam = get("seqcls")
+    ex = fam.example()
+    spec = RunSpec(model=ex.cfg, data=ex.data, seeds=(Seeds(1, 2, 3), Seeds(4, 5, 6)),
+                   train=TrainConfig(steps=12, batch_size=8, optimizer="adamw", lr=1e-2, schedule="constant",
+                                     checkpoints=(4, 8), store_optimizer=False, save_every=3))
+    store = RunStore(tmp_path)
+    first = store.get(spec, ex.examples, "cpu", progress=False)
+    final = store.path(spec) / "final.safetensors"
+    data = bytearray(final.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
+    final.write_bytes(bytes(data))
+    again = store.get(spec, ex.examples, "cpu", progress=False)
+    assert again.trained_now
+    for n, t in first.state.items():
+        assert torch.equal(t, again.state[n]), n
+    # a stateless optimizer (plain SGD) may resume from such a checkpoint: it is still exact
+    sgd = replace(spec, train=replace(spec.train, optimizer="sgd", lr=0.1, momentum=0.0, clip_norm=None))
+    one = store.get(sgd, ex.examples, "cpu", progress=False)
+    (store.path(sgd) / "final.safetensors").write_bytes(b"garbage")
+    two = store.get(sgd, ex.examples, "cpu", progress=False)
+    assert all(torch.equal(one.state[n], two.state[n]) for n in one.state)
+
+
+# --------------------------------------------------------------------------- 4. stale derived outputs
+def test_tensorboard_logs_follow_the_history_they_were_written_from(tmp_path):
+    import pandas as pd
+
+    from lmc_core.publish.tb import write_history
+
+    short = pd.DataFrame({"step": [1, 2], "copy": [0, 0], "loss": [2.0, 1.5], "lr": [0.1, 0.1]})
+    longer = pd.DataFrame({"step": [1, 2, 3], "copy": [0, 0, 0], "loss": [2.0, 1.5, 1.2], "lr": [0.1, 0.1, 0.1]})
+    write_history(tmp_path, short)
+    events = sorted(tmp_path.rglob("events.out.tfevents.*"))
+    write_history(tmp_path, short)  # the same log: nothing written
+    assert sorted(tmp_path.rglob("events.out.tfevents.*")) == events
+    write_history(tmp_path, longer)  # 40 -> 60 steps: the logs are replaced, never left stopping at the old end
+    new = sorted(tmp_path.rglob("events.out.tfevents.*"))
+    assert new and new != events and len(new) == 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(new[0].parent))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------- 5. the Fisher penalty sees the loss's masks
+@pytest.mark.parametrize("mode", ["generator", "hash"])
+def test_the_fisher_penalty_forward_replays_the_loss_forward_dropout_masks(mode):
+    from lmc_core.nn import DropoutSource
+
+    fam = get("lm")
+    ex = fam.example()
+    model = fam.model_from_state(ex.cfg, fam.init(ex.cfg, [1, 2]))
+    batch = {"tokens": ex.examples["tokens"][:6][None]}
+    drop = DropoutSource([7, 8], [3, 3], "cpu", mode=mode, record=True)
+    with torch.no_grad():
+        first, _ = fam.outputs(model, batch, drop)
+        again, _ = fam.outputs(model, batch, drop.replay())
+        sub, _ = fam.outputs(model, {"tokens": batch["tokens"][:, :2]}, drop.replay())
+        fresh, _ = fam.outputs(model, batch, DropoutSource([7, 8], [3, 3], "cpu", mode=mode))
+    assert torch.equal(first, again)
+    assert torch.equal(sub, first[:, : sub.shape[1]])  # a sub-batch keeps its examples' masks
+    if mode == "generator":
+        assert torch.equal(fresh, first)  # a new source with the same seeds and steps draws the same masks
+
+
+def test_an_encoder_copy_keeps_its_dropout_masks_whatever_the_other_copies_batches_are():
+    from dataclasses import replace
+
+    from lmc_core.nn import DropoutSource
+
+    fam = get("encoder")
+    ex = fam.example()
+    cfg = replace(ex.cfg, dropout=0.3, attention_dropout=0.3)
+    state = fam.init(cfg, [1, 1])
+    model = fam.model_from_state(cfg, state)
+    ids = ex.examples["input_ids"][:4]
+    mask = torch.ones_like(ids)
+    mask[:, 5:] = 0  # copy 0's batch is at most 5 tokens long: alone it is trimmed to 5 ...
+    full = torch.ones_like(ids)  # ... but copy 1's batch fills all 8, so the shared trim keeps 8
+    batch = {"input_ids": torch.stack([ids * mask, ids]), "attention_mask": torch.stack([mask, full]),
+             "labels": ex.examples["labels"][:4][None]}
+    alone = {"input_ids": (ids * mask)[None], "attention_mask": mask[None], "labels": batch["labels"]}
+    with torch.no_grad():
+        both, _ = fam.outputs(model, batch, DropoutSource([5, 5], [2, 2], "cpu"))
+        one, _ = fam.outputs(fam.model_from_state(cfg, copy_state(state, 0)), alone, DropoutSource([5], [2], "cpu"))
+    torch.testing.assert_close(both[0], one[0], rtol=1e-5, atol=1e-6)
