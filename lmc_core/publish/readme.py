@@ -24,6 +24,10 @@ def summary_blocks(readme: str) -> dict[str, str]:
 def render(readme: str, figures_dir: Path) -> str:
     """The README with every summary block replaced by the summary file of its notebook (blocks whose
     summary file does not exist are left as they are)."""
+    from .outputs import complete_swaps
+
+    complete_swaps(figures_dir)  # never read a figure set half swapped
+
     def repl(m: re.Match) -> str:
         f = Path(figures_dir) / f"{m.group(2)}_summary.md"
         if not f.exists():

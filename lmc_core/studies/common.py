@@ -58,7 +58,7 @@ class StudyResult:
         figures = [{"file": f"{name}.png", "title": figure_title(fig)} for name, fig in self.figures.items()]
         self.outputs.json(f"{prefix}_summary.json", {"profile": self.params.get("profile"), "headline": self.headline,
                                                     "figures": figures, **self.numbers})
-        self.files = self.outputs.commit(fig_dir)
+        self.files = self.outputs.commit(fig_dir, prefix)
         return self.files
 
 
@@ -122,7 +122,7 @@ def out_dirs(p: dict) -> tuple[Path, Path, Path]:
     store = resolve(p["store_dir"], "runs")
     cache = resolve(p["cache_dir"], Path("data") / "cache")
     for path, name in ((figures, "figures_dir"), (store, "store_dir"), (cache, "cache_dir")):
-        check_output_dir(path, name)
+        check_output_dir(path, name, writable=name != "store_dir")  # reading finished runs needs no write access
     return figures, store, cache
 
 

@@ -3,6 +3,7 @@ must not be lost, input refused before any work in words a user can act on. Runs
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +229,148 @@ def test_an_encoder_copy_keeps_its_dropout_masks_whatever_the_other_copies_batch
         both, _ = fam.outputs(model, batch, DropoutSource([5, 5], [2, 2], "cpu"))
         one, _ = fam.outputs(fam.model_from_state(cfg, copy_state(state, 0)), alone, DropoutSource([5], [2], "cpu"))
     torch.testing.assert_close(both[0], one[0], rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- 6. the figure set is swapped as a whole
+def _figure_set(tag: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from lmc_core.publish.outputs import Outputs
+
+    out = Outputs()
+    for name in ("01_a", "01_b", "01_c"):
+        fig, ax = plt.subplots()
+        ax.plot([0, tag])
+        out.figure(name, fig, pd.DataFrame({"x": [tag]}))
+        plt.close(fig)
+    out.text("01_summary.md", f"run {tag}\n")
+    return out
+
+
+def test_an_interruption_at_every_step_of_the_swap_leaves_one_whole_set(tmp_path, monkeypatch):
+    import os
+
+    from lmc_core.publish.outputs import complete_swaps
+
+    def files(d):
+        return {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+
+    want = tmp_path / "want"  # the second set, swapped in without interruption
+    _figure_set(2).commit(want, "01")
+    (want / "02_other.csv").write_text("another notebook's file\n")
+    new = files(want)
+    out = tmp_path / "out"
+    _figure_set(1).commit(out, "01")
+    (out / "01_old_extra.csv").write_text("from an older version of the study\n")
+    (out / "02_other.csv").write_text("another notebook's file\n")
+    old = files(out)
+    second = _figure_set(2)
+
+    class Interrupted(BaseException):
+        pass
+
+    real_replace = os.replace
+    # os.replace call 0 puts the journal in place (atomic_write); calls 1.. rename the staged files
+    for cut in range(len(second.names) + 1):
+        calls = {"n": 0}
+
+        def replace(src, dst, _cut=cut):
+            if calls["n"] == _cut:
+                raise Interrupted()
+            calls["n"] += 1
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+        with pytest.raises(Interrupted):
+            second.commit(out, "01")
+        monkeypatch.setattr(os, "replace", real_replace)
+        complete_swaps(out)  # what every reader does first
+        assert files(out) == (old if cut == 0 else new), f"interrupted at rename {cut}"
+        assert not list(out.glob(".swap-*")) and not list(out.glob(".staging-*"))
+        for p in list(out.iterdir()):  # back to the first set for the next cut
+            p.unlink()
+        for name, data in old.items():
+            (out / name).write_bytes(data)
+
+
+def test_a_failure_before_the_journal_leaves_the_old_set(tmp_path, monkeypatch):
+    from lmc_core.publish import outputs as outputs_module
+
+    _figure_set(1).commit(tmp_path, "01")
+    old = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+
+    def no_journal(path, write):
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(outputs_module, "atomic_write", no_journal)
+    with pytest.raises(KeyboardInterrupt):
+        _figure_set(2).commit(tmp_path, "01")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == old
+    assert not list(tmp_path.glob(".staging-*"))
+
+
+# --------------------------------------------------------------------------- 7. a read-only store can be read
+def test_finished_runs_in_a_read_only_store_are_used_without_writing(tmp_path, monkeypatch):
+    import os
+
+    from lmc_core.runs import checkpoints, io
+    from lmc_core.studies import instability_init as study
+
+    store = tmp_path / "store"
+    params = {"profile": "smoke", "pairs": 1, "store_dir": str(store), "progress": False}
+    study.run({**params, "figures_dir": str(tmp_path / "f1")})
+    real_access, real_atomic = os.access, io.atomic_write
+
+    def access(path, mode, *a, **k):  # the store (as another user's, or a read-only mount) is not writable
+        if str(path).startswith(str(store)) and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *a, **k)
+
+    def atomic(path, write):
+        assert not str(path).startswith(str(store)), f"wrote into the read-only store: {path}"
+        return real_atomic(path, write)
+
+    def no_lock(*a, **k):
+        raise AssertionError("a finished run needs no lock")
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(io, "atomic_write", atomic)
+    monkeypatch.setattr(checkpoints, "run_lock", no_lock)
+    res = study.run({**params, "figures_dir": str(tmp_path / "f2")})
+    assert (tmp_path / "f2" / "01_summary.md").exists() and not res.tables["run"]["trained_now"].any()
+
+
+# --------------------------------------------------------------------------- 9/10. library errors and papermill strings
+def test_a_grid_for_slurm_on_a_machine_without_slurm_is_refused_in_words_before_any_work(tmp_path, monkeypatch):
+    import shutil
+
+    from lmc_core.runs.dispatch import check_executor, dispatch
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="executor='slurm' needs a SLURM cluster.*'local'"):
+        dispatch([], tmp_path, "slurm")
+    assert not any(tmp_path.iterdir())
+    assert check_executor("local", '{"partition": "gpu", "timeout_min": 240}') == {"partition": "gpu",
+                                                                                   "timeout_min": 240}
+    assert check_executor("inprocess", "") == {} and check_executor("inprocess", None) == {}
+    with pytest.raises(ConfigError, match="slurm=.*mapping"):
+        check_executor("local", "[1, 2]")
+    with pytest.raises(ConfigError, match="YAML/JSON"):
+        check_executor("local", "{partition: [gpu")
+
+
+def test_every_job_of_a_grid_is_checked_before_the_first_trains(tmp_path):
+    from lmc_core.config import RunSpec, Seeds
+    from lmc_core.runs.dispatch import Job, Recipe, dispatch
+
+    ex = get("mlp").example()
+    good = RunSpec(model=ex.cfg, data=ex.data, train=TrainConfig(steps=2, batch_size=4), seeds=(Seeds(1, 1, 1),))
+    bad = RunSpec(model=ex.cfg, data=ex.data, train=TrainConfig(steps=2, batch_size=4), seeds=(Seeds(2, 2, 2),),
+                  per_copy=(CopySettings(fisher=float("inf")),))
+    with pytest.raises(ConfigError, match="fisher"):
+        dispatch([Job(good, Recipe.of("no.such:data")), Job(bad, Recipe.of("no.such:data"))], tmp_path)
+    assert not any(tmp_path.iterdir())
