@@ -374,3 +374,31 @@ def test_every_job_of_a_grid_is_checked_before_the_first_trains(tmp_path):
     with pytest.raises(ConfigError, match="fisher"):
         dispatch([Job(good, Recipe.of("no.such:data")), Job(bad, Recipe.of("no.such:data"))], tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- 12/13. what people see
+def test_reports_drop_the_colab_cell_and_the_repository_comes_from_the_git_remote(tmp_path):
+    import subprocess
+
+    import nbformat
+
+    from lmc_core.publish.colab import COLAB_CELL
+    from lmc_core.publish.readme import github_repository, repository
+    from lmc_core.publish.report_html import tidy_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(COLAB_CELL + ' (elsewhere this cell does nothing)\nraise RuntimeError("x")'),
+                nbformat.v4.new_code_cell("print(1)")]
+    tidy_notebook(nb, "smoke", tmp_path)
+    assert [c.source for c in nb.cells] == ["print(1)"]
+    for url, want in [("https://github.com/someone/lmc.git", "someone/lmc"), ("git@github.com:someone/lmc.git",
+                       "someone/lmc"), ("https://github.com/a-b/c.d/", "a-b/c.d"), ("/srv/git/lmc", ""),
+                      ("https://gitlab.com/a/b", "")]:
+        assert github_repository(url) == want, url
+    (tmp_path / "pyproject.toml").write_text("[tool.lmc_core]\nrepository = \"\"\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert repository(tmp_path) == ""
+    subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin", "git@github.com:owner/name.git"], check=True)
+    assert repository(tmp_path) == "owner/name"
+    (tmp_path / "pyproject.toml").write_text("[tool.lmc_core]\nrepository = \"set/explicitly\"\n")
+    assert repository(tmp_path) == "set/explicitly"
