@@ -402,3 +402,24 @@ def test_reports_drop_the_colab_cell_and_the_repository_comes_from_the_git_remot
     assert repository(tmp_path) == "owner/name"
     (tmp_path / "pyproject.toml").write_text("[tool.lmc_core]\nrepository = \"set/explicitly\"\n")
     assert repository(tmp_path) == "set/explicitly"
+
+
+# --------------------------------------------------------------------------- 14. first use
+def test_the_command_line_answers_help_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.argv = ['lmc_core', '--help']\n"
+            "try:\n    runpy.run_module('lmc_core', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().endswith("NO-TORCH"), out.stdout + out.stderr
+    assert "figures" in out.stdout and "profiles" in out.stdout
+
+
+def test_every_public_name_resolves():
+    import lmc_core
+
+    assert all(getattr(lmc_core, n) is not None for n in lmc_core.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        lmc_core.nope  # noqa: B018
