@@ -321,7 +321,7 @@ def test_finished_runs_in_a_read_only_store_are_used_without_writing(tmp_path, m
     from lmc_core.studies import instability_init as study
 
     store = tmp_path / "store"
-    params = {"profile": "smoke", "pairs": 1, "store_dir": str(store), "progress": False}
+    params = {"profile": "smoke", "inits": 1, "variant": None, "store_dir": str(store), "progress": False}
     study.run({**params, "figures_dir": str(tmp_path / "f1")})
     real_access, real_atomic = os.access, io.atomic_write
 
