@@ -21,6 +21,7 @@ from ..families import family_of
 from ..families.encoder import TASKS, TextDataConfig, encoder_config, text_examples
 from ..runs.store import RunStore
 from .common import check_alphas, check_positive
+from .comparison_rows import curve_frame, pair_rows
 
 MODES = ("full", "adapter", "lora")
 MODE_NAMES = {"full": "full", "adapter": "adapter", "lora": "LoRA"}
@@ -95,8 +96,6 @@ def endpoint_state(spec: RunSpec, run, chance: float) -> dict:
 def encoder_part(p: dict, store: RunStore, device):
     """The encoder comparisons, the forgetting analysis and where the endpoints ended (main task enc_task,
     second task enc_task2)."""
-    from .finetuning import curve_frame, pair_rows
-
     t1, t2 = p["enc_task"], p["enc_task2"]
     data = {t: text_examples(TextDataConfig(task=t, max_length=p["max_length"])) for t in (t1, t2)}
     tests = {t: d["test"].head(p["enc_eval"]) for t, d in data.items()}
