@@ -44,7 +44,7 @@ def _alphas(alphas) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _eval_mode(*models: nn.Module):
+def eval_mode(*models: nn.Module):
     """Every module in eval mode inside the block; each submodule's own mode restored afterwards."""
     modes = [[(m, m.training) for m in model.modules()] for model in models]
     try:
@@ -57,7 +57,8 @@ def _eval_mode(*models: nn.Module):
                 m.training = t
 
 
-def _check_pair(model_a: nn.Module, model_b: nn.Module) -> None:
+def check_pair(model_a: nn.Module, model_b: nn.Module) -> None:
+    """Raise TypeError/ValueError unless both are modules of one class with the same parameter names and shapes."""
     if not isinstance(model_a, nn.Module) or not isinstance(model_b, nn.Module):
         raise TypeError(f"linear_path takes two torch.nn.Module models; got {type(model_a).__name__} and "
                         f"{type(model_b).__name__}")
@@ -253,7 +254,7 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     argument for models of different architectures, unusable data, BatchNorm without train_data and unequal
     integer buffers.
     """
-    _check_pair(model_a, model_b)
+    check_pair(model_a, model_b)
     al = _alphas(alphas)
     splits = data if D.is_split_dict(data) else {"eval": data}
     cfg = family_config(model_a)
@@ -273,7 +274,7 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     chunk = max(1, min(len(al), (memory_mb << 20) // per_alpha))
     rows: dict[str, list] = {s: [None] * len(al) for s in splits}
     mode = "batched" if batched else "one alpha at a time"
-    with _eval_mode(model_a, model_b):
+    with eval_mode(model_a, model_b):
         for c0 in range(0, len(al), chunk):
             idx = list(range(c0, min(len(al), c0 + chunk)))
             params, bufs = plan.at(al[idx])
@@ -311,14 +312,14 @@ def path_outputs(model_a: nn.Module, model_b: nn.Module, batch: Any, alphas=3, b
     """Outputs [len(alphas), ...] of the interpolated models on one batch (a tensor, a tuple (x, ...) or a dict of
     model inputs), in eval mode; parameters and differing floating-point buffers (BatchNorm statistics included)
     are interpolated. batched: one vmap call, else one alpha at a time."""
-    _check_pair(model_a, model_b)
+    check_pair(model_a, model_b)
     al = _alphas(alphas)
     plan = _Plan(model_a, model_b, "interpolate", None, [])
     b = D.parse_batch(batch, "batch")
     ev = _Evaluator(model_a, None, None, None)
     params, bufs = plan.at(al)
     fixed = {n: t for n, t in plan.fixed.items() if n not in bufs}
-    with _eval_mode(model_a, model_b):
+    with eval_mode(model_a, model_b):
         if batched:
             return torch.func.vmap(lambda p, bf: ev.call(p, {**fixed, **bf}, b))(params, bufs)
         return torch.stack([ev.call({n: t[i] for n, t in params.items()},
