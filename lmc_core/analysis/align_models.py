@@ -9,52 +9,20 @@ change is reported, a failing spec refused naming its parameters), and both mode
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
 
-from ..align import PermutationSpec, Permutations, activation_matching, apply_permutation, weight_matching
+from ..align import PermutationSpec, activation_matching, apply_permutation, weight_matching
 from ..align.auto import ModuleSpec, auto_spec
-from ..align.check import SpecCheck, check_finite, check_spec
+from ..align.check import check_finite, check_spec
 from . import path_data as D
+from .alignment_result import Alignment
 from .paths import check_pair, eval_mode, family_config
 
 METHODS = ("weight", "activation")
-
-
-@dataclass
-class Alignment:
-    """The result of align_models.
-
-    model: B with its units permuted into A's order (a new module of B's class; B is unchanged).
-    perms: the permutation of every group (unit i of A is paired with unit perms[g][i] of B).
-    spec: the ModuleSpec used. method: "weight" or "activation". log: weight matching's MatchInfo (sweeps,
-    objective per sweep, seconds) or activation matching's mean correlation of the matched units per group.
-    check: the spec check on A (max output change under a random permutation). max_diff_b: the largest change
-    of B's outputs on the sample after the permutation (rounding only). notes: what stayed in place.
-    """
-
-    model: nn.Module
-    perms: Permutations
-    spec: ModuleSpec
-    method: str
-    log: Any
-    check: SpecCheck
-    max_diff_b: float
-    notes: list = field(default_factory=list)
-
-    def text(self) -> str:
-        """What was done, in words."""
-        g = len(self.spec.spec.groups)
-        how = (f"weight matching: {self.log.sweeps} sweeps, objective {self.log.objective[0]:.4g} -> "
-               f"{self.log.objective[-1]:.4g}" if self.method == "weight" else
-               "activation matching: mean correlation of matched units " +
-               ", ".join(f"{k} {v:.3f}" for k, v in self.log.items()))
-        return (f"{g} permutation groups; spec check: {self.check.text()}; {how}; B's outputs after permuting moved "
-                f"by {self.max_diff_b:.2e}." + "".join(f" Note: {n}" for n in self.notes))
 
 
 def _inputs(sample) -> tuple[tuple, dict]:
@@ -127,10 +95,11 @@ def align_models(model_a: nn.Module, model_b: nn.Module, sample: Any, method: st
     check_finite(sd_a, "model_a")
     check_finite(sd_b, "model_b")
     cfg = family_config(model_a)
-    if cfg is not None and spec is None:
+    if cfg is not None:
         from .family_align import family_alignment
 
-        return family_alignment(cfg, model_a, model_b, sample, method, seed, max_sweeps)
+        return family_alignment(cfg, model_a, model_b, sample, method, seed, max_sweeps,
+                                spec.spec if isinstance(spec, ModuleSpec) else spec)
     args, kwargs = _inputs(sample)
     ms = _as_module_spec(spec, model_a, sample)
     a, b = ms.stacked(sd_a), ms.stacked(sd_b)

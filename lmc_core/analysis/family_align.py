@@ -8,16 +8,16 @@ from ..align.auto import ModuleSpec
 from ..align.check import check_spec
 from ..families import family_of
 from . import path_data as D
+from .alignment_result import Alignment
 
 
-def family_alignment(cfg, model_a, model_b, sample, method: str, seed: int, max_sweeps: int):
-    """Alignment of two K=1 family models on `sample` (the family's inputs: tokens [B, T], x [N, d_in], ...)."""
-    from .align_models import Alignment
-
+def family_alignment(cfg, model_a, model_b, sample, method: str, seed: int, max_sweeps: int, spec=None):
+    """Alignment of two K=1 family models on `sample` (the family's inputs: tokens [B, T], x [N, d_in], ...) with
+    the family's spec, or `spec` (a PermutationSpec over the family's stacked parameters)."""
     fam = family_of(cfg)
     if model_b.cfg != cfg:
         raise ValueError("model_a and model_b have different configs: alignment needs one architecture")
-    spec = fam.perm_spec(cfg)  # FamilyAbilityError names the family when it has no spec
+    spec = spec if spec is not None else fam.perm_spec(cfg)  # FamilyAbilityError names a family without one
     inputs = sample[0] if isinstance(sample, (tuple, list)) else sample
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"sample: give the {fam.name!r} family's inputs as a tensor (token ids [B, T] for a language "

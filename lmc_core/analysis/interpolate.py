@@ -30,7 +30,9 @@ def interpolate_states(a: State, b: State, alphas, keys: set[str] | None = None,
     if set(a) != set(b):
         raise ValueError(f"endpoints differ in parameters: {sorted(set(a) ^ set(b))[:5]}")
     if n_copies(a) != 1 or n_copies(b) != 1:
-        raise ValueError("interpolate_states takes single-copy (K=1) states; use ensemble.copy_state")
+        raise ValueError("interpolate_states takes single-copy stacked states (copy axis first, K=1): for copy k of an "
+                         "ensemble use ensemble.copy_state(state, k). For two ordinary models (state dicts without the "
+                         "copy axis) use lmc_core.linear_path(model_a, model_b, data)")
     al = torch.as_tensor(np.asarray(alphas), dtype=torch.float64)
     out = {}
     for name, ta in a.items():

@@ -235,8 +235,9 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
 
     model_a, model_b: two `nn.Module`s of the same architecture (not changed; their train/eval mode is restored).
     data: one split or {name: split}; a split is `(x, y)` tensors, a tensor x, a dict of tensors, a DataLoader or
-      an iterable of batches (lmc_core.analysis.path_data). An lmc_core family model takes its family's data
-      (a 1-D token tensor for a language model, (x, y) for the MLP).
+      an iterable of batches (lmc_core.analysis.path_data; a dict of tensors is one data set, so name splits of
+      bare inputs as tuples: {"test": (x,)}). An lmc_core family model takes {name: split} or one split of its
+      family's data (a 1-D token tensor for a language model, (x, y) for the MLP, Examples).
     loss_fn: callable(outputs, batch) -> per-example loss [N] (or [N, ...]), where `outputs` is the model's output
       tensor (its `.logits` for a Hugging Face model) and `batch` the batch as given; default cross-entropy on
       logits [..., C] with integer labels [...] (nats). error_fn: likewise for the per-example error (0/1);
@@ -256,8 +257,8 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     """
     check_pair(model_a, model_b)
     al = _alphas(alphas)
-    splits = data if D.is_split_dict(data) else {"eval": data}
     cfg = family_config(model_a)
+    splits = data if D.is_split_dict(data) or (cfg is not None and isinstance(data, dict)) else {"eval": data}
     if cfg is not None:
         from .family_paths import family_curve
 
