@@ -46,13 +46,15 @@ def barrier(alphas, values, definition: str = DEFAULT) -> float:
     if definition == "midpoint":
         return float(np.interp(0.5, a, v) - ends)
     if definition == "subchord":
-        n = a.size
+        # for each left point i: the height of every point k above the chord (i, j), for all k < j at once
         best = 0.0
-        for i in range(n - 2):
-            for j in range(i + 2, n):
-                mid = slice(i + 1, j)
-                w = (a[mid] - a[i]) / (a[j] - a[i])
-                best = max(best, float(np.max(v[mid] - ((1 - w) * v[i] + w * v[j]))))
+        k, j = np.ix_(np.arange(a.size), np.arange(a.size))
+        for i in range(a.size - 2):
+            inside = (i < k) & (k < j)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                w = (a[k] - a[i]) / (a[j] - a[i])
+                height = v[k] - ((1 - w) * v[i] + w * v[j])
+            best = max(best, float(np.max(np.where(inside, height, -np.inf))))
         return best
     raise ValueError(f"unknown barrier definition {definition!r}; choose one of {list(DEFINITIONS)}")
 

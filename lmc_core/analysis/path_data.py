@@ -141,8 +141,9 @@ def cross_entropy(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         raise ValueError(f"the default loss needs logits [..., C] and labels [...] of the same leading shape; got "
                          f"logits {tuple(outputs.shape)} and labels {tuple(y.shape)}. For another output layout "
                          "(e.g. a causal LM, whose labels are shifted) pass loss_fn=callable(outputs, batch)")
-    keep = y != IGNORE_INDEX
-    return F.cross_entropy(outputs[keep].float(), y[keep], reduction="none")
+    ce = F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]).float(), y.reshape(-1), reduction="none")
+    keep = y.reshape(-1) != IGNORE_INDEX
+    return ce if bool(keep.all()) else ce[keep]
 
 
 def top1_error(outputs: torch.Tensor, batch: Batch) -> torch.Tensor | None:
@@ -150,8 +151,9 @@ def top1_error(outputs: torch.Tensor, batch: Batch) -> torch.Tensor | None:
     y = batch.labels
     if y is None or y.is_floating_point() or outputs.shape[:-1] != y.shape:
         return None
-    keep = y != IGNORE_INDEX
-    return (outputs[keep].argmax(-1) != y[keep]).double()
+    wrong = (outputs.argmax(-1) != y).reshape(-1)
+    keep = y.reshape(-1) != IGNORE_INDEX
+    return (wrong if bool(keep.all()) else wrong[keep]).double()
 
 
 LossFn = Callable[[torch.Tensor, Any], torch.Tensor]

@@ -21,8 +21,8 @@ UNITS = {"loss": ("relative", "% of endpoints' mean"), "error": ("absolute", "pe
 WHAT = {"loss": "loss", "error": "error"}
 
 
-def _instability(alphas, values, definition: str, scale: str) -> float:
-    b = B.barrier(alphas, values, definition)
+def _instability(alphas, values, definition: str, scale: str, b: float | None = None) -> float:
+    b = B.barrier(alphas, values, definition) if b is None else b
     if scale == "absolute":
         return 100.0 * b
     ends = 0.5 * (values[0] + values[-1])
@@ -39,10 +39,11 @@ def barrier_rows(curve: pd.DataFrame) -> pd.DataFrame:
             if metric not in g or g[metric].isna().all():
                 continue
             v = g[metric].to_numpy(dtype=float)
-            chord = _instability(a, v, "chord", scale)
+            bars = B.all_barriers(a, v)
+            chord = _instability(a, v, "chord", scale, bars["chord"])
             for d in B.DEFINITIONS:
-                rows.append({"split": split, "metric": metric, "definition": d, "barrier": B.barrier(a, v, d),
-                             "instability": _instability(a, v, d, scale), "unit": unit,
+                rows.append({"split": split, "metric": metric, "definition": d, "barrier": bars[d],
+                             "instability": _instability(a, v, d, scale, bars[d]), "unit": unit,
                              "convex": is_convex(chord)})
     return pd.DataFrame(rows, columns=["split", "metric", "definition", "barrier", "instability", "unit", "convex"])
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import path_data as D
@@ -182,6 +183,7 @@ class _Evaluator:
     def __init__(self, model, loss_fn, error_fn, device):
         self.model, self.device = model, device
         self.loss_fn, self.error_fn = loss_fn, error_fn
+        self.work: nn.Module | None = None  # a copy of the model for one alpha at a time
 
     def call(self, params: dict, buffers: dict, b: D.Batch) -> torch.Tensor:
         return D.logits_of(torch.func.functional_call(self.model, {**buffers, **params}, b.args, b.kwargs))
@@ -203,29 +205,83 @@ class _Evaluator:
         return loss, err
 
     def batched(self, params: dict, buffers: dict, fixed: dict, data: list[D.Batch]) -> list[tuple]:
+        """All alphas of `params` ([A, ...] each) as one vmapped call per batch; the default loss and error are
+        computed for every alpha at once, a custom loss_fn / error_fn alpha by alpha."""
         n = next(iter(params.values())).shape[0]
-        losses, errs = [[] for _ in range(n)], [[] for _ in range(n)]
+        loss_sum, err_sum = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        count, err_count = 0, 0
         for b in data:
             b = b.to(self.device)
-            out = torch.func.vmap(lambda p, bf: self.call(p, {**fixed, **bf}, b))(params, buffers)
+            out = torch.func.vmap(lambda p, bf: self.call(p, {**fixed, **bf}, b))(params, buffers)  # [A, ...]
+            if self.loss_fn is None and self.error_fn is None and b.labels is not None \
+                    and out.shape[1:-1] == b.labels.shape and not b.labels.is_floating_point():
+                c = out.shape[-1]
+                y = b.labels.reshape(-1)
+                keep = y != D.IGNORE_INDEX
+                ce = F.cross_entropy(out.reshape(-1, c).float(), y.repeat(n), reduction="none").view(n, -1)
+                wrong = (out.reshape(n, -1, c).argmax(-1) != y).double()
+                loss_sum += ce[:, keep].double().sum(1).cpu()
+                err_sum += wrong[:, keep].sum(1).cpu()
+                count, err_count = count + int(keep.sum()), err_count + int(keep.sum())
+                continue
             for i in range(n):
                 lo, er = self.metrics(out[i], b)
-                losses[i].append(lo)
+                loss_sum[i] += float(lo.double().sum())
                 if er is not None:
-                    errs[i].append(er)
-        return [(*_reduce(losses[i]), _reduce(errs[i])[0]) for i in range(n)]
+                    err_sum[i] += float(er.double().sum())
+                count += lo.numel() if i == 0 else 0
+                err_count += (er.numel() if er is not None else 0) if i == 0 else 0
+        err = (err_sum / err_count).tolist() if err_count else [float("nan")] * n
+        return [(float(x), count, e) for x, e in zip((loss_sum / max(count, 1)).tolist(), err)]
 
     def single(self, params: dict, buffers: dict, fixed: dict, data: list[D.Batch]) -> tuple:
+        """One alpha: its weights copied into a working copy of the model, which is then called as it is."""
+        if self.work is None:
+            self.work = copy.deepcopy(self.model).eval()
+        tensors = dict(self.work.named_parameters())
+        tensors.update(self.work.named_buffers())
+        for n, t in {**fixed, **buffers, **params}.items():
+            tensors[n].copy_(t)
         losses, errs = [], []
         for b in data:
             b = b.to(self.device)
-            lo, er = self.metrics(self.call(params, {**fixed, **buffers}, b), b)
+            lo, er = self.metrics(D.logits_of(self.work(*b.args, **b.kwargs)), b)
             losses.append(lo)
             if er is not None:
                 errs.append(er)
         return (*_reduce(losses), _reduce(errs)[0])
 
 
+CPU_CALL_BYTES = 4 << 20  # on a CPU, the largest activation of one batched call stays below this (cache-sized)
+
+
+@torch.no_grad()
+def _alphas_per_call(model: nn.Module, data: dict, plan: _Plan, n: int, memory_mb: int, device) -> int:
+    """How many alphas one vmapped call evaluates: the stacked parameters and the largest activation (measured
+    with forward hooks on one batch) under memory_mb, and on a CPU the largest activation under CPU_CALL_BYTES."""
+    largest = [0]
+
+    def hook(_m, _inp, out):
+        if isinstance(out, torch.Tensor):
+            largest[0] = max(largest[0], out.numel() * out.element_size())
+
+    b = next(iter(data.values()))[0].to(device)
+    hooks = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with eval_mode(model):
+            model(*b.args, **b.kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    params = sum(t.numel() * t.element_size() for t in plan.a.values())
+    per_alpha = params + 4 * largest[0] + 1
+    chunk = (memory_mb << 20) // per_alpha
+    if torch.device(device).type == "cpu":
+        chunk = min(chunk, CPU_CALL_BYTES // max(largest[0], 1))
+    return int(max(1, min(n, chunk)))
+
+
+@torch.no_grad()
 def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.LossFn | None = None, alphas=11, *,
                 error_fn=None, train_data: Any = None, bn: str = "recompute", batched: bool | str = "auto",
                 batch_size: int = 256, memory_mb: int = 1024, definition: str = "mean", threshold: float = 2.0,
@@ -245,8 +301,10 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     alphas: a number of points (default 11) or a grid from exactly 0 to exactly 1.
     train_data: training batches for the BatchNorm statistics (needed when the model has BatchNorm and
       bn="recompute"). batched: "auto" (one batched model, falling back to one alpha at a time with a note),
-      True (fail instead of falling back) or False (one alpha at a time). memory_mb: the stacked parameters of
-      one batched call stay below this (more alphas are done in several calls).
+      True (fail instead of falling back) or False (one alpha at a time). memory_mb: the stacked parameters and
+      activations of one batched call stay below this (more alphas are done in several calls); on a CPU a call
+      also keeps its largest activation under CPU_CALL_BYTES, as a batched call that outgrows the cache was
+      measured slower than one alpha at a time (bench/linear_path.py).
     definition / threshold: the barrier definition of the verdict (lmc_core.analysis.barrier.DEFINITIONS) and the
       stability threshold (2: Frankle et al. 2020).
 
@@ -271,8 +329,7 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     train = D.batches(train_data, batch_size, "train_data") if plan.bn == "recompute" else []
     data_b = {name: D.batches(s, batch_size, f"data[{name!r}]") for name, s in splits.items()}
     ev = _Evaluator(model_a, loss_fn, error_fn, dev)
-    per_alpha = sum(t.numel() * t.element_size() for t in plan.a.values()) + 1
-    chunk = max(1, min(len(al), (memory_mb << 20) // per_alpha))
+    chunk = _alphas_per_call(model_a, data_b, plan, len(al), memory_mb, dev) if batched else len(al)
     rows: dict[str, list] = {s: [None] * len(al) for s in splits}
     mode = "batched" if batched else "one alpha at a time"
     with eval_mode(model_a, model_b):
