@@ -335,3 +335,27 @@ def test_the_shipped_minilm_package_model():
         UnitGroup("pooler", 384, (Axis("pooler.weight", 2), Axis("pooler.bias", 2))),))
     with pytest.raises(SpecError, match="pooler"):
         align_models(a, c, tok, spec=wrong)
+
+
+def test_data_loaders_and_family_splits_given_as_x_y():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = data()
+    a, b = mlp(0), mlp(1)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)  # read once: identical batches per alpha
+    r1 = linear_path(a, b, loader, alphas=5)
+    r2 = linear_path(a, b, (x, y), alphas=5)
+    np.testing.assert_allclose(r1.curve.loss, r2.curve.loss, rtol=1e-6)
+    from lmc_core import MLPConfig, family_of, interpolation_curve
+    from lmc_core.ensemble import copy_state
+
+    cfg = MLPConfig(d_in=12, hidden=(16,), n_classes=4)
+    fam = family_of(cfg)
+    state = fam.init(cfg, [1, 2])
+    curve = interpolation_curve(cfg, copy_state(state, 0), copy_state(state, 1), {"test": (x, y)}, [0.0, 1.0])
+    assert len(curve) == 2  # (x, y) tensors are a split of the MLP family (it was a bare TypeError)
+    m = fam.model_from_state(cfg, copy_state(state, 0))
+    n = fam.model_from_state(cfg, copy_state(state, 1))
+    r = linear_path(m, n, (x, y), alphas=[0.0, 1.0])
+    assert r.mode == "family ensemble"
+    np.testing.assert_allclose(r.curve.loss, curve.loss, rtol=1e-12)
