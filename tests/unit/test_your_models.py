@@ -216,6 +216,12 @@ def test_the_spec_check_catches_a_wrong_spec_naming_its_parameters():
         align_models(mlp(0), mlp(1), x, spec=wrong)
     right = PermutationSpec((UnitGroup("hidden", 32, (Axis("0.weight", 1), Axis("0.bias", 1), Axis("2.weight", 2))),))
     assert align_models(mlp(0), mlp(1), x, spec=right).check.ok
+    xi, _ = images()
+    auto = auto_spec(cnn(0), xi)
+    (g,) = auto.spec.groups
+    no_stats = PermutationSpec((UnitGroup(g.name, g.size, tuple(ax for ax in g.axes if "running" not in ax.param)),))
+    with pytest.raises(SpecError, match="b1.weight"):  # BatchNorm statistics left out: the outputs move
+        align_models(cnn(0), cnn(1), xi, spec=type(auto)(no_stats, auto.views))
 
 
 def test_unsupported_models_name_the_module():
@@ -290,8 +296,9 @@ def test_a_conversion_that_changes_the_logits_is_refused(monkeypatch):
         load_hf(gpt2(0, layer_norm_epsilon=1e-6))
 
 
-def test_gpt2_paths_and_alignment():
-    a, b = load_hf(gpt2(0, activation_function="relu")), load_hf(gpt2(1, activation_function="relu"))
+@pytest.mark.parametrize("act", ["gelu_new", "relu"])
+def test_gpt2_paths_and_alignment(act):
+    a, b = load_hf(gpt2(0, activation_function=act)), load_hf(gpt2(1, activation_function=act))
     stream = torch.randint(0, 40, (400,), generator=torch.Generator().manual_seed(2))
     r = linear_path(a, a, stream)
     assert r.mode == "family ensemble" and (r.barriers.barrier.abs() < 1e-6).all()
@@ -323,6 +330,8 @@ def test_the_shipped_minilm_package_model():
                                         token_type_ids=torch.zeros_like(tok), labels=y)
     r = linear_path(a, a, {"test": ex}, alphas=3)
     assert (r.barriers.barrier.abs() < 1e-6).all()
+    own = fam.evaluate(a.cfg, a.state_dict(), ex)
+    assert r.curve.loss.iloc[0] == pytest.approx(float(own.loss[0]), rel=1e-9)  # the endpoint is the model
     spec = fam.perm_spec(a.cfg)
     perms = random_permutation(spec, torch.Generator().manual_seed(5))
     c = fam.model_from_state(a.cfg, apply_permutation(a.state_dict(), spec, perms)).eval()
