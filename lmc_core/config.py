@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import numbers
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -149,7 +150,8 @@ class TrainConfig:
     diverge_factor: float = 2.0
     on_divergence: str = "stop"  # "stop": raise TrainingDiverged | "freeze": freeze that copy, finish the others
     # Fisher penalty lambda * ||grad of the mean batch loss||^2 (double backward; Jastrzebski et al. 2021):
-    # "sampled" labels drawn from the model's own prediction (trace of the Fisher), "empirical" true labels
+    # "sampled" labels drawn from the model's own prediction (trace of the Fisher), "empirical" true labels;
+    # with accum > 1, the mean over micro-batches of ||grad of the micro-batch loss||^2
     fisher: float = 0.0
     fisher_mode: str = "sampled"
     fisher_every: int = 1  # apply the penalty every n steps
@@ -165,7 +167,10 @@ class TrainConfig:
         _choice("fisher_mode", self.fisher_mode, ("sampled", "empirical"))
         if self.eval_every < 0:
             raise ConfigError(f"eval_every={self.eval_every} must be >= 0")
-        if self.fisher < 0 or self.fisher_batch < 0 or self.fisher_every < 1:
+        check_real("fisher", self.fisher, 0, None)
+        check_real("weight_decay", self.weight_decay, 0, None)
+        check_real("momentum", self.momentum, 0, 1, hi_open=True)
+        if self.fisher_batch < 0 or self.fisher_every < 1:
             raise ConfigError(f"fisher={self.fisher} and fisher_batch={self.fisher_batch} must be >= 0, "
                               f"fisher_every={self.fisher_every} >= 1")
         _choice("schedule", self.schedule, ("constant", "step", "cosine"))
@@ -175,8 +180,7 @@ class TrainConfig:
         _positive("accum", self.accum)
         if self.batch_size % self.accum:
             raise ConfigError(f"batch_size={self.batch_size} must be divisible by accum={self.accum}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr} must be positive")
+        check_real("lr", self.lr, 0, None, lo_open=True)
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ConfigError(f"clip_norm={self.clip_norm} must be positive or None")
         for s in self.checkpoints:
@@ -212,12 +216,12 @@ class CopySettings:
 
     def validate(self) -> "CopySettings":
         """Raise ConfigError if a value is out of range."""
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"per-copy lr={self.lr} must be positive")
+        if self.lr is not None:
+            check_real("per-copy lr", self.lr, 0, None, lo_open=True)
         for name in ("weight_decay", "fisher"):
             v = getattr(self, name)
-            if v is not None and not v >= 0:
-                raise ConfigError(f"per-copy {name}={v} must be >= 0")
+            if v is not None:
+                check_real(f"per-copy {name}", v, 0, None)
         return self
 
 
@@ -266,13 +270,56 @@ class RunSpec:
         return len(self.seeds)
 
 
-def _choice(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
+def check_choice(name: str, value: Any, allowed) -> Any:
+    """Raise ConfigError unless value is one of `allowed`; returns the value."""
+    if value not in tuple(allowed):
         raise ConfigError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
+    return value
+
+
+def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    """Raise ConfigError unless value is an integer (not a bool) in [lo, hi]; returns it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name}={value!r} must be an integer{_range_words(lo, hi)}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{name}={value!r} is out of range: it must be an integer{_range_words(lo, hi)}")
+    return int(value)
+
+
+def check_real(name: str, value: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+               hi_open: bool = False) -> float:
+    """Raise ConfigError unless value is a finite real number in the interval [lo, hi] (open ends as asked)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} must be a number{_interval_words(lo, hi, lo_open, hi_open)}") from None
+    if isinstance(value, bool) or v != v or v in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name}={value!r} must be a finite number{_interval_words(lo, hi, lo_open, hi_open)}")
+    if lo is not None and (v < lo or (lo_open and v == lo)) or hi is not None and (v > hi or (hi_open and v == hi)):
+        raise ConfigError(f"{name}={value!r} is out of range: it must lie in{_interval_words(lo, hi, lo_open, hi_open)}")
+    return v
+
+
+def _range_words(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f" from {lo} to {hi}"
+    return f" >= {lo}" if lo is not None else (f" <= {hi}" if hi is not None else "")
+
+
+def _interval_words(lo, hi, lo_open, hi_open) -> str:
+    if lo is None and hi is None:
+        return ""
+    left = "(" if lo_open or lo is None else "["
+    right = ")" if hi_open or hi is None else "]"
+    return f" {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
+
+def _choice(name: str, value: Any, allowed: tuple) -> None:
+    check_choice(name, value, allowed)
 
 
 def _positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or value <= 0:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer")
 
 

@@ -22,13 +22,22 @@ STABILITY_THRESHOLD_PCT = 2.0
 SUBCHORD_DENSE = 128  # up to this many points, `subchord` looks at all point triples in one array operation
 
 
-def _curve(alphas, values) -> tuple[np.ndarray, np.ndarray]:
+def check_alphas(alphas) -> np.ndarray:
+    """The alphas as float64 [n]; ValueError unless they increase strictly from 0 to 1 (n >= 2, endpoints
+    included)."""
     a = np.asarray(alphas, dtype=np.float64)
-    v = np.asarray(values, dtype=np.float64)
-    if a.ndim != 1 or a.shape != v.shape or a.size < 2:
-        raise ValueError("alphas and values must be 1-D of the same length >= 2")
+    if a.ndim != 1 or a.size < 2 or not np.all(np.isfinite(a)):
+        raise ValueError(f"alphas must be a 1-D grid of at least 2 finite points from 0 to 1, got {a.tolist()[:8]}")
     if not (np.all(np.diff(a) > 0) and np.isclose(a[0], 0.0) and np.isclose(a[-1], 1.0)):
         raise ValueError("alphas must increase strictly from 0 to 1 (endpoints included)")
+    return a
+
+
+def _curve(alphas, values) -> tuple[np.ndarray, np.ndarray]:
+    a = check_alphas(alphas)
+    v = np.asarray(values, dtype=np.float64)
+    if a.shape != v.shape:
+        raise ValueError("alphas and values must be 1-D of the same length >= 2")
     return a, v
 
 

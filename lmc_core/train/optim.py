@@ -47,6 +47,12 @@ def clip_per_copy(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     return norms
 
 
+def has_state(cfg: TrainConfig) -> bool:
+    """True if the optimizer keeps buffers between steps (SGD with momentum, Adam, AdamW): resuming it exactly
+    needs them."""
+    return cfg.optimizer != "sgd" or cfg.momentum > 0
+
+
 class StackedOptimizer:
     """SGD (momentum, coupled weight decay), Adam (L2 weight decay) or AdamW over named stacked parameters."""
 

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import committed
+
 from lmc_core.analysis import barrier as B
 from lmc_core.config import Seeds
 from lmc_core.analysis.metrics import METRICS, barrier_table, verdict
@@ -90,8 +92,8 @@ def test_study_summary_names_definition_spread_and_convexity():
 
 
 @pytest.mark.parametrize("prefix, by", [("01", ["pair"]), ("02", ["k", "k_frac", "pair"])])
-def test_committed_barriers_recompute_from_committed_curves(prefix, by):
-    fig = ROOT / "figures" / "quick"
+def test_committed_barriers_recompute_from_committed_curves(prefix, by, tmp_path):
+    fig = committed.folder("figures/quick", tmp_path)  # what git stores: a local rebuild does not count
     curve_file = fig / ("01_interpolation.csv" if prefix == "01" else "02_curves.csv")
     stored = pd.read_csv(fig / f"{prefix}_barriers.csv")
     again = barrier_table(pd.read_csv(curve_file), tuple(by), METRICS)
@@ -102,9 +104,10 @@ def test_committed_barriers_recompute_from_committed_curves(prefix, by):
     np.testing.assert_allclose(m.instability, m.instability_again, rtol=1e-9, atol=1e-12)
 
 
-def test_committed_quick_results_have_a_spread_across_pairs():
+def test_committed_quick_results_have_a_spread_across_pairs(tmp_path):
+    fig = committed.folder("figures/quick", tmp_path)
     for prefix in ("01", "02"):
-        stored = pd.read_csv(ROOT / "figures" / "quick" / f"{prefix}_barriers.csv")
+        stored = pd.read_csv(fig / f"{prefix}_barriers.csv")
         per = stored.groupby([c for c in ("k",) if c in stored] + ["split", "metric", "definition"]).pair.nunique()
         assert per.min() >= 4, f"{prefix}: fewer than 4 pairs per point"
 
@@ -132,14 +135,16 @@ def test_text_cells_quote_no_numbers_of_a_run(nb):
                                            "belong in result.summary, not in text cells")
 
 
-def test_readme_results_are_the_committed_summaries():
+def test_readme_results_are_the_committed_summaries(tmp_path):
+    """Compares what git stores, so a local `make figures` (even one interrupted halfway, which has rewritten
+    some summaries and not yet the README) never turns `make test` red."""
     from lmc_core.publish.readme import render, summary_blocks
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = committed.read_text("README.md")
     blocks = summary_blocks(readme)
     assert {"01", "02"} <= set(blocks), "the README quotes each notebook's summary between summary markers"
-    assert render(readme, ROOT / "figures" / "quick") == readme, (
-        "README results differ from figures/quick/NN_summary.md; run `python -m lmc_core readme`")
+    assert render(readme, committed.folder("figures/quick", tmp_path)) == readme, (
+        "README results differ from figures/quick/NN_summary.md; run `python -m lmc_core readme` and commit both")
 
 
 def test_colab_badges_and_install_source_come_from_one_setting(tmp_path):
