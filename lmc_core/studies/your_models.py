@@ -25,7 +25,8 @@ from ..analysis.verdict import interval
 from ..config import ConfigError
 from ..data import load_corpus
 from ..data.vectors import VectorDataConfig, load_vectors
-from .common import StudyResult, check_alphas, check_positive, out_dirs, resolve_params
+from .common import (StudyResult, check_alphas, check_positive, check_threads, out_dirs, resolve_params,
+                     set_threads)
 
 PREFIX = "00"
 STUDY_DEFAULTS = dict(pairs=4, width=512, steps=3000, lr=0.05, batch_size=128, alphas=25, definition=B.DEFAULT,
@@ -57,10 +58,13 @@ def check_params(p: dict) -> None:
 
 
 def settings(params: dict | None = None) -> dict:
-    """The profile's settings with the notebook's parameters and overrides, checked; folders resolved."""
+    """The profile's settings with the notebook's parameters and overrides, checked (before any data is loaded);
+    folders resolved; torch's CPU threads set (`threads`, 1 by default)."""
     p = resolve_params(PROFILES, params)
+    check_threads(p)
     check_params(p)
     fig_dir, store_dir, cache_dir = out_dirs(p)
+    set_threads(p["threads"])  # torch's CPU threads for the notebook's own loops too (1 by default, see common)
     return {**p, "figures_dir": fig_dir, "store_dir": store_dir, "cache_dir": cache_dir}
 
 
