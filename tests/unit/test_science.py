@@ -74,21 +74,30 @@ def test_verdict_says_convex_when_the_chord_barrier_is_zero():
     c = curves({p: {"loss": [1.0, 0.99, 1.1], "ppl": [2.72, 2.69, 3.0], "error": [0.3, 0.3, 0.31]} for p in (0, 1)})
     t = barrier_table(c)
     v = verdict(t, "test", "loss", "mean")
-    assert v.mean > 2 and v.status == "convex"
-    assert "no barrier (convex path)" in v.text() and "`mean`" in v.text()
-    bump = curves({p: {"loss": [1.0, 1.3, 1.0], "ppl": [2.72, 3.7, 2.72], "error": [0.3, 0.4, 0.3]} for p in (0, 1)})
+    assert v.interval.estimate > 2 and v.status == "convex"
+    assert "no barrier" in v.text() and "convex" in v.text() and "`mean`" in v.text()
+    assert t[(t.metric == "loss")].convex.all() and "chord_instability" in t
+    bump = curves({p: {"loss": [1.0, 1.3 + 0.01 * p, 1.0], "ppl": [2.72, 3.7, 2.72], "error": [0.3, 0.4, 0.3]}
+                   for p in (0, 1, 2)})
     assert verdict(barrier_table(bump), "test", "loss").status == "unstable"
+    err = verdict(barrier_table(bump), "test", "error")
+    assert err.unit == "percentage points" and "Frankle" in err.text()
 
 
-def test_study_summary_names_definition_spread_and_convexity():
-    from lmc_core.studies.instability_init import describe, summary_table
+def test_study_summary_names_criterion_interval_and_convexity():
+    from lmc_core.studies.instability_init_figures import describe
 
-    c = curves({p: {"loss": [1.0, 0.99, 1.1], "ppl": [2.72, 2.69, 3.0], "error": [0.3, 0.3, 0.31]} for p in (0, 1)})
-    c = pd.concat([c, c.assign(split="train")])
-    t = barrier_table(c)
-    text, numbers = describe(t, summary_table(t, "mean"), "mean", "quick", 100)
-    assert numbers["verdict"] == "convex" and "**no barrier**" in text and "unstable" not in text
-    assert "±" in text and "`mean`" in text
+    # error falls monotonically from one end to the other on every pair: `mean` reads the gap, no barrier
+    vals = {p: {"loss": [1.0, 0.96, 0.95], "ppl": [2.72, 2.61, 2.59], "error": [0.34, 0.32, 0.30]} for p in range(6)}
+    c = curves(vals)
+    c = pd.concat([c, c.assign(split="train")]).assign(panel="char level", init=lambda d: d.pair // 2)
+    t = barrier_table(c, ("panel", "init", "pair"))
+    runs = pd.DataFrame([{"panel": "char level", "run": "x", "copies": 6, "inits": 3, "pairs": 6, "steps": 100,
+                          "schedule": "SGD", "eval_tokens": 100, "chars_per_word": float("nan")}])
+    text, numbers = describe(t, t.assign(instability=0.0, barrier=0.0), runs,
+                             {"definition": "mean", "profile": "quick", "floor_steps": 10})
+    assert numbers["verdict"] == "convex" and "no barrier" in text and "Frankle" in text
+    assert "unstable" not in text and "[" in text and "`mean`" in text and "3 initialisations" in text
 
 
 @pytest.mark.parametrize("prefix, by", [("01", ["pair"]), ("02", ["k", "k_frac", "pair"])])
@@ -116,8 +125,11 @@ def test_committed_quick_results_have_a_spread_across_pairs(tmp_path):
 def _allowed() -> set[str]:
     from lmc_core.studies.grokking import GROK_ACC
 
+    from lmc_core.analysis.verdict import CONFIDENCE
+
     return ({f"{v:g}" for v in PTB_STUDY_PPL_INSTABILITY_PCT.values()}
-            | {f"{FRANKLE_THRESHOLD_PCT:g}", f"{FRANKLE_RESNET20_ONSET_PCT:g}", f"{100 * GROK_ACC:g}"})
+            | {f"{FRANKLE_THRESHOLD_PCT:g}", f"{FRANKLE_RESNET20_ONSET_PCT:g}", f"{100 * GROK_ACC:g}",
+               f"{100 * CONFIDENCE:g}"})
 
 
 ALLOWED = _allowed()  # published reference values and definitions (thresholds), never a run's result
