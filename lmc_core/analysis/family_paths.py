@@ -42,6 +42,6 @@ def family_curve(cfg, model_a, model_b, splits: dict, alphas: np.ndarray, batch_
     curve = interpolation_curve(cfg, a, b, data, alphas, batch_size=batch_size, device=dev)
     curve = curve.rename(columns={"tokens": "examples"})
     notes = [f"an lmc_core {fam.name!r} model: all {len(alphas)} alphas evaluated as one {len(alphas)}-copy ensemble "
-             "by its family (tied embeddings are one parameter, interpolated once; a sinusoidal position table is "
-             "recomputed from the config)"]
+             "by its family (tied weights are one parameter, interpolated once; fixed tables such as a sinusoidal "
+             "position table are rebuilt from the config, never interpolated)"]
     return curve[["split", "alpha", "loss", "error", "examples"]], notes, "family ensemble"

@@ -142,7 +142,13 @@ def load_hf(source: Any, context: int | None = None, n_classes: int = 2, head_se
         cls = {"gpt2": tf.GPT2LMHeadModel, "bert": tf.BertModel, "roberta": tf.RobertaModel}.get(kind)
         if cls is None:
             raise ConversionError(f"model_type {kind!r} is not supported; load_hf reads gpt2, bert and roberta")
-        model = cls.from_pretrained(str(folder), local_files_only=True)
+        bars = tf.utils.logging.is_progress_bar_enabled()
+        tf.utils.logging.disable_progress_bar()  # a bar per loaded checkpoint says nothing here
+        try:
+            model = cls.from_pretrained(str(folder), local_files_only=True)
+        finally:
+            if bars:
+                tf.utils.logging.enable_progress_bar()
     else:
         model = source
     kind = getattr(getattr(model, "config", None), "model_type", None)
