@@ -8,6 +8,9 @@ whose family then interpolates, aligns and evaluates it like the notebooks' mode
   activation_function transformers offers for GPT-2 honoured except those with learned parameters (prelu, xielu);
   settings the converter cannot reproduce (another LayerNorm epsilon, unscaled or layer-scaled attention, cross
   attention) are refused with the setting named;
+- OPT (`OPTForCausalLM`, model_type "opt") -> the TransformerLM, pre-norm (do_layer_norm_before, most sizes) or
+  post-norm (OPT-350m's layout), learned positions read from their offset of 2; a projection between a narrower
+  word embedding and the hidden size (word_embed_proj_dim) is refused;
 - BERT and RoBERTa encoders (model_type "bert" / "roberta": the MiniLM path generalised) -> EncoderClassifier
   (encoder family) with a fresh classifier head from `head_seed`.
 
@@ -26,6 +29,7 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig
+from ..nn.activations import HF_ACTIVATIONS
 from .convert import ConversionError, from_gpt2, gpt2_config
 from .transformer import TransformerLM
 
@@ -97,6 +101,77 @@ def _parity_gpt2(model, ours: TransformerLM) -> float:
     return _compare(ours(tok[None])[0].view(*theirs.shape), theirs, "GPT-2's next-token logits")
 
 
+OPT_POSITION_OFFSET = 2  # OPT's learned position table starts at row 2 (its padding convention)
+
+
+def opt_config(hf_config, context: int | None = None) -> ModelConfig:
+    """Our ModelConfig for a transformers OPTConfig; ConversionError naming any setting we cannot reproduce."""
+    act = hf_config.activation_function
+    bad = [] if act in HF_ACTIVATIONS else [f"activation_function={act!r}"]
+    if hf_config.word_embed_proj_dim != hf_config.hidden_size:
+        bad.append(f"word_embed_proj_dim={hf_config.word_embed_proj_dim} != hidden_size={hf_config.hidden_size} "
+                   "(projected embeddings)")
+    if not getattr(hf_config, "enable_bias", True):
+        bad.append("enable_bias=False")
+    if not getattr(hf_config, "layer_norm_elementwise_affine", True):
+        bad.append("layer_norm_elementwise_affine=False")
+    prenorm = bool(hf_config.do_layer_norm_before)
+    if prenorm and getattr(hf_config, "_remove_final_layer_norm", False):
+        bad.append("_remove_final_layer_norm=True")
+    if not getattr(hf_config, "tie_word_embeddings", True):
+        bad.append("tie_word_embeddings=False")
+    if bad:
+        raise ConversionError(f"this OPT checkpoint cannot be reproduced: {'; '.join(bad)}")
+    n = hf_config.max_position_embeddings
+    if context is not None and not 1 <= context <= n:
+        raise ConversionError(f"context={context} must lie in [1, max_position_embeddings={n}]")
+    return ModelConfig(arch="prenorm" if prenorm else "postnorm", vocab_size=hf_config.vocab_size,
+                       d_model=hf_config.hidden_size, n_layers=hf_config.num_hidden_layers,
+                       n_heads=hf_config.num_attention_heads, d_ff=hf_config.ffn_dim, context=context or n,
+                       dropout=float(hf_config.dropout), positions="learned", tie_embeddings=True,
+                       activation=HF_ACTIVATIONS[act], embed_scale=False, init="gpt2").validate()
+
+
+@torch.no_grad()
+def opt_from_hf(model, context: int | None = None, check: bool = True) -> TransformerLM:
+    """A K=1 TransformerLM from a transformers OPTForCausalLM (or OPTModel), its logits checked."""
+    cfg = opt_config(model.config, context)
+    sd = {k.removeprefix("model.").removeprefix("decoder."): v for k, v in model.state_dict().items()}
+    pos = sd["embed_positions.weight"][OPT_POSITION_OFFSET: OPT_POSITION_OFFSET + cfg.context]
+    flat = {"tok_emb": sd["embed_tokens.weight"], "pos_emb": pos}
+    for i in range(cfg.n_layers):
+        h, o = f"layers.{i}.", f"layers.{i}."
+        q, k, v = (sd[f"{h}self_attn.{n}_proj.weight"] for n in "qkv")
+        flat[o + "attn_in.weight"] = torch.cat([q, k, v]).T
+        flat[o + "attn_in.bias"] = torch.cat([sd[f"{h}self_attn.{n}_proj.bias"] for n in "qkv"])
+        flat[o + "attn_out.weight"], flat[o + "attn_out.bias"] = sd[h + "self_attn.out_proj.weight"].T, \
+            sd[h + "self_attn.out_proj.bias"]
+        flat[o + "ff1.weight"], flat[o + "ff1.bias"] = sd[h + "fc1.weight"].T, sd[h + "fc1.bias"]
+        flat[o + "ff2.weight"], flat[o + "ff2.bias"] = sd[h + "fc2.weight"].T, sd[h + "fc2.bias"]
+        for ours, theirs in (("ln1", "self_attn_layer_norm"), ("ln2", "final_layer_norm")):
+            flat[f"{o}{ours}.weight"], flat[f"{o}{ours}.bias"] = sd[f"{h}{theirs}.weight"], sd[f"{h}{theirs}.bias"]
+    if cfg.arch == "prenorm":
+        flat["ln_f.weight"], flat["ln_f.bias"] = sd["final_layer_norm.weight"], sd["final_layer_norm.bias"]
+    ours = TransformerLM(cfg, 1)
+    shapes = {n: t.shape for n, t in ours.state_dict().items()}
+    missing = sorted(set(shapes) - set(flat))
+    if missing:
+        raise ConversionError(f"the converted OPT state lacks {missing[:5]}")
+    ours.load_state_dict({n: flat[n].detach().float().reshape(shapes[n]) for n in shapes})
+    ours.eval()
+    if check:
+        tok = _tokens(cfg.vocab_size, cfg.context)
+        was = model.training
+        model.eval()
+        try:
+            out = model(input_ids=tok)
+        finally:
+            model.train(was)
+        theirs = out.logits if hasattr(out, "logits") else out.last_hidden_state @ sd["embed_tokens.weight"].T
+        _compare(ours(tok[None])[0].view(*theirs.shape), theirs, "OPT's next-token logits")
+    return ours
+
+
 @torch.no_grad()
 def encoder_from_hf(model, n_classes: int = 2, head_seed: int = 0, check: bool = True):
     """A K=1 EncoderClassifier (encoder family) from a transformers BertModel / RobertaModel (a fresh classifier
@@ -127,7 +202,7 @@ def encoder_from_hf(model, n_classes: int = 2, head_seed: int = 0, check: bool =
 def load_hf(source: Any, context: int | None = None, n_classes: int = 2, head_seed: int = 0, check: bool = True):
     """A K=1 lmc_core model from a Hugging Face checkpoint folder (offline) or a transformers model object.
 
-    GPT-2 -> TransformerLM (lm family; `context`: the positions used, default n_positions); BERT / RoBERTa ->
+    GPT-2 and OPT -> TransformerLM (lm family; `context`: the positions used, default all); BERT / RoBERTa ->
     EncoderClassifier (encoder family; a fresh n_classes head from head_seed). check: compare outputs with
     transformers' on a fixed token batch (ConversionError beyond fp32 rounding). Raises FileNotFoundError for a
     folder without config.json and ConversionError for another model type or a setting we cannot reproduce.
@@ -139,9 +214,10 @@ def load_hf(source: Any, context: int | None = None, n_classes: int = 2, head_se
             raise FileNotFoundError(f"{str(source)!r} holds no config.json: give a folder written by a transformers "
                                     "model's save_pretrained()")
         kind = tf.AutoConfig.from_pretrained(str(folder), local_files_only=True).model_type
-        cls = {"gpt2": tf.GPT2LMHeadModel, "bert": tf.BertModel, "roberta": tf.RobertaModel}.get(kind)
+        cls = {"gpt2": tf.GPT2LMHeadModel, "opt": tf.OPTForCausalLM, "bert": tf.BertModel,
+               "roberta": tf.RobertaModel}.get(kind)
         if cls is None:
-            raise ConversionError(f"model_type {kind!r} is not supported; load_hf reads gpt2, bert and roberta")
+            raise ConversionError(f"model_type {kind!r} is not supported; load_hf reads gpt2, opt, bert and roberta")
         bars = tf.utils.logging.is_progress_bar_enabled()
         tf.utils.logging.disable_progress_bar()  # a bar per loaded checkpoint says nothing here
         try:
@@ -154,6 +230,8 @@ def load_hf(source: Any, context: int | None = None, n_classes: int = 2, head_se
     kind = getattr(getattr(model, "config", None), "model_type", None)
     if kind == "gpt2":
         return gpt2_from_hf(model, context, check)
+    if kind == "opt":
+        return opt_from_hf(model, context, check)
     if kind in ("bert", "roberta"):
         return encoder_from_hf(model, n_classes, head_seed, check)
-    raise ConversionError(f"model_type {kind!r} is not supported; load_hf reads gpt2, bert and roberta")
+    raise ConversionError(f"model_type {kind!r} is not supported; load_hf reads gpt2, opt, bert and roberta")
