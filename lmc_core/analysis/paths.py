@@ -141,6 +141,12 @@ class _Plan:
                 "recomputed at every alpha on train_data (cumulative mean over its batches, eval mode elsewhere)"
                 if bn == "recompute" else "interpolated like parameters (bn='interpolate'; not recomputed)"))
 
+    def to(self, device) -> "_Plan":
+        """Every tensor of the plan on `device` (evaluation on another device than the models')."""
+        for d in (self.a, self.b, self.fixed, self.buf_a, self.buf_b):
+            d.update({n: t.to(device) for n, t in d.items()})
+        return self
+
     def at(self, alphas: np.ndarray) -> tuple[dict, dict]:
         """Stacked parameters and varying buffers [len(alphas), ...] at these alphas (exact at 0 and 1)."""
         def mix(a, b):
@@ -237,7 +243,7 @@ class _Evaluator:
     def single(self, params: dict, buffers: dict, fixed: dict, data: list[D.Batch]) -> tuple:
         """One alpha: its weights copied into a working copy of the model, which is then called as it is."""
         if self.work is None:
-            self.work = copy.deepcopy(self.model).eval()
+            self.work = copy.deepcopy(self.model).to(self.device).eval()
         tensors = dict(self.work.named_parameters())
         tensors.update(self.work.named_buffers())
         for n, t in {**fixed, **buffers, **params}.items():
@@ -269,7 +275,7 @@ def _alphas_per_call(model: nn.Module, data: dict, plan: _Plan, n: int, memory_m
     hooks = [m.register_forward_hook(hook) for m in model.modules()]
     try:
         with eval_mode(model):
-            model(*b.args, **b.kwargs)
+            torch.func.functional_call(model, {**plan.fixed, **plan.buf_a, **plan.a}, b.args, b.kwargs)  # model A
     finally:
         for h in hooks:
             h.remove()
@@ -325,7 +331,7 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     dev = torch.device(device) if device is not None else next(
         iter([*model_a.parameters(), *model_a.buffers()]), torch.empty(0)).device
     notes: list[str] = []
-    plan = _Plan(model_a, model_b, bn, train_data, notes)
+    plan = _Plan(model_a, model_b, bn, train_data, notes).to(dev)
     train = D.batches(train_data, batch_size, "train_data") if plan.bn == "recompute" else []
     data_b = {name: D.batches(s, batch_size, f"data[{name!r}]") for name, s in splits.items()}
     ev = _Evaluator(model_a, loss_fn, error_fn, dev)
