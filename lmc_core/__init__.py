@@ -2,7 +2,13 @@
 
 The public API (below) is imported lazily: `import lmc_core` is instant (the command line's `--help`
 does not wait for torch), and `from lmc_core import train_copies` imports what that name needs.
-Notebooks call the study modules in lmc_core.studies.
+Notebooks call the study modules in lmc_core.studies. For your own models (any nn.Module, or Hugging Face
+checkpoints from local folders):
+
+    path = linear_path(model_a, model_b, (x, y))          # curve, barriers under every definition, verdict
+    aligned = align_models(model_a, model_b, x)           # B's units permuted to match A (checked spec)
+    after = linear_path(model_a, aligned.model, (x, y))
+    lm = load_hf("path/to/gpt2-checkpoint")               # an lmc_core model, checked against transformers
 """
 from __future__ import annotations
 
@@ -34,6 +40,15 @@ _API: dict[str, tuple[str, str]] = {
     **{n: ("models", n) for n in ("EncoderClassifier", "EncoderConfig", "MLPConfig", "StackedMLP", "TransformerLM")},
     **{n: ("runs.store", n) for n in ("RunStore", "StoredRun")},
     **{n: ("train", n) for n in ("TrainingDiverged", "TrainResult", "TrainState", "resolve_device", "train_copies")},
+    # your own models: any nn.Module, Hugging Face checkpoints from local folders
+    **{n: ("analysis.paths", n) for n in ("linear_path", "path_outputs")},
+    **{n: ("analysis.path_result", n) for n in ("PathResult", "judge_paths")},
+    "align_models": ("analysis.align_models", "align_models"),
+    "Alignment": ("analysis.alignment_result", "Alignment"),
+    **{n: ("align.auto", n) for n in ("ModuleSpec", "UnsupportedModelError", "auto_spec")},
+    **{n: ("align.check", n) for n in ("NonFiniteWeightsError", "SpecCheck", "SpecError", "check_spec")},
+    "ConversionError": ("models.convert", "ConversionError"),
+    "load_hf": ("models.hf", "load_hf"),
 }
 
 __all__ = sorted(_API)

@@ -19,6 +19,11 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message says what to change."""
 
 
+# the MLP activations of the transformer (lmc_core.nn.activations.ACTIVATIONS; "gelu" is the tanh approximation)
+LM_ACTIVATIONS = ("relu", "gelu", "gelu_erf", "gelu_clip10", "quick_gelu", "silu", "mish", "tanh", "sigmoid", "identity",
+                  "relu6", "relu2", "leaky_relu", "hardswish", "laplace", "sqrtsoftplus")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Causal transformer LM (the LM family's model config); `arch` picks post-norm (PTB study) or pre-norm
@@ -38,7 +43,7 @@ class ModelConfig:
     dropout: float = 0.2
     positions: str = "sinusoidal"  # "sinusoidal" | "learned"
     tie_embeddings: bool = False
-    activation: str = "relu"  # "relu" | "gelu"
+    activation: str = "relu"  # "relu" | "gelu" (tanh approximation) | ... (LM_ACTIVATIONS)
     embed_scale: bool = True  # multiply token embeddings by sqrt(d_model) (PyTorch LM tutorial)
     init: str = "ptb"  # "ptb" (tutorial/PyTorch defaults) | "gpt2" (N(0, 0.02)) | "nanda" (N(0, 1/d_model))
     norm: str = "layer"  # "layer" | "none" (no LayerNorm at all: the grokking transformer)
@@ -48,7 +53,7 @@ class ModelConfig:
         """Raise ConfigError if a field is out of range."""
         _choice("arch", self.arch, ("postnorm", "prenorm"))
         _choice("positions", self.positions, ("sinusoidal", "learned"))
-        _choice("activation", self.activation, ("relu", "gelu"))
+        _choice("activation", self.activation, LM_ACTIVATIONS)
         _choice("init", self.init, ("ptb", "gpt2", "nanda"))
         _choice("norm", self.norm, ("layer", "none"))
         if self.n_out < 0 or (self.n_out and self.tie_embeddings):

@@ -19,6 +19,7 @@ import numpy as np
 DEFINITIONS = ("mean", "chord", "subchord", "midpoint")
 DEFAULT = "mean"
 STABILITY_THRESHOLD_PCT = 2.0
+SUBCHORD_DENSE = 128  # up to this many points, `subchord` looks at all point triples in one array operation
 
 
 def check_alphas(alphas) -> np.ndarray:
@@ -55,13 +56,21 @@ def barrier(alphas, values, definition: str = DEFAULT) -> float:
     if definition == "midpoint":
         return float(np.interp(0.5, a, v) - ends)
     if definition == "subchord":
-        n = a.size
+        # for each left point i: the height of every point k above the chord (i, j), for all k < j at once
         best = 0.0
-        for i in range(n - 2):
-            for j in range(i + 2, n):
-                mid = slice(i + 1, j)
-                w = (a[mid] - a[i]) / (a[j] - a[i])
-                best = max(best, float(np.max(v[mid] - ((1 - w) * v[i] + w * v[j]))))
+        if a.size <= SUBCHORD_DENSE:  # every triple (i, k, j) at once
+            i, k, j = np.ix_(np.arange(a.size), np.arange(a.size), np.arange(a.size))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                w = (a[k] - a[i]) / (a[j] - a[i])
+                height = v[k] - ((1 - w) * v[i] + w * v[j])
+            return float(max(best, np.max(np.where((i < k) & (k < j), height, -np.inf), initial=best)))
+        k, j = np.ix_(np.arange(a.size), np.arange(a.size))
+        for i in range(a.size - 2):
+            inside = (i < k) & (k < j)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                w = (a[k] - a[i]) / (a[j] - a[i])
+                height = v[k] - ((1 - w) * v[i] + w * v[j])
+            best = max(best, float(np.max(np.where(inside, height, -np.inf))))
         return best
     raise ValueError(f"unknown barrier definition {definition!r}; choose one of {list(DEFINITIONS)}")
 

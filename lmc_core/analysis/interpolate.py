@@ -66,7 +66,8 @@ def interpolate_states(a: State, b: State, alphas, keys: set[str] | None = None,
     if n_copies(a) != 1 or n_copies(b) != 1:
         raise ValueError("interpolate_states takes single-copy (K=1) states [1, ...]: select one copy of a stacked "
                          "state with ensemble.copy_state(state, k), or add the copy axis to a plain state_dict with "
-                         "t[None] for every tensor")
+                         "t[None] for every tensor. For two ordinary models use lmc_core.linear_path(model_a, "
+                         "model_b, data), which also handles their buffers")
     al = [float(x) for x in np.asarray(alphas, dtype=np.float64).reshape(-1)]
     if not all(np.isfinite(al)):
         raise ValueError(f"alphas must be finite numbers, got {al[:8]}")

@@ -190,6 +190,12 @@ class EncoderFamily(Family):
         """The classifier (kept per endpoint across a task boundary)."""
         return {k for k in state if k.startswith("head.")}
 
+    def perm_spec(self, cfg: EncoderConfig):
+        """Residual stream, heads, MLP units and pooler units (families.encoder_spec)."""
+        from .encoder_spec import encoder_spec
+
+        return encoder_spec(cfg)
+
 
 @functools.lru_cache(maxsize=4)
 def _minilm_full() -> dict[str, torch.Tensor]:

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def code_blocks() -> list[str]:
     text = committed.read_text("README.md")
-    return re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.S)
+    # every fenced block, whatever its language (so a ```python block cannot shift the pairing of fences)
+    return [body for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S) if lang in ("", "bash", "sh")]
 
 
 def commands(prefix: str) -> list[list[str]]:
