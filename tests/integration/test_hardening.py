@@ -3,7 +3,6 @@ must not be lost, input refused before any work in words a user can act on. Runs
 from __future__ import annotations
 
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
