@@ -122,7 +122,8 @@ def instability_figure(barriers: pd.DataFrame, floors: pd.DataFrame, definition:
                 ax.errorbar(x, iv.estimate, yerr=[[iv.estimate - iv.low], [iv.high - iv.estimate]], color="k",
                             capsize=4)
                 for i, gi in g.assign(v=vals.to_numpy()).groupby("init"):
-                    ax.plot(x + 0.12 * (int(i) - 1), gi.v, ".", color=COLORS[(int(i) + 2) % len(COLORS)], ms=4)
+                    ax.plot([x + 0.12 * (int(i) - 1)] * len(gi), gi.v, ".", color=COLORS[(int(i) + 2) % len(COLORS)],
+                            ms=4)
                 fv = f[(f.split == split) & (f.metric == metric)]
                 fvals = 100 * fv.barrier / fv.max_on_path if what == "ptb" else fv.instability
                 ax.plot([x - 0.3, x + 0.3], [fvals.mean()] * 2, color="grey", lw=3, alpha=0.8,
