@@ -25,7 +25,7 @@ from ..analysis.verdict import FRANKLE, interval, judge
 from ..publish.plotting import COLORS, plt, threshold_line
 
 SPLIT_COLOR = {"train": COLORS[0], "eval": COLORS[3]}  # the study's figures: train blue, eval red
-STUDY_CRITERION = "(the study's criterion: loss barrier relative to the endpoints' mean)"
+STUDY_CRITERION = "the study's criterion: loss barrier relative to the endpoints' mean"
 OVERFIT_PCT = 25.0  # an eval - train gap above this % of the train loss at the endpoints is overfitting
 NAMES = {"tinygpt": "TinyGPT", "toygpt": "ToyGPT", "compactgpt": "CompactGPT", "mingpt": "MinGPT", "gpt2": "GPT-2"}
 
@@ -288,7 +288,7 @@ def describe(summary: pd.DataFrame, sizes: pd.DataFrame, p: dict, tok: str, ft: 
         other = [f"{k} ({v})" for k, v in st.items() if v != "unstable"]
         every = bool(len(judged)) and len(unstable) == len(ladder)
         holds[split] = every
-        lines.append(f"- Instability at initialisation on the **{split}** loss {STUDY_CRITERION}: "
+        lines.append(f"- Instability at initialisation on the **{split}** loss ({STUDY_CRITERION}): "
                      + ("holds at every size." if every else
                         f"unstable at {_list(unstable)}; not at {_list(other + untrained)}."))
     err = {name(r["size"]): r["eval_error_verdict"] for _, r in judged.iterrows()}
