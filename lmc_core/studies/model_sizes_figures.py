@@ -74,7 +74,7 @@ def size_summary(barriers: pd.DataFrame, curves: pd.DataFrame, sizes: pd.DataFra
                     "train_minus_eval_high": diff.high})
         row["eval_flat_train_bumpy"] = bool(row["trained"] and verdicts[("train", "loss")].status == "unstable"
                                             and verdicts[("eval", "loss")].status in ("stable", "convex"))
-        row["texts"] = {f"{k[0]}_{k[1]}": v.text() for k, v in verdicts.items()}
+        row.update({f"{k[0]}_{k[1]}_text": v.text() for k, v in verdicts.items()})  # the verdicts in words
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -117,7 +117,7 @@ def barrier_vs_params(summary: pd.DataFrame, p: dict):
                 err = np.abs(np.vstack([y - g[f"{key}_low"].to_numpy(float), g[f"{key}_high"].to_numpy(float) - y]))
                 ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt=marker, ms=12 if fine else 5, capsize=3,
                             color=SPLIT_COLOR[split], label=f"{split}{', fine-tuned' if fine else ''}")
-                rows += [{"size": r.size, "start": r.start, "params": r.params, "split": split, "metric": metric,
+                rows += [{"size": r["size"], "start": r.start, "params": r.params, "split": split, "metric": metric,
                           "instability": r[f"{key}_instability"], "low": r[f"{key}_low"], "high": r[f"{key}_high"],
                           "verdict": r[f"{key}_verdict"], "unit": r[f"{key}_unit"]} for _, r in g.iterrows()]
         for i, (_, r) in enumerate(summary[summary.start != "pretrained"].sort_values("params").iterrows()):
@@ -276,7 +276,7 @@ def describe(summary: pd.DataFrame, sizes: pd.DataFrame, p: dict, tok: str, ft: 
     judged = ladder[ladder.trained]
     numbers = {"definition": d, "tokenizer": tok, "finetuned": ft, "sizes": []}
     for _, r in summary.iterrows():
-        numbers["sizes"].append({k: (v.item() if hasattr(v, "item") else v) for k, v in r.items() if k != "texts"})
+        numbers["sizes"].append({k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()})
     if untrained:
         lines.append(f"- Precondition not met for {_list(untrained)}: the endpoints' training loss is not below the "
                      "unigram entropy of the training text (they learned little more than token frequencies), so no "

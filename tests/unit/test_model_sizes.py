@@ -10,7 +10,7 @@ from lmc_core.config import ConfigError
 from lmc_core.data import DataUnavailableError
 from lmc_core.studies import model_sizes as study
 from lmc_core.studies.common import resolve_params
-from lmc_core.studies.model_sizes_figures import describe, size_summary
+from lmc_core.studies.model_sizes_figures import describe, figures, size_summary
 
 
 def params(**kw):
@@ -102,6 +102,7 @@ def test_verdicts_preconditions_and_the_over_parameterisation_pattern():
     assert s.loc["compactgpt", "overfits"] and s.loc["compactgpt", "gap_low"] > 3.5
     assert not s.loc["toygpt", "trained"] and s.loc["tinygpt", "trained"]
     assert s.loc["our LM", "train_loss_verdict"] == "convex"
+    assert "unstable" in s.loc["tinygpt", "train_loss_text"] and "no barrier" in s.loc["compactgpt", "eval_loss_text"]
     lo, hi = s.loc["tinygpt", "train_loss_low"], s.loc["tinygpt", "train_loss_high"]
     assert lo < s.loc["tinygpt", "train_loss_instability"] < hi  # an interval over the pairs
     p = params()
@@ -111,6 +112,12 @@ def test_verdicts_preconditions_and_the_over_parameterisation_pattern():
     assert not numbers["instability_every_size_train"]  # ToyGPT is untrained: "every size" cannot be claimed
     assert numbers["eval_flat_train_bumpy"] == ["CompactGPT"] and numbers["untrained"] == ["ToyGPT"]
     assert "inconclusive" not in text.split("Instability")[1].split("\n")[0]
+    plotted = figures(curves, barriers, s.reset_index(), sizes, p, "bpe")
+    for name, (fig, data) in plotted.items():  # the plotted numbers name the model they belong to
+        if "size" in data:
+            assert set(data["size"]) <= set(sizes["size"]), name
+    bars = plotted["barrier_vs_params"][1].set_index(["size", "split", "metric"])
+    assert bars.loc[("compactgpt", "eval", "loss"), "verdict"] == "convex"
 
 
 def test_inconclusive_when_the_interval_contains_the_threshold():
