@@ -78,21 +78,30 @@ def describe(models: pd.DataFrame, modes, mat: np.ndarray, cl, cl2, null, stab: 
     numbers.update(ari_k2=a2.estimate, ari_k2_low=a2.low, ari_k2_high=a2.high)
     t = groups.table.set_index("group")
     lines.append("- Barriers within vs across modes: " + "; ".join(
-        f"{g} {r.mean_barrier:.4f} [{r.low:.4f}, {r.high:.4f}] ({int(r.pairs)} pairs)" for g, r in t.iterrows()) + ".")
-    lines.append("  " + _sign_words(groups.across_minus_within, "Across minus within (95 % interval over models)",
-                                    "higher across the strategies, as Juneja et al. found",
-                                    "lower across the strategies than within"))
-    numbers.update(across_minus_within=groups.across_minus_within.estimate)
+        (f"{g} {r.mean_barrier:.4f} [{r.low:.4f}, {r.high:.4f}] ({int(r.pairs)} pairs)" if r.pairs else f"{g}: no pairs")
+        for g, r in t.iterrows()) + ".")
+    if t.loc["across modes", "pairs"] and (t.loc["within mode 0", "pairs"] or t.loc["within mode 1", "pairs"]):
+        lines.append("  " + _sign_words(groups.across_minus_within, "Across minus within (95 % interval over models)",
+                                        "higher across the strategies, as Juneja et al. found",
+                                        "lower across the strategies than within"))
+        numbers.update(across_minus_within=groups.across_minus_within.estimate)
+    else:
+        lines.append("  With a single mode there are no pairs to compare within and across, so no difference.")
     pid, pood = planes["id"], planes["ood"]
     lines.append(f"- Plane through models of both modes: in-distribution ECE from {np.nanmin(pid['ece']):.3f} to "
                  f"{np.nanmax(pid['ece']):.3f}; out-of-distribution accuracy from {np.nanmin(pood['accuracy']):.3f} "
                  f"to {np.nanmax(pood['accuracy']):.3f}.")
     s0, s1 = (models[models["mode"] == c].sharpness.to_numpy() for c in (0, 1))
-    sd = difference(s1, s0)
-    lines.append(f"- ε-sharpness (projected ascent, up to {p['sharpness_passes']} passes): mode 0 "
-                 f"{fmt_spread(*mean_se(s0)[:2], 3)}, mode 1 {fmt_spread(*mean_se(s1)[:2], 3)}; mode 1 minus mode 0 "
-                 f"{sd.text(3)}" + (" — inconclusive." if not sd.bounded or sd.low <= 0 <= sd.high else "."))
-    numbers["sharpness_difference"] = sd.estimate
+    what = f"- ε-sharpness (projected ascent, up to {p['sharpness_passes']} passes)"
+    if len(s0) and len(s1):
+        sd = difference(s1, s0)
+        lines.append(f"{what}: mode 0 {fmt_spread(*mean_se(s0)[:2], 3)}, mode 1 {fmt_spread(*mean_se(s1)[:2], 3)}; "
+                     f"mode 1 minus mode 0 {sd.text(3)}"
+                     + (" — inconclusive." if not sd.bounded or sd.low <= 0 <= sd.high else "."))
+        numbers["sharpness_difference"] = sd.estimate
+    else:
+        lines.append(f"{what}: {fmt_spread(*mean_se(models.sharpness)[:2], 3)} (mean ± s.e. over all models; one "
+                     "mode only, so no comparison).")
     steps = sorted(dyn.step.unique())
     if len(steps) > 1:
         piv = dyn.pivot_table(index="model", columns="step", values="cluster")
