@@ -46,8 +46,10 @@ def describe(models: pd.DataFrame, modes, mat: np.ndarray, cl, cl2, null, stab: 
                      f"the higher (mean {modes.means[1]:.3f}); these modes are the strategy groups below.")
     else:
         lines.append("  The precondition is **not met** in this run: the out-of-distribution accuracies do not show "
-                     "two strategies, so the modes below are only the two components of a mixture and no verdict "
-                     "about strategies is drawn from them.")
+                     "two strategies, so "
+                     + ("the modes below are only the two components of a mixture fitted to them"
+                        if modes.verdict != "constant" else "every model is in one mode below")
+                     + " and no verdict about strategies is drawn from them.")
     iu = np.triu_indices(m, 1)
     off = mat[iu]
     ends = 0.5 * (models.id_loss.to_numpy()[iu[0]] + models.id_loss.to_numpy()[iu[1]])

@@ -141,3 +141,27 @@ def test_summary_of_a_one_cluster_matrix_says_so_and_states_no_placeholder():
     assert "precondition is **not met**" in text and "not a finding" in text
     assert "1.00 ± 0.00" not in text and "0 % cluster changes" not in text
     assert "nan" not in text.lower()
+
+
+def test_a_fine_tune_starts_from_the_pretrained_backbone_with_its_own_classifier_per_seed():
+    from lmc_core.config import RunSpec, Seeds, TrainConfig
+    from lmc_core.ensemble import stack_states
+    from lmc_core.families import family_of
+    from lmc_core.models.mlm import MaskedLMConfig, backbone
+    from lmc_core.train.trainer import Trainer, TrainState
+
+    mlm = MaskedLMConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_positions=12)
+    pre = backbone(family_of(mlm).init(mlm, [7]))
+    assert not any(n.startswith(("mlm_", "pooler", "head")) for n in pre)
+    cfg = mlm.encoder(2)
+    ids = torch.randint(5, 64, (20, 12))
+    ex_ = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (20,))}
+    from lmc_core.data.batches import Examples
+
+    spec = RunSpec(model=cfg, data=PlaysTaskConfig(vocab_size=64), train=TrainConfig(steps=1, batch_size=4),
+                   seeds=(Seeds(1, 2, 3), Seeds(4, 5, 6)), init_from="pretrained@1")
+    t = Trainer(spec, Examples(**ex_), "cpu", TrainState(stack_states([pre] * 2)))
+    state = t.model.state_dict()
+    for n, v in pre.items():  # the backbone is the pretrained one in both copies
+        assert torch.equal(state[n][0], v[0]) and torch.equal(state[n][1], v[0]), n
+    assert not torch.equal(state["head.weight"][0], state["head.weight"][1])  # the classifier: each copy's seed
