@@ -54,7 +54,8 @@ def barrier_matrix(cfg, state: State, examples, alphas, definition: str = "subch
     """Symmetric [M, M] barrier matrix of the M copies in `state` (diagonal 0), computed in batches of pairs;
     cached in `cache` (a .safetensors file) when given.
 
-    Each pair's alphas are always one batched model. `pairs_per_batch` pairs' paths are evaluated together;
+    Each pair's alphas are always one batched model; with alpha 0 and 1 on the grid, the endpoints are the models
+    themselves and are evaluated once per model. `pairs_per_batch` pairs' paths are evaluated together;
     None picks 1 on a CPU (measured: batching more pairs is slower there, bench/barrier_matrix.py) and 16
     on a GPU."""
     if pairs_per_batch is None:
@@ -66,15 +67,25 @@ def barrier_matrix(cfg, state: State, examples, alphas, definition: str = "subch
         except CorruptFileError:
             pass
     pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
-    n = len(alphas)
+    alphas = np.asarray(alphas, dtype=float)
+    # the endpoints (alpha 0 and 1) are the models themselves: evaluated once per model, not once per pair
+    shared = len(alphas) > 2 and alphas[0] == 0.0 and alphas[-1] == 1.0
+    inner = alphas[1:-1] if shared else alphas
+    if shared:
+        r = _evaluate(cfg, state, examples, device, keep=())
+        ends = r.loss if metric == "loss" else r.error
+    n = len(inner)
     out = np.zeros((m, m))
     for c0 in range(0, len(pairs), pairs_per_batch):
         chunk = pairs[c0 : c0 + pairs_per_batch]
-        path = stack_states([interpolate_states(copy_state(state, i), copy_state(state, j), alphas) for i, j in chunk])
+        path = stack_states([interpolate_states(copy_state(state, i), copy_state(state, j), inner) for i, j in chunk])
         r = _evaluate(cfg, path, examples, device, keep=())
         vals = r.loss if metric == "loss" else r.error
         for q, (i, j) in enumerate(chunk):
-            out[i, j] = out[j, i] = B.barrier(alphas, vals[q * n : (q + 1) * n], definition)
+            curve = vals[q * n : (q + 1) * n]
+            if shared:
+                curve = np.concatenate([[ends[i]], curve, [ends[j]]])
+            out[i, j] = out[j, i] = B.barrier(alphas, curve, definition)
     if cache is not None:
         save_tensors(cache, {"matrix": torch.from_numpy(out)})
     return out

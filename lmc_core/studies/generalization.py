@@ -56,7 +56,7 @@ STUDY_DEFAULTS = dict(
     # the analysis
     eval_examples=1600, alphas=10, definition="subchord", kmax=6, delta=None, resamples=20, null_resamples=999,
     bootstrap=999, plane_points=11, plane_range=[-0.5, 1.5], sharpness_eps=5e-4, sharpness_lr=1e-2,
-    sharpness_batches=8, sharpness_passes=10, dynamics=[0.25, 0.5], dynamics_examples=400,
+    sharpness_batches=8, sharpness_passes=10, dynamics=[0.25, 0.5], dynamics_examples=200,
     # the control (the LM-continuation setting, one cluster expected)
     control=True, control_models=8, control_steps=300, control_lr=1e-2, control_id_fraction=0.1,
     control_eval_tokens=2048,
@@ -219,7 +219,8 @@ def run(params: dict | None = None) -> StudyResult:
     batches = S.sharpness_batches(fam, spec, task["train"], p["sharpness_batches"])
     models["sharpness"] = sharpness(cfg, state, batches, p["sharpness_eps"], p["sharpness_lr"], device,
                                     passes=p["sharpness_passes"])
-    dyn = S.dynamics(p, fam, cfg, store, done, ev, alphas, cl2, ids, device)
+    dyn = pd.concat([S.dynamics(p, fam, cfg, store, done, ev, alphas, cl2, ids, device),
+                     S.final_rows(models, mat, p["finetune_steps"])], ignore_index=True)
     curves = pair_curves(cfg, state, S.explorer_pairs(mat, modes.labels),
                          {"in-distribution": ev["id"], "out-of-distribution": ev["ood"]}, alphas, device)
     ctrl = None

@@ -145,22 +145,27 @@ def stability_table(stab: dict[int, np.ndarray]) -> pd.DataFrame:
 
 
 def dynamics(p: dict, fam, cfg, store, done, ev: dict, alphas, final, ids, device) -> pd.DataFrame:
-    """At each kept fine-tuning checkpoint and at the end: every model's out-of-distribution accuracy, its mode
-    (two-component mixture of that step) and its cluster (k = 2 on the barrier matrix of that step, from the
-    first `dynamics_examples` in-distribution examples; labels matched to the final clusters)."""
+    """At each kept fine-tuning checkpoint: every model's out-of-distribution accuracy, its mode (two-component
+    mixture of that step) and its cluster (k = 2 on the barrier matrix of that step, from the first
+    `dynamics_examples` in-distribution examples; labels matched to the final clusters). `final_rows` adds
+    the end."""
     rows = []
     n = p["dynamics_examples"]
     small = ev["id"].head(n)
-    steps = list(done[0].spec.train.checkpoints) + [p["finetune_steps"]]
-    for step in steps:
-        st = stack_states([r.state for r in done]) if step == p["finetune_steps"] else \
-            stack_states([store.checkpoint(r.spec, step) for r in done])
+    for step in done[0].spec.train.checkpoints:
+        st = stack_states([store.checkpoint(r.spec, step) for r in done])
         acc = fam.evaluate(cfg, st, ev["ood"], batch_size=256, device=device).accuracy
         key = matrix_key(ids, step, n, alphas, p["definition"], "loss")
         mat = barrier_matrix(cfg, st, small, alphas, p["definition"], "loss", device, cache=store.layout.matrix(key))
         lab = match_labels(final.labels, spectral_clusters(mat, 2, seed=0).labels)
-        mode = bimodality(acc).labels
         rows += [{"step": int(step), "model": i, "ood_accuracy": float(a), "mode": int(md), "cluster": int(c),
                   "mean_barrier": float(mat[i].sum() / (len(mat) - 1))}
-                 for i, (a, md, c) in enumerate(zip(acc, mode, lab))]
+                 for i, (a, md, c) in enumerate(zip(acc, bimodality(acc).labels, lab))]
     return pd.DataFrame(rows)
+
+
+def final_rows(models: pd.DataFrame, mat: np.ndarray, step: int) -> pd.DataFrame:
+    """The end of fine-tuning in the dynamics table: the final modes and k = 2 clusters (main matrix)."""
+    return pd.DataFrame({"step": step, "model": models.model, "ood_accuracy": models.ood_accuracy,
+                         "mode": models["mode"], "cluster": models.cluster_k2,
+                         "mean_barrier": mat.sum(1) / (len(mat) - 1)})
