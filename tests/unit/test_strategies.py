@@ -165,3 +165,27 @@ def test_a_fine_tune_starts_from_the_pretrained_backbone_with_its_own_classifier
     for n, v in pre.items():  # the backbone is the pretrained one in both copies
         assert torch.equal(state[n][0], v[0]) and torch.equal(state[n][1], v[0]), n
     assert not torch.equal(state["head.weight"][0], state["head.weight"][1])  # the classifier: each copy's seed
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_every_profile_passes_the_checks(profile):
+    from lmc_core.studies import generalization as g
+    from lmc_core.studies.common import resolve_params
+
+    p = resolve_params(g.PROFILES, {"profile": profile})
+    g.check_params(p)
+    if profile != "smoke":
+        assert p["models"] >= 32 and p["eval_examples"] * (p["words"] + 2) >= 16000  # the floor
+    if profile == "paper":
+        assert p["models"] == 100 and p["encoder"] == "minilm"
+
+
+@pytest.mark.parametrize("bad, name", [({"epsilon": 2.0}, "epsilon"), ({"encoder": "minilm"}, "vocab_size"),
+                                       ({"models": 3}, "models"), ({"encoder": "bert"}, "encoder"),
+                                       ({"eval_examples": 5000}, "eval_examples"), ({"dynamics": [1.5]}, "dynamics")])
+def test_bad_study_parameters_are_named_before_any_training(bad, name):
+    from lmc_core.studies import generalization as g
+    from lmc_core.studies.common import resolve_params
+
+    with pytest.raises(ConfigError, match=name):
+        g.check_params(resolve_params(g.PROFILES, {"profile": "quick", **bad}))
