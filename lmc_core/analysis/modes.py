@@ -9,9 +9,9 @@ compared with strategies, the scores must show two modes. Two tests, both standa
 - a Gaussian mixture with two components against one (scikit-learn's GaussianMixture, maximum likelihood,
   Bayesian information criterion BIC = -2 log L + p log n): delta BIC = BIC(1) - BIC(2) > 0 prefers two.
 
-The verdict is "bimodal" when both agree on two modes, "unimodal" when neither does, "inconclusive" otherwise.
-Ashman's D = sqrt(2) |mu_1 - mu_2| / sqrt(s_1^2 + s_2^2) of the two components (D > 2: clean separation) is
-reported beside them. The mode of each model is its most probable component of the two-component mixture
+The verdict is "bimodal" when both agree on two modes and the two components are separated (Ashman et al.'s
+1994 D = sqrt(2) |mu_1 - mu_2| / sqrt(s_1^2 + s_2^2) > 2: a clean separation; a dip test also rejects when a
+single broad mode has clumps), "unimodal" when neither test sees two modes, "inconclusive" otherwise. The mode of each model is its most probable component of the two-component mixture
 (mode 1 = the component with the higher mean).
 """
 from __future__ import annotations
@@ -22,11 +22,12 @@ import numpy as np
 
 ALPHA = 0.05
 REG_COVAR = 1e-4  # a variance floor (a score's standard deviation of at least 0.01)
+MIN_SEPARATION = 2.0  # Ashman's D above which two components are separate modes
 
 
 @dataclass(frozen=True)
 class Bimodality:
-    """The two tests, the verdict and each model's mode (0: lower mode, 1: higher mode)."""
+    """The two tests, the separation, the verdict and each model's mode (0: lower mode, 1: higher mode)."""
 
     n: int
     dip: float
@@ -87,6 +88,9 @@ def bimodality(values, seed: int = 0, alpha: float = ALPHA) -> Bimodality:
     bic1, bic2 = (float(f.bic(col)) for f in fits)
     votes = int(p < alpha) + int(bic1 - bic2 > 0)
     verdict = {2: "bimodal", 0: "unimodal"}.get(votes, "inconclusive")
+    d = np.sqrt(2) * abs(means[1] - means[0]) / np.sqrt(sds[0] ** 2 + sds[1] ** 2)
+    if verdict == "bimodal" and d <= MIN_SEPARATION:
+        verdict = "inconclusive"
     if len(set(labels.tolist())) < 2:  # both components on the same models: one mode after all
         verdict = "unimodal" if verdict != "bimodal" else "inconclusive"
     return Bimodality(x.size, float(dip), float(p), bic1, bic2, means, sds, weights, labels.astype(int), verdict)

@@ -52,11 +52,11 @@ STUDY_DEFAULTS = dict(
     encoder="pretrained", d_model=32, n_layers=2, n_heads=4, d_ff=128, dropout=0.1, pretrain_steps=800,
     pretrain_lr=2e-3, pretrain_batch=64, minilm_layers=6,
     # the fine-tunes
-    models=32, finetune_steps=800, finetune_lr=1e-3, batch_size=32, weight_decay=0.01,
+    models=32, finetune_steps=800, finetune_lr=2e-3, batch_size=32, weight_decay=0.01,
     # the analysis
-    eval_examples=1600, alphas=10, definition="subchord", kmax=6, delta=None, resamples=20, null_resamples=999,
+    eval_examples=1400, alphas=10, definition="subchord", kmax=6, delta=None, resamples=20, null_resamples=999,
     bootstrap=999, plane_points=11, plane_range=[-0.5, 1.5], sharpness_eps=5e-4, sharpness_lr=1e-2,
-    sharpness_batches=8, sharpness_passes=10, dynamics=[0.25, 0.5], dynamics_examples=200,
+    sharpness_batches=8, sharpness_passes=10, dynamics=[0.5], dynamics_examples=160,
     # the control (the LM-continuation setting, one cluster expected)
     control=True, control_models=8, control_steps=300, control_lr=1e-2, control_id_fraction=0.1,
     control_eval_tokens=2048,

@@ -189,3 +189,10 @@ def test_bad_study_parameters_are_named_before_any_training(bad, name):
 
     with pytest.raises(ConfigError, match=name):
         g.check_params(resolve_params(g.PROFILES, {"profile": "quick", **bad}))
+
+
+def test_clumps_inside_one_broad_mode_are_not_two_strategies():
+    rng = np.random.default_rng(4)
+    x = np.r_[rng.normal(0.71, 0.004, 14), rng.normal(0.74, 0.004, 10), rng.uniform(0.6, 0.8, 8)]
+    b = bimodality(x)
+    assert b.ashman_d < 2 or b.verdict != "bimodal"
