@@ -8,7 +8,7 @@ pair's alphas as one batched model, and `--pairs-per-batch` pairs' paths as one 
 (lmc_core.analysis.landscape.barrier_matrix). Pairs/s and the ratios to one model per alpha are printed, and
 the command that measures the same on a GPU.
 
-    python bench/barrier_matrix.py                                  # CPU: 32 models, 1600 passages
+    python bench/barrier_matrix.py                                  # CPU: 32 models, the quick profile's passages
     python bench/barrier_matrix.py --models 100 --examples 2000 --device cuda --pairs-per-batch 1 16 64
 """
 from __future__ import annotations
@@ -33,7 +33,8 @@ from lmc_core.train import resolve_device
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=int, default=32)
-    ap.add_argument("--examples", type=int, default=1600, help="in-distribution passages per evaluation")
+    ap.add_argument("--examples", type=int, default=None,
+                    help="in-distribution passages per evaluation (default: the quick profile's)")
     ap.add_argument("--alphas", type=int, default=10)
     ap.add_argument("--pairs-per-batch", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--loop-pairs", type=int, default=4, help="pairs timed one model per alpha (rate is per pair)")
@@ -45,7 +46,7 @@ def main(argv=None):
     cfg = spec.model
     fam = family_of(cfg)
     state = fam.init(cfg, list(range(a.models)))
-    ex = fam.eval_examples(cfg, study.plays_task(study.eval_config(p))["id"], a.examples)
+    ex = fam.eval_examples(cfg, study.plays_task(study.eval_config(p))["id"], a.examples or p["eval_examples"])
     alphas = alpha_grid(a.alphas)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     n_pairs = a.models * (a.models - 1) // 2
