@@ -196,3 +196,22 @@ def test_clumps_inside_one_broad_mode_are_not_two_strategies():
     x = np.r_[rng.normal(0.71, 0.004, 14), rng.normal(0.74, 0.004, 10), rng.uniform(0.6, 0.8, 8)]
     b = bimodality(x)
     assert b.ashman_d < 2 or b.verdict != "bimodal"
+
+
+def test_fine_tunes_on_unpadded_passages_train_as_alone_inside_an_ensemble():
+    """The phrase task has no padding, so the encoder's dropout masks do not depend on the other copies' batches
+    (the padding-trim caveat of the encoder family does not arise): copy k of an ensemble equals it trained alone."""
+    from lmc_core.config import RunSpec, Seeds, TrainConfig
+    from lmc_core.models.mlm import MaskedLMConfig
+    from lmc_core.train import train_copies
+
+    torch.set_num_threads(1)
+    cfg = MaskedLMConfig(vocab_size=512, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_positions=12).encoder(2)
+    data = plays_task(SMALL)["train"]
+    spec = RunSpec(model=cfg, data=SMALL, train=TrainConfig(steps=3, batch_size=8, optimizer="adamw", lr=1e-2,
+                                                            schedule="constant"),
+                   seeds=(Seeds(1, 2, 3), Seeds(4, 5, 6)))
+    both = train_copies(spec, data, "cpu", progress=False)
+    alone = train_copies(replace(spec, seeds=spec.seeds[1:]), data, "cpu", progress=False)
+    for n, t in both.state.items():
+        torch.testing.assert_close(t[1:2], alone.state[n], rtol=1e-5, atol=1e-6)
