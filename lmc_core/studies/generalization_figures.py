@@ -64,7 +64,7 @@ def matrix_figure(mat: np.ndarray, cl2, modes: np.ndarray, p: dict):
     ax.set_yticks(range(n), order, fontsize=5)
     ax.set_xlabel("model (ordered by strategy mode, then cluster); right: mode | cluster (k = 2)")
     fig.colorbar(im, ax=ax, label=f"in-distribution test-loss barrier '{p['definition']}' (nats)")
-    ax.set_title(f"All-pairs barriers (cyan: mode boundary); {_what(p)}", fontsize=8)
+    ax.set_title(f"All-pairs barriers (cyan: mode boundary)\n{_what(p)}", fontsize=8)
     fig.tight_layout()
     return fig, pd.DataFrame(m, index=order, columns=order).reset_index()
 
