@@ -77,9 +77,12 @@ def describe(models: pd.DataFrame, modes, mat: np.ndarray, cl, cl2, null, stab: 
                  f"and the modes {a2.text(2)}"
                  + (f"; with the eigengap's k = {cl.k}: {agree['eigengap'].text(2)}" if "eigengap" in agree else "")
                  + (". " if modes.bimodal else " (not a finding: the precondition failed). ")
-                 + ("The clusters recover the strategies." if modes.bimodal and a2.bounded and a2.low > 0.5 else
-                    "The clusters do not recover the strategies." if modes.bimodal and a2.bounded and a2.high < 0.2
-                    else "Inconclusive." if modes.bimodal else ""))
+                 + ("The clusters recover the strategies (the interval lies above 0.5)."
+                    if modes.bimodal and a2.bounded and a2.low > 0.5 else
+                    "The clusters do not recover the strategies (the interval lies below 0.2)."
+                    if modes.bimodal and a2.bounded and a2.high < 0.2 else
+                    "Inconclusive: the interval lies neither above 0.5 (clusters recover the strategies) nor below "
+                    "0.2 (they do not); at most a weak agreement." if modes.bimodal else ""))
     numbers.update(ari_k2=a2.estimate, ari_k2_low=a2.low, ari_k2_high=a2.high)
     t = groups.table.set_index("group")
     lines.append("- Barriers within vs across modes: " + "; ".join(
