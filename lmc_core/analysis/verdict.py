@@ -134,17 +134,18 @@ def interval(values, units=None, unit: str = "pair", confidence: float = CONFIDE
 
 
 def difference(a, b, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES, seed: int = 0) -> Interval:
-    """mean(a) - mean(b) of two independent arms with scipy.stats.bootstrap's percentile interval."""
+    """mean(a) - mean(b) of two independent arms with scipy.stats.bootstrap's percentile interval (each arm's
+    pairs resampled within the arm; the interval's text reads "over 2 arms, N pairs in all")."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     est = float(a.mean() - b.mean()) if a.size and b.size else float("nan")
     if a.size < MIN_PAIRS or b.size < MIN_PAIRS or not np.isfinite(est):
-        return Interval(est, float("nan"), float("nan"), 0, int(a.size + b.size), "pair", confidence)
+        return Interval(est, float("nan"), float("nan"), 2, int(a.size + b.size), "arm", confidence)
     if np.all(a == a[0]) and np.all(b == b[0]):
-        return Interval(est, est, est, 2, int(a.size + b.size), "pair", confidence)
+        return Interval(est, est, est, 2, int(a.size + b.size), "arm", confidence)
     res = bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), confidence_level=confidence,
                     n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed))
     return Interval(est, float(res.confidence_interval.low), float(res.confidence_interval.high), 2,
-                    int(a.size + b.size), "pair", confidence)
+                    int(a.size + b.size), "arm", confidence)
 
 
 def compare(a: Interval, b: Interval, name_a: str, name_b: str, what: str) -> str:

@@ -224,7 +224,7 @@ def describe(table: pd.DataFrame, forgetting: pd.DataFrame | None, endpoints: pd
         numbers["encoder_converged"] = bool(endpoints.converged.all()) if endpoints is not None else None
     if forgetting is not None and len(forgetting):
         s = forgetting_summary(forgetting)
-        gap = difference(s.forgotten_path, s.forgotten_random)
+        gap = interval(s.forgotten_path.to_numpy(float) - s.forgotten_random.to_numpy(float))  # paired by pair
         lines += ["", f"Forgetting ({len(s)} full fine-tuning pairs, {p['enc_train_sample']} *training* passages, where "
                       f"the cartography is measured): of the passages right at endpoint A, "
                       f"{100 * s.forgotten_path.mean():.1f} % turn wrong somewhere inside the path A → B and "

@@ -69,6 +69,7 @@ def test_pairs_sharing_an_initialisation_are_resampled_as_units():
 def test_differences_and_comparisons_say_inconclusive_when_intervals_overlap():
     d = difference([3.0, 3.2, 2.9, 3.1], [1.0, 1.1, 0.9, 1.2])
     assert d.low > 0
+    assert "over 2 arms, 8 pairs in all" in d.text()  # two arms resampled, not "2 pairs"
     a, b = interval([3.0, 3.2, 2.9, 3.1]), interval([1.0, 1.1, 0.9, 1.2])
     assert "higher for A than for B" in compare(a, b, "A", "B", "the barrier")
     c = interval([0.5, 3.0, 1.0, 2.5])
