@@ -15,6 +15,15 @@ THEUS_COLUMNS = {"unaligned": "unaligned", "activation matching": "activation ma
                  "weight matching": "weight matching", "orthogonal (weights)": "permutations + orthogonal residual map"}
 
 
+def empty_figure(title: str, why: str):
+    """A figure that says why it has nothing to show (so every figure the notebook displays exists)."""
+    fig, ax = plt.subplots(figsize=(7, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, why, ha="center", va="center", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig, pd.DataFrame({"note": [why]})
+
+
 def _spread(g: pd.DataFrame, column: str) -> pd.DataFrame:
     return g.groupby("lr")[column].agg(["mean", "min", "max"])
 
@@ -221,6 +230,8 @@ def lm_barrier_figure(lm: pd.DataFrame, definition: str, profile: str):
         if np.isfinite(theus):
             ax.bar(i + 0.2, theus, 0.4, color=COLORS[1], label="Theus et al. 2025, GPT-2 on Tiny Shakespeare"
                    if kind == "unaligned" else None)
+            ax.text(i + 0.2, theus, f"{theus:g}" + ("\n(perm. + orth.)" if "orthogonal" in kind else ""),
+                    ha="center", va="bottom", fontsize=6)
         rows.append({"kind": kind, "estimate": iv.estimate, "low": iv.low, "high": iv.high, "pairs": iv.n_pairs,
                      "theus": theus})
     ax.set_xticks(x, [k.replace(", ", ",\n").replace(" (", "\n(") for k in kinds], fontsize=7)

@@ -21,13 +21,14 @@ own full schedule) show where the endpoint loss flattens. For every pair, the te
 from __future__ import annotations
 
 import time
+
 import numpy as np
 import pandas as pd
 import torch
 
-from ..align import activation_matching, apply_permutation, random_permutation, weight_matching
+from ..align import RESIDUAL, activation_matching, apply_permutation, random_permutation, weight_matching
 from ..align.learned import learned_alignment
-from ..align.orthogonal import residual_alignment, residual_features
+from ..align.orthogonal import permutation_matrix, residual_alignment, residual_features
 from ..analysis import barrier as B
 from ..analysis.interpolate import interpolate_states
 from ..config import ConfigError, DataConfig, RunSpec, Seeds, TrainConfig, model_preset
@@ -118,9 +119,15 @@ def align_pair(p: dict, fam, model, a, b, x_match, train_windows, pair: int) -> 
     info.update(orth_weights_seconds=time.perf_counter() - t0, orth_rounds=len(ow.objective) - 1)
     collect = lambda s: fam.activations(cfg, s, x_match)  # noqa: E731
     t0 = time.perf_counter()
-    b_oa, _ = residual_alignment(fspec, rspec, af, bf, features=(residual_features(collect, af),
-                                                                  residual_features(collect, bf)), seed=pair)
+    xa, xb = residual_features(collect, af), residual_features(collect, bf)
+    b_oa, oa = residual_alignment(fspec, rspec, af, bf, features=(xa, xb), seed=pair)
     info["orth_activations_seconds"] = time.perf_counter() - t0
+    # how much of A's residual stream B's explains after a permutation of its coordinates vs after a rotation
+    # (1 - |X_B M - X_A|^2 / |X_A|^2 on the matching inputs): the measured reason the orthogonal map helps
+    fit = lambda m: float(1 - (xb @ m - xa).pow(2).sum() / xa.pow(2).sum())  # noqa: E731
+    info.update(residual_fit_wm=fit(permutation_matrix(np.asarray(perms[RESIDUAL]))),
+                residual_fit_am=fit(permutation_matrix(np.asarray(perms_am[RESIDUAL]))),
+                residual_fit_orthogonal=fit(oa.map))
     # learned: start from the closed form with the lower midpoint loss on held-out TRAINING windows
     g = generator(pair, 0x1EA)
     heldout = [{"tokens": train_windows[torch.randint(0, len(train_windows), (p["lm_learn_batch"],), generator=g)][None]}

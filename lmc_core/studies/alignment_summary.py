@@ -198,8 +198,15 @@ def lm_lines(lm: pd.DataFrame, floor: pd.DataFrame | None, p: dict) -> tuple[lis
                  + (f"below the {target:g} % target in every resample." if met else
                     f"the {target:g} % target is {'missed' if rv.bounded and rv.low > target else 'not established'}."))
     out.update(best=best, remaining_pct={"estimate": rv.estimate, "low": rv.low, "high": rv.high}, target_met=bool(met))
+    if "residual_fit_orthogonal" in lm:
+        fo, fw, fa = (float(lm[c].mean()) for c in ("residual_fit_orthogonal", "residual_fit_wm", "residual_fit_am"))
+        lines.append(f"- Why a residual map matters here (measured): on the matching windows, B's residual stream after the "
+                     f"Procrustes rotation explains {100 * fo:.0f} % of A's (1 − ‖X_B Q − X_A‖² / ‖X_A‖², mean over pairs), "
+                     f"after the residual permutation of weight matching {100 * fw:.0f} % and of activation matching "
+                     f"{100 * fa:.0f} %: the two streams differ by a rotation that no permutation of coordinates undoes.")
+        out["residual_fit"] = {"orthogonal": fo, "weight_matching": fw, "activation_matching": fa}
     lines.append("- Against Theus et al. (GPT-2, 124M parameters, on Tiny Shakespeare with GPT-2's subword tokenizer): "
-                 + order_text(out["barriers"]))
+                 + order_text(out["barriers"], lm_width(p)))
     rec = lm.learned_kept_start.astype(bool).sum() if "learned_kept_start" in lm else 0
     if rec:
         lines.append(f"- Learned alignment did not lower the midpoint loss on held-out training windows for {int(rec)} of "
@@ -210,7 +217,14 @@ def lm_lines(lm: pd.DataFrame, floor: pd.DataFrame | None, p: dict) -> tuple[lis
     return lines, out
 
 
-def order_text(b: dict) -> str:
+def lm_width(p: dict) -> int:
+    """The LM's residual width (d_model) of this run."""
+    from ..config import model_preset
+
+    return model_preset(p["lm_model"], **p["lm_overrides"]).d_model
+
+
+def order_text(b: dict, width: int = 0) -> str:
     """Where our order and sizes differ from Theus et al.'s row, in words (intervals decide "differs")."""
     t = {k: THEUS[v] for k, v in THEUS_COLUMNS.items() if v in THEUS}
     parts = []
@@ -218,7 +232,7 @@ def order_text(b: dict) -> str:
     if am["high"] < wm["low"]:
         parts.append("our activation matching ends below weight matching (theirs: weight matching "
                      f"{t['weight matching']:g} far below activation matching {t['activation matching']:g}) — the order "
-                     "of the two permutation methods is reversed")
+                     "of the two permutation methods is reversed (why is not measured here)")
     elif wm["high"] < am["low"]:
         parts.append("weight matching ends below activation matching, as in theirs")
     else:
@@ -236,6 +250,10 @@ def order_text(b: dict) -> str:
     if fold:
         parts.append(f"rewriting LayerNorm in RMSNorm form alone (same permutations) gives {fold['estimate']:.3f} against "
                      f"{wm['estimate']:.3f}, so the gain of the orthogonal map is measured against the former")
+    if width:
+        parts.append(f"our residual stream is {width} wide against GPT-2's 768, and the barrier left after permutations "
+                     "falls with width in Git Re-Basin (and in the MLP width sweep above) — a likely reason permutations "
+                     "remove less here")
     parts.append("our barriers are in nats per character of a model with about a thousandth of GPT-2's parameters, "
                  "theirs in nats per subword token, so sizes are compared as fractions of the unaligned barrier")
     return "; ".join(parts) + "."

@@ -160,11 +160,25 @@ def connect_lines(pairs: pd.DataFrame, trajectory: pd.DataFrame, grok: pd.DataFr
             lines.append(f"- During training (permutation alignment, mean over pairs): {before.mean():.1f} points before "
                          f"the first seed grokked, {after.mean():.1f} after the last did.")
     v = out[best]["verdict"]
-    why = ("the grokked seeds compute with the same frequencies and an invertible map of the stream lines up their "
-           "circuits" if v.startswith("connected") and np.nanmin(ov) == 1 else
-           "even the best alignment leaves a barrier: each seed's MLP units are tuned to its own key frequencies, and "
-           "no permutation or residual map turns one frequency into another" if v == "not connected" else
-           "the data do not separate the two")
+    rho = rhos.get(best, float("nan"))
+    varied = np.nanstd(ov) > 0
+    if v.startswith("connected"):
+        perm = out["permutation"]
+        why = ("permutations alone already connect them" if perm["verdict"].startswith("connected") else
+               f"permutations alone leave {perm['error_pp']:.1f} points, so what separates two grokked seeds is a map of "
+               "the residual stream that no permutation of units undoes")
+    elif varied and np.isfinite(rho) and rho <= -0.5:
+        why = (f"the barrier after {best} falls as two seeds share more key frequencies (ρ = {rho:.2f}): seeds that "
+               "compute with different frequencies stay apart, and no permutation or map of the residual stream turns "
+               "one frequency into another")
+    elif not varied and np.nanmin(ov) == 1:
+        why = ("every pair shares its key frequencies, so what separates the seeds (if anything) is not which "
+               "frequencies they use")
+    elif varied:
+        why = (f"the barrier does not track the overlap of the key frequencies (ρ = {rho:.2f}), so this run does not say "
+               "why")
+    else:
+        why = "the seeds' frequency sets do not vary, so this run does not say why"
     lines.append(f"So: after the best alignment ({best}) two grokked solutions are {v} here — {why}.")
     numbers["connected"] = f"{v} after {best}"
     return lines
