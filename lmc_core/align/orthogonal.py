@@ -207,7 +207,7 @@ def _inner(a: State, b: State) -> float:
 
 def residual_alignment(pspec: PermutationSpec, rspec: ResidualSpec, a: State, b: State,
                        features: tuple[torch.Tensor, torch.Tensor] | None = None, rounds: int = 8,
-                       seed: int = 0, tol: float = 1e-10) -> tuple[State, ResidualMatch]:
+                       seed: int = 0, tol: float = 1e-10, group: str | None = None) -> tuple[State, ResidualMatch]:
     """B aligned to A by a residual map and permutations of the other units; K=1 states in the residual form.
 
     features: residual activations (X_A, X_B), each [N, d], of the two models on the same inputs: the map is
@@ -217,8 +217,14 @@ def residual_alignment(pspec: PermutationSpec, rspec: ResidualSpec, a: State, b:
     from the better of (a) weight matching with the residual permutation and (b) Procrustes on the places only
     the residual map touches (embeddings, biases, the unembedding), alternating Procrustes for the map with weight
     matching for the other permutations; every step maximises the objective given the rest, so it never falls.
-    Returns T(B) and what was found.
+    group: the maps searched — the spec's group by default, or "orthogonal" within an invertible group (an
+    orthogonal map is invertible too; ValueError for "invertible" within an orthogonal group). Returns T(B) and
+    what was found.
     """
+    group = group or rspec.group
+    if group not in GROUPS or (rspec.group == "orthogonal" and group != "orthogonal"):
+        raise ValueError(f"group={group!r}: this residual stream keeps its function under {rspec.group} maps; search "
+                         "those or orthogonal ones")
     t0 = time.perf_counter()
     rest = without_residual(pspec)
     d = rspec.size
@@ -234,11 +240,11 @@ def residual_alignment(pspec: PermutationSpec, rspec: ResidualSpec, a: State, b:
 
     if features is not None:
         xa, xb = features
-        m = procrustes(xb, xa) if rspec.group == "orthogonal" else least_squares_map(xb, xa)
+        m = procrustes(xb, xa) if group == "orthogonal" else least_squares_map(xb, xa)
         perms = perms_given(m, None)
         out = mapped(m, perms)
         return out, ResidualMatch(m, perms or {}, "activations", [_inner(a, out)], time.perf_counter() - t0)
-    if rspec.group != "orthogonal":
+    if group != "orthogonal":
         raise ValueError("an invertible residual map is found from activations (features=(X_A, X_B)); the weight "
                          "objective <A, T(B)> is unbounded over invertible maps")
     starts = []

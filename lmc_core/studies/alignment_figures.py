@@ -166,6 +166,8 @@ def width_figure(table: pd.DataFrame, definition: str, profile: str):
         axes[1][j].set_xlabel("hidden units per layer (3 layers; log axis)")
         for ax in axes[:, j]:
             ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted(g.width.unique()), [str(w) for w in sorted(g.width.unique())])
+            ax.minorticks_off()
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"Width sweep (Git Re-Basin's main variable): barrier vs width, dots: pairs ({profile} profile)",

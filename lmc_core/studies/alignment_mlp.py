@@ -137,7 +137,8 @@ def align_pairs(spec: RunSpec, state, copies: list[dict], diverged: dict, data, 
             rows.append({**ident, "diverged": True, "collapsed": False})
             continue
         a, b = copy_state(state, i), copy_state(state, i + 1)
-        path, info = _paths(a, b, spec, p, x_match, alphas, seed=i)
+        # matching seeded by the pair, so a pair gets the same alignment in the grid and in the width sweep
+        path, info = _paths(a, b, spec, p, x_match, alphas, seed=int(copies[i]["pair"]))
         r = fam.evaluate(spec.model, path, test, batch_size=1024, device=device)
         cr = [{**ident, "kind": kind, "split": "test", "alpha": float(al), "loss": float(r.loss[j * n + q]),
                "error": float(r.error[j * n + q])} for j, kind in enumerate(KINDS) for q, al in enumerate(alphas)]

@@ -251,9 +251,9 @@ def order_text(b: dict, width: int = 0) -> str:
         parts.append(f"rewriting LayerNorm in RMSNorm form alone (same permutations) gives {fold['estimate']:.3f} against "
                      f"{wm['estimate']:.3f}, so the gain of the orthogonal map is measured against the former")
     if width:
-        parts.append(f"our residual stream is {width} wide against GPT-2's 768, and the barrier left after permutations "
-                     "falls with width in Git Re-Basin (and in the MLP width sweep above) — a likely reason permutations "
-                     "remove less here")
+        parts.append(f"our residual stream is {width} wide against GPT-2's 768, and in Git Re-Basin the barrier left "
+                     "after permutations falls with width — a likely reason permutations remove less here (not tested "
+                     "on LMs here; the MLP width sweep above is the test we ran)")
     parts.append("our barriers are in nats per character of a model with about a thousandth of GPT-2's parameters, "
                  "theirs in nats per subword token, so sizes are compared as fractions of the unaligned barrier")
     return "; ".join(parts) + "."

@@ -6,11 +6,13 @@ training for:
 
 - "unaligned": T = identity;
 - "permutation": weight matching of the residual stream, heads and MLP units (Git Re-Basin);
+- "orthogonal residual map": an orthogonal map of the residual stream (Procrustes on the weights, alternated with
+  weight matching of heads and MLP units; lmc_core.align.orthogonal);
 - "invertible residual map": the model has no LayerNorm, so every invertible map M of the residual stream keeps
   its function; M = the least-squares map of B's residual activations onto A's (on the training inputs), then
-  weight matching of heads and MLP units given it (lmc_core.align.orthogonal);
-- "learned": from the invertible map, the map (and, with learn_units, the MLP permutation) learnt to minimise the
-  training loss at the path's midpoint (lmc_core.align.learned);
+  weight matching of heads and MLP units given it;
+- "learned": from the closed-form map with the lower training loss at the midpoint, an invertible map (and, with
+  learn_units, the MLP permutation) learnt to minimise that loss (lmc_core.align.learned);
 
 and, unaligned and after permutation, at the checkpoints before and after grokking. Each seed's key frequencies
 come from the discrete Fourier transform of its token embedding over the p residues (Nanda et al. 2023: a grokked
@@ -33,7 +35,7 @@ from ..analysis.interpolate import alpha_grid, interpolate_states
 from ..ensemble import copy_state
 from ..families import family_of
 
-KINDS = ("unaligned", "permutation", "invertible residual map", "learned")
+KINDS = ("unaligned", "permutation", "orthogonal residual map", "invertible residual map", "learned")
 
 
 def key_frequencies(state, p: int, factor: float = 2.0) -> tuple[list[int], np.ndarray]:
@@ -80,24 +82,32 @@ def seed_bootstrap(pairs: pd.DataFrame, column: str, n_resamples: int = 2000, se
 
 
 def align_all(fam, cfg, a, b, x_train: torch.Tensor, train: dict, p: dict, seed: int) -> dict:
-    """{kind: T(B)} for one pair of K=1 states, plus learned-alignment diagnostics under "_learned"."""
+    """{kind: T(B)} for one pair of K=1 states, plus diagnostics under "_info" and the residual form under "_form"."""
     pspec = fam.perm_spec(cfg)
     perms, _ = weight_matching(pspec, a, b, seed=seed)
     out = {"unaligned": b, "permutation": apply_permutation(b, pspec, perms)}
     rcfg, af, rspec = fam.residual_maps(cfg, a)
     _, bf, _ = fam.residual_maps(cfg, b)
+    rperm = fam.perm_spec(rcfg)
+    out["orthogonal residual map"], _ = residual_alignment(rperm, rspec, af, bf, seed=seed, group="orthogonal")
     collect = lambda s: fam.activations(rcfg, s, x_train)  # noqa: E731
-    b_inv, _ = residual_alignment(fam.perm_spec(rcfg), rspec, af, bf,
-                                  features=(residual_features(collect, af), residual_features(collect, bf)), seed=seed)
-    out["invertible residual map"] = b_inv
+    out["invertible residual map"], inv = residual_alignment(
+        rperm, rspec, af, bf, features=(residual_features(collect, af), residual_features(collect, bf)), seed=seed)
+    sv = torch.linalg.svdvals(inv.map)
     batch = {n: t[None] for n, t in train.items()}  # full batch, as the models trained
-    b_l, info = learned_alignment(af, b_inv, fam.state_loss_fn(rcfg), itertools.repeat(batch), [batch],
-                                  pspec=fam.perm_spec(rcfg) if p["learn_units"] else None, rspec=rspec,
+    loss = fam.state_loss_fn(rcfg)
+    with torch.no_grad():  # learned alignment starts from the closed form with the lower training midpoint loss
+        mids = {k: float(loss({n: 0.5 * (af[n] + out[k][n]) for n in af}, batch).mean())
+                for k in ("orthogonal residual map", "invertible residual map")}
+    start = min(mids, key=mids.get)
+    b_l, info = learned_alignment(af, out[start], loss, itertools.repeat(batch), [batch],
+                                  pspec=rperm if p["learn_units"] else None, rspec=rspec,
                                   steps=p["learn_steps"], lr=p["learn_lr"])
     out["learned"] = b_l
-    out["_learned"] = {"kept_start": info.kept_start, "train_mid_start": info.heldout_start,
-                       "train_mid_end": info.heldout_end}
-    out["_form"] = (rcfg, af)  # the residual form in which the last two kinds live (this family: the model itself)
+    out["_info"] = {"learned_start": start, "learned_kept_start": info.kept_start,
+                    "learned_train_mid_start": info.heldout_start, "learned_train_mid_end": info.heldout_end,
+                    "invertible_map_condition": float(sv.max() / sv.min())}
+    out["_form"] = (rcfg, af)  # the residual form in which the last three kinds live (this family: the model itself)
     return out
 
 
@@ -128,7 +138,7 @@ def connectivity(p: dict, spec, state, copies: pd.DataFrame, grok: pd.DataFrame,
             rcfg, af = ends.pop("_form")
             row = {"role": role, "weight_decay": wd, "fisher": lam, "seed_a": int(sa), "seed_b": int(sb),
                    "overlap": jaccard(keys[int(ca)], keys[int(cb)]), "keys_a": str(keys[int(ca)]),
-                   "keys_b": str(keys[int(cb)]), **{f"learned_{k}": v for k, v in ends.pop("_learned").items()}}
+                   "keys_b": str(keys[int(cb)]), **ends.pop("_info")}
             for kind in KINDS:
                 left, cfg = (a, spec.model) if kind in ("unaligned", "permutation") else (af, rcfg)
                 res = fam.evaluate(cfg, interpolate_states(left, ends[kind], alphas), test, batch_size=4096,

@@ -7,6 +7,7 @@ import pandas as pd
 from ..publish.plotting import COLORS, plt
 
 GROK_PCT = 95
+CONTROL_X = -0.2  # where the overlap figure draws the control pairs (they have no key frequencies)
 
 
 def accuracy_figure(curves: pd.DataFrame, grok: pd.DataFrame, p: dict):
@@ -105,9 +106,10 @@ def trajectory_figure(trajectory: pd.DataFrame, grok: pd.DataFrame, p: dict):
 
 
 def overlap_figure(pairs: pd.DataFrame, p: dict):
-    """The test-error barrier (left) and test-loss barrier (right) of every pair after each alignment against the
-    overlap (Jaccard index) of the two seeds' key Fourier frequencies; circles: pairs of grokked seeds, crosses:
-    the weight-decay-0 control (memorised, not grokked); hollow: a convex path (no barrier)."""
+    """The test-error barrier (left) and test-loss barrier (right, log axis) of every pair after each alignment against
+    the overlap (Jaccard index) of the two seeds' key Fourier frequencies; circles: pairs of grokked seeds, crosses
+    (left of 0): the weight-decay-0 control (memorised, not grokked, no key frequencies); hollow circles and plus
+    signs: a convex path of that quantity (no barrier)."""
     from .grokking_connect import KINDS
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -117,24 +119,28 @@ def overlap_figure(pairs: pd.DataFrame, p: dict):
             g = pairs[pairs.role == role]
             if not len(g) or f"chord_pct:{kind}" not in g:
                 continue
-            convex = g[f"chord_pct:{kind}"] <= 0.1
-            jitter = (c - 1.5) * 0.008
-            for ax, col in zip(axes, (f"error_barrier_pp:{kind}", f"loss_barrier:{kind}")):
-                ax.scatter(g.overlap[~convex] + jitter, g[col][~convex], marker=marker, color=COLORS[c],
+            jitter = (c - 2) * 0.008
+            # the control has no key frequencies (no overlap to speak of): drawn left of 0
+            x = (g.overlap if role == "grokked" else pd.Series(CONTROL_X, index=g.index)) + jitter
+            for ax, col, chord in zip(axes, (f"error_barrier_pp:{kind}", f"loss_barrier:{kind}"),
+                                      (f"error_chord_pp:{kind}", f"chord_pct:{kind}")):
+                convex = g[chord] <= 0.1 if chord in g else pd.Series(False, index=g.index)
+                ax.scatter(x[~convex], g[col][~convex], marker=marker, color=COLORS[c],
                            label=f"{kind} ({role})" if ax is axes[0] else None, s=22)
-                if convex.any() and marker == "o":
-                    ax.scatter(g.overlap[convex] + jitter, g[col][convex], marker="o", facecolors="none",
-                               edgecolors=COLORS[c], s=22)
-                elif convex.any():
-                    ax.scatter(g.overlap[convex] + jitter, g[col][convex], marker="+", color=COLORS[c], s=22)
+                if convex.any():
+                    ax.scatter(x[convex], g[col][convex], marker="o" if marker == "o" else "+", s=22,
+                               **({"facecolors": "none", "edgecolors": COLORS[c]} if marker == "o" else
+                                  {"color": COLORS[c]}))
             rows += [{"kind": kind, "role": role, "pair": f"{a}-{b}", "overlap": o, "error_barrier_pp": e,
-                      "loss_barrier": lo, "convex": bool(cv)}
-                     for a, b, o, e, lo, cv in zip(g.seed_a, g.seed_b, g.overlap, g[f"error_barrier_pp:{kind}"],
-                                                   g[f"loss_barrier:{kind}"], convex)]
+                      "loss_barrier": lo}
+                     for a, b, o, e, lo in zip(g.seed_a, g.seed_b, g.overlap, g[f"error_barrier_pp:{kind}"],
+                                               g[f"loss_barrier:{kind}"])]
     axes[0].set_ylabel(f"test-error barrier '{p['definition']}' (percentage points)")
-    axes[1].set_ylabel(f"test-loss barrier '{p['definition']}' (nats)")
+    axes[1].set_ylabel(f"test-loss barrier '{p['definition']}' (nats, log axis)")
+    axes[1].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("overlap of the two seeds' key frequencies (Jaccard index)")
+        ax.set_xticks([CONTROL_X, 0, 0.25, 0.5, 0.75, 1], ["control", "0", "0.25", "0.5", "0.75", "1"])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6)
     wd, lam = p["connect_setting"]

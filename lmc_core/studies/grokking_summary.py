@@ -33,7 +33,9 @@ def compare_cells(lo: pd.Series, hi: pd.Series) -> str:
 
 
 def claim(cells: pd.DataFrame, var: str, other: str) -> dict:
-    """Along every slice of the grid (`other` held fixed), neighbouring cells of the fitting part compared."""
+    """Along every slice of the grid (`other` held fixed), neighbouring cells of the fitting part compared. The
+    verdict is "inconclusive" unless at least half of the comparisons are decisive; then "supported" (all decisive
+    ones sooner), "contradicted" (all later) or "mixed"."""
     out = {"sooner": 0, "later": 0, "inconclusive": 0, "comparisons": []}
     fit = cells[~cells.no_fit]
     for val, h in fit.groupby(other):
@@ -43,14 +45,15 @@ def claim(cells: pd.DataFrame, var: str, other: str) -> dict:
             out[word] += 1
             out["comparisons"].append({other: float(val), f"{var}_from": float(a[var]), f"{var}_to": float(b[var]),
                                        "result": word})
-    if out["sooner"] and not out["later"]:
+    decisive, total = out["sooner"] + out["later"], out["sooner"] + out["later"] + out["inconclusive"]
+    if not total or 2 * decisive < total:
+        out["verdict"] = "inconclusive"  # most neighbouring cells cannot be told apart
+    elif out["sooner"] and not out["later"]:
         out["verdict"] = "supported"
     elif out["later"] and not out["sooner"]:
         out["verdict"] = "contradicted"
-    elif out["later"] and out["sooner"]:
-        out["verdict"] = "mixed"
     else:
-        out["verdict"] = "inconclusive"
+        out["verdict"] = "mixed"
     return out
 
 
@@ -77,9 +80,9 @@ def describe(grok: pd.DataFrame, cells: pd.DataFrame, pairs: pd.DataFrame, traje
     transient = int((np.isfinite(g.first_hit_step) & ~np.isfinite(g.grok_step)).sum())
     later = int((np.isfinite(g.first_hit_step) & np.isfinite(g.grok_step) & (g.grok_step > g.first_hit_step)).sum())
     lines.append(f"- {int(np.isfinite(g.grok_step).sum())} of {len(g)} copies grokked (sustained). {transient} reached "
-                 f"{GROK_PCT} % test accuracy and fell below it again for good; {later} fell back before grokking for "
-                 "good — counting the first crossing, as a first-hit definition does, would call these earlier or "
-                 "grokked at all.")
+                 f"{GROK_PCT} % test accuracy and ended below it; {later} crossed it, fell back, and grokked for good "
+                 "only later — a first-crossing definition would count the former as grokked and the latter as "
+                 "grokked earlier.")
     numbers.update(cells=len(cells), fitting=len(fitting), no_fit=len(nofit), transient_only=transient,
                    grokked_copies=int(np.isfinite(g.grok_step).sum()), copies=len(g))
     claims = {}
@@ -118,17 +121,26 @@ def connect_lines(pairs: pd.DataFrame, trajectory: pd.DataFrame, grok: pd.DataFr
     for kind in KINDS:
         est, lo, hi = seed_bootstrap(gp, f"error_barrier_pp:{kind}")
         lest, llo, lhi = seed_bootstrap(gp, f"loss_barrier:{kind}")
-        convex = int(sum(is_convex(x) for x in gp[f"chord_pct:{kind}"]))
+        convex = int(sum(is_convex(x) for x in gp[f"error_chord_pp:{kind}"]))  # the error path has no bump
         word = ("connected" if np.isfinite(hi) and hi < THRESHOLD_PP else
                 "not connected" if np.isfinite(lo) and lo >= THRESHOLD_PP else "inconclusive")
         if convex == len(gp):
             word = "connected (every path convex: no barrier)"
         out[kind] = {"error_pp": est, "low": lo, "high": hi, "loss": lest, "loss_low": llo, "loss_high": lhi,
                      "convex": convex, "verdict": word}
-        lines.append(f"- {kind}: {est:.1f} [{lo:.1f}, {hi:.1f}] points, loss {lest:.3f} [{llo:.3f}, {lhi:.3f}] nats"
-                     + (f", {convex} of {len(gp)} paths convex" if convex else "") + f" → {word}.")
-    best = min(KINDS, key=lambda k: out[k]["error_pp"])
+        lines.append(f"- {kind}: {est:.1f} [{lo:.1f}, {hi:.1f}] points, loss {lest:.3g} [{llo:.3g}, {lhi:.3g}] nats"
+                     + (f", {convex} of {len(gp)} error paths convex" if convex else "") + f" → {word}.")
+    best = min(KINDS[1:], key=lambda k: out[k]["error_pp"])
     numbers["connectivity"] = out
+    if "invertible_map_condition" in gp:
+        cond = gp.invertible_map_condition.to_numpy(float)
+        starts = gp.learned_start.value_counts().to_dict() if "learned_start" in gp else {}
+        lines.append(f"- The least-squares invertible maps have condition numbers {np.nanmin(cond):.3g}–{np.nanmax(cond):.3g}: "
+                     "B's function is kept exactly, but the reads get M⁻¹ and the writes M, so the straight path passes "
+                     "through weights far from both endpoints (hence loss barriers far above the others). Learned "
+                     "alignment started from " + ", ".join(f"the {k} ({v} pairs)" for k, v in starts.items())
+                     + " — whichever had the lower training loss at the midpoint.")
+        numbers["invertible_map_condition"] = [float(np.nanmin(cond)), float(np.nanmax(cond))]
     ov = gp.overlap.to_numpy(float)
     lines.append(f"- Key frequencies (Fourier energy of the token embedding ≥ {p['key_factor']:g}× uniform): "
                  + "; ".join(sorted({f"seed {a}: {ka}" for a, ka in zip(gp.seed_a, gp.keys_a)}
@@ -148,10 +160,13 @@ def connect_lines(pairs: pd.DataFrame, trajectory: pd.DataFrame, grok: pd.DataFr
     ctrl = pairs[pairs.role == "control"]
     if len(ctrl):
         cvx = int(sum(is_convex(x) for x in ctrl["chord_pct:unaligned"]))
+        ech = ctrl["error_chord_pp:unaligned"].mean()
         lines.append(f"- Control (wd {p['control_setting'][0]:g}, λ {p['control_setting'][1]:g}, memorised without "
-                     f"grokking): {cvx} of {len(ctrl)} unaligned paths are convex (chord ≤ {CONVEX_TOL:g} % of the "
-                     "endpoints' loss: a valley between poor endpoints, not a barrier); test-error barrier after "
-                     f"permutation {ctrl['error_barrier_pp:permutation'].mean():.1f} points on average.")
+                     f"grokking): {cvx} of {len(ctrl)} unaligned test-loss paths are convex (chord ≤ {CONVEX_TOL:g} % of "
+                     "the endpoints' loss: a valley between memorising endpoints, not a barrier), while their test error "
+                     f"rises {ech:.1f} points above the chord on average (after permutation "
+                     f"{ctrl['error_chord_pp:permutation'].mean():.1f}): interpolating two memorisers mixes two "
+                     "different guesses on the unseen pairs.")
     if len(trajectory):
         s0, s1 = cell.grok_step.min(), cell.grok_step.max()
         t = trajectory[trajectory.kind == "permutation"]
@@ -168,9 +183,15 @@ def connect_lines(pairs: pd.DataFrame, trajectory: pd.DataFrame, grok: pd.DataFr
                f"permutations alone leave {perm['error_pp']:.1f} points, so what separates two grokked seeds is a map of "
                "the residual stream that no permutation of units undoes")
     elif varied and np.isfinite(rho) and rho <= -0.5:
-        why = (f"the barrier after {best} falls as two seeds share more key frequencies (ρ = {rho:.2f}): seeds that "
-               "compute with different frequencies stay apart, and no permutation or map of the residual stream turns "
-               "one frequency into another")
+        full, none = gp[gp.overlap == 1], gp[gp.overlap == 0]
+        groups = "; ".join(f"{len(g)} pair(s) sharing {what} of their key frequencies: "
+                           f"{g[f'error_barrier_pp:{best}'].mean():.1f} points" for g, what in ((full, "all"), (none, "none"))
+                           if len(g))
+        why = (f"the barrier after {best} falls as two seeds share more key frequencies (ρ = {rho:.2f}; {groups}). "
+               "Which frequencies a seed uses is invariant under every map used here (they live on the token axis, the "
+               "maps act on the residual stream's), so seeds with different frequencies cannot be mapped onto each "
+               "other" + ("; sharing them is not enough either in this run: no pair falls below the threshold"
+                          if not (gp[f"error_barrier_pp:{best}"] < THRESHOLD_PP).any() else ""))
     elif not varied and np.nanmin(ov) == 1:
         why = ("every pair shares its key frequencies, so what separates the seeds (if anything) is not which "
                "frequencies they use")

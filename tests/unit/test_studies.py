@@ -37,6 +37,7 @@ def test_grokking_summary_never_calls_a_half_grokked_pair_grokked():
     import pandas as pd
 
     from lmc_core.studies.grokking import cell_table
+    from lmc_core.studies.grokking_connect import KINDS
     from lmc_core.studies.grokking_summary import describe
 
     nan = float("nan")
@@ -45,14 +46,14 @@ def test_grokking_summary_never_calls_a_half_grokked_pair_grokked():
                          "memorised_step": [50.0, 50.0, 50.0], "final_test_acc": [0.76, 1.0, 1.0]})
     pairs = pd.DataFrame([{"role": "grokked", "weight_decay": 1.0, "fisher": 0.0, "seed_a": 2, "seed_b": 3,
                            "overlap": 1.0, "keys_a": "[3]", "keys_b": "[3]",
-                           **{f"{m}:{k}": 1.0 for m in ("loss_barrier", "chord_pct", "error_barrier_pp")
-                              for k in ("unaligned", "permutation", "invertible residual map", "learned")}}])
+                           **{f"{m}:{k}": 1.0 for m in ("loss_barrier", "chord_pct", "error_barrier_pp", "error_chord_pp")
+                              for k in KINDS}}])
     p = {"profile": "test", "p": 31, "train_frac": 0.4, "steps": 3000, "lr": 0.01, "seeds": 3, "definition": "mean",
          "connect_setting": [1.0, 0.0], "control_setting": [0.0, 0.0], "key_factor": 2.0}
     text, numbers = describe(grok, cell_table(grok), pairs, pd.DataFrame(), p)
     assert "2 of 3 seeds grokked, so 1 pairs" in text and "Too few grokked pairs" in text
     assert "connected" not in numbers["headline"].replace("not judged", "")
-    assert "1 reached 95 % test accuracy and fell below it again for good" in text
+    assert "1 reached 95 % test accuracy and ended below it" in text
 
 
 def test_grokking_claim_leaves_out_settings_that_never_fit_the_training_set():
@@ -72,6 +73,12 @@ def test_grokking_claim_leaves_out_settings_that_never_fit_the_training_set():
     assert list(cells.set_index("weight_decay").no_fit[[4.0, 2.0]]) == [True, False]
     c = claim(cells, "weight_decay", "fisher")
     assert (c["sooner"], c["later"], c["inconclusive"], c["verdict"]) == (2, 0, 0, "supported")
+    # when fewer than half of the neighbouring cells can be told apart, nothing is claimed
+    grok.loc[grok.weight_decay == 2.0, "grok_step"] = [1500.0, 2100.0, float("nan")]  # overlaps wd 1 now
+    assert claim(cell_table(grok), "weight_decay", "fisher")["verdict"] == "supported"  # 1 of 2 decisive
+    grok.loc[grok.weight_decay == 1.0, "grok_step"] = [2010.0, 2020.0, float("nan")]  # overlaps wd 0 too
+    c = claim(cell_table(grok), "weight_decay", "fisher")
+    assert (c["sooner"], c["inconclusive"], c["verdict"]) == (0, 2, "inconclusive")
 
 
 def test_overrides_arrive_as_papermill_delivers_them():
