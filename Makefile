@@ -9,9 +9,13 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 # Optional notebook filter for `make figures`, e.g. NOTEBOOKS="01 02".
 NOTEBOOKS ?=
+# Extras installed with the project, e.g. EXTRAS=hub (the online dataset routes) or EXTRAS=hub,lab.
+# The default is what every notebook needs offline; `make test` adds the dev extra itself.
+EXTRAS ?=
 
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.dev-installed
 LAB_STAMP := $(VENV)/.lab-installed
 
 .DEFAULT_GOAL := help
@@ -25,7 +29,7 @@ help: ## List the targets
 	@echo ""
 	@echo "Current: PROFILE=$(PROFILE) VENV=$(VENV) TORCH=$(TORCH)"
 
-install: $(STAMP) ## Create the venv (VENV), install lmc_core (editable) with dev+hub extras, strip notebook outputs on commit
+install: $(STAMP) ## Create the venv (VENV), install lmc_core (editable; EXTRAS=hub for the online routes), strip notebook outputs on commit
 
 $(VPY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null || { \
@@ -38,7 +42,7 @@ $(VPY):
 # drag in a different (CUDA) one; pyproject only asks for a range that it satisfies.
 $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install "$(TORCH)" $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX))
-	$(VPY) -m pip install -e ".[dev,hub]"
+	$(VPY) -m pip install -e ".$(if $(strip $(EXTRAS)),[$(strip $(EXTRAS))])"
 	@# notebooks are stored without outputs: a git filter strips them when they are added
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
 		git config filter.nbstripout.clean '"$(abspath $(VPY))" -m nbstripout --keep-id' && \
@@ -52,13 +56,17 @@ figures: install ## Run the notebooks headless for PROFILE, write figures/ and r
 	$(VPY) -m lmc_core figures --profile $(PROFILE) $(if $(strip $(NOTEBOOKS)),--notebooks $(NOTEBOOKS))
 	$(if $(filter quick,$(PROFILE)),$(VPY) -m lmc_core readme --profile quick)
 
-test: install ## Run the whole test suite (unit, integration, notebooks; what CI runs)
+$(DEV_STAMP): $(STAMP)
+	$(VPY) -m pip install -e ".[dev]"
+	@touch $@
+
+test: $(DEV_STAMP) ## Run the whole test suite (unit, integration, notebooks; what CI runs); installs the dev extra
 	$(VPY) -m pytest
 
-test-unit: install ## Run the unit tests alone (seconds: functions and tiny models)
+test-unit: $(DEV_STAMP) ## Run the unit tests alone (seconds: functions and tiny models)
 	$(VPY) -m pytest tests/unit
 
-test-integration: install ## Run the unit and integration tests (tiny training runs), no notebooks
+test-integration: $(DEV_STAMP) ## Run the unit and integration tests (tiny training runs), no notebooks
 	$(VPY) -m pytest tests/unit tests/integration
 
 lab: install $(LAB_STAMP) ## Open the notebooks in JupyterLab (installed into the venv on first use), at the repo root
@@ -71,7 +79,7 @@ $(LAB_STAMP): $(STAMP)
 bench: install ## Run the ensemble benchmark (bench/ensemble.py)
 	$(VPY) -m lmc_core bench ensemble
 
-test-colab: install ## Colab install path, offline: fresh venv with another torch, a lone notebook copy, smoke profile (slow, large)
+test-colab: $(DEV_STAMP) ## Colab install path, offline: fresh venv with another torch, a lone notebook copy, smoke profile (slow, large)
 	LMC_COLAB_INSTALL_TEST=1 $(VPY) -m pytest -q tests/notebooks/test_colab_install.py
 
 clean: ## Remove generated reports and smoke figures

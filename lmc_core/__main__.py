@@ -60,7 +60,7 @@ def _configure_figures(p: argparse.ArgumentParser) -> None:
                    metavar="{" + ",".join(PROFILES) + "}",
                    help="run size (default: quick)")
     p.add_argument("--notebooks", nargs="+", metavar="NB",
-                   help="only these notebooks, by number prefix (01) or stem (01_data)")
+                   help="only these notebooks, by number prefix (01) or file stem (01_instability_at_init)")
     p.add_argument("--figures-dir", type=Path, metavar="D",
                    help="where notebooks save figures (default: figures/<profile>)")
     p.add_argument("--reports-dir", type=Path, metavar="D",
@@ -98,11 +98,14 @@ def _run_figures(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- profiles
-@command("profiles", "list the run profiles")
+@command("profiles", "list the run profiles and what each is for")
 def _run_profiles(args: argparse.Namespace) -> int:
-    """Print one profile per line."""
+    """Print one profile per line: its name and what it is for."""
+    from lmc_core.publish.paths import PROFILE_NOTES
+
     for name in PROFILES:
-        print(name)
+        print(f"{name:<7} {PROFILE_NOTES[name]}")
+    print("Each notebook's settings per profile: README.md, section Profiles.")
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import numbers
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -16,6 +17,11 @@ STORE_FORMAT = 2  # 2: pre-norm blocks lost the dropout inside the MLP (GPT-2 ha
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says what to change."""
+
+
+# the MLP activations of the transformer (lmc_core.nn.activations.ACTIVATIONS; "gelu" is the tanh approximation)
+LM_ACTIVATIONS = ("relu", "gelu", "gelu_erf", "gelu_clip10", "quick_gelu", "silu", "mish", "tanh", "sigmoid", "identity",
+                  "relu6", "relu2", "leaky_relu", "hardswish", "laplace", "sqrtsoftplus")
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class ModelConfig:
     dropout: float = 0.2
     positions: str = "sinusoidal"  # "sinusoidal" | "learned"
     tie_embeddings: bool = False
-    activation: str = "relu"  # "relu" | "gelu"
+    activation: str = "relu"  # "relu" | "gelu" (tanh approximation) | ... (LM_ACTIVATIONS)
     embed_scale: bool = True  # multiply token embeddings by sqrt(d_model) (PyTorch LM tutorial)
     init: str = "ptb"  # "ptb" (tutorial/PyTorch defaults) | "gpt2" (N(0, 0.02)) | "nanda" (N(0, 1/d_model))
     norm: str = "layer"  # "layer" | "rms" (RMSNorm without gain: a folded LayerNorm) | "none" (the grokking transformer)
@@ -47,7 +53,7 @@ class ModelConfig:
         """Raise ConfigError if a field is out of range."""
         _choice("arch", self.arch, ("postnorm", "prenorm"))
         _choice("positions", self.positions, ("sinusoidal", "learned"))
-        _choice("activation", self.activation, ("relu", "gelu"))
+        _choice("activation", self.activation, LM_ACTIVATIONS)
         _choice("init", self.init, ("ptb", "gpt2", "nanda"))
         _choice("norm", self.norm, ("layer", "rms", "none"))
         if self.n_out < 0 or (self.n_out and self.tie_embeddings):
@@ -135,6 +141,7 @@ class TrainConfig:
     min_lr: float = 0.0
     warmup_from_min: bool = False  # the Shakespeare study warms up from min_lr, not from 0
     decay_steps: int = 0  # end of the cosine decay (0: `steps`)
+    hold_steps: int = 0  # cosine: hold lr until this step, then decay (a decay over the last part of training)
     clip_norm: float | None = 0.5  # per-copy gradient-norm clipping
     precision: str = "fp32"  # "fp32" | "bf16" (autocast, GPU only)
     checkpoints: tuple[int, ...] = ()  # steps at which to keep model checkpoints
@@ -144,7 +151,8 @@ class TrainConfig:
     diverge_factor: float = 2.0
     on_divergence: str = "stop"  # "stop": raise TrainingDiverged | "freeze": freeze that copy, finish the others
     # Fisher penalty lambda * ||grad of the mean batch loss||^2 (double backward; Jastrzebski et al. 2021):
-    # "sampled" labels drawn from the model's own prediction (trace of the Fisher), "empirical" true labels
+    # "sampled" labels drawn from the model's own prediction (trace of the Fisher), "empirical" true labels;
+    # with accum > 1, the mean over micro-batches of ||grad of the micro-batch loss||^2
     fisher: float = 0.0
     fisher_mode: str = "sampled"
     fisher_every: int = 1  # apply the penalty every n steps
@@ -160,7 +168,10 @@ class TrainConfig:
         _choice("fisher_mode", self.fisher_mode, ("sampled", "empirical"))
         if self.eval_every < 0:
             raise ConfigError(f"eval_every={self.eval_every} must be >= 0")
-        if self.fisher < 0 or self.fisher_batch < 0 or self.fisher_every < 1:
+        check_real("fisher", self.fisher, 0, None)
+        check_real("weight_decay", self.weight_decay, 0, None)
+        check_real("momentum", self.momentum, 0, 1, hi_open=True)
+        if self.fisher_batch < 0 or self.fisher_every < 1:
             raise ConfigError(f"fisher={self.fisher} and fisher_batch={self.fisher_batch} must be >= 0, "
                               f"fisher_every={self.fisher_every} >= 1")
         _choice("schedule", self.schedule, ("constant", "step", "cosine"))
@@ -170,8 +181,7 @@ class TrainConfig:
         _positive("accum", self.accum)
         if self.batch_size % self.accum:
             raise ConfigError(f"batch_size={self.batch_size} must be divisible by accum={self.accum}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr} must be positive")
+        check_real("lr", self.lr, 0, None, lo_open=True)
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ConfigError(f"clip_norm={self.clip_norm} must be positive or None")
         for s in self.checkpoints:
@@ -179,6 +189,11 @@ class TrainConfig:
                 raise ConfigError(f"checkpoint step {s} is outside [0, steps={self.steps}]")
         if self.save_every < 0 or self.step_size < 0 or self.warmup_steps < 0:
             raise ConfigError("save_every, step_size and warmup_steps must be >= 0")
+        if self.hold_steps:
+            if self.schedule != "cosine":
+                raise ConfigError(f"hold_steps={self.hold_steps} only applies to schedule='cosine' (a constant rate "
+                                  "until hold_steps, then a cosine decay); set schedule='cosine' or hold_steps=0")
+            check_int("hold_steps", self.hold_steps, 0, (self.decay_steps or self.steps) - 1)
         if not self.diverge_factor > 1:
             raise ConfigError(f"diverge_factor={self.diverge_factor} must be > 1 (a multiple of the loss of a "
                               "uniform guess)")
@@ -207,12 +222,12 @@ class CopySettings:
 
     def validate(self) -> "CopySettings":
         """Raise ConfigError if a value is out of range."""
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"per-copy lr={self.lr} must be positive")
+        if self.lr is not None:
+            check_real("per-copy lr", self.lr, 0, None, lo_open=True)
         for name in ("weight_decay", "fisher"):
             v = getattr(self, name)
-            if v is not None and not v >= 0:
-                raise ConfigError(f"per-copy {name}={v} must be >= 0")
+            if v is not None:
+                check_real(f"per-copy {name}", v, 0, None)
         return self
 
 
@@ -261,13 +276,56 @@ class RunSpec:
         return len(self.seeds)
 
 
-def _choice(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
+def check_choice(name: str, value: Any, allowed) -> Any:
+    """Raise ConfigError unless value is one of `allowed`; returns the value."""
+    if value not in tuple(allowed):
         raise ConfigError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
+    return value
+
+
+def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    """Raise ConfigError unless value is an integer (not a bool) in [lo, hi]; returns it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name}={value!r} must be an integer{_range_words(lo, hi)}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{name}={value!r} is out of range: it must be an integer{_range_words(lo, hi)}")
+    return int(value)
+
+
+def check_real(name: str, value: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+               hi_open: bool = False) -> float:
+    """Raise ConfigError unless value is a finite real number in the interval [lo, hi] (open ends as asked)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} must be a number{_interval_words(lo, hi, lo_open, hi_open)}") from None
+    if isinstance(value, bool) or v != v or v in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name}={value!r} must be a finite number{_interval_words(lo, hi, lo_open, hi_open)}")
+    if lo is not None and (v < lo or (lo_open and v == lo)) or hi is not None and (v > hi or (hi_open and v == hi)):
+        raise ConfigError(f"{name}={value!r} is out of range: it must lie in{_interval_words(lo, hi, lo_open, hi_open)}")
+    return v
+
+
+def _range_words(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f" from {lo} to {hi}"
+    return f" >= {lo}" if lo is not None else (f" <= {hi}" if hi is not None else "")
+
+
+def _interval_words(lo, hi, lo_open, hi_open) -> str:
+    if lo is None and hi is None:
+        return ""
+    left = "(" if lo_open or lo is None else "["
+    right = ")" if hi_open or hi is None else "]"
+    return f" {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
+
+def _choice(name: str, value: Any, allowed: tuple) -> None:
+    check_choice(name, value, allowed)
 
 
 def _positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or value <= 0:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .check import check_finite
 from .lap import assign, assign_heads, score
 from .spec import HeadGroup, PermutationSpec, Permutations, unflatten
 
@@ -41,8 +42,13 @@ def activation_matching(spec: PermutationSpec, features_a: Features, features_b:
     features_a / features_b: the two models' activations on the same inputs (`Family.activations`), keyed
     like spec.flat_groups(), each a list of [N, units] tensors (one per site the permutation acts on).
     Returns the permutations and, per group, the mean correlation of the matched units (1 for a perfect
-    match; where a group sums several activations, the cost is their mean correlation).
+    match; where a group sums several activations, the cost is their mean correlation). Raises
+    NonFiniteWeightsError when an activation is NaN or infinite (non-finite weights), before any matching.
     """
+    for which, feats in (("model A's activations (features_a)", features_a), ("model B's activations (features_b)",
+                                                                            features_b)):
+        check_finite({f"{n}[{i}]": t for n, ts in feats.items() for i, t in enumerate(ts)}, which,
+                     "values (are the model's weights finite?)")
     flat: dict[str, np.ndarray] = {}
     quality: dict[str, float] = {}
     for g in spec.groups:

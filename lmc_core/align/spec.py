@@ -125,7 +125,9 @@ class PermutationSpec:
         for name, size, axes in self.flat_groups():
             for ax in axes:
                 if ax.param not in state:
-                    raise ValueError(f"permutation {name!r} acts on {ax.param!r}, which the state lacks")
+                    raise ValueError(f"permutation {name!r} acts on {ax.param!r}, which the state lacks (a family's spec "
+                                     "names its stacked parameters; for an ordinary nn.Module use "
+                                     "lmc_core.align_models(model_a, model_b, sample), or align.auto.auto_spec)")
                 shape = state[ax.param].shape
                 if not 1 <= ax.axis < len(shape) or ax.offset + size > shape[ax.axis]:
                     raise ValueError(f"permutation {name!r} ({size} units at offset {ax.offset}) does not fit "

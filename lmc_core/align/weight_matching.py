@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import rng
+from .check import check_finite
 from .lap import assign, assign_heads, score
 from .spec import HeadGroup, PermutationSpec, Permutations, State, flatten, identity_permutation, unflatten
 
@@ -175,8 +176,11 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, max_sweeps: int =
     permutations (identity by default). `threads`: torch CPU threads while matching (restored
     afterwards; None leaves torch's setting): the work is many small products, for which extra
     threads gain little and, on a busy machine, stall at every operation (2 threads were 4-6x
-    slower than 1 on a loaded 2-core CPU).
+    slower than 1 on a loaded 2-core CPU). Raises NonFiniteWeightsError naming the model and parameter when
+    either state holds NaN or infinite values (before any matching).
     """
+    check_finite(a, "model A (a)")
+    check_finite(b, "model B (b)")
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

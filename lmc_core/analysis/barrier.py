@@ -19,15 +19,25 @@ import numpy as np
 DEFINITIONS = ("mean", "chord", "subchord", "midpoint")
 DEFAULT = "mean"
 STABILITY_THRESHOLD_PCT = 2.0
+SUBCHORD_DENSE = 128  # up to this many points, `subchord` looks at all point triples in one array operation
+
+
+def check_alphas(alphas) -> np.ndarray:
+    """The alphas as float64 [n]; ValueError unless they increase strictly from 0 to 1 (n >= 2, endpoints
+    included)."""
+    a = np.asarray(alphas, dtype=np.float64)
+    if a.ndim != 1 or a.size < 2 or not np.all(np.isfinite(a)):
+        raise ValueError(f"alphas must be a 1-D grid of at least 2 finite points from 0 to 1, got {a.tolist()[:8]}")
+    if not (np.all(np.diff(a) > 0) and np.isclose(a[0], 0.0) and np.isclose(a[-1], 1.0)):
+        raise ValueError("alphas must increase strictly from 0 to 1 (endpoints included)")
+    return a
 
 
 def _curve(alphas, values) -> tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(alphas, dtype=np.float64)
+    a = check_alphas(alphas)
     v = np.asarray(values, dtype=np.float64)
-    if a.ndim != 1 or a.shape != v.shape or a.size < 2:
+    if a.shape != v.shape:
         raise ValueError("alphas and values must be 1-D of the same length >= 2")
-    if not (np.all(np.diff(a) > 0) and np.isclose(a[0], 0.0) and np.isclose(a[-1], 1.0)):
-        raise ValueError("alphas must increase strictly from 0 to 1 (endpoints included)")
     return a, v
 
 
@@ -46,13 +56,21 @@ def barrier(alphas, values, definition: str = DEFAULT) -> float:
     if definition == "midpoint":
         return float(np.interp(0.5, a, v) - ends)
     if definition == "subchord":
-        n = a.size
+        # for each left point i: the height of every point k above the chord (i, j), for all k < j at once
         best = 0.0
-        for i in range(n - 2):
-            for j in range(i + 2, n):
-                mid = slice(i + 1, j)
-                w = (a[mid] - a[i]) / (a[j] - a[i])
-                best = max(best, float(np.max(v[mid] - ((1 - w) * v[i] + w * v[j]))))
+        if a.size <= SUBCHORD_DENSE:  # every triple (i, k, j) at once
+            i, k, j = np.ix_(np.arange(a.size), np.arange(a.size), np.arange(a.size))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                w = (a[k] - a[i]) / (a[j] - a[i])
+                height = v[k] - ((1 - w) * v[i] + w * v[j])
+            return float(max(best, np.max(np.where((i < k) & (k < j), height, -np.inf), initial=best)))
+        k, j = np.ix_(np.arange(a.size), np.arange(a.size))
+        for i in range(a.size - 2):
+            inside = (i < k) & (k < j)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                w = (a[k] - a[i]) / (a[j] - a[i])
+                height = v[k] - ((1 - w) * v[i] + w * v[j])
+            best = max(best, float(np.max(np.where(inside, height, -np.inf))))
         return best
     raise ValueError(f"unknown barrier definition {definition!r}; choose one of {list(DEFINITIONS)}")
 

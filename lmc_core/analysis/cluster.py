@@ -15,6 +15,8 @@ import numpy as np
 from scipy.cluster.vq import kmeans2
 from scipy.linalg import eigh
 
+from ..config import check_int, check_real
+
 
 @dataclass
 class Clustering:
@@ -74,9 +76,16 @@ def spectral_clusters(d: np.ndarray, k: int | None = None, delta: float | None =
                       seed: int = 0) -> Clustering:
     """Cluster M models from their symmetric barrier matrix d [M, M] (see the module docstring)."""
     d = np.asarray(d, dtype=float)
-    if d.ndim != 2 or d.shape[0] != d.shape[1]:
-        raise ValueError(f"need a square barrier matrix, got shape {d.shape}")
-    delta = default_delta(d) if delta is None else float(delta)
+    if d.ndim != 2 or d.shape[0] != d.shape[1] or len(d) < 2:
+        raise ValueError(f"need a square barrier matrix of at least 2 models, got shape {d.shape}")
+    if not np.all(np.isfinite(d)):
+        bad = np.argwhere(~np.isfinite(d))[0]
+        raise ValueError(f"the barrier matrix has a non-finite entry at ({bad[0]}, {bad[1]}) (a diverged model or an "
+                         "overflowing loss): drop that model or fix the evaluation before clustering")
+    if k is not None:
+        check_int("k", k, 1, len(d))
+    check_int("kmax", kmax, 1)
+    delta = default_delta(d) if delta is None else check_real("delta", delta, 0, None, lo_open=True)
     a = affinity((d + d.T) / 2, delta)
     ev, vec = laplacian_spectrum(a)
     k = eigengap(ev, min(kmax, len(d) - 1)) if k is None else int(k)
@@ -107,6 +116,8 @@ def adjusted_rand(a, b) -> float:
 def stability(d: np.ndarray, clustering: Clustering, resamples: int = 20, frac: float = 0.8, seed: int = 0) -> np.ndarray:
     """Adjusted Rand index between the clustering of random subsets (frac of the models, same k and delta) and
     the full clustering restricted to the same models, for each resample."""
+    check_int("resamples", resamples, 1)
+    check_real("frac", frac, 0, 1, lo_open=True)
     rng = np.random.default_rng(seed)
     m = len(d)
     out = []

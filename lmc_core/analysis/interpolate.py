@@ -11,27 +11,66 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import check_int
 from ..ensemble import State, n_copies
 from ..families import EvalResult, family_of
 
 
 def alpha_grid(n: int) -> np.ndarray:
     """n equally spaced alphas from 0 to 1 inclusive (exact endpoints)."""
-    if n < 2:
-        raise ValueError(f"need at least 2 alpha points, got {n}")
+    check_int("alphas", n, 2)
     a = np.linspace(0.0, 1.0, n)
     a[0], a[-1] = 0.0, 1.0
     return a
 
 
+def round_once(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A float64 tensor rounded to `dtype` with one correct rounding (to nearest, ties to even).
+
+    torch converts float64 to bfloat16/float16 through float32, which rounds twice; rounding to float32 *to
+    odd* first makes the second rounding exact (Boldo & Melquiond 2008, "Emulation of FMA and correctly
+    rounded sums: proved algorithms using rounding to odd"), as float32 keeps at least 2 more bits.
+    """
+    if dtype in (torch.float64, torch.float32):
+        return x.to(dtype)
+    y = x.float()
+    inexact = y.double() != x
+    even = (y.view(torch.int32) & 1) == 0
+    toward = torch.where(x > y.double(), torch.full_like(y, float("inf")), torch.full_like(y, float("-inf")))
+    y = torch.where(inexact & even, torch.nextafter(y, toward), y)
+    return y.to(dtype)
+
+
+def lerp_exact(ta: torch.Tensor, tb: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(1 - alpha) * ta + alpha * tb computed in float64 (alpha too) and rounded once to the tensors' dtype.
+
+    torch.lerp's two-sided form is exact at alpha 0 and 1 and returns ta itself when ta == tb, so a model
+    interpolated with itself is itself at every alpha, in any precision (bf16 and fp16 included); every other
+    entry is within half an ulp of the exact value (plus the float64 intermediate's 2^-29 ulp).
+    """
+    if ta.dtype == torch.float64:
+        return torch.lerp(ta, tb, float(alpha))
+    return round_once(torch.lerp(ta.double(), tb.double(), float(alpha)), ta.dtype)
+
+
 def interpolate_states(a: State, b: State, alphas, keys: set[str] | None = None,
                        fixed: State | None = None) -> State:
-    """Stack of interpolated states [n_alpha, ...] between K=1 states a and b."""
+    """Stack of interpolated states [n_alpha, ...] between K=1 states a and b (weights in their own dtype,
+    each entry the correctly rounded (1 - alpha) a + alpha b: see lerp_exact).
+
+    Non-floating tensors (integer buffers) are not interpolated: they must be equal in a and b.
+    Raises ValueError naming the tensor when names, shapes or integer buffers differ.
+    """
     if set(a) != set(b):
         raise ValueError(f"endpoints differ in parameters: {sorted(set(a) ^ set(b))[:5]}")
     if n_copies(a) != 1 or n_copies(b) != 1:
-        raise ValueError("interpolate_states takes single-copy (K=1) states; use ensemble.copy_state")
-    al = torch.as_tensor(np.asarray(alphas), dtype=torch.float64)
+        raise ValueError("interpolate_states takes single-copy (K=1) states [1, ...]: select one copy of a stacked "
+                         "state with ensemble.copy_state(state, k), or add the copy axis to a plain state_dict with "
+                         "t[None] for every tensor. For two ordinary models use lmc_core.linear_path(model_a, "
+                         "model_b, data), which also handles their buffers")
+    al = [float(x) for x in np.asarray(alphas, dtype=np.float64).reshape(-1)]
+    if not all(np.isfinite(al)):
+        raise ValueError(f"alphas must be finite numbers, got {al[:8]}")
     out = {}
     for name, ta in a.items():
         tb = b[name]
@@ -41,8 +80,16 @@ def interpolate_states(a: State, b: State, alphas, keys: set[str] | None = None,
             base = (fixed or a)[name]
             out[name] = base.expand(len(al), *base.shape[1:]).clone()
             continue
-        w = al.to(ta.dtype).view(-1, *([1] * (ta.dim() - 1)))
-        out[name] = (1 - w) * ta + w * tb  # exact at alpha 0 and 1
+        if not ta.is_floating_point():
+            if not torch.equal(ta, tb):
+                raise ValueError(f"{name} is an integer tensor that differs between the endpoints; it cannot be "
+                                 "interpolated (make it equal in both models)")
+            out[name] = ta.expand(len(al), *ta.shape[1:]).clone()
+            continue
+        t = torch.empty((len(al), *ta.shape[1:]), dtype=ta.dtype, device=ta.device)
+        for i, x in enumerate(al):
+            t[i] = lerp_exact(ta[0], tb[0], x)
+        out[name] = t
     return out
 
 

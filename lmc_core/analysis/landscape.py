@@ -26,13 +26,25 @@ from . import barrier as B
 from ..ensemble import State, copy_state, stack_states
 from ..families import family_of
 from .interpolate import interpolate_states
+from ..config import check_choice, check_int, check_real
 from ..runs.io import CorruptFileError, load_tensors, save_tensors
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of top-1 confidences [N] and correctness [N] (equal-width bins)."""
+    """Expected calibration error of top-1 confidences [N] in [0, 1] and correctness [N] (0/1), with `bins` >= 1
+    equal-width bins (Guo et al. 2017, eq. 3; Naeini et al. 2015). Raises ValueError on empty, mismatched,
+    non-finite or out-of-range input."""
+    check_int("bins", bins, 1)
     conf = np.asarray(confidence, dtype=float)
     corr = np.asarray(correct, dtype=float)
+    if conf.ndim != 1 or conf.shape != corr.shape or conf.size == 0:
+        raise ValueError(f"ece needs confidence and correct of the same length >= 1, got shapes {conf.shape} and "
+                         f"{corr.shape}")
+    if not np.all(np.isfinite(conf)) or conf.min() < 0 or conf.max() > 1:
+        raise ValueError(f"confidence must be probabilities in [0, 1]; got values in [{np.nanmin(conf):.3g}, "
+                         f"{np.nanmax(conf):.3g}]{' and NaN' if np.isnan(conf).any() else ''}")
+    if not np.all(np.isin(corr, (0.0, 1.0))):
+        raise ValueError("correct must hold 0/1 (or booleans): whether each top-1 prediction is right")
     idx = np.minimum((conf * bins).astype(int), bins - 1)
     total = 0.0
     for b in range(bins):
@@ -54,9 +66,15 @@ def barrier_matrix(cfg, state: State, examples, alphas, definition: str = "subch
     Each pair's alphas are always one batched model. `pairs_per_batch` pairs' paths are evaluated together;
     None picks 1 on a CPU (measured: batching more pairs is slower there, bench/barrier_matrix.py) and 16
     on a GPU."""
+    check_choice("definition", definition, B.DEFINITIONS)
+    check_choice("metric", metric, ("loss", "error"))
+    B.check_alphas(alphas)
     if pairs_per_batch is None:
         pairs_per_batch = 16 if torch.device(device).type == "cuda" else 1
+    check_int("pairs_per_batch", pairs_per_batch, 1)
     m = next(iter(state.values())).shape[0]
+    if m < 2:
+        raise ValueError(f"a barrier matrix needs at least 2 models; the state holds {m}")
     if cache is not None and Path(cache).exists():
         try:
             return load_tensors(cache)[0]["matrix"].numpy()
@@ -105,14 +123,24 @@ def plane(cfg, a: State, b: State, c: State, examples, lo: float = -0.5, hi: flo
           device="cpu", keys: set[str] | None = None) -> dict:
     """Loss, accuracy and ECE [points, points] on the plane through three K=1 states (see module docstring),
     the grid coordinates, and where the three models lie on it."""
+    check_int("points", points, 2)
+    check_real("lo", lo)
+    check_real("hi", hi)
+    if not lo < hi:
+        raise ValueError(f"lo={lo} must be below hi={hi}")
     names = sorted(keys if keys is not None else a)
     flat = lambda s: torch.cat([s[n].double().reshape(-1) for n in names])  # noqa: E731
     va, vb, vc = flat(a), flat(b), flat(c)
     u, v = vb - va, vc - va
     unit = float(u.norm())
+    if not unit > 0:
+        raise ValueError("models a and b are identical: a plane needs three models with a, b and c not on one line")
     e1 = u / unit
     v_perp = v - (v @ e1) * e1
-    e2 = v_perp / max(float(v_perp.norm()), 1e-12)
+    if not float(v_perp.norm()) > 1e-6 * unit:
+        raise ValueError("model c lies on the line through a and b (its distance from the line is below 1e-6 of "
+                         "|b - a|): the plane's second axis would be noise; choose a c off that line")
+    e2 = v_perp / float(v_perp.norm())
     xs = np.linspace(lo, hi, points)
     grid = [(x, y) for y in xs for x in xs]
     states = []
@@ -141,6 +169,10 @@ def plane(cfg, a: State, b: State, c: State, examples, lo: float = -0.5, hi: flo
 
 def sharpness(cfg, state: State, batches: list[dict], eps: float = 5e-4, lr: float = 1e-2, device="cpu") -> np.ndarray:
     """epsilon-sharpness [K] of every copy of `state` on fixed training batches (see the module docstring)."""
+    check_real("eps", eps, 0, None, lo_open=True)
+    check_real("lr", lr, 0, None, lo_open=True)
+    if not batches:
+        raise ValueError("sharpness needs at least one training batch (batches is empty)")
     fam = family_of(cfg)
     model = fam.model_from_state(cfg, state, device)
     model.eval()  # no dropout: the loss is a function of the weights alone

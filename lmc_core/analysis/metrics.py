@@ -1,20 +1,23 @@
-"""Tables of barriers and instability computed from interpolation curves, and verdicts from them."""
+"""Tables of barriers and instability computed from interpolation curves, and verdicts from them (through the
+verdict layer, analysis/verdict.py: convex paths are no barrier, intervals over the independent units)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from . import barrier as B
+from .verdict import FRANKLE, Verdict, is_convex, judge
 
 METRICS = ("loss", "ppl", "error")
 # error is a rate: its instability is in percentage points (Frankle et al.); the others are relative
-METRIC_SCALE = {"loss": "relative", "ppl": "relative", "error": "absolute", "accuracy": "absolute"}
+METRIC_SCALE = {"loss": "relative", "ppl": "relative", "error": "absolute", "accuracy": "absolute",
+                "loss_word": "relative", "ppl_word": "relative"}  # per word-equivalent (character models)
 UNITS = {"relative": "% of endpoints' mean", "absolute": "percentage points"}
 LABELS = {"loss": "cross-entropy (nats/token)", "ppl": "perplexity", "error": "next-token error",
-          "accuracy": "accuracy"}
+          "accuracy": "accuracy", "loss_word": "cross-entropy per word-equivalent (nats)",
+          "ppl_word": "perplexity per word-equivalent"}
 
 
 def unit_of(metric: str) -> str:
@@ -24,21 +27,26 @@ def unit_of(metric: str) -> str:
 
 def barrier_table(curves: pd.DataFrame, by: tuple[str, ...] = ("pair",),
                   metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
-    """One row per (*by, split, metric, definition): barrier height, instability and its unit, and
-    whether it is below the 2 threshold (None when the barrier is not finite)."""
+    """One row per (*by, split, metric, definition): barrier height, instability and its unit, whether it is
+    below the 2 threshold (None when the barrier is not finite), and beside every definition the path's `chord`
+    instability and whether the path is convex (chord at most verdict.CONVEX_TOL: no barrier)."""
     rows = []
     for key, d in curves.groupby([*by, "split"]):
         d = d.sort_values("alpha")
-        ident = dict(zip([*by, "split"], key))
+        ident = dict(zip([*by, "split"], key if isinstance(key, tuple) else (key,)))
         for metric in metrics:
+            if metric not in d or d[metric].isna().all():  # a metric this group does not have (another panel's)
+                continue
             scale = METRIC_SCALE[metric]
             ends = 0.5 * (d[metric].iloc[0] + d[metric].iloc[-1])
+            chord = B.instability(d.alpha, d[metric], "chord", scale)
             for definition in B.DEFINITIONS:
                 inst = B.instability(d.alpha, d[metric], definition, scale)
                 rows.append({**ident, "metric": metric, "definition": definition, "endpoint_mean": ends,
                              "max_on_path": float(d[metric].max()),
                              "barrier": B.barrier(d.alpha, d[metric], definition),
-                             "instability": inst, "unit": UNITS[scale], "stable": B.is_stable(inst)})
+                             "instability": inst, "unit": UNITS[scale], "stable": B.is_stable(inst),
+                             "chord_instability": chord, "convex": is_convex(chord)})
     return pd.DataFrame(rows)
 
 
@@ -64,58 +72,19 @@ def fmt_spread(mean: float, se: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f}" + ("" if not np.isfinite(se) else f" ± {se:.{digits}f}")
 
 
-@dataclass
-class Verdict:
-    """What the pairs' barriers say under one definition, in words that agree with the curve."""
-
-    status: str  # "stable" | "unstable" | "convex" | "not finite"
-    split: str
-    metric: str
-    definition: str
-    mean: float
-    se: float
-    n: int
-    n_pairs: int
-    unit: str
-
-    @property
-    def value(self) -> str:
-        """'mean ± se unit'."""
-        return f"{fmt_spread(self.mean, self.se)} {self.unit}"
-
-    def text(self) -> str:
-        """One sentence."""
-        what = f"{LABELS.get(self.metric, self.metric)} ({self.split}), barrier `{self.definition}`"
-        if self.status == "not finite":
-            return (f"{what}: no finding — {self.n_pairs - self.n} of {self.n_pairs} pairs have a non-finite "
-                    "barrier (a diverged or overflowing model), so nothing is concluded.")
-        spread = f"{self.value} (mean ± s.e. over {self.n} pairs)" if self.n > 1 else f"{self.value} (one pair)"
-        if self.status == "convex":
-            return (f"{what}: {spread}, but no barrier (convex path): the curve never rises above the chord "
-                    "between its endpoints for any pair, so what remains is the difference between the endpoints.")
-        word = "stable (below" if self.status == "stable" else "unstable (at or above"
-        return f"{what}: {spread} — {word} the {threshold_words(self.unit)})."
-
-
-def verdict(barriers: pd.DataFrame, split: str, metric: str, definition: str = B.DEFAULT,
-            threshold: float = B.STABILITY_THRESHOLD_PCT) -> Verdict:
-    """The verdict of a barrier table for one split and metric: not finite if any pair's barrier is not
-    finite; 'convex' (no barrier) if the chord barrier is 0 for every pair; else stable/unstable by
-    the mean instability over pairs under `definition`."""
-    sel = barriers[(barriers.split == split) & (barriers.metric == metric)]
-    rows = sel[sel.definition == definition]
+def verdict(barriers: pd.DataFrame, split: str, metric: str, definition: str = B.DEFAULT, unit_col: str | None = None,
+            unit_name: str = "pair", threshold: float = B.STABILITY_THRESHOLD_PCT, seed: int = 0) -> Verdict:
+    """The verdict of a barrier table (barrier_table) for one split and metric under `definition`: stable /
+    unstable / inconclusive from the interval over the pairs (resampling the `unit_col` units first, e.g.
+    "init"), convex when no pair's path has a barrier, no finding when a value is not finite or the pairs are too
+    few (analysis.verdict.judge). The error is judged by Frankle et al.'s criterion (points, 2-point threshold)."""
+    rows = barriers[(barriers.split == split) & (barriers.metric == metric) & (barriers.definition == definition)]
     if rows.empty:
         raise ValueError(f"no barriers for split={split!r}, metric={metric!r}, definition={definition!r}")
-    vals = rows.instability.to_numpy(dtype=float)
-    mean, se, n = mean_se(vals)
-    unit = rows.unit.iloc[0]
-    if n < len(vals):
-        status = "not finite"
-    elif np.all(sel[sel.definition == "chord"].barrier.to_numpy(dtype=float) <= 1e-12):
-        status = "convex"
-    else:
-        status = "stable" if mean < threshold else "unstable"
-    return Verdict(status, split, metric, definition, mean, se, n, len(vals), unit)
+    what = f"{LABELS.get(metric, metric)} ({split}), barrier `{definition}`"
+    return judge(rows.instability.to_numpy(float), rows.chord_instability.to_numpy(float), what, rows.unit.iloc[0],
+                 None if unit_col is None else rows[unit_col].to_numpy(), unit_name, threshold,
+                 FRANKLE if metric == "error" else "", seed)
 
 
 def onset_of_stability(steps, instability, threshold: float = B.STABILITY_THRESHOLD_PCT, convex=None):

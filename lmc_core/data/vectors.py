@@ -38,7 +38,10 @@ def load_vectors(cfg: VectorDataConfig, cache_dir: str | os.PathLike | None = No
     cfg.validate()
     if cfg.dataset == "mnist":
         return _mnist()
-    cache = None if cache_dir is None else Path(cache_dir) / f"mnist1d-{cfg.num_samples}-{cfg.seed}.pt"
+    from importlib.metadata import version
+
+    # keyed by what the data are derived from: the generator's settings and the mnist1d package version
+    cache = None if cache_dir is None else Path(cache_dir) / f"mnist1d-{cfg.num_samples}-{cfg.seed}-{version('mnist1d')}.pt"
     if cache is not None and cache.exists():
         try:
             blob = torch.load(cache, weights_only=True)

@@ -18,6 +18,7 @@ from ..config import ConfigError
 from ..data.batches import Examples
 from ..models.adapters import tuning_plan
 from ..models.encoder import EncoderClassifier, EncoderConfig
+from ..nn import TrimmedDropout
 from .. import rng
 from .base import Family, FamilyExample
 
@@ -169,7 +170,10 @@ class EncoderFamily(Family):
     def outputs(self, model: EncoderClassifier, batch, drop=None):
         """Logits [K, B, C] and labels [K or 1, B]."""
         mask = batch["attention_mask"]
+        full = mask.shape[-1]
         t = int(mask.sum(-1).max())  # trim padding every example of the batch has
+        if drop is not None:  # each example's masks as if nothing were trimmed (independent of the other copies)
+            drop = TrimmedDropout(drop, mask.shape[-2], t, full)
         return model(batch["input_ids"][..., :t], mask[..., :t], None, drop), batch["labels"]
 
     def eval_bytes_per_example(self, cfg: EncoderConfig) -> int:
@@ -185,6 +189,12 @@ class EncoderFamily(Family):
     def head_keys(self, cfg: EncoderConfig, state) -> set[str]:
         """The classifier (kept per endpoint across a task boundary)."""
         return {k for k in state if k.startswith("head.")}
+
+    def perm_spec(self, cfg: EncoderConfig):
+        """Residual stream, heads, MLP units and pooler units (families.encoder_spec)."""
+        from .encoder_spec import encoder_spec
+
+        return encoder_spec(cfg)
 
 
 @functools.lru_cache(maxsize=4)

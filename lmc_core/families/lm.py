@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
 from ..align.orthogonal import ResidualSpec
 from ..align.spec import RESIDUAL, Axis, Group, HeadGroup, PermutationSpec, UnitGroup
@@ -12,6 +11,7 @@ from ..config import ConfigError, DataConfig, ModelConfig
 from ..data.batches import Examples
 from ..data.loader import windows
 from ..models.transformer import TransformerLM
+from ..nn.activations import activation
 from .. import rng
 from .base import Family, FamilyExample, Features
 
@@ -241,7 +241,7 @@ def transformer_activations(model: TransformerLM, tokens: torch.Tensor) -> Featu
 def _collect(model: TransformerLM, tokens: torch.Tensor) -> Features:
     cfg, d = model.cfg, model.cfg.d_model
     feats: Features = {}
-    act = F.relu if cfg.activation == "relu" else (lambda z: F.gelu(z, approximate="tanh"))
+    act = activation(cfg.activation)
 
     def add(name: str, x: torch.Tensor) -> None:
         feats.setdefault(name, []).append(x[0].detach())  # [N, units] of the only copy
@@ -274,7 +274,7 @@ def _collect(model: TransformerLM, tokens: torch.Tensor) -> Features:
 def transformer_hidden_units(model: TransformerLM, tokens: torch.Tensor) -> list[torch.Tensor]:
     """MLP units after the activation, one [K, B*T, d_ff] per block (eval mode)."""
     cfg = model.cfg
-    act = F.relu if cfg.activation == "relu" else (lambda z: F.gelu(z, approximate="tanh"))
+    act = activation(cfg.activation)
     out: list[torch.Tensor] = []
     hooks = [layer.ff1.register_forward_hook(lambda m, args, o: out.append(act(o).detach().cpu()))
              for layer in model.layers]

@@ -35,7 +35,11 @@ class MLPFamily(Family):
         """Output classes."""
         return cfg.n_classes
 
-    def _check(self, cfg: MLPConfig, ex: Examples, what: str) -> Examples:
+    def _check(self, cfg: MLPConfig, ex, what: str) -> Examples:
+        if isinstance(ex, (tuple, list)) and len(ex) == 2 and all(isinstance(t, torch.Tensor) for t in ex):
+            ex = Examples(x=ex[0], y=ex[1])  # (x, y) tensors
+        if not isinstance(ex, Examples):
+            raise ConfigError(f"the {what} must be (x, y) tensors or Examples(x=..., y=...); got {type(ex).__name__}")
         x, y = ex["x"], ex["y"]
         if x.dim() != 2 or x.shape[1] != cfg.d_in:
             raise ConfigError(f"the {what} have {tuple(x.shape[1:])} features per example, the MLP expects d_in="

@@ -5,6 +5,8 @@ A new family is one line in FAMILIES (see base.py for the rest of what a family 
 """
 from __future__ import annotations
 
+import torch
+
 from ..config import ConfigError, CopySettings, DataConfig, ModelConfig, RunSpec, Seeds, TrainConfig, from_dict
 from .base import Family
 from .encoder import EncoderFamily
@@ -40,6 +42,10 @@ def family_of(cfg) -> Family:
     for fam in FAMILIES:
         if type(cfg) is fam.config_type:
             return fam
+    if isinstance(cfg, torch.nn.Module):
+        raise TypeError(f"{type(cfg).__name__} is a model, not an lmc_core config: for two models of any architecture "
+                        "use lmc_core.linear_path(model_a, model_b, data) and lmc_core.align_models(model_a, model_b, "
+                        "sample)")
     raise TypeError(f"no model family for config type {type(cfg).__name__}; known: "
                     f"{[f.config_type.__name__ for f in FAMILIES]}")
 

@@ -9,18 +9,43 @@ from __future__ import annotations
 
 import torch
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
+from ..nn.activations import HF_ACTIVATIONS
 
 State = dict[str, torch.Tensor]
 
 
+class ConversionError(ConfigError):
+    """A checkpoint cannot be reproduced by lmc_core's model (the message names the setting or the difference)."""
+
+
 def gpt2_config(hf_config, context: int | None = None) -> ModelConfig:
-    """Our ModelConfig for a transformers GPT2Config (pre-norm, learned positions, tied, tanh-GELU)."""
+    """Our ModelConfig (pre-norm, learned positions) for a transformers GPT2Config: its activation_function mapped
+    by nn.activations.HF_ACTIVATIONS; ConversionError naming any setting we cannot reproduce."""
+    act = hf_config.activation_function
+    if act not in HF_ACTIVATIONS:
+        raise ConversionError(f"GPT2Config.activation_function={act!r} cannot be reproduced (it has learned "
+                              f"parameters or is unknown); supported: {sorted(HF_ACTIVATIONS)}")
+    bad = []
+    if abs(float(hf_config.layer_norm_epsilon) - 1e-5) > 1e-12:
+        bad.append(f"layer_norm_epsilon={hf_config.layer_norm_epsilon} (ours is 1e-5)")
+    if not getattr(hf_config, "scale_attn_weights", True):
+        bad.append("scale_attn_weights=False (ours scales by 1/sqrt(head_dim))")
+    if getattr(hf_config, "scale_attn_by_inverse_layer_idx", False):
+        bad.append("scale_attn_by_inverse_layer_idx=True")
+    if getattr(hf_config, "add_cross_attention", False):
+        bad.append("add_cross_attention=True")
+    if bad:
+        raise ConversionError(f"this GPT-2 checkpoint cannot be reproduced: {'; '.join(bad)}")
+    n = hf_config.n_positions
+    if context is not None and not 1 <= context <= n:
+        raise ConversionError(f"context={context} must lie in [1, n_positions={n}]")
     return ModelConfig(arch="prenorm", vocab_size=hf_config.vocab_size, d_model=hf_config.n_embd,
                        n_layers=hf_config.n_layer, n_heads=hf_config.n_head,
-                       d_ff=hf_config.n_inner or 4 * hf_config.n_embd, context=context or hf_config.n_positions,
-                       dropout=float(hf_config.resid_pdrop), positions="learned", tie_embeddings=True,
-                       activation="gelu", embed_scale=False, init="gpt2")
+                       d_ff=hf_config.n_inner or 4 * hf_config.n_embd, context=context or n,
+                       dropout=float(hf_config.resid_pdrop), positions="learned",
+                       tie_embeddings=bool(getattr(hf_config, "tie_word_embeddings", True)),
+                       activation=HF_ACTIVATIONS[act], embed_scale=False, init="gpt2").validate()
 
 
 def from_gpt2(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> State:

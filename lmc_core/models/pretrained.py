@@ -62,7 +62,7 @@ def hf_encoder_config(hf: dict[str, Any], **overrides: Any) -> EncoderConfig:
         raise ConfigError(f"hidden_act={hf.get('hidden_act')!r}: the encoder implements exact (erf) GELU only")
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise ConfigError("only absolute position embeddings are implemented")
-    offset = _position_offset(hf)
+    offset = position_offset(hf)
     fields = dict(vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
                   n_heads=hf["num_attention_heads"], d_ff=hf["intermediate_size"],
                   max_positions=hf["max_position_embeddings"] - offset, type_vocab=hf.get("type_vocab_size", 2),
@@ -82,7 +82,7 @@ def minilm_config(**overrides: Any) -> EncoderConfig:
     return hf_encoder_config(json.loads((minilm_dir() / "config.json").read_text()), **overrides)
 
 
-def _position_offset(hf: dict[str, Any]) -> int:
+def position_offset(hf: dict[str, Any]) -> int:
     """RoBERTa numbers positions from padding_idx + 1; BERT from 0."""
     return int(hf.get("pad_token_id", 1)) + 1 if hf.get("model_type") in ("roberta", "xlm-roberta") else 0
 
@@ -258,7 +258,7 @@ def from_pretrained_bert(name: str = "bert-base-uncased", k: int = 1, head_seeds
     sd = model.state_dict()
     if any(m.startswith("pooler") for m in info.get("missing_keys", ())):  # newly initialised by transformers
         sd = {n: v for n, v in sd.items() if not n.startswith("pooler")}
-    return cfg, stack_pretrained(cfg, k, bert_from_hf(sd, cfg, _position_offset(hf)), head_seeds)
+    return cfg, stack_pretrained(cfg, k, bert_from_hf(sd, cfg, position_offset(hf)), head_seeds)
 
 
 def hub_tokenizer(name: str) -> Any:

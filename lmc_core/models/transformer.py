@@ -15,6 +15,7 @@ from torch import nn
 from ..config import ModelConfig
 from .. import rng
 from ..nn import DropoutSource, StackedLayerNorm, StackedLinear, StackedRMSNorm, dropout, sinusoidal
+from ..nn.activations import activation
 
 
 def norm_layer(cfg: ModelConfig, k: int) -> nn.Module:
@@ -58,7 +59,7 @@ class Block(nn.Module):
         return self.attn_out(out)
 
     def forward(self, x: torch.Tensor, b: int, t: int, drop: DropoutSource | None, site: int) -> torch.Tensor:
-        act = F.relu if self.cfg.activation == "relu" else (lambda z: F.gelu(z, approximate="tanh"))
+        act = activation(self.cfg.activation)
         dp = dropout(drop, self.cfg.dropout)
         if self.cfg.arch == "postnorm":
             x = self.ln1(x + dp(self.attention(x, b, t, drop, site), site + 1))

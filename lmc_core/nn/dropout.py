@@ -15,8 +15,10 @@ class DropoutSource:
     all copies; fast on GPU). Either way copy k's masks do not depend on K.
     """
 
-    def __init__(self, seeds: list[int], steps: list[int], device: torch.device, mode: str | None = None):
+    def __init__(self, seeds: list[int], steps: list[int], device: torch.device, mode: str | None = None,
+                 record: bool = False):
         self.seeds, self.steps, self.device = list(seeds), [int(s) for s in steps], torch.device(device)
+        self.recorded: dict[int, torch.Tensor] | None = {} if record else None
         if len(self.seeds) != len(self.steps):
             raise ValueError("DropoutSource needs one step per seed")
         self.mode = mode or ("hash" if self.device.type == "cuda" else "generator")
@@ -35,11 +37,64 @@ class DropoutSource:
     def uniform(self, site: int, shape: tuple[int, ...]) -> torch.Tensor:
         """[K, *shape] uniform floats for one dropout site."""
         if self.mode == "hash":
-            return rng.uniform(self.keys, site, shape)
-        out = torch.empty((len(self.gens), *shape), device=self.device)
-        for k, g in enumerate(self.gens):
-            torch.rand(shape, generator=g, device=self.device, out=out[k])
+            out = rng.uniform(self.keys, site, shape)
+        else:
+            out = torch.empty((len(self.gens), *shape), device=self.device)
+            for k, g in enumerate(self.gens):
+                torch.rand(shape, generator=g, device=self.device, out=out[k])
+        if self.recorded is not None:
+            self.recorded[site] = out
         return out
+
+    def replay(self) -> "ReplayedDropout":
+        """The masks this source drew (it must have been made with record=True), for a second forward pass over
+        the same batch or its first examples: e.g. the Fisher penalty's, which must see the loss's masks."""
+        if self.recorded is None:
+            raise ValueError("replay() needs a DropoutSource made with record=True")
+        return ReplayedDropout(self.recorded)
+
+
+class ReplayedDropout:
+    """The uniforms a DropoutSource drew, per site; a request for fewer leading rows (a sub-batch) gets the first
+    rows of what was drawn, so every example keeps its mask."""
+
+    def __init__(self, recorded: dict[int, torch.Tensor]):
+        self.recorded = recorded
+
+    def uniform(self, site: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """[K, *shape] uniforms of `site` (the leading rows of what the first pass drew)."""
+        if site not in self.recorded:
+            raise KeyError(f"dropout site {site} was not drawn in the first pass")
+        t = self.recorded[site]
+        if tuple(t.shape[2:]) != tuple(shape[1:]) or shape[0] > t.shape[1]:
+            raise ValueError(f"dropout site {site}: shape {tuple(shape)} is not a leading part of the recorded "
+                             f"{tuple(t.shape[1:])}")
+        return t[:, : shape[0]].contiguous()
+
+
+class TrimmedDropout:
+    """Masks of a batch whose padding was trimmed from length `full` to `length`, drawn as if it had not been: at
+    the full length, then cut. The masks of an example then do not depend on the other examples of the batch
+    (nor, for K copies, on the other copies' batches, whose longest sequence sets the trim).
+
+    A site of shape (B*length, ...) is drawn as (B, full, ...); one of shape (B, ..., length, length) (attention
+    weights) as (B, ..., full, full); any other shape as it is.
+    """
+
+    def __init__(self, source, batch: int, length: int, full: int):
+        self.source, self.b, self.t, self.full = source, batch, length, full
+
+    def uniform(self, site: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """[K, *shape] uniforms for one site (see the class docstring)."""
+        b, t, full = self.b, self.t, self.full
+        if t == full:
+            return self.source.uniform(site, shape)
+        if shape[0] == b * t:
+            u = self.source.uniform(site, (b, full, *shape[1:]))
+            return u[:, :, :t].reshape(u.shape[0], b * t, *shape[1:])
+        if len(shape) >= 3 and shape[0] == b and tuple(shape[-2:]) == (t, t):
+            return self.source.uniform(site, (*shape[:-2], full, full))[..., :t, :t].contiguous()
+        return self.source.uniform(site, shape)
 
 
 def dropout(drop: DropoutSource | None, p: float):

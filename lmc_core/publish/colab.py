@@ -8,6 +8,7 @@ from pathlib import Path
 from .paths import ENV
 
 DRIVE = Path("/content/drive")
+COLAB_CELL = "# Google Colab only"  # how every notebook's Colab install cell begins (stamped, and hidden in reports)
 
 
 def on_colab() -> bool:

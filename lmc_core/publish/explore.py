@@ -112,7 +112,8 @@ def _show(fig) -> None:
 
 def _panel(pickers: dict, draw, rows: list[int]):
     """Widgets: the pickers in rows of the given lengths above an output that `draw(values)` fills, redrawn
-    whenever a picker changes; returns the box (displayed)."""
+    whenever a picker changes. The box is displayed here and not returned (a cell's last value is displayed
+    again by Jupyter: the explorer would show twice)."""
     import ipywidgets as W
     from IPython.display import display
 
@@ -130,9 +131,7 @@ def _panel(pickers: dict, draw, rows: list[int]):
     for n in rows:
         lines.append(W.HBox(widgets[i : i + n]))
         i += n
-    box = W.VBox([*lines, out])
-    display(box)
-    return box
+    display(W.VBox([*lines, out]))
 
 
 def explore(curves: pd.DataFrame, keys: tuple[str, ...] = ("pair",), metrics: tuple[str, ...] = ("loss", "ppl", "error"),

@@ -13,6 +13,11 @@ from pathlib import Path
 
 ENV = "LMC_HOME"
 PROFILES: tuple[str, ...] = ("smoke", "quick", "paper")
+PROFILE_NOTES = {  # what each profile is for (the README's Profiles section gives each notebook's settings)
+    "smoke": "seconds per notebook on a 2-core CPU: checks that everything runs (the tests use it); no findings",
+    "quick": "the default: minutes per notebook on a 2-core CPU, the findings already visible (figures/quick)",
+    "paper": "the studies' own scale: hours, meant for one GPU (or a cluster for the grids)",
+}
 
 
 def check_profile(profile: str) -> str:

@@ -13,6 +13,8 @@ import json
 import re
 from pathlib import Path
 
+from .colab import COLAB_CELL
+
 _BLOCK = re.compile(r"(<!-- summary:(\d\d) -->\n)(.*?)(<!-- /summary:\2 -->)", re.S)
 
 
@@ -24,6 +26,10 @@ def summary_blocks(readme: str) -> dict[str, str]:
 def render(readme: str, figures_dir: Path) -> str:
     """The README with every summary block replaced by the summary file of its notebook (blocks whose
     summary file does not exist are left as they are)."""
+    from .outputs import complete_swaps
+
+    complete_swaps(figures_dir)  # never read a figure set half swapped
+
     def repl(m: re.Match) -> str:
         f = Path(figures_dir) / f"{m.group(2)}_summary.md"
         if not f.exists():
@@ -51,11 +57,28 @@ BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 
 def repository(root: Path) -> str:
-    """The public GitHub repository (owner/name) from pyproject.toml, or ''."""
+    """The public GitHub repository (owner/name): pyproject.toml's `[tool.lmc_core] repository`, else the
+    checkout's git remote `origin` when it points to GitHub, else ''."""
+    import subprocess
     import tomllib
 
     data = tomllib.loads((Path(root) / "pyproject.toml").read_text(encoding="utf-8"))
-    return str(data.get("tool", {}).get("lmc_core", {}).get("repository", "")).strip()
+    repo = str(data.get("tool", {}).get("lmc_core", {}).get("repository", "")).strip()
+    if repo:
+        return repo
+    try:
+        url = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return github_repository(url)
+
+
+def github_repository(url: str) -> str:
+    """owner/name of a GitHub remote URL (https or ssh form), or ''."""
+    m = re.match(r"^(?:https?://(?:[^@/]+@)?github\.com/|git@github\.com:|ssh://git@github\.com/)"
+                 r"([\w.-]+)/([\w.-]+?)(?:\.git)?/?$", url.strip())
+    return f"{m.group(1)}/{m.group(2)}" if m else ""
 
 
 def colab_block(root: Path, repo: str) -> str:
@@ -82,7 +105,7 @@ def stamp_notebooks(root: Path, repo: str) -> list[str]:
         data = json.loads(text)
         for cell in data["cells"]:
             src = "".join(cell["source"])
-            if src.startswith("# Google Colab only"):
+            if src.startswith(COLAB_CELL):
                 new = re.sub(r'^repository = "[^"]*"', f'repository = "{repo}"', src, flags=re.M)
                 if new != src:
                     lines = new.split("\n")

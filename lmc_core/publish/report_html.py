@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import paths
+from .colab import COLAB_CELL
 
 _NO_ALT = "No description has been provided for this image"
 PARAMETERS_TITLE = "# Parameters of this run (profile {profile})"
@@ -183,7 +184,8 @@ def tidy_notebook(nb, profile: str | None = None, home: Path | None = None):
     - stream outputs coalesced and carriage returns applied, so a progress bar shows its final
       line only; stderr lines that are only progress become ordinary (stdout) output, real
       warnings and errors stay on stderr;
-    - the absolute path of the home folder is removed from streams and tracebacks.
+    - the absolute path of the home folder is removed from streams and tracebacks;
+    - the Colab install cell (it does nothing outside Colab, and its `raise` reads like an error) is dropped.
     """
     home = paths.home() if home is None else Path(home)
     prefixes = _home_prefixes(home)
@@ -200,6 +202,7 @@ def tidy_notebook(nb, profile: str | None = None, home: Path | None = None):
         cell.source = _unhome(merged_parameters(default_src, cell.source, title), prefixes).rstrip("\n")
         if default is not None:
             del nb.cells[default]
+    nb.cells = [c for c in nb.cells if not (c.get("cell_type") == "code" and c.source.startswith(COLAB_CELL))]
     for cell in nb.cells:
         if cell.get("cell_type") == "code" and cell.get("outputs"):
             cell.outputs = _tidy_outputs(cell.outputs, prefixes)

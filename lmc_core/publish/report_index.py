@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import paths
+from .outputs import complete_swaps
 from .paths import check_profile, repo_root
 
 from .report_html import figure_prefix, inside, notebook_title, relhref, figure_titles, read_summary
@@ -121,6 +122,7 @@ def write_index(
     reports_dir = Path(reports_dir) if reports_dir else home / "reports" / profile
     figures_dir = Path(figures_dir) if figures_dir else home / "figures" / profile
     reports_dir.mkdir(parents=True, exist_ok=True)
+    complete_swaps(figures_dir)  # never show a figure set half swapped
     esc = html.escape
     failed_set = set(failed)
 

@@ -2,10 +2,13 @@
 
 Every run keeps its loss log (inside its checkpoints and final weights), so logs can be written for
 runs trained now and for runs loaded from the store alike: one TensorBoard run per copy, scalars
-`train/loss` and `train/lr` against the training step. Writing is idempotent.
+`train/loss` and `train/lr` against the training step. A log folder is keyed by what it was written
+from (a digest of the loss log): the same log is not written twice, another one replaces it.
 """
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,19 +20,25 @@ MARK = ".written"
 
 def write_history(logdir: str | Path, history: pd.DataFrame, prefix: str = "copy") -> Path:
     """Write `history` (columns step, copy, loss, lr) as TensorBoard events under logdir/<prefix><c>;
-    nothing is written if logdir already holds these logs."""
+    nothing is written if logdir already holds these logs, and logs written from another history (a run
+    trained for more steps, another run under the same label) are replaced."""
     from torch.utils.tensorboard import SummaryWriter
 
     logdir = Path(logdir)
-    if (logdir / MARK).exists():
-        return logdir
+    digest = hashlib.sha256(history[["step", "copy", "loss", "lr"]].to_csv(index=False).encode()).hexdigest()
+    mark = logdir / MARK
+    if mark.exists():
+        if mark.read_text().split()[:1] == [digest]:
+            return logdir
+        for old in logdir.iterdir():  # derived files of another history: rewritten below
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     for c, g in history.groupby("copy"):
         w = SummaryWriter(str(logdir / f"{prefix}{int(c)}"))
         for r in g.sort_values("step").itertuples():
             w.add_scalar("train/loss", float(r.loss), int(r.step))
             w.add_scalar("train/lr", float(r.lr), int(r.step))
         w.close()
-    write_text(logdir / MARK, f"{len(history)} rows\n")
+    write_text(mark, f"{digest} {len(history)} rows\n")
     return logdir
 
 

@@ -7,6 +7,7 @@ from typing import Callable, TypeVar
 
 from ..config import RunSpec
 from ..train import Callback, Divergence, Monitor, StopAfter, TensorBoard, TrainResult, TrainState, train_copies
+from ..train.optim import has_state
 from ..train.trainer import Trainer
 from .io import CorruptFileError, quarantine
 from .layout import checkpoint_path, list_checkpoints, load_checkpoint, prune_resume_points, save_checkpoint
@@ -51,17 +52,29 @@ class Checkpointer(Callback):
         save_checkpoint(checkpoint_path(self.directory, step, kind), state, t.k, self.skip, optimizer)
 
 
-def latest_valid_checkpoint(directory: Path, at_most: int | None = None) -> tuple[int, TrainState] | None:
-    """The newest checkpoint (at or before step `at_most`) that verifies, as (step, TrainState); corrupt ones are
-    moved aside (never used, never deleted)."""
+def latest_valid_checkpoint(directory: Path, at_most: int | None = None, needs_optimizer: bool = True
+                            ) -> tuple[int, TrainState] | None:
+    """The newest checkpoint (at or before step `at_most`) that verifies and can resume training exactly, as (step,
+    TrainState); corrupt ones are moved aside (never used, never deleted). With `needs_optimizer` (an optimizer
+    with buffers), a checkpoint saved without its optimizer state (store_optimizer=False, a grid job's slice) is
+    no resume point after step 0: continuing from it would give other weights than the run it belongs to."""
+    skipped = []
     for step, path in reversed(list_checkpoints(directory)):
         if at_most is not None and step > at_most:
             continue
         try:
-            return step, load_checkpoint(path)
+            ckpt = load_checkpoint(path)
         except CorruptFileError as e:
             print(f"ignoring a corrupt checkpoint ({e})")
             quarantine(path)
+            continue
+        if needs_optimizer and not ckpt.opt_state and max(ckpt.steps) > 0:
+            skipped.append(path.name)
+            continue
+        return step, ckpt
+    if skipped:
+        print(f"{directory}: {', '.join(skipped)} hold no optimizer state, so training resumes from an earlier point "
+              "(or the start) to give the same weights bit for bit")
     return None
 
 
@@ -79,7 +92,7 @@ def train_resumable(spec: RunSpec, train_data, device="auto", ckpt_dir: str | Pa
     callbacks: list[Callback] = [Divergence("" if ckpt_dir is None else str(ckpt_dir))]
     if ckpt_dir is not None:
         callbacks.append(Checkpointer(ckpt_dir))
-        resumed = latest_valid_checkpoint(Path(ckpt_dir), resume_at_most)
+        resumed = latest_valid_checkpoint(Path(ckpt_dir), resume_at_most, has_state(spec.train))
         if resumed is not None:
             ckpt = resumed[1]
             if len(ckpt.steps) != spec.k:

@@ -153,6 +153,37 @@ def _slice_checkpoint(src_dir: Path, step: int, copies: list[int], dest_dir: Pat
     save_checkpoint(checkpoint_path(dest_dir, step), part, len(copies), optimizer=False)
 
 
+def check_executor(executor: str, slurm=None) -> dict:
+    """Check where a grid can run, before anything trains; returns the SLURM options as a dict.
+
+    executor: "inprocess" | "local" | "slurm" ("slurm" needs SLURM's `sbatch` on this machine). slurm: a dict
+    of submitit options, or the same as a YAML/JSON string (papermill's `-p slurm '{"partition": "gpu"}'`).
+    Raises ConfigError naming the parameter and what to change.
+    """
+    import shutil
+
+    from ..config import ConfigError
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor={executor!r}; choose one of {list(EXECUTORS)}")
+    if isinstance(slurm, str):
+        import yaml
+
+        try:
+            slurm = yaml.safe_load(slurm) if slurm.strip() else {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"slurm={slurm!r} is not a YAML/JSON mapping ({str(e).splitlines()[0]}); write it like "
+                              """-p slurm '{"partition": "gpu", "timeout_min": 240}'""") from None
+    slurm = {} if slurm is None else slurm
+    if not isinstance(slurm, dict):
+        raise ConfigError(f"slurm={slurm!r} must be a mapping of submitit options, e.g. "
+                          """{"partition": "gpu", "timeout_min": 240, "gpus_per_node": 1}""")
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise ConfigError("executor='slurm' needs a SLURM cluster, but SLURM's sbatch is not on this machine's PATH; "
+                          "run on the cluster's login node, or use executor='local' (processes here) or 'inprocess'")
+    return slurm
+
+
 def dispatch(jobs: list[Job], store_root: str | os.PathLike, executor: str = "inprocess", device: str | torch.device = "auto",
              progress: bool = True, max_copies: int = 256, slurm: dict | None = None,
              folder: str | os.PathLike | None = None) -> list[StoredRun]:
@@ -163,10 +194,9 @@ def dispatch(jobs: list[Job], store_root: str | os.PathLike, executor: str = "in
     submitit on a SLURM cluster, with `slurm` options such as partition, timeout_min, gpus_per_node,
     cpus_per_task, mem_gb (passed to update_parameters, `slurm_` prefixed where SLURM-specific).
     """
-    if executor not in EXECUTORS:
-        from ..config import ConfigError
-
-        raise ConfigError(f"executor={executor!r}; choose one of {list(EXECUTORS)}")
+    slurm = check_executor(executor, slurm)
+    for j in jobs:  # every job's settings are checked before the first one trains
+        j.spec.validate()
     store = RunStore(store_root)
     missing = {config_hash(j.spec) for j in jobs if store.load(j.spec) is None}
     packs = [p for p in pack(jobs, max_copies) if any(config_hash(j.spec) in missing for j in p)]
@@ -180,10 +210,10 @@ def dispatch(jobs: list[Job], store_root: str | os.PathLike, executor: str = "in
         folder = Path(folder or StoreLayout(root).submitit())
         if executor == "local":
             ex = submitit.LocalExecutor(folder=str(folder))
-            ex.update_parameters(timeout_min=int((slurm or {}).get("timeout_min", 24 * 60)))
+            ex.update_parameters(timeout_min=int(slurm.get("timeout_min", 24 * 60)))
         else:
             ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-            opts = dict(slurm or {})
+            opts = dict(slurm)
             generic = {k: opts.pop(k) for k in ("timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes",
                                                 "tasks_per_node", "name") if k in opts}
             ex.update_parameters(**generic, **{k if k.startswith("slurm_") else f"slurm_{k}": v for k, v in opts.items()})

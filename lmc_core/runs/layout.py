@@ -38,7 +38,7 @@ import torch
 
 from ..config import RunSpec, Seeds, config_hash, non_default
 from ..train.trainer import LOG_FIELDS, TrainResult, TrainState, history_frame
-from .io import atomic_write, load_tensors, quarantine, save_tensors, write_json
+from .io import StoreAccessError, atomic_write, load_tensors, quarantine, save_tensors, write_json
 
 State = dict[str, torch.Tensor]
 RESULT = "final.safetensors"
@@ -156,7 +156,10 @@ def read_history(path: Path, tensors: dict[str, torch.Tensor] | None = None) -> 
             print(f"run store: {path} is damaged ({str(e)[:120]}); moved aside and rebuilt from the stored log")
             quarantine(path)
     if tensors is not None and "log.step" in tensors:
-        write_history(path, stored)
+        try:
+            write_history(path, stored)
+        except StoreAccessError:  # a read-only store: the log stored with the weights serves as it is
+            pass
     return stored
 
 

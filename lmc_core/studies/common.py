@@ -8,14 +8,17 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import ConfigError, ModelConfig
+from ..config import ConfigError, ModelConfig, check_int
 from ..publish.outputs import Outputs, check_output_dir
 from ..publish.paths import resolve
 
 
 # Parameters every study accepts besides its own (the notebooks' parameters cell).
 COMMON = {"profile": "quick", "figures_dir": None, "store_dir": None, "cache_dir": None,
-          "device": "auto", "progress": True, "tensorboard": False}
+          "device": "auto", "progress": True, "tensorboard": False, "threads": 1}
+# threads: torch's CPU threads. 1 by default: two threads wait on each other whenever another process holds a
+# core (measured 10x slower on a busy 2-core machine, bench/threads.py), and the float sums of a matrix product
+# depend on the thread count, so a fixed count gives the same bits on every machine. "auto": every core.
 
 MAX_ALPHAS = 1001  # more points than anyone can read off a curve; a typo like 10**9 would never finish
 
@@ -58,7 +61,7 @@ class StudyResult:
         figures = [{"file": f"{name}.png", "title": figure_title(fig)} for name, fig in self.figures.items()]
         self.outputs.json(f"{prefix}_summary.json", {"profile": self.params.get("profile"), "headline": self.headline,
                                                     "figures": figures, **self.numbers})
-        self.files = self.outputs.commit(fig_dir)
+        self.files = self.outputs.commit(fig_dir, prefix)
         return self.files
 
 
@@ -122,7 +125,7 @@ def out_dirs(p: dict) -> tuple[Path, Path, Path]:
     store = resolve(p["store_dir"], "runs")
     cache = resolve(p["cache_dir"], Path("data") / "cache")
     for path, name in ((figures, "figures_dir"), (store, "store_dir"), (cache, "cache_dir")):
-        check_output_dir(path, name)
+        check_output_dir(path, name, writable=name != "store_dir")  # reading finished runs needs no write access
     return figures, store, cache
 
 
@@ -148,11 +151,30 @@ def prepare(profiles: dict[str, dict], params: dict | None, *checks) -> Setup:
     from ..train import resolve_device
 
     p = resolve_params(profiles, params)
+    check_threads(p)
     for check in checks:
         check(p)
     fig_dir, store_dir, cache_dir = out_dirs(p)
     device = resolve_device(p["device"])
+    set_threads(p["threads"])
     return Setup(p, fig_dir, RunStore(store_dir), cache_dir, device)
+
+
+def check_threads(p: dict) -> None:
+    """`threads` must be a positive integer or "auto"."""
+    if p["threads"] != "auto":
+        check_int("threads", p["threads"], 1)
+
+
+def set_threads(threads) -> int:
+    """Set torch's CPU threads (an integer, or "auto" for every core); returns the count."""
+    import os
+
+    import torch
+
+    n = (os.cpu_count() or 1) if threads == "auto" else int(threads)
+    torch.set_num_threads(n)
+    return n
 
 
 def check_positive(p: dict, *names: str) -> None:

@@ -24,6 +24,10 @@ def fisher_penalty(family, model, batch: dict[str, torch.Tensor], drop, mode: st
                    steps: list[int], sub: int = 0) -> torch.Tensor:
     """Per-copy ||grad of the mean batch cross-entropy||^2 [K], differentiable (double backward).
 
+    `drop` should replay the dropout masks of the loss forward on this batch (DropoutSource.replay), so the
+    penalty is the gradient norm of the same stochastic loss. With gradient accumulation the trainer calls this
+    once per micro-batch: the penalty is the mean over micro-batches of ||grad of the micro-batch loss||^2.
+
     mode "sampled": labels drawn from the model's own prediction — an estimate of the trace of the
     Fisher information (Jastrzebski et al. 2021, the grokking notebook of study 5); "empirical": the
     true labels (the gradient-norm penalty of study 5's MNIST notebook). sub > 0: on the first `sub`

@@ -23,12 +23,13 @@ def lr_at(cfg: TrainConfig, steps: torch.Tensor, steps_per_epoch: int) -> torch.
     elif cfg.schedule == "step":
         period = cfg.step_size or steps_per_epoch
         lr = cfg.lr * cfg.gamma ** torch.floor(t / period)
-    else:  # cosine with linear warmup
+    else:  # cosine with linear warmup (and, with hold_steps, a constant rate until the decay starts)
         w = cfg.warmup_steps
         end = cfg.decay_steps or cfg.steps
         start = cfg.min_lr if cfg.warmup_from_min else 0.0
         warm = start + (cfg.lr - start) * (t + 1) / max(w, 1)
-        ratio = ((t - w) / max(end - w, 1)).clamp(0, 1)
+        d0 = max(w, cfg.hold_steps)
+        ratio = ((t - d0) / max(end - d0, 1)).clamp(0, 1)
         cos = cfg.min_lr + 0.5 * (1 + torch.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
         lr = torch.where(t < w, warm, cos)
     return lr.to(torch.float32)
@@ -45,6 +46,12 @@ def clip_per_copy(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     for g in grads:
         g.mul_(coef.view(k, *([1] * (g.dim() - 1))).to(g.dtype))
     return norms
+
+
+def has_state(cfg: TrainConfig) -> bool:
+    """True if the optimizer keeps buffers between steps (SGD with momentum, Adam, AdamW): resuming it exactly
+    needs them."""
+    return cfg.optimizer != "sgd" or cfg.momentum > 0
 
 
 class StackedOptimizer:

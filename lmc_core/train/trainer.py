@@ -136,13 +136,15 @@ class Trainer:
             chunk = {n: t[:, m * micro : (m + 1) * micro] for n, t in batch.items()}
             sub_steps = (self.steps * tc.accum + m).tolist()
             # masks depend on (dropout seed, copy's step, micro-batch index) only
-            drop = DropoutSource(self.dropout_seeds, sub_steps, dev) if self.family.dropout(self.cfg) > 0 else None
+            drop = (DropoutSource(self.dropout_seeds, sub_steps, dev, record=fisher_now)
+                    if self.family.dropout(self.cfg) > 0 else None)
             with autocast:
                 losses = self.family.loss(self.model, chunk, drop, LOGITS_BUDGET_MB if dev.type == "cpu" else None)
                 objective = losses.sum() / tc.accum
                 if fisher_now:
-                    pen = fisher_penalty(self.family, self.model, chunk, drop, tc.fisher_mode, self.dropout_seeds,
-                                         sub_steps, tc.fisher_batch)
+                    # the penalty's forward sees the loss forward's dropout masks, on every device
+                    pen = fisher_penalty(self.family, self.model, chunk, drop and drop.replay(), tc.fisher_mode,
+                                         self.dropout_seeds, sub_steps, tc.fisher_batch)
                     objective = objective + (self.lam * pen).sum() / tc.accum
                     penalty += pen.detach() / tc.accum
             objective.backward()

@@ -70,15 +70,15 @@ def test_a_failure_while_saving_leaves_the_previous_figure_set_untouched(tmp_pat
 
 
 def test_a_study_that_fails_between_figures_writes_none(tmp_path, monkeypatch):
-    params = {"profile": "smoke", "pairs": 1, "figures_dir": str(tmp_path / "f"), "store_dir": str(tmp_path / "s"),
-              "progress": False}
+    params = {"profile": "smoke", "inits": 1, "variant": None, "figures_dir": str(tmp_path / "f"),
+              "store_dir": str(tmp_path / "s"), "progress": False}
     study.run(params)
     before = {p.name: p.read_bytes() for p in (tmp_path / "f").iterdir()}
 
     def boom(*a, **k):
         raise RuntimeError("plotting failed")
 
-    monkeypatch.setattr(study, "instability_figure", boom)
+    monkeypatch.setattr(study.figs, "instability_figure", boom)
     with pytest.raises(RuntimeError, match="plotting failed"):
         study.run({**params, "alphas": 3})
     assert {p.name: p.read_bytes() for p in (tmp_path / "f").iterdir()} == before

@@ -38,7 +38,7 @@ def test_notebook_run_from_notebooks_folder_reuses_the_stored_run(tmp_path, monk
     monkeypatch.setenv("LMC_PLAIN_PROGRESS", "1")
     nb = ROOT / "notebooks" / "01_instability_at_init.ipynb"
     cache = str(ROOT / "data" / "cache")
-    params = {"profile": "smoke", "progress": False, "cache_dir": cache, "overrides": {"pairs": 1}}
+    params = {"profile": "smoke", "progress": False, "cache_dir": cache, "overrides": {"inits": 1, "variant": None}}
     first = tmp_path / "first.ipynb"
     pm.execute_notebook(str(nb), str(first), parameters=params, cwd=str(ROOT), kernel_name="python3",
                         progress_bar=False)
@@ -87,7 +87,10 @@ def test_explorer_is_static_under_papermill_and_widgets_in_a_live_kernel(monkeyp
     assert explore.explore(curves_df()) is None and any(type(o).__name__ == "Figure" for o in shown)
     monkeypatch.setattr(explore, "interactive", lambda: True)
     shown.clear()
-    box = explore.explore(curves_df(), keys=("pair",))
+    assert explore.explore(curves_df(), keys=("pair",)) is None  # a returned box would show a second time
+    boxes = [o for o in shown if type(o).__name__ == "VBox"]
+    assert len(boxes) == 1
+    box = boxes[0]
     menus = {w.description: w for row in box.children[:2] for w in row.children}
     assert set(menus) == {"pair", "split", "metric", "barrier"}
     drawn = []

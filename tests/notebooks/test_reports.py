@@ -418,4 +418,6 @@ def test_cli_bad_profile_exits_2() -> None:
 def test_cli_lists_profiles() -> None:
     res = _cli("profiles")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == list(paths.PROFILES)
+    lines = res.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines[: len(paths.PROFILES)]] == list(paths.PROFILES)
+    assert all(len(ln.split()) > 3 for ln in lines[: len(paths.PROFILES)])  # each says what it is for

@@ -79,7 +79,7 @@ def test_bert_from_hf_maps_random_bert_and_roberta(kind):
     cfg = pretrained.hf_encoder_config(hf, n_classes=3)
     assert cfg.max_positions == 12
     state = pretrained.stack_pretrained(cfg, 1, pretrained.bert_from_hf(ref.state_dict(), cfg,
-                                                                        pretrained._position_offset(hf)))
+                                                                        pretrained.position_offset(hf)))
     ours = EncoderClassifier.from_state(cfg, state).eval()
     ids, mask, types = batch()
     if kind == "roberta":

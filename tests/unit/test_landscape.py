@@ -5,7 +5,7 @@ import torch
 
 from lmc_core.analysis import barrier as B
 from lmc_core.analysis.cluster import adjusted_rand, eigengap, laplacian_spectrum, match_labels, spectral_clusters, stability
-from lmc_core.config import RunSpec, Seeds, TrainConfig
+from lmc_core.config import ConfigError, RunSpec, Seeds, TrainConfig
 from lmc_core.data.batches import Examples
 from lmc_core.data.vectors import VectorDataConfig
 from lmc_core.ensemble import copy_state
@@ -91,6 +91,9 @@ def test_sharpness_is_zero_without_room_and_positive_with_it(trained):
     cfg, state, data = trained
     batches = [{"x": data["x"][i * 40 : (i + 1) * 40][None], "y": data["y"][i * 40 : (i + 1) * 40][None]}
                for i in range(3)]
-    assert np.allclose(sharpness(cfg, state, batches, eps=0.0), 0, atol=1e-6)
+    assert np.allclose(sharpness(cfg, state, batches, eps=1e-12), 0, atol=1e-6)  # no room to climb
+    for eps in (0.0, -0.01, float("nan")):
+        with pytest.raises(ConfigError, match="eps"):
+            sharpness(cfg, state, batches, eps=eps)
     s = sharpness(cfg, state, batches, eps=1e-2, lr=1.0)
     assert (s > 0).all() and s.shape == (4,)

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import committed
+
 from lmc_core.analysis import barrier as B
 from lmc_core.config import Seeds
 from lmc_core.analysis.metrics import METRICS, barrier_table, verdict
@@ -72,26 +74,35 @@ def test_verdict_says_convex_when_the_chord_barrier_is_zero():
     c = curves({p: {"loss": [1.0, 0.99, 1.1], "ppl": [2.72, 2.69, 3.0], "error": [0.3, 0.3, 0.31]} for p in (0, 1)})
     t = barrier_table(c)
     v = verdict(t, "test", "loss", "mean")
-    assert v.mean > 2 and v.status == "convex"
-    assert "no barrier (convex path)" in v.text() and "`mean`" in v.text()
-    bump = curves({p: {"loss": [1.0, 1.3, 1.0], "ppl": [2.72, 3.7, 2.72], "error": [0.3, 0.4, 0.3]} for p in (0, 1)})
+    assert v.interval.estimate > 2 and v.status == "convex"
+    assert "no barrier" in v.text() and "convex" in v.text() and "`mean`" in v.text()
+    assert t[(t.metric == "loss")].convex.all() and "chord_instability" in t
+    bump = curves({p: {"loss": [1.0, 1.3 + 0.01 * p, 1.0], "ppl": [2.72, 3.7, 2.72], "error": [0.3, 0.4, 0.3]}
+                   for p in (0, 1, 2)})
     assert verdict(barrier_table(bump), "test", "loss").status == "unstable"
+    err = verdict(barrier_table(bump), "test", "error")
+    assert err.unit == "percentage points" and "Frankle" in err.text()
 
 
-def test_study_summary_names_definition_spread_and_convexity():
-    from lmc_core.studies.instability_init import describe, summary_table
+def test_study_summary_names_criterion_interval_and_convexity():
+    from lmc_core.studies.instability_init_figures import describe
 
-    c = curves({p: {"loss": [1.0, 0.99, 1.1], "ppl": [2.72, 2.69, 3.0], "error": [0.3, 0.3, 0.31]} for p in (0, 1)})
-    c = pd.concat([c, c.assign(split="train")])
-    t = barrier_table(c)
-    text, numbers = describe(t, summary_table(t, "mean"), "mean", "quick", 100)
-    assert numbers["verdict"] == "convex" and "**no barrier**" in text and "unstable" not in text
-    assert "±" in text and "`mean`" in text
+    # error falls monotonically from one end to the other on every pair: `mean` reads the gap, no barrier
+    vals = {p: {"loss": [1.0, 0.96, 0.95], "ppl": [2.72, 2.61, 2.59], "error": [0.34, 0.32, 0.30]} for p in range(6)}
+    c = curves(vals)
+    c = pd.concat([c, c.assign(split="train")]).assign(panel="char level", init=lambda d: d.pair // 2)
+    t = barrier_table(c, ("panel", "init", "pair"))
+    runs = pd.DataFrame([{"panel": "char level", "run": "x", "copies": 6, "inits": 3, "pairs": 6, "steps": 100,
+                          "schedule": "SGD", "eval_tokens": 100, "chars_per_word": float("nan")}])
+    text, numbers = describe(t, t.assign(instability=0.0, barrier=0.0), runs,
+                             {"definition": "mean", "profile": "quick", "floor_steps": 10})
+    assert numbers["verdict"] == "convex" and "no barrier" in text and "Frankle" in text
+    assert "unstable" not in text and "[" in text and "`mean`" in text and "3 initialisations" in text
 
 
 @pytest.mark.parametrize("prefix, by", [("01", ["pair"]), ("02", ["k", "k_frac", "pair"])])
-def test_committed_barriers_recompute_from_committed_curves(prefix, by):
-    fig = ROOT / "figures" / "quick"
+def test_committed_barriers_recompute_from_committed_curves(prefix, by, tmp_path):
+    fig = committed.folder("figures/quick", tmp_path)  # what git stores: a local rebuild does not count
     curve_file = fig / ("01_interpolation.csv" if prefix == "01" else "02_curves.csv")
     stored = pd.read_csv(fig / f"{prefix}_barriers.csv")
     again = barrier_table(pd.read_csv(curve_file), tuple(by), METRICS)
@@ -102,9 +113,10 @@ def test_committed_barriers_recompute_from_committed_curves(prefix, by):
     np.testing.assert_allclose(m.instability, m.instability_again, rtol=1e-9, atol=1e-12)
 
 
-def test_committed_quick_results_have_a_spread_across_pairs():
+def test_committed_quick_results_have_a_spread_across_pairs(tmp_path):
+    fig = committed.folder("figures/quick", tmp_path)
     for prefix in ("01", "02"):
-        stored = pd.read_csv(ROOT / "figures" / "quick" / f"{prefix}_barriers.csv")
+        stored = pd.read_csv(fig / f"{prefix}_barriers.csv")
         per = stored.groupby([c for c in ("k",) if c in stored] + ["split", "metric", "definition"]).pair.nunique()
         assert per.min() >= 4, f"{prefix}: fewer than 4 pairs per point"
 
@@ -113,8 +125,11 @@ def test_committed_quick_results_have_a_spread_across_pairs():
 def _allowed() -> set[str]:
     from lmc_core.studies.grokking import GROK_ACC
 
+    from lmc_core.analysis.verdict import CONFIDENCE
+
     return ({f"{v:g}" for v in PTB_STUDY_PPL_INSTABILITY_PCT.values()}
-            | {f"{FRANKLE_THRESHOLD_PCT:g}", f"{FRANKLE_RESNET20_ONSET_PCT:g}", f"{100 * GROK_ACC:g}"})
+            | {f"{FRANKLE_THRESHOLD_PCT:g}", f"{FRANKLE_RESNET20_ONSET_PCT:g}", f"{100 * GROK_ACC:g}",
+               f"{100 * CONFIDENCE:g}"})
 
 
 ALLOWED = _allowed()  # published reference values and definitions (thresholds), never a run's result
@@ -132,14 +147,16 @@ def test_text_cells_quote_no_numbers_of_a_run(nb):
                                            "belong in result.summary, not in text cells")
 
 
-def test_readme_results_are_the_committed_summaries():
+def test_readme_results_are_the_committed_summaries(tmp_path):
+    """Compares what git stores, so a local `make figures` (even one interrupted halfway, which has rewritten
+    some summaries and not yet the README) never turns `make test` red."""
     from lmc_core.publish.readme import render, summary_blocks
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = committed.read_text("README.md")
     blocks = summary_blocks(readme)
     assert {"01", "02"} <= set(blocks), "the README quotes each notebook's summary between summary markers"
-    assert render(readme, ROOT / "figures" / "quick") == readme, (
-        "README results differ from figures/quick/NN_summary.md; run `python -m lmc_core readme`")
+    assert render(readme, committed.folder("figures/quick", tmp_path)) == readme, (
+        "README results differ from figures/quick/NN_summary.md; run `python -m lmc_core readme` and commit both")
 
 
 def test_colab_badges_and_install_source_come_from_one_setting(tmp_path):

@@ -1,0 +1,159 @@
+"""What `linear_path` evaluates on: splits of batches, the inputs and labels of a batch, default losses.
+
+A split is one of
+- a tuple of tensors `(x, y)` (or `(x,)`): one data set, cut into batches of `batch_size` along axis 0;
+- a bare tensor `x`: inputs without labels, cut the same way;
+- a dict of tensors (`{"input_ids": ..., "attention_mask": ..., "labels": ...}`): one data set, cut the same way;
+- a `torch.utils.data.DataLoader` or any other iterable of batches (tuples, tensors or dicts): read once, so every
+  alpha sees identical batches even when the loader shuffles.
+Several splits are a dict `{name: split}` whose values are not all tensors.
+
+In a batch, a tuple `(x, y, ...)` calls `model(x)` with labels `y`; a tensor calls `model(x)` without labels; a dict
+calls `model(**batch)` without its label entry (`labels`, `label`, `y` or `targets`), which gives the labels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+LABEL_KEYS = ("labels", "label", "y", "targets")
+IGNORE_INDEX = -100  # label value that counts in neither loss nor error (PyTorch's and Hugging Face's convention)
+
+
+@dataclass
+class Batch:
+    """Model inputs (positional and keyword) and labels (None when the batch has none) of one batch."""
+
+    args: tuple
+    kwargs: dict
+    labels: torch.Tensor | None
+    raw: Any  # the batch as given (what a custom loss function receives)
+
+    def to(self, device) -> "Batch":
+        """The batch on `device` (tensors only)."""
+        mv = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        return Batch(tuple(mv(a) for a in self.args), {k: mv(v) for k, v in self.kwargs.items()},
+                     None if self.labels is None else mv(self.labels), _move(self.raw, device))
+
+
+def _move(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_move(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _move(v, device) for k, v in obj.items()}
+    return obj
+
+
+def parse_batch(batch: Any, where: str = "data") -> Batch:
+    """The inputs and labels of one batch (see the module docstring); TypeError naming `where` otherwise."""
+    if isinstance(batch, torch.Tensor):
+        return Batch((batch,), {}, None, batch)
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        labels = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
+        return Batch((batch[0],), {}, labels, batch)
+    if isinstance(batch, dict) and batch:
+        key = next((k for k in LABEL_KEYS if k in batch), None)
+        return Batch((), {k: v for k, v in batch.items() if k != key}, None if key is None else batch[key], batch)
+    raise TypeError(f"{where}: a batch must be a tensor x, a tuple (x, y, ...) of tensors or a dict of tensors; got "
+                    f"{type(batch).__name__}. Pass (x, y) tensors, a DataLoader, or a list of such batches.")
+
+
+def _is_tensor_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def is_split_dict(data: Any) -> bool:
+    """True if `data` is {split name: split} rather than one split."""
+    return isinstance(data, dict) and bool(data) and not _is_tensor_dict(data)
+
+
+def _cut(data, batch_size: int) -> list:
+    if isinstance(data, torch.Tensor):
+        n = data.shape[0]
+        return [data[i : i + batch_size] for i in range(0, n, batch_size)]
+    if isinstance(data, tuple):
+        n = data[0].shape[0]
+        bad = [i for i, t in enumerate(data) if not isinstance(t, torch.Tensor) or t.shape[0] != n]
+        if bad:
+            raise ValueError(f"data: the tensors of a tuple (x, y, ...) must share their first axis; element {bad[0]} "
+                             "does not")
+        return [tuple(t[i : i + batch_size] for t in data) for i in range(0, n, batch_size)]
+    n = next(iter(data.values())).shape[0]
+    if any(v.shape[0] != n for v in data.values()):
+        raise ValueError(f"data: the tensors of a dict must share their first axis; sizes "
+                         f"{ {k: v.shape[0] for k, v in data.items()} }")
+    return [{k: v[i : i + batch_size] for k, v in data.items()} for i in range(0, n, batch_size)]
+
+
+def batches(data: Any, batch_size: int, where: str = "data", limit: int | None = None) -> list[Batch]:
+    """One split as a list of parsed batches (read once; at most `limit` batches)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
+        raw = _cut(data, batch_size)
+    elif isinstance(data, torch.Tensor) or _is_tensor_dict(data):
+        raw = _cut(data, batch_size)
+    elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, dict)):
+        raw = []
+        for b in data:
+            raw.append(b)
+            if limit is not None and len(raw) >= limit:
+                break
+    else:
+        raise TypeError(f"{where}: give (x, y) tensors, a tensor x, a dict of tensors, a DataLoader or an iterable of "
+                        f"batches; got {type(data).__name__}")
+    if limit is not None:
+        raw = raw[:limit]
+    out = [parse_batch(b, where) for b in raw]
+    if not out:
+        raise ValueError(f"{where} holds no batch")
+    return out
+
+
+def logits_of(out: Any) -> torch.Tensor:
+    """The output tensor of a model call: the tensor itself, a `.logits` / ['logits'] entry, or a tuple's first."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, dict) and "logits" in out:
+        return out["logits"]
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TypeError(f"the model returned {type(out).__name__}; linear_path needs a tensor (or an output with "
+                    ".logits, or a tuple whose first element is the logits)")
+
+
+def cross_entropy(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Per-example (per-position for sequences) cross-entropy of logits [..., C] with labels [...] (nats).
+
+    Positions labelled IGNORE_INDEX are dropped. Raises ValueError without labels or with mismatched shapes."""
+    y = batch.labels
+    if y is None:
+        raise ValueError("the default loss (cross-entropy on logits) needs labels: give (x, y) batches, a dict with "
+                         "'labels', or loss_fn=callable(outputs, batch) -> per-example loss")
+    if outputs.shape[:-1] != y.shape:
+        raise ValueError(f"the default loss needs logits [..., C] and labels [...] of the same leading shape; got "
+                         f"logits {tuple(outputs.shape)} and labels {tuple(y.shape)}. For another output layout "
+                         "(e.g. a causal LM, whose labels are shifted) pass loss_fn=callable(outputs, batch)")
+    ce = F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]).float(), y.reshape(-1), reduction="none")
+    keep = y.reshape(-1) != IGNORE_INDEX
+    return ce if bool(keep.all()) else ce[keep]
+
+
+def top1_error(outputs: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+    """Per-example top-1 error (1.0 wrong, 0.0 right) where labels fit the logits; None otherwise."""
+    y = batch.labels
+    if y is None or y.is_floating_point() or outputs.shape[:-1] != y.shape:
+        return None
+    wrong = (outputs.argmax(-1) != y).reshape(-1)
+    keep = y.reshape(-1) != IGNORE_INDEX
+    return (wrong if bool(keep.all()) else wrong[keep]).double()
+
+
+LossFn = Callable[[torch.Tensor, Any], torch.Tensor]

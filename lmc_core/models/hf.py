@@ -1,0 +1,237 @@
+"""Hugging Face checkpoints from local folders (offline) as lmc_core models, checked against transformers.
+
+`load_hf(folder)` reads a checkpoint folder written by `save_pretrained` (config.json plus model.safetensors or
+pytorch_model.bin; a transformers model object is accepted too) and returns a single-copy (K=1) lmc_core model
+whose family then interpolates, aligns and evaluates it like the notebooks' models:
+
+- GPT-2 (`GPT2LMHeadModel` / `GPT2Model`, model_type "gpt2") -> the pre-norm TransformerLM (lm family), every
+  activation_function transformers offers for GPT-2 honoured except those with learned parameters (prelu, xielu);
+  settings the converter cannot reproduce (another LayerNorm epsilon, unscaled or layer-scaled attention, cross
+  attention) are refused with the setting named;
+- OPT (`OPTForCausalLM`, model_type "opt") -> the TransformerLM, pre-norm (do_layer_norm_before, most sizes) or
+  post-norm (OPT-350m's layout), learned positions read from their offset of 2; a projection between a narrower
+  word embedding and the hidden size (word_embed_proj_dim) is refused;
+- BERT and RoBERTa encoders (model_type "bert" / "roberta": the MiniLM path generalised) -> EncoderClassifier
+  (encoder family) with a fresh classifier head from `head_seed`.
+
+At import, the converted model's outputs are compared with transformers' own on a fixed token batch (next-token
+logits for GPT-2, last hidden states for the encoders); a difference beyond fp32 rounding is refused
+(ConversionError with the max |difference|). Nothing is downloaded: transformers is called with
+local_files_only=True.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ModelConfig
+from ..nn.activations import HF_ACTIVATIONS
+from .convert import ConversionError, from_gpt2, gpt2_config
+from .transformer import TransformerLM
+
+PARITY_RTOL, PARITY_ATOL = 1e-4, 1e-4  # |ours - theirs| <= atol + rtol * max|theirs| (fp32, summed differently)
+PARITY_TOKENS = (2, 12)  # batch and length of the parity check's token batch
+
+
+def _transformers():
+    if importlib.util.find_spec("transformers") is None:
+        raise ConversionError("reading Hugging Face checkpoints (and checking the conversion) needs transformers: "
+                              "`pip install transformers`")
+    import transformers
+
+    return transformers
+
+
+def gpt2_from_hf(model, context: int | None = None, check: bool = True) -> TransformerLM:
+    """A K=1 TransformerLM from a transformers GPT2LMHeadModel (or GPT2Model: tied unembedding), checked."""
+    cfg = gpt2_config(model.config, context)
+    sd = dict(model.state_dict())
+    if not cfg.tie_embeddings:
+        head = sd.get("lm_head.weight")
+        if head is None:
+            raise ConversionError("tie_word_embeddings=False but the checkpoint has no lm_head.weight")
+        sd = {**sd, "head.weight": head.T, "head.bias": torch.zeros(head.shape[0])}
+    flat = from_gpt2_untied(sd, cfg)
+    ours = TransformerLM(cfg, 1)
+    ours.load_state_dict(flat)
+    ours.eval()
+    if check:
+        _parity_gpt2(model, ours)
+    return ours
+
+
+def from_gpt2_untied(sd: dict, cfg: ModelConfig) -> dict:
+    """from_gpt2 plus the untied head (lm_head, as [1, d, V] with a zero bias)."""
+    if cfg.tie_embeddings:
+        return from_gpt2(sd, cfg)
+    tied = from_gpt2(sd, replace(cfg, tie_embeddings=True))
+    return {**tied, "head.weight": sd["head.weight"].detach().float()[None].clone(),
+            "head.bias": sd["head.bias"].float().view(1, 1, -1).clone()}
+
+
+def _tokens(vocab: int, length: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    b, t = PARITY_TOKENS
+    return torch.randint(0, vocab, (b, min(t, length)), generator=g)
+
+
+def _compare(ours: torch.Tensor, theirs: torch.Tensor, what: str) -> float:
+    diff = float((ours.double() - theirs.double()).abs().max())
+    tol = PARITY_ATOL + PARITY_RTOL * float(theirs.abs().max())
+    if not diff <= tol:
+        raise ConversionError(f"the converted {what} differs from transformers' by up to {diff:.3g} (tolerance "
+                              f"{tol:.1e}): the converter does not reproduce this checkpoint")
+    return diff
+
+
+@torch.no_grad()
+def _parity_gpt2(model, ours: TransformerLM) -> float:
+    tok = _tokens(ours.cfg.vocab_size, ours.cfg.context)
+    was = model.training
+    model.eval()
+    try:
+        out = model(tok)
+    finally:
+        model.train(was)
+    theirs = out.logits if hasattr(out, "logits") else out.last_hidden_state @ model.wte.weight.T
+    return _compare(ours(tok[None])[0].view(*theirs.shape), theirs, "GPT-2's next-token logits")
+
+
+OPT_POSITION_OFFSET = 2  # OPT's learned position table starts at row 2 (its padding convention)
+
+
+def opt_config(hf_config, context: int | None = None) -> ModelConfig:
+    """Our ModelConfig for a transformers OPTConfig; ConversionError naming any setting we cannot reproduce."""
+    act = hf_config.activation_function
+    bad = [] if act in HF_ACTIVATIONS else [f"activation_function={act!r}"]
+    if hf_config.word_embed_proj_dim != hf_config.hidden_size:
+        bad.append(f"word_embed_proj_dim={hf_config.word_embed_proj_dim} != hidden_size={hf_config.hidden_size} "
+                   "(projected embeddings)")
+    if not getattr(hf_config, "enable_bias", True):
+        bad.append("enable_bias=False")
+    if not getattr(hf_config, "layer_norm_elementwise_affine", True):
+        bad.append("layer_norm_elementwise_affine=False")
+    prenorm = bool(hf_config.do_layer_norm_before)
+    if prenorm and getattr(hf_config, "_remove_final_layer_norm", False):
+        bad.append("_remove_final_layer_norm=True")
+    if not getattr(hf_config, "tie_word_embeddings", True):
+        bad.append("tie_word_embeddings=False")
+    if bad:
+        raise ConversionError(f"this OPT checkpoint cannot be reproduced: {'; '.join(bad)}")
+    n = hf_config.max_position_embeddings
+    if context is not None and not 1 <= context <= n:
+        raise ConversionError(f"context={context} must lie in [1, max_position_embeddings={n}]")
+    return ModelConfig(arch="prenorm" if prenorm else "postnorm", vocab_size=hf_config.vocab_size,
+                       d_model=hf_config.hidden_size, n_layers=hf_config.num_hidden_layers,
+                       n_heads=hf_config.num_attention_heads, d_ff=hf_config.ffn_dim, context=context or n,
+                       dropout=float(hf_config.dropout), positions="learned", tie_embeddings=True,
+                       activation=HF_ACTIVATIONS[act], embed_scale=False, init="gpt2").validate()
+
+
+@torch.no_grad()
+def opt_from_hf(model, context: int | None = None, check: bool = True) -> TransformerLM:
+    """A K=1 TransformerLM from a transformers OPTForCausalLM (or OPTModel), its logits checked."""
+    cfg = opt_config(model.config, context)
+    sd = {k.removeprefix("model.").removeprefix("decoder."): v for k, v in model.state_dict().items()}
+    pos = sd["embed_positions.weight"][OPT_POSITION_OFFSET: OPT_POSITION_OFFSET + cfg.context]
+    flat = {"tok_emb": sd["embed_tokens.weight"], "pos_emb": pos}
+    for i in range(cfg.n_layers):
+        h, o = f"layers.{i}.", f"layers.{i}."
+        q, k, v = (sd[f"{h}self_attn.{n}_proj.weight"] for n in "qkv")
+        flat[o + "attn_in.weight"] = torch.cat([q, k, v]).T
+        flat[o + "attn_in.bias"] = torch.cat([sd[f"{h}self_attn.{n}_proj.bias"] for n in "qkv"])
+        flat[o + "attn_out.weight"], flat[o + "attn_out.bias"] = sd[h + "self_attn.out_proj.weight"].T, \
+            sd[h + "self_attn.out_proj.bias"]
+        flat[o + "ff1.weight"], flat[o + "ff1.bias"] = sd[h + "fc1.weight"].T, sd[h + "fc1.bias"]
+        flat[o + "ff2.weight"], flat[o + "ff2.bias"] = sd[h + "fc2.weight"].T, sd[h + "fc2.bias"]
+        for ours, theirs in (("ln1", "self_attn_layer_norm"), ("ln2", "final_layer_norm")):
+            flat[f"{o}{ours}.weight"], flat[f"{o}{ours}.bias"] = sd[f"{h}{theirs}.weight"], sd[f"{h}{theirs}.bias"]
+    if cfg.arch == "prenorm":
+        flat["ln_f.weight"], flat["ln_f.bias"] = sd["final_layer_norm.weight"], sd["final_layer_norm.bias"]
+    ours = TransformerLM(cfg, 1)
+    shapes = {n: t.shape for n, t in ours.state_dict().items()}
+    missing = sorted(set(shapes) - set(flat))
+    if missing:
+        raise ConversionError(f"the converted OPT state lacks {missing[:5]}")
+    ours.load_state_dict({n: flat[n].detach().float().reshape(shapes[n]) for n in shapes})
+    ours.eval()
+    if check:
+        tok = _tokens(cfg.vocab_size, cfg.context)
+        was = model.training
+        model.eval()
+        try:
+            out = model(input_ids=tok)
+        finally:
+            model.train(was)
+        theirs = out.logits if hasattr(out, "logits") else out.last_hidden_state @ sd["embed_tokens.weight"].T
+        _compare(ours(tok[None])[0].view(*theirs.shape), theirs, "OPT's next-token logits")
+    return ours
+
+
+@torch.no_grad()
+def encoder_from_hf(model, n_classes: int = 2, head_seed: int = 0, check: bool = True):
+    """A K=1 EncoderClassifier (encoder family) from a transformers BertModel / RobertaModel (a fresh classifier
+    head with n_classes outputs from head_seed), its last hidden states checked against transformers'."""
+    from .encoder import EncoderClassifier
+    from .pretrained import bert_from_hf, hf_encoder_config, position_offset, stack_pretrained
+
+    hf = model.config.to_dict()
+    act = hf.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise ConversionError(f"hidden_act={act!r}: the encoder implements exact (erf) GELU only")
+    cfg = hf_encoder_config(hf, n_classes=n_classes)
+    sd = model.state_dict()
+    state = stack_pretrained(cfg, 1, bert_from_hf(sd, cfg, position_offset(hf)), [head_seed])
+    ours = EncoderClassifier(cfg, 1)
+    ours.load_state_dict(state)
+    ours.eval()
+    if check:
+        tok = _tokens(min(cfg.vocab_size, 1000), cfg.max_positions)
+        tok[tok == cfg.pad_token_id] = (cfg.pad_token_id + 1) % cfg.vocab_size  # no padding in the check
+        mask = torch.ones_like(tok)
+        body = getattr(model, "base_model", model).eval()
+        theirs = body(input_ids=tok, attention_mask=mask).last_hidden_state
+        _compare(ours.features(tok[None], mask[None])[0][0], theirs, "encoder's last hidden states")
+    return ours
+
+
+def load_hf(source: Any, context: int | None = None, n_classes: int = 2, head_seed: int = 0, check: bool = True):
+    """A K=1 lmc_core model from a Hugging Face checkpoint folder (offline) or a transformers model object.
+
+    GPT-2 and OPT -> TransformerLM (lm family; `context`: the positions used, default all); BERT / RoBERTa ->
+    EncoderClassifier (encoder family; a fresh n_classes head from head_seed). check: compare outputs with
+    transformers' on a fixed token batch (ConversionError beyond fp32 rounding). Raises FileNotFoundError for a
+    folder without config.json and ConversionError for another model type or a setting we cannot reproduce.
+    """
+    tf = _transformers()
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{str(source)!r} holds no config.json: give a folder written by a transformers "
+                                    "model's save_pretrained()")
+        kind = tf.AutoConfig.from_pretrained(str(folder), local_files_only=True).model_type
+        cls = {"gpt2": tf.GPT2LMHeadModel, "opt": tf.OPTForCausalLM, "bert": tf.BertModel,
+               "roberta": tf.RobertaModel}.get(kind)
+        if cls is None:
+            raise ConversionError(f"model_type {kind!r} is not supported; load_hf reads gpt2, opt, bert and roberta")
+        bars = tf.utils.logging.is_progress_bar_enabled()
+        tf.utils.logging.disable_progress_bar()  # a bar per loaded checkpoint says nothing here
+        try:
+            model = cls.from_pretrained(str(folder), local_files_only=True)
+        finally:
+            if bars:
+                tf.utils.logging.enable_progress_bar()
+    else:
+        model = source
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind == "gpt2":
+        return gpt2_from_hf(model, context, check)
+    if kind == "opt":
+        return opt_from_hf(model, context, check)
+    if kind in ("bert", "roberta"):
+        return encoder_from_hf(model, n_classes, head_seed, check)
+    raise ConversionError(f"model_type {kind!r} is not supported; load_hf reads gpt2, opt, bert and roberta")

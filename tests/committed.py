@@ -1,0 +1,51 @@
+"""What git stores, for the tests of committed results: a local `make figures` (complete or interrupted) rewrites
+figures/ and README.md in the working tree, and must not turn `make test` red. Outside a git checkout (an sdist,
+a copied folder) the files on disk are what is committed."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, timeout=60)
+
+
+def in_git() -> bool:
+    """True in a git checkout with a commit."""
+    try:
+        return _git("rev-parse", "--verify", "HEAD").returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def read_bytes(rel: str) -> bytes:
+    """The committed content of a file (relative to the checkout)."""
+    if in_git():
+        out = _git("show", f"HEAD:{rel}")
+        if out.returncode == 0:
+            return out.stdout
+    return (ROOT / rel).read_bytes()
+
+
+def read_text(rel: str) -> str:
+    """The committed text of a file."""
+    return read_bytes(rel).decode("utf-8")
+
+
+def folder(rel: str, dest: Path) -> Path:
+    """A copy of the committed files of folder `rel` (not its subfolders) in `dest`; returns dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if in_git():
+        names = _git("ls-tree", "--name-only", f"HEAD:{rel}").stdout.decode().split()
+        for name in names:
+            data = _git("show", f"HEAD:{rel}/{name}")
+            if data.returncode == 0:
+                (dest / name).write_bytes(data.stdout)
+        return dest
+    for p in (ROOT / rel).iterdir():
+        if p.is_file():
+            (dest / p.name).write_bytes(p.read_bytes())
+    return dest
