@@ -31,13 +31,13 @@ STUDY_DEFAULTS = dict(
     # warm-up + cosine, Adam, AdamW wd 0.25; lambda in {0, 0.5, 1}; true-label gradient-norm penalty)
     dataset="mnist1d", hidden=[128, 128, 128], batch_size=100, steps=800, warmup_steps=10,
     lr_grid={"sgd": [0.005, 1.0, 5], "adam": [5e-5, 1e-1, 6], "adamw": [5e-5, 1e-1, 6]},
-    optimizers=list(OPTIMIZERS), fisher=[0.0, 0.5, 1.0], fisher_mode="empirical", fisher_batch=0,
+    optimizers=list(OPTIMIZERS), fisher=[0.0, 0.5, 1.0], fisher_mode="empirical", fisher_batch=0, fisher_every=1,
     sgd_momentum=0.9, adamw_weight_decay=0.25, pairs=3, alphas=11, match_examples=1000, definition=B.DEFAULT,
     trained_margin_pp=10.0, widths=[128, 256, 512], width_optimizers=["sgd"], width_pairs=3,
     executor="inprocess", slurm={},
     # transformer part
     run_lm=True, lm_model="tinygpt", lm_overrides={"context": 64, "n_layers": 2}, lm_level="char",
-    lm_steps=2000, lm_batch=16, lm_lr=5e-3, lm_warmup=100, lm_pairs=4, lm_evals=12, lm_eval_tokens=8192,
+    lm_steps=1500, lm_batch=16, lm_lr=5e-3, lm_warmup=100, lm_pairs=4, lm_evals=12, lm_eval_tokens=8192,
     lm_match_tokens=4096, lm_floor_fractions=[0.5], lm_floor_tol=0.02, lm_learn_steps=100, lm_learn_lr=1e-2,
     lm_learn_units=False, lm_learn_batch=16, lm_heldout_batches=4, lm_target_pct=20.0,
 )
@@ -49,8 +49,12 @@ PROFILES = {
               "lm_overrides": {"context": 16, "n_layers": 1, "d_model": 32, "d_ff": 64},
               "lm_steps": 30, "lm_pairs": 2, "lm_eval_tokens": 1024, "lm_match_tokens": 512, "match_examples": 256,
               "lm_learn_steps": 5, "lm_learn_batch": 4, "lm_heldout_batches": 1, "lm_evals": 3},
-    # two Fisher weights instead of study 5's three: the penalty's double backward is most of the grid's cost
-    "quick": {**STUDY_DEFAULTS, "fisher": [0.0, 1.0]},
+    # the penalty's double backward is most of the grid's cost: two Fisher weights instead of study 5's three, the
+    # penalty on every 4th step (as notebook 06's quick profile), and no top learning rate at which every copy
+    # diverged in the full grids (SGD 1, Adam and AdamW 0.1: the same log-spaced points below them)
+    "quick": {**STUDY_DEFAULTS, "fisher": [0.0, 1.0], "fisher_every": 4,
+              "lr_grid": {"sgd": [0.005, 0.2659147948472494, 4], "adam": [5e-5, 0.02186724147886555, 5],
+                          "adamw": [5e-5, 0.02186724147886555, 5]}},
     # the seed study's sweep size on MNIST-1D with the 3x512 MLP (GPU): 20 learning rates per optimizer; a
     # GPT-2-small-sized LM of Theus et al.'s shape would need the subword corpus of the model-size work
     "paper": {**STUDY_DEFAULTS, "hidden": [512, 512, 512], "steps": 2000,
@@ -63,7 +67,7 @@ PROFILES = {
 
 def check_params(p: dict) -> None:
     """Every check that needs no data or training."""
-    check_positive(p, "batch_size", "steps", "pairs", "match_examples", "lm_steps", "lm_batch", "lm_pairs",
+    check_positive(p, "batch_size", "steps", "pairs", "fisher_every", "match_examples", "lm_steps", "lm_batch", "lm_pairs",
                    "lm_eval_tokens", "lm_match_tokens", "width_pairs", "lm_learn_steps", "lm_learn_batch",
                    "lm_heldout_batches", "lm_evals")
     check_alphas(p)

@@ -60,6 +60,7 @@ def mlp_spec_of(p: dict, data: VectorDataConfig, opt: str, d_in: int = 40, n_cla
                         weight_decay=p["adamw_weight_decay"] if opt == "adamw" else 0.0,
                         schedule="cosine" if opt == "sgd" else "constant", warmup_steps=p["warmup_steps"] if opt == "sgd" else 0,
                         clip_norm=None, fisher_mode=p["fisher_mode"], fisher_batch=p["fisher_batch"],
+                        fisher_every=p["fisher_every"],
                         on_divergence="freeze", save_every=max(p["steps"] // 4, 1))
     settings = settings if settings is not None else [(lr, float(lam)) for lr in lrs(p, opt) for lam in p["fisher"]]
     seeds, per_copy, rows = [], [], []

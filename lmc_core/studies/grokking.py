@@ -5,8 +5,9 @@ Modular addition with a one-layer transformer without LayerNorm (Nanda et al. 20
 The seed study's grid — weight decay x sampled-label Fisher weight lambda — trains with `seeds` seeds per cell
 (per-copy weight decay and lambda; the copies with a Fisher penalty as one ensemble, those without as another, so
 only the former pay for its double backward), with train and test accuracy, the weight norm and the Fisher trace
-logged. A copy has *grokked* at the first logged step from which its test accuracy stays >= 95 % to the end of the
-run (a transient spike is no grok); its final accuracy is reported beside it. Cells whose seeds never fit the
+logged. A copy has *grokked* at the first logged step from which its test accuracy stays >= 95 % for `grok_evals`
+consecutive evaluations (or to the end of the run; a transient spike is no grok); its final accuracy is reported
+beside it, and only seeds that grokked and end at >= 95 % enter the connectivity question. Cells whose seeds never fit the
 training set are named and left out of the claims. One setting that groks reliably gets `connect_seeds` seeds:
 all pairs among its grokked seeds, and the pairs of the weight-decay-0 control, are aligned by permutation, by an
 invertible residual map and by learned maps (lmc_core.studies.grokking_connect), and their barriers are set
@@ -36,11 +37,12 @@ STUDY_DEFAULTS = dict(
     eval_every=100, checkpoints=8, alphas=11, definition=B.DEFAULT, seeds=3,
     connect_setting=[1.0, 0.0], connect_seeds=5, control_setting=[0.0, 0.0], trajectory_pairs=3,
     key_factor=2.0, learn_steps=200, learn_lr=1e-2, learn_units=False,
+    grok_evals=20,  # a grok holds >= 95 % test accuracy for this many consecutive evaluations (0: to the end)
 )
 PROFILES = {
     "smoke": {**STUDY_DEFAULTS, "p": 11, "train_frac": 0.6, "d_model": 16, "n_heads": 2, "d_mlp": 32, "lr": 1e-2,
               "weight_decay": [1.0, 0.0], "fisher": [1.0, 0.0], "steps": 40, "eval_every": 10, "checkpoints": 2,
-              "alphas": 5, "seeds": 2, "connect_seeds": 3, "learn_steps": 3, "trajectory_pairs": 1},
+              "alphas": 5, "seeds": 2, "connect_seeds": 3, "learn_steps": 3, "trajectory_pairs": 1, "grok_evals": 2},
     # a small modulus, a larger training fraction, a narrower model and a 10x larger learning rate, so that
     # grokking happens within minutes on a CPU; the Fisher penalty on 128 examples every 4th step; a 4 x 2 part of
     # the grid (three seeds per cell cost what the full grid with one seed did)
@@ -55,6 +57,9 @@ def check_params(p: dict) -> None:
     """Every check that needs no training."""
     check_positive(p, "p", "d_model", "n_heads", "d_mlp", "steps", "eval_every", "checkpoints", "warmup",
                    "fisher_every", "seeds", "connect_seeds", "learn_steps", "trajectory_pairs")
+    if not isinstance(p["grok_evals"], int) or isinstance(p["grok_evals"], bool) or p["grok_evals"] < 0:
+        raise ConfigError(f"grok_evals={p['grok_evals']!r} must be an integer >= 0 (consecutive evaluations at >= 95 % "
+                          "test accuracy that make a grok; 0: to the end of the run)")
     check_alphas(p)
     if not 0 < p["train_frac"] < 1:
         raise ConfigError(f"train_frac={p['train_frac']} must lie in (0, 1)")
@@ -133,7 +138,7 @@ def run(params: dict | None = None) -> StudyResult:
               [["copy", "weight_decay", "fisher", "seed", "step", "train_acc", "test_acc", "train_loss", "test_loss",
                 "weight_norm"]])
     fisher_trace = hist[["copy", "step", "penalty"]].merge(copies, on="copy")
-    grok = grok_table(curves, copies, diverged)
+    grok = grok_table(curves, copies, diverged, p["grok_evals"])
     cells = cell_table(grok)
     pairs, paths, freqs = connect.connectivity(p, parts[0][1], state, copies, grok, data, device)
     # the checkpoints of the connectivity setting live in the ensemble that trained it (its own copy numbers)
@@ -164,17 +169,18 @@ def run(params: dict | None = None) -> StudyResult:
     return res
 
 
-def grok_table(curves: pd.DataFrame, copies: pd.DataFrame, diverged: dict) -> pd.DataFrame:
+def grok_table(curves: pd.DataFrame, copies: pd.DataFrame, diverged: dict, evals: int = 0) -> pd.DataFrame:
     """Per copy: when it fit the training set (first logged step with train accuracy >= 95 %), when its test
     accuracy first reached 95 % (`first_hit_step`), when it grokked (`grok_step`: the first logged step from which
-    test accuracy stays >= 95 % to the end of the run; NaN if it did not), the final accuracies and weight norm."""
+    test accuracy stays >= 95 % for `evals` consecutive evaluations, or to the end of the run if fewer remain;
+    evals = 0: to the end of the run; NaN if it never did), the final accuracies and weight norm."""
     rows = []
     for r in copies.itertuples():
         g = curves[curves["copy"] == r.copy].sort_values("step")
         steps, test = g.step.to_numpy(float), g.test_acc.to_numpy(float)
         ok = test >= GROK_ACC
-        # sustained: every logged step from here on is >= 95 %  (suffix-all of ok)
-        stay = np.flip(np.logical_and.accumulate(np.flip(ok))) if len(ok) else ok
+        n = len(ok) if evals <= 0 else evals
+        stay = np.array([bool(ok[i : i + n].all()) for i in range(len(ok))], dtype=bool)
         gone = r.copy in diverged
         mem = g[g.train_acc >= GROK_ACC].step
         last = g.iloc[-1] if len(g) else None

@@ -129,8 +129,8 @@ def connectivity(p: dict, spec, state, copies: pd.DataFrame, grok: pd.DataFrame,
     x_train = data["train"]["tokens"]
     for role, (wd, lam) in (("grokked", p["connect_setting"]), ("control", p["control_setting"])):
         cell = grok[(grok.weight_decay == wd) & (grok.fisher == lam) & ~grok.diverged.astype(bool)]
-        if role == "grokked":
-            cell = cell[np.isfinite(cell.grok_step)]
+        if role == "grokked":  # grokked and still grokked at the end, where the models are interpolated
+            cell = cell[np.isfinite(cell.grok_step) & (cell.final_test_acc >= 0.95)]
         members = cell.sort_values("seed")[["copy", "seed"]].to_numpy()
         for (ca, sa), (cb, sb) in itertools.combinations(members, 2):
             a, b = copy_state(state, int(ca)), copy_state(state, int(cb))
@@ -167,7 +167,8 @@ def barriers_over_training(p: dict, spec, store, run_, grok: pd.DataFrame, data,
     test = fam.eval_examples(spec.model, data["test"])
     alphas = alpha_grid(p["alphas"])
     wd, lam = p["connect_setting"]
-    cell = grok[(grok.weight_decay == wd) & (grok.fisher == lam) & np.isfinite(grok.grok_step)].sort_values("seed")
+    cell = grok[(grok.weight_decay == wd) & (grok.fisher == lam) & np.isfinite(grok.grok_step)
+                & (grok.final_test_acc >= 0.95)].sort_values("seed")
     pairs = list(itertools.combinations(cell[["copy", "seed"]].to_numpy(), 2))[: p["trajectory_pairs"]]
     states = {s: store.checkpoint(spec, s) for s in spec.train.checkpoints}
     states[spec.train.steps] = run_.state

@@ -38,7 +38,8 @@ def accuracy_figure(curves: pd.DataFrame, grok: pd.DataFrame, p: dict):
                 ax.set_ylabel("accuracy", fontsize=7)
     axes[0][0].legend(fontsize=5)
     fig.suptitle(f"Modular addition (p = {p['p']}, {100 * p['train_frac']:g} % train): accuracy during training; dotted: "
-                 f"each seed's sustained grok (test accuracy ≥ {GROK_PCT} % from there to the end; {p['profile']} "
+                 f"each seed's sustained grok (test accuracy ≥ {GROK_PCT} % from there for {p['grok_evals']} evaluations or to "
+                 f"the end; {p['profile']} "
                  "profile)", fontsize=9)
     fig.tight_layout()
     return fig, curves[["weight_decay", "fisher", "seed", "step", "train_acc", "test_acc"]]
@@ -67,7 +68,7 @@ def grok_heatmap(cells: pd.DataFrame, p: dict):
     ax.set_yticks(range(g.shape[0]), [f"{r:g}" for r in g.index])
     ax.set_xlabel("weight decay")
     ax.set_ylabel("Fisher penalty λ (sampled labels)")
-    fig.colorbar(im, ax=ax, label=f"median step from which test accuracy stays ≥ {GROK_PCT} %")
+    fig.colorbar(im, ax=ax, label=f"median sustained grok step (≥ {GROK_PCT} % test accuracy held)")
     ax.set_title(f"Sustained grok: median [range] over seeds (∞: a seed did not grok in {p['steps']} steps; no fit: no "
                  f"seed reached {GROK_PCT} % train accuracy; {p['profile']} profile)", fontsize=8)
     fig.tight_layout()

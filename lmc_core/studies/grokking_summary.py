@@ -60,10 +60,12 @@ def claim(cells: pd.DataFrame, var: str, other: str) -> dict:
 def describe(grok: pd.DataFrame, cells: pd.DataFrame, pairs: pd.DataFrame, trajectory: pd.DataFrame, p: dict
              ) -> tuple[str, dict]:
     """The findings in words (Markdown) from this run's numbers, and the numbers as data."""
+    hold = (f"for {p['grok_evals']} consecutive evaluations ({p['grok_evals'] * p['eval_every']} steps) or to the end of "
+            "the run" if p.get("grok_evals") else "to the end of the run")
     lines = [f"**Profile `{p['profile']}`: p = {p['p']}, {100 * p['train_frac']:g} % of the pairs for training, "
              f"{p['steps']} full-batch AdamW steps (lr {p['lr']:g}), {p['seeds']} seeds per cell; grokked = test accuracy "
-             f"≥ {GROK_PCT} % from some logged step to the end of the run (a transient spike does not count); grok steps "
-             "as median [range] over seeds.**", ""]
+             f"≥ {GROK_PCT} % from some logged step on, {hold} (a transient spike does not count); grok steps as median "
+             "[range] over seeds.**", ""]
     numbers: dict = {}
     nofit = cells[cells.no_fit]
     mixed = cells[~cells.no_fit & ~cells.fits]
@@ -109,8 +111,9 @@ def connect_lines(pairs: pd.DataFrame, trajectory: pd.DataFrame, grok: pd.DataFr
     wd, lam = p["connect_setting"]
     cell = grok[(grok.weight_decay == wd) & (grok.fisher == lam)]
     gp = pairs[pairs.role == "grokked"]
-    n_g = int(np.isfinite(cell.grok_step).sum())
-    lines = [f"**Connectivity** (wd {wd:g}, λ {lam:g}: {n_g} of {len(cell)} seeds grokked, so {len(gp)} pairs; test-error "
+    n_g = int((np.isfinite(cell.grok_step) & (cell.final_test_acc >= 0.95)).sum())
+    lines = [f"**Connectivity** (wd {wd:g}, λ {lam:g}: {n_g} of {len(cell)} seeds grokked and end at ≥ {GROK_PCT} % test "
+             f"accuracy, so {len(gp)} pairs; test-error "
              f"barrier `{p['definition']}` in percentage points with a 95 % interval that resamples seeds; Frankle et "
              f"al.'s criterion: connected below {THRESHOLD_PP:g} points):"]
     out = {}

@@ -81,6 +81,15 @@ def test_grokking_counts_only_when_sustained(acc, first, sustained):
     assert g.final_test_acc == acc[-1]
 
 
+def test_a_grok_held_for_a_window_survives_a_later_dip():
+    """With a window of consecutive evaluations, a grok that held for the window counts from its start even if a
+    brief dip follows; a spike shorter than the window does not."""
+    copies = pd.DataFrame({"copy": [0], "weight_decay": [1.0], "fisher": [0.0], "seed": [1]})
+    acc = [0.1, 0.96, 0.5, 0.97, 0.98, 0.99, 0.97, 0.9, 0.99, 0.99]
+    assert grok_table(curves_of(acc), copies, {}, evals=4).iloc[0].grok_step == 400
+    assert grok_table(curves_of(acc), copies, {}, evals=0).iloc[0].grok_step == 900  # to the end of the run
+
+
 def cells(rows):
     grok = pd.DataFrame([{"weight_decay": wd, "fisher": 0.0, "seed": s, "grok_step": st, "memorised_step": 50.0,
                           "first_hit_step": st, "final_test_acc": 1.0, "diverged": False}
