@@ -9,6 +9,8 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 # Optional notebook filter for `make figures`, e.g. NOTEBOOKS="01 02".
 NOTEBOOKS ?=
+# Notebooks run at once by `make figures` (each trains with one torch thread): the machine's cores.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 # Extras installed with the project, e.g. EXTRAS=hub (the online dataset routes) or EXTRAS=hub,lab.
 # The default is what every notebook needs offline; `make test` adds the dev extra itself.
 EXTRAS ?=
@@ -22,7 +24,7 @@ LAB_STAMP := $(VENV)/.lab-installed
 .PHONY: help install figures test test-unit test-integration bench lab test-colab clean distclean
 
 help: ## List the targets
-	@echo "Usage: make <target> [PROFILE=smoke|quick|paper] [VENV=.venv] [NOTEBOOKS=\"01 02\"] [TORCH_INDEX=url]"
+	@echo "Usage: make <target> [PROFILE=smoke|quick|paper] [VENV=.venv] [NOTEBOOKS=\"01 02\"] [JOBS=n] [EXTRAS=hub] [TORCH_INDEX=url]"
 	@echo ""
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  %-11s %s\n", $$1, $$2}'
@@ -53,7 +55,7 @@ $(STAMP): pyproject.toml | $(VPY)
 	@touch $@
 
 figures: install ## Run the notebooks headless for PROFILE, write figures/ and reports/ (quick: also README results)
-	$(VPY) -m lmc_core figures --profile $(PROFILE) $(if $(strip $(NOTEBOOKS)),--notebooks $(NOTEBOOKS))
+	$(VPY) -m lmc_core figures --profile $(PROFILE) --jobs $(JOBS) $(if $(strip $(NOTEBOOKS)),--notebooks $(NOTEBOOKS))
 	$(if $(filter quick,$(PROFILE)),$(VPY) -m lmc_core readme --profile quick)
 
 $(DEV_STAMP): $(STAMP)

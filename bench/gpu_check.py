@@ -16,7 +16,8 @@ import torch
 from lmc_core.config import RunSpec, Seeds, TrainConfig, model_preset
 from lmc_core.train import train_copies
 
-STUDIES = ("instability_init", "instability_spawn", "finetuning", "alignment", "generalization", "grokking")
+STUDIES = ("instability_init", "instability_spawn", "finetuning", "alignment", "generalization", "grokking",
+           "model_sizes")
 
 
 def check(name, fn):

@@ -70,6 +70,9 @@ def _configure_figures(p: argparse.ArgumentParser) -> None:
                    help="where trained runs are stored (default: runs/)")
     p.add_argument("--no-progress", action="store_true",
                    help="do not stream notebook output (training progress) to the terminal")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="notebooks run at once (default 1; each trains with one thread, so the number of cores "
+                        "uses them all; output is then not streamed)")
 
 
 @command("figures", "run the numbered notebooks headless; write figures and HTML reports",
@@ -86,6 +89,7 @@ def _run_figures(args: argparse.Namespace) -> int:
             reports_dir=args.reports_dir,
             store_dir=args.store_dir,
             progress=not args.no_progress,
+            jobs=args.jobs,
         )
     except NotebookRunError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -106,8 +106,8 @@ class DataConfig:
     the stored hashes, like ModelConfig)."""
 
     corpus: str = "shakespeare"  # see lmc_core.data.load_corpus
-    level: str = "word"  # "word" | "char"
-    vocab_cap: int = 10000
+    level: str = "word"  # "word" | "char" | "bpe" (byte-level BPE trained on the train split) | "gpt2" (GPT-2's BPE)
+    vocab_cap: int = 10000  # word level: the vocabulary's cap; "bpe": the BPE's vocabulary size
     path: str | None = None  # local folder for corpus="ptb"
     # which part of the corpus the run trains on, as the study that passes the tokens names it
     # ("" = the training split; e.g. "valid", "valid:1/2" for the first half of the valid split)
@@ -115,9 +115,12 @@ class DataConfig:
 
     def validate(self) -> "DataConfig":
         """Raise ConfigError if a field is out of range."""
-        _choice("level", self.level, ("word", "char"))
+        _choice("level", self.level, ("word", "char", "bpe", "gpt2"))
         if self.vocab_cap < 2:
             raise ConfigError(f"vocab_cap={self.vocab_cap} must be at least 2")
+        if self.level == "bpe" and self.vocab_cap < 257:
+            raise ConfigError(f"vocab_cap={self.vocab_cap} is too small for a byte-level BPE (256 bytes and "
+                              "<|endoftext|>); 4096 is a small vocabulary, 50257 GPT-2's")
         return self
 
 

@@ -5,7 +5,12 @@ L = I - D^(-1/2) A D^(-1/2); the number of clusters k is given or chosen by the 
 L's smallest eigenvalues (eigengap heuristic); the rows of L's k smallest eigenvectors, normalised to
 unit length (Ng, Jordan & Weiss 2001), are clustered by k-means (seeded, best of several starts).
 Stability: the clustering of random subsets of the models compared with the full clustering on the
-same models by the adjusted Rand index (1: identical, about 0: chance).
+same models by the adjusted Rand index (1: identical, about 0: chance; scikit-learn's adjusted_rand_score),
+for any k >= 2 (`stability_by_k`); with one cluster there is nothing to compare, so no stability exists.
+Null model of the eigengap (`eigengap_null`): matrices with the same off-diagonal barriers placed at random
+(a symmetric permutation of the pairs' values) have no cluster structure; the largest eigengap for k >= 2 of
+the observed matrix is compared with its distribution over such matrices (a permutation test), so "k = 1"
+(not rejected) and "k = 2" (rejected, k from the eigengap) are tested statements.
 """
 from __future__ import annotations
 
@@ -98,19 +103,10 @@ def spectral_clusters(d: np.ndarray, k: int | None = None, delta: float | None =
 
 
 def adjusted_rand(a, b) -> float:
-    """Adjusted Rand index of two labelings."""
-    a, b = np.asarray(a), np.asarray(b)
-    ua, ia = np.unique(a, return_inverse=True)
-    ub, ib = np.unique(b, return_inverse=True)
-    table = np.zeros((len(ua), len(ub)))
-    np.add.at(table, (ia, ib), 1)
-    comb = lambda x: x * (x - 1) / 2  # noqa: E731
-    n = len(a)
-    index = comb(table).sum()
-    ra, rb = comb(table.sum(1)).sum(), comb(table.sum(0)).sum()
-    expected = ra * rb / comb(n) if n > 1 else 0.0
-    top = 0.5 * (ra + rb) - expected
-    return 1.0 if top == 0 else float((index - expected) / top)
+    """Adjusted Rand index of two labelings (Hubert & Arabie 1985; scikit-learn's adjusted_rand_score)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(np.asarray(a), np.asarray(b)))
 
 
 def stability(d: np.ndarray, clustering: Clustering, resamples: int = 20, frac: float = 0.8, seed: int = 0) -> np.ndarray:
@@ -138,3 +134,61 @@ def match_labels(reference: np.ndarray, labels: np.ndarray) -> np.ndarray:
     rows, cols = linear_sum_assignment(-overlap)
     mapping = dict(zip(rows, cols))
     return np.array([mapping[x] for x in labels])
+
+
+def stability_by_k(d: np.ndarray, ks, delta: float | None = None, resamples: int = 20, frac: float = 0.8,
+                   seed: int = 0) -> dict[int, np.ndarray]:
+    """Stability (`stability`, adjusted Rand index per resample) of the clustering with each k in `ks` (k >= 2:
+    one cluster has no stability to measure)."""
+    d = np.asarray(d, dtype=float)
+    delta = default_delta(d) if delta is None else float(delta)
+    out = {}
+    for k in ks:
+        if not 2 <= int(k) < len(d):
+            raise ValueError(f"stability needs 2 <= k < {len(d)} models, got k={k}")
+        out[int(k)] = stability(d, spectral_clusters(d, int(k), delta, seed=seed), resamples, frac, seed)
+    return out
+
+
+@dataclass
+class EigengapTest:
+    """Permutation test of the largest eigengap for k >= 2 (module docstring)."""
+
+    k: int  # argmax over 2..kmax of the observed eigengap
+    gap: float  # that eigengap, lambda_{k+1} - lambda_k
+    null: np.ndarray  # the same statistic on each permuted matrix [resamples]
+    p: float  # (1 + #null >= gap) / (1 + resamples)
+
+    def k_tested(self, alpha: float = 0.05) -> int:
+        """k when the null is rejected at level alpha, else 1."""
+        return self.k if self.p < alpha else 1
+
+
+def _max_gap(d: np.ndarray, delta: float, kmax: int) -> tuple[int, float]:
+    ev = np.sort(laplacian_spectrum(affinity(d, delta))[0])[: kmax + 1]
+    gaps = np.diff(ev)[1:]  # gaps after k = 2, 3, ..., kmax
+    i = int(np.argmax(gaps))
+    return i + 2, float(gaps[i])
+
+
+def eigengap_null(d: np.ndarray, kmax: int = 6, delta: float | None = None, resamples: int = 999,
+                  seed: int = 0) -> EigengapTest:
+    """Is there more cluster structure in the barrier matrix d [M, M] than in matrices with the same barriers at
+    random places? The largest eigengap over k in 2..kmax against its permutation distribution."""
+    d = np.asarray(d, dtype=float)
+    d = (d + d.T) / 2
+    m = len(d)
+    kmax = min(kmax, m - 1)
+    if kmax < 2:
+        raise ValueError(f"an eigengap test for k >= 2 needs at least 3 models, got {m}")
+    delta = default_delta(d) if delta is None else float(delta)
+    k, gap = _max_gap(d, delta, kmax)
+    iu = np.triu_indices(m, 1)
+    vals = d[iu]
+    rng = np.random.default_rng(seed)
+    null = np.empty(resamples)
+    for r in range(resamples):
+        p = np.zeros_like(d)
+        p[iu] = rng.permutation(vals)
+        null[r] = _max_gap(p + p.T, delta, kmax)[1]
+    return EigengapTest(k, gap, null, float((1 + np.sum(null >= gap)) / (1 + resamples)))

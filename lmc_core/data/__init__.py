@@ -1,7 +1,7 @@
 """Corpora for language-model training: Shakespeare (offline default), PTB, Hugging Face."""
 
 # --- corpus, vocabulary and Shakespeare parsing (lmc_core.data.corpus / vocab / shakespeare)
-from .corpus import CORPORA, LEVELS, Corpus, DataUnavailableError, load_corpus
+from .corpus import CORPORA, LEVELS, Corpus, DataUnavailableError, leading_lines, line_end_id, load_corpus, source_lines
 from .shakespeare import GENRES, shakespeare_plays, split_plays, strip_markup
 from .vocab import EOS, UNK, Vocab, char_tokenize, word_tokenize
 
@@ -11,6 +11,9 @@ __all__ = [
     "Corpus",
     "DataUnavailableError",
     "load_corpus",
+    "leading_lines",
+    "line_end_id",
+    "source_lines",
     "GENRES",
     "shakespeare_plays",
     "split_plays",

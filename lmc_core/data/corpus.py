@@ -10,8 +10,13 @@ Sources (``name``):
 * ``"hf-tiny-shakespeare"``: Hugging Face dataset ``tiny_shakespeare`` (field ``text``).
 
 Levels: ``"word"`` (each line becomes its tokens + ``<eos>``; vocabulary built from train
-only, capped at ``vocab_cap`` including ``<unk>``/``<eos>``, OOV -> ``<unk>``) and ``"char"``
-(each line becomes its characters + ``"\\n"``; vocabulary = train characters + ``<unk>``).
+only, capped at ``vocab_cap`` including ``<unk>``/``<eos>``, OOV -> ``<unk>``), ``"char"``
+(each line becomes its characters + ``"\\n"``; vocabulary = train characters + ``<unk>``),
+``"bpe"`` (a byte-level BPE with at most ``vocab_cap`` entries trained on the train split,
+:mod:`lmc_core.data.bpe`, cached beside the corpus; each line + its newline token; nothing is
+unknown) and ``"gpt2"`` (GPT-2's own BPE, 50,257 entries, through ``transformers``: online only,
+``vocab_cap`` is not used). Every line of a split ends with one line-end token (:func:`line_end_id`;
+word level: ``<eos>``, which empty lines do not get).
 PTB text is already tokenized and is split on whitespace; Shakespeare text goes through
 :func:`lmc_core.data.vocab.word_tokenize`.
 """
@@ -33,10 +38,11 @@ from . import hub
 from .hub import DataUnavailableError
 from .vocab import EOS, UNK, Vocab, char_tokenize, word_tokenize
 
-__all__ = ["DataUnavailableError", "Corpus", "load_corpus", "CORPORA", "LEVELS"]
+__all__ = ["DataUnavailableError", "Corpus", "load_corpus", "leading_lines", "line_end_id", "source_lines", "CORPORA",
+           "LEVELS"]
 
 CORPORA: tuple[str, ...] = ("shakespeare", "ptb", "hf-ptb", "hf-tiny-shakespeare")
-LEVELS: tuple[str, ...] = ("word", "char")
+LEVELS: tuple[str, ...] = ("word", "char", "bpe", "gpt2")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 PTB_FILES: dict[str, str] = {s: f"ptb.{s}.txt" for s in SPLITS}
 FORMAT_VERSION = 1
@@ -61,6 +67,16 @@ class Corpus:
     test: torch.Tensor
     vocab: Vocab
     meta: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Any = None  # the `tokenizers.Tokenizer` of the "bpe" and "gpt2" levels
+
+    def decode(self, ids: torch.Tensor) -> str:
+        """The text of token ids (exact for the BPE levels; words joined by spaces; characters as they are)."""
+        if self.tokenizer is not None:
+            from .bpe import decode
+
+            return decode(self.tokenizer, ids)
+        toks = self.vocab.decode(ids)
+        return " ".join(toks) if self.level == "word" else "".join(toks)
 
     def split(self, split: str) -> torch.Tensor:
         """Return the tensor of ``"train"``, ``"valid"`` or ``"test"``."""
@@ -201,20 +217,41 @@ def _tokenize(lines: list[str], level: str, pretokenized: bool) -> list[str]:
     return out
 
 
-def _build(name: str, level: str, vocab_cap: int, path: str | None) -> Corpus:
+def _lines(name: str, path: str | None) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    if name == "shakespeare":
+        return _shakespeare_lines()
+    if name == "ptb":
+        return _ptb_lines(path)
+    return _hf_lines(name)
+
+
+def source_lines(name: str = "shakespeare", path: str | None = None) -> dict[str, list[str]]:
+    """The text lines of each split of corpus `name`, as read before tokenisation."""
+    return _lines(name, path)[0]
+
+
+def _subword(lines: dict[str, list[str]], level: str, vocab_cap: int, cache_dir: str | None):
+    """(tokenizer, vocabulary, encoded splits) of a BPE level."""
+    from . import bpe
+
+    tok = bpe.gpt2_tokenizer() if level == "gpt2" else bpe.bpe_tokenizer(lines["train"], vocab_cap, cache_dir)
+    vocab = Vocab(bpe.vocab_tokens(tok), unk=bpe.ENDOFTEXT)  # byte-level: nothing is unknown
+    return tok, vocab, {s: bpe.encode_lines(tok, lines[s]) for s in SPLITS}
+
+
+def _build(name: str, level: str, vocab_cap: int, path: str | None, cache_dir: str | None = None) -> Corpus:
     """Read, tokenize, build the train vocabulary and encode all splits."""
     t0 = time.perf_counter()
-    if name == "shakespeare":
-        lines, meta = _shakespeare_lines()
-    elif name == "ptb":
-        lines, meta = _ptb_lines(path)
+    lines, meta = _lines(name, path)
+    tokenizer = None
+    if level in ("bpe", "gpt2"):
+        tokenizer, vocab, enc = _subword(lines, level, vocab_cap, cache_dir)
     else:
-        lines, meta = _hf_lines(name)
-    pretokenized = name in ("ptb", "hf-ptb")
-    toks = {s: _tokenize(lines[s], level, pretokenized) for s in SPLITS}
-    specials = (UNK, EOS) if level == "word" else (UNK,)
-    vocab = Vocab.build(collections.Counter(toks["train"]), cap=vocab_cap, specials=specials)
-    enc = {s: vocab.encode(toks[s]) for s in SPLITS}
+        pretokenized = name in ("ptb", "hf-ptb")
+        toks = {s: _tokenize(lines[s], level, pretokenized) for s in SPLITS}
+        specials = (UNK, EOS) if level == "word" else (UNK,)
+        vocab = Vocab.build(collections.Counter(toks["train"]), cap=vocab_cap, specials=specials)
+        enc = {s: vocab.encode(toks[s]) for s in SPLITS}
     meta.update(
         {
             "lines": {s: len(lines[s]) for s in SPLITS},
@@ -229,7 +266,7 @@ def _build(name: str, level: str, vocab_cap: int, path: str | None) -> Corpus:
             "format_version": FORMAT_VERSION,
         }
     )
-    return Corpus(name=name, level=level, vocab=vocab, meta=meta, **enc)
+    return Corpus(name=name, level=level, vocab=vocab, meta=meta, tokenizer=tokenizer, **enc)
 
 
 # --------------------------------------------------------------------------- caching
@@ -273,12 +310,17 @@ def _load_cached(file: str, name: str, level: str) -> Corpus | None:
             return None
         vocab = Vocab.from_dict(json.loads(blob["vocab_json"]))
         meta = json.loads(blob["meta_json"])
+        tokenizer = None
+        if level in ("bpe", "gpt2"):
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_str(blob["tokenizer_json"])
         if any(int(t.max()) >= len(vocab) for t in tensors.values() if t.numel()):
             return None
     except Exception:  # noqa: BLE001 - unreadable cache: rebuild
         return None
     meta["from_cache"] = True
-    return Corpus(name=name, level=level, vocab=vocab, meta=meta, **tensors)
+    return Corpus(name=name, level=level, vocab=vocab, meta=meta, tokenizer=tokenizer, **tensors)
 
 
 def _save_cached(file: str, corpus: Corpus) -> None:
@@ -291,6 +333,7 @@ def _save_cached(file: str, corpus: Corpus) -> None:
         "level": corpus.level,
         "vocab_json": json.dumps(corpus.vocab.to_dict()),
         "meta_json": json.dumps(corpus.meta),
+        **({"tokenizer_json": corpus.tokenizer.to_str()} if corpus.tokenizer is not None else {}),
         **{s: corpus.split(s) for s in SPLITS},
     }
     from ..runs.io import atomic_write  # atomic, with the user's umask (not mkstemp's 0600)
@@ -308,7 +351,9 @@ def load_corpus(
     path: str | None = None,
     cache_dir: str | None = None,
 ) -> Corpus:
-    """Load corpus ``name`` at ``level`` ("word"/"char"), optionally cached in ``cache_dir``."""
+    """Load corpus ``name`` at ``level`` ("word", "char", "bpe", "gpt2"; see the module doc), optionally cached in
+    ``cache_dir`` (a trained BPE tokenizer too). Raises ValueError for an unknown name or level or a vocab_cap
+    out of range, DataUnavailableError for data (or GPT-2's tokenizer) that cannot be had here."""
     if name not in CORPORA:
         raise ValueError(f"unknown corpus {name!r}; valid names: {', '.join(CORPORA)}")
     if level not in LEVELS:
@@ -317,6 +362,9 @@ def load_corpus(
         raise ValueError(
             f"vocab_cap must be an int >= 2 (room for <unk> and <eos>), got {vocab_cap!r}"
         )
+    if level == "bpe" and vocab_cap < 257:
+        raise ValueError(f"vocab_cap={vocab_cap} is too small for a byte-level BPE: it needs at least 257 entries "
+                         "(256 bytes and <|endoftext|>); 4096 is a small vocabulary, 50257 GPT-2's")
     if name == "ptb":
         _check_ptb_folder(path)  # fail early, even when a cache file exists
     elif path is not None:
@@ -326,7 +374,41 @@ def load_corpus(
         cached = _load_cached(cache_file, name, level)
         if cached is not None:
             return cached
-    corpus = _build(name, level, vocab_cap, path)
+    corpus = _build(name, level, vocab_cap, path, cache_dir)
     if cache_file:
         _save_cached(cache_file, corpus)
     return corpus
+
+
+def line_end_id(corpus: Corpus) -> int:
+    """Id of the token that ends every line of the corpus (``<eos>`` at word level, the newline otherwise)."""
+    if corpus.tokenizer is not None:
+        from .bpe import line_end_id as bpe_line_end
+
+        return bpe_line_end(corpus.tokenizer)
+    return corpus.vocab.stoi[EOS if corpus.level == "word" else "\n"]
+
+
+def leading_lines(corpus: Corpus, split: str, max_chars: int) -> tuple[torch.Tensor, dict[str, int]]:
+    """The tokens of the first lines of `split` that hold at most `max_chars` characters (each line counted with
+    its newline), cut after the last of those lines' end token: the same text at every level. Returns the
+    tokens and {"lines", "chars", "tokens"} kept. Raises ValueError when not even one line fits."""
+    lines = source_lines(corpus.name, corpus.meta.get("path"))[split]
+    chars, n = 0, 0
+    for ln in lines:
+        if chars + len(ln) + 1 > max_chars:
+            break
+        chars += len(ln) + 1
+        n += 1
+    if n == 0:
+        raise ValueError(f"max_chars={max_chars} holds no line of the {split} split (its first line has "
+                         f"{len(lines[0]) + 1 if lines else 0} characters)")
+    ends_of = n  # word level: an empty line gets no <eos>
+    if corpus.level == "word":
+        ends_of = sum(1 for ln in lines[:n] if _tokenize([ln], "word", corpus.name in ("ptb", "hf-ptb")))
+    tokens = corpus.split(split)
+    ends = (tokens == line_end_id(corpus)).nonzero().flatten()
+    if len(ends) < ends_of:
+        raise ValueError(f"the {split} tokens hold {len(ends)} line ends, fewer than the {ends_of} lines read")
+    cut = int(ends[ends_of - 1]) + 1 if ends_of else 0
+    return tokens[:cut], {"lines": n, "chars": chars, "tokens": cut}

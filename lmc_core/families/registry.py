@@ -11,6 +11,7 @@ from ..config import ConfigError, CopySettings, DataConfig, ModelConfig, RunSpec
 from .base import Family
 from .encoder import EncoderFamily
 from .lm import LMFamily
+from .mlm import MaskedLMFamily
 from .mlp import MLPFamily
 from .seqcls import SeqClassFamily
 
@@ -19,6 +20,7 @@ FAMILIES: list[Family] = [
     MLPFamily(),
     SeqClassFamily(),
     EncoderFamily(),
+    MaskedLMFamily(),
 ]
 
 

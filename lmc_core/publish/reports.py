@@ -163,8 +163,12 @@ def run_notebooks(
     store_dir: Path | str | None = None,
     extra_params: dict[str, Any] | None = None,
     progress: bool = True,
+    jobs: int = 1,
 ) -> list[Path]:
     """Execute the numbered notebooks for ``profile``; return the HTML reports, index.html last.
+
+    ``jobs`` > 1 runs that many notebooks at once (separate kernels; with the studies' one torch thread each,
+    ``jobs`` = the number of cores uses them all); their output is then not streamed.
 
     Notebooks come from ``<root>/notebooks`` (default: the checkout, :func:`repo_root`) and run
     with ``root`` as working directory.  Default folders lie under lmc_core.publish.paths.home():
@@ -175,6 +179,8 @@ def run_notebooks(
     others; the index is still written, then NotebookRunError is raised.
     """
     check_profile(profile)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r} must be a positive integer (notebooks run at once)")
     root = Path(root).resolve() if root is not None else repo_root()
     home = paths.home()
     extra = dict(extra_params or {})
@@ -207,49 +213,45 @@ def run_notebooks(
         "store_dir": kernel_path(store_dir, home),
         **{k: _kernel_value(v, home) for k, v in extra.items()},
     }
-    written: list[Path] = []
-    failures: list[dict[str, Any]] = []
+    def run_one(i: int, nb: Path) -> tuple[Path | None, dict[str, Any] | None]:
+        out_ipynb = reports_dir / f"{nb.stem}.ipynb"
+        out_html = reports_dir / f"{nb.stem}.html"
+        for stale in (out_ipynb, out_html):
+            stale.unlink(missing_ok=True)
+        _say(progress, f"[lmc_core] ({i}/{len(selected)}) {nb.stem}: running, profile={profile}")
+        error: BaseException | None = None
+        html = None
+        try:
+            pm.execute_notebook(str(nb), str(out_ipynb), parameters=params, kernel_name=KERNEL_NAME, cwd=str(root),
+                                log_output=progress and jobs == 1, progress_bar=False)
+        except Exception as exc:  # keep going: report it after the others ran
+            error = exc
+        if out_ipynb.exists():
+            try:
+                export_html(out_ipynb, out_html, notebook_dir=nb.parent, figures_dir=figures_dir, profile=profile)
+                html = out_html
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            _say(progress, f"[lmc_core] {nb.stem}: FAILED ({_error_summary(error)})")
+            return html, {"notebook": nb.stem, "error": _error_summary(error),
+                          "executed": out_ipynb if out_ipynb.exists() else None,
+                          "html": out_html if out_html.exists() else None}
+        _say(progress, f"[lmc_core] {nb.stem}: done -> {paths.shown(out_html)}")
+        return html, None
+
     # The kernels inherit these: progress bars print as plain text on stdout, and relative paths
     # resolve against the same home folder as here.
     with _environment(LMC_PLAIN_PROGRESS="1", **{paths.ENV: str(home)}):
-        for i, nb in enumerate(selected, 1):
-            out_ipynb = reports_dir / f"{nb.stem}.ipynb"
-            out_html = reports_dir / f"{nb.stem}.html"
-            for stale in (out_ipynb, out_html):
-                stale.unlink(missing_ok=True)
-            _say(progress, f"[lmc_core] ({i}/{len(selected)}) {nb.stem}: running, profile={profile}")
-            error: BaseException | None = None
-            try:
-                pm.execute_notebook(
-                    str(nb),
-                    str(out_ipynb),
-                    parameters=params,
-                    kernel_name=KERNEL_NAME,
-                    cwd=str(root),
-                    log_output=progress,
-                    progress_bar=False,
-                )
-            except Exception as exc:  # keep going: report it after the others ran
-                error = exc
-            if out_ipynb.exists():
-                try:
-                    export_html(out_ipynb, out_html, notebook_dir=nb.parent, figures_dir=figures_dir,
-                                profile=profile)
-                    written.append(out_html)
-                except Exception as exc:
-                    error = error or exc
-            if error is not None:
-                failures.append(
-                    {
-                        "notebook": nb.stem,
-                        "error": _error_summary(error),
-                        "executed": out_ipynb if out_ipynb.exists() else None,
-                        "html": out_html if out_html.exists() else None,
-                    }
-                )
-                _say(progress, f"[lmc_core] {nb.stem}: FAILED ({_error_summary(error)})")
-            else:
-                _say(progress, f"[lmc_core] {nb.stem}: done -> {paths.shown(out_html)}")
+        if jobs == 1:
+            results = [run_one(i, nb) for i, nb in enumerate(selected, 1)]
+        else:  # several kernels at once (each trains with one thread); runs they share wait on the store's lock
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                results = list(pool.map(lambda a: run_one(*a), enumerate(selected, 1)))
+    written = [h for h, _ in results if h is not None]
+    failures = [f for _, f in results if f is not None]
 
     index = write_index(
         profile, root, reports_dir, figures_dir, failed=[f["notebook"] for f in failures]

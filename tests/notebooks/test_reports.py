@@ -393,6 +393,20 @@ def test_failing_notebook_keeps_others_and_index(tmp_path: Path, home: Path) -> 
     assert "boom from 02_fail" in fail_page and str(tmp_path) not in fail_page
 
 
+def test_notebooks_run_at_once_give_the_same_reports_and_failures(tmp_path: Path, home: Path) -> None:
+    src = tmp_path / "src"
+    _write_notebook(src / "notebooks" / "01_demo.ipynb", SIMPLE)
+    _write_notebook(src / "notebooks" / "02_fail.ipynb", FAIL)
+    _write_notebook(src / "notebooks" / "03_demo.ipynb", SIMPLE)
+    with pytest.raises(NotebookRunError, match="02_fail") as info:
+        run_notebooks(profile="smoke", root=src, progress=False, jobs=2)
+    out = home / "reports" / "smoke"
+    assert (out / "01_demo.html").exists() and (out / "03_demo.html").exists() and (out / "02_fail.ipynb").exists()
+    assert [f["notebook"] for f in info.value.failures] == ["02_fail"]
+    with pytest.raises(ValueError, match="jobs"):
+        run_notebooks(profile="smoke", root=src, progress=False, jobs=0)
+
+
 def test_extra_params_cannot_override_reserved(tmp_path: Path) -> None:
     _write_notebook(tmp_path / "notebooks" / "01_demo.ipynb", SIMPLE)
     with pytest.raises(ValueError, match="profile"):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from lmc_core.studies import (alignment, finetuning, generalization, grokking, instability_init, instability_spawn,
-                              your_models)
+                              model_sizes, your_models)
 from lmc_core.publish.paths import PROFILES
 from lmc_core.studies.common import resolve_params
 
@@ -27,5 +27,6 @@ def test_param_files_fit_every_notebook(profile):
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         missing = set(params) - parameter_names(nb)
         assert not missing, f"{nb.name} has no parameter(s) {missing}"
-    for study in (your_models, instability_init, instability_spawn, alignment, finetuning, generalization, grokking):
+    for study in (your_models, instability_init, instability_spawn, alignment, finetuning, generalization, grokking,
+                  model_sizes):
         resolve_params(study.PROFILES, {"profile": profile})  # every study knows every profile
