@@ -46,7 +46,7 @@ class ModelConfig:
     activation: str = "relu"  # "relu" | "gelu" (tanh approximation) | ... (LM_ACTIVATIONS)
     embed_scale: bool = True  # multiply token embeddings by sqrt(d_model) (PyTorch LM tutorial)
     init: str = "ptb"  # "ptb" (tutorial/PyTorch defaults) | "gpt2" (N(0, 0.02)) | "nanda" (N(0, 1/d_model))
-    norm: str = "layer"  # "layer" | "none" (no LayerNorm at all: the grokking transformer)
+    norm: str = "layer"  # "layer" | "rms" (RMSNorm without gain: a folded LayerNorm) | "none" (the grokking transformer)
     n_out: int = 0  # output classes of the (untied) head; 0: vocab_size
 
     def validate(self) -> "ModelConfig":
@@ -55,7 +55,7 @@ class ModelConfig:
         _choice("positions", self.positions, ("sinusoidal", "learned"))
         _choice("activation", self.activation, LM_ACTIVATIONS)
         _choice("init", self.init, ("ptb", "gpt2", "nanda"))
-        _choice("norm", self.norm, ("layer", "none"))
+        _choice("norm", self.norm, ("layer", "rms", "none"))
         if self.n_out < 0 or (self.n_out and self.tie_embeddings):
             raise ConfigError(f"n_out={self.n_out} must be >= 0, and 0 with tied embeddings (the output is the "
                               "embedding table)")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -34,11 +34,12 @@ from ..data.batches import Examples
 from ..publish.progress import bar
 
 if TYPE_CHECKING:
+    from ..align.orthogonal import ResidualSpec
     from ..align.spec import PermutationSpec
     from ..nn import DropoutSource
 
 State = dict[str, torch.Tensor]
-ABILITIES = ("perm_spec", "activations", "hidden_units")
+ABILITIES = ("perm_spec", "activations", "hidden_units", "residual_maps")
 
 
 class FamilyAbilityError(NotImplementedError):
@@ -66,6 +67,17 @@ class StackedModel(Protocol):
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]: ...
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any: ...
+
+
+class _LossOf(torch.nn.Module):
+    """A module whose forward is a family's loss of the model it holds (for torch.func.functional_call)."""
+
+    def __init__(self, family: "Family", model: torch.nn.Module):
+        super().__init__()
+        self.family, self.model = family, model
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.family.loss(self.model, batch, None)
 
 
 @dataclass
@@ -200,6 +212,17 @@ class Family(abc.ABC):
         """Memory of one example's logits and softmax temporaries, for grouping copies in evaluation."""
         return self.n_classes(cfg) * 4 * 3
 
+    def state_loss_fn(self, cfg, k: int = 1, device="cpu") -> Callable[[State, dict], torch.Tensor]:
+        """A function (state, batch) -> the mean training loss [K] of the K copies of `state` on `batch` (eval mode,
+        no dropout), differentiable in the state's tensors (torch.func.functional_call on one model built here):
+        what learned alignment minimises at the path's midpoint."""
+        wrapper = _LossOf(self, self.build(cfg, k).to(device).eval())
+
+        def loss(state: State, batch: dict) -> torch.Tensor:
+            return torch.func.functional_call(wrapper, {"model." + n: t for n, t in state.items()}, (batch,))
+
+        return loss
+
     # --- what is interpolated and kept
     def interp_keys(self, cfg, state: State, mode: str = "full") -> set[str] | None:
         """Parameters interpolated in tuning mode `mode` (None: all)."""
@@ -233,6 +256,13 @@ class Family(abc.ABC):
     def hidden_units(self, cfg, state: State, inputs: torch.Tensor, device="cpu") -> list[torch.Tensor]:
         """Post-activation hidden units, one [K, N, h] per hidden layer (for sparsity and entropy)."""
         raise self._lacks("hidden_units", "hidden units")
+
+    def residual_maps(self, cfg, state: State) -> "tuple[Any, State, ResidualSpec]":
+        """(cfg', state', spec): the same function written so that every map of `spec.group` ("orthogonal" or
+        "invertible") applied to the residual stream at spec's places keeps it exactly (lmc_core.align.orthogonal:
+        `apply_residual_map`, `residual_alignment`), for a stacked state [K, ...]. A family with LayerNorm folds it
+        into a gain-free RMSNorm first (SliceGPT), so cfg' may differ from cfg; perm_spec(cfg') still applies."""
+        raise self._lacks("residual_maps", "residual-stream maps beyond permutations")
 
     # --- evaluation
     @torch.no_grad()

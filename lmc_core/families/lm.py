@@ -1,9 +1,11 @@
 """The causal transformer language model (notebooks 01, 02, 04): next-token prediction on a token stream."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-
+from ..align.orthogonal import ResidualSpec
 from ..align.spec import RESIDUAL, Axis, Group, HeadGroup, PermutationSpec, UnitGroup
 from ..config import ConfigError, DataConfig, ModelConfig
 from ..data.batches import Examples
@@ -87,6 +89,11 @@ class LMFamily(Family):
         """Residual stream (learned positions only), attention heads and MLP units per block."""
         return transformer_spec(cfg)
 
+    def residual_maps(self, cfg: ModelConfig, state) -> tuple[ModelConfig, dict, ResidualSpec]:
+        """Pre-norm models with learned positions: LayerNorm folded into a gain-free RMSNorm (orthogonal maps);
+        without normalisation, invertible maps (see transformer_residual_maps)."""
+        return transformer_residual_maps(cfg, state)
+
     def activations(self, cfg: ModelConfig, state, inputs: torch.Tensor, device="cpu") -> Features:
         """Activations of a K=1 state on tokens [B, T] (see transformer_activations)."""
         return transformer_activations(self.model_from_state(cfg, state, device), inputs.to(device))
@@ -132,6 +139,86 @@ def transformer_spec(cfg: ModelConfig) -> PermutationSpec:
         return PermutationSpec((UnitGroup(RESIDUAL, d, tuple(residual)), *groups))
     return PermutationSpec(tuple(groups), notes=("residual stream not permuted: the sinusoidal position table "
                                                  "is fixed, so only the identity keeps the function",))
+
+
+def residual_places(cfg: ModelConfig) -> tuple[list[Axis], list[Axis]]:
+    """(writes, reads) of the residual stream: the embeddings and every block's output projections (and biases)
+    write it, every block's input projections and an untied unembedding read it (copy axis counted). With tied
+    embeddings the table is listed once, as a write (it is read as its own transpose)."""
+    writes = [Axis("tok_emb", 2)] + ([Axis("pos_emb", 2)] if cfg.positions == "learned" else [])
+    reads: list[Axis] = []
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        writes += [Axis(p + "attn_out.weight", 2), Axis(p + "attn_out.bias", 2), Axis(p + "ff2.weight", 2),
+                   Axis(p + "ff2.bias", 2)]
+        reads += [Axis(p + "attn_in.weight", 1), Axis(p + "ff1.weight", 1)]
+    if not cfg.tie_embeddings:
+        reads.append(Axis("head.weight", 1))
+    return writes, reads
+
+
+@torch.no_grad()
+def fold_layernorm(cfg: ModelConfig, state: dict) -> tuple[ModelConfig, dict]:
+    """The same function with every LayerNorm a gain-free RMSNorm (SliceGPT, Ashkboos et al. 2024, Sec. 3).
+
+    Pre-norm only. (1) Untie the unembedding (head.weight = tok_embᵀ, head.bias = 0). (2) Centre every write into
+    the residual stream (embeddings, attn_out and ff2 weights and biases, x -> x - mean(x)): every LayerNorm
+    subtracts the mean of its input anyway and nothing else reads the stream, so the function is unchanged, and
+    the stream is now mean-zero, where LayerNorm(x) = gain * x / rms(x) + bias. (3) Fold each LayerNorm's gain and
+    bias into the linear map that reads it: W -> diag(gain) W, b -> b + bias W (ln1 -> attn_in, ln2 -> ff1,
+    ln_f -> head). The result has cfg.norm = "rms" and no norm parameters. State [K, ...] in, [K, ...] out.
+    """
+    if cfg.arch != "prenorm" or cfg.norm != "layer":
+        raise ValueError(f"fold_layernorm takes a pre-norm LayerNorm model, got arch={cfg.arch!r}, norm={cfg.norm!r}")
+    s = {n: t.clone() for n, t in state.items()}
+    if cfg.tie_embeddings:
+        s["head.weight"] = s["tok_emb"].transpose(1, 2).clone()  # [K, d, V]
+        s["head.bias"] = torch.zeros(s["tok_emb"].shape[0], 1, s["tok_emb"].shape[1], dtype=s["tok_emb"].dtype,
+                                     device=s["tok_emb"].device)
+    writes, _ = residual_places(cfg)
+    for ax in writes:  # every write has the residual axis last
+        s[ax.param] = s[ax.param] - s[ax.param].mean(-1, keepdim=True)
+
+    def fold(ln: str, lin: str) -> None:
+        g, b = s.pop(ln + ".weight"), s.pop(ln + ".bias")  # [K, 1, d]
+        w = s[lin + ".weight"]  # [K, d, out]
+        s[lin + ".bias"] = s[lin + ".bias"] + torch.bmm(b.double(), w.double()).to(w.dtype)
+        s[lin + ".weight"] = g.transpose(1, 2) * w
+
+    for i in range(cfg.n_layers):
+        fold(f"layers.{i}.ln1", f"layers.{i}.attn_in")
+        fold(f"layers.{i}.ln2", f"layers.{i}.ff1")
+    fold("ln_f", "head")
+    return replace(cfg, norm="rms", tie_embeddings=False), s
+
+
+def transformer_residual_maps(cfg: ModelConfig, state: dict) -> tuple[ModelConfig, dict, ResidualSpec]:
+    """(cfg', state', spec) in which residual-stream maps keep the function (Family.residual_maps).
+
+    norm="layer" (pre-norm): LayerNorm folded into a gain-free RMSNorm (fold_layernorm), orthogonal maps;
+    norm="rms": orthogonal maps as is; norm="none": every invertible map, the embeddings untied if tied (the table
+    cannot be both E M and (M⁻¹ Eᵀ)ᵀ). A fixed sinusoidal position table and a post-norm LayerNorm (which sits on
+    the stream itself) admit no such map: ConfigError, naming what to change.
+    """
+    cfg.validate()
+    if cfg.positions != "learned":
+        raise ConfigError("residual maps need positions='learned': the fixed sinusoidal table is added to the stream "
+                          "and cannot be mapped with it")
+    if cfg.arch == "postnorm" and cfg.norm != "none":
+        raise ConfigError("residual maps need arch='prenorm' (or norm='none'): a post-norm LayerNorm acts on the "
+                          "residual stream itself, coordinate by coordinate")
+    if cfg.norm == "layer":
+        cfg, state = fold_layernorm(cfg, state)
+    elif cfg.norm == "none" and cfg.tie_embeddings:
+        state = {**state, "head.weight": state["tok_emb"].transpose(1, 2).clone(),
+                 "head.bias": torch.zeros(state["tok_emb"].shape[0], 1, cfg.vocab_size, dtype=state["tok_emb"].dtype,
+                                          device=state["tok_emb"].device)}
+        cfg = replace(cfg, tie_embeddings=False)
+    writes, reads = residual_places(cfg)
+    group = "invertible" if cfg.norm == "none" else "orthogonal"
+    note = ("no normalisation: every invertible map of the stream keeps the function" if group == "invertible" else
+            "RMSNorm without gain between writes and reads: orthogonal maps keep the function")
+    return cfg, state, ResidualSpec(cfg.d_model, tuple(writes), tuple(reads), group, (note,))
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from ..models.transformer import TransformerLM
 from ..align.spec import PermutationSpec
 from .. import rng
 from .base import Family, FamilyExample, Features
-from .lm import transformer_activations, transformer_hidden_units, transformer_spec
+from .lm import transformer_activations, transformer_hidden_units, transformer_residual_maps, transformer_spec
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,10 @@ class SeqClassFamily(Family):
     def perm_spec(self, cfg: SeqClassConfig) -> PermutationSpec:
         """Residual stream, heads and MLP units (no LayerNorm to permute)."""
         return transformer_spec(cfg)
+
+    def residual_maps(self, cfg: SeqClassConfig, state):
+        """No LayerNorm: every invertible map of the residual stream keeps the function (the state as it is)."""
+        return transformer_residual_maps(cfg, state)
 
     def activations(self, cfg: SeqClassConfig, state, inputs: torch.Tensor, device="cpu") -> Features:
         """Activations of a K=1 state on token sequences [N, T] (as the LM family collects them)."""

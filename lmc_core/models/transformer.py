@@ -14,8 +14,15 @@ from torch import nn
 
 from ..config import ModelConfig
 from .. import rng
-from ..nn import DropoutSource, StackedLayerNorm, StackedLinear, dropout, sinusoidal
+from ..nn import DropoutSource, StackedLayerNorm, StackedLinear, StackedRMSNorm, dropout, sinusoidal
 from ..nn.activations import activation
+
+
+def norm_layer(cfg: ModelConfig, k: int) -> nn.Module:
+    """The normalisation of cfg.norm: LayerNorm with gain and bias per copy, RMSNorm without a gain, or none."""
+    if cfg.norm == "layer":
+        return StackedLayerNorm(k, cfg.d_model)
+    return StackedRMSNorm() if cfg.norm == "rms" else nn.Identity()
 
 
 class Block(nn.Module):
@@ -27,11 +34,10 @@ class Block(nn.Module):
         self.cfg = cfg
         self.attn_in = StackedLinear(k, d, 3 * d)
         self.attn_out = StackedLinear(k, d, d)
-        norm = cfg.norm == "layer"
-        self.ln1 = StackedLayerNorm(k, d) if norm else nn.Identity()
+        self.ln1 = norm_layer(cfg, k)
         self.ff1 = StackedLinear(k, d, cfg.d_ff)
         self.ff2 = StackedLinear(k, cfg.d_ff, d)
-        self.ln2 = StackedLayerNorm(k, d) if norm else nn.Identity()
+        self.ln2 = norm_layer(cfg, k)
 
     def attention(self, x: torch.Tensor, b: int, t: int, drop: DropoutSource | None, site: int) -> torch.Tensor:
         """Causal multi-head self-attention; x [K, B*T, d]."""
@@ -83,7 +89,7 @@ class TransformerLM(nn.Module):
         else:
             self.register_buffer("pos_table", sinusoidal(cfg.context, d), persistent=False)
         self.layers = nn.ModuleList(Block(cfg, k) for _ in range(cfg.n_layers))
-        self.ln_f = StackedLayerNorm(k, d) if cfg.arch == "prenorm" and cfg.norm == "layer" else None
+        self.ln_f = norm_layer(cfg, k) if cfg.arch == "prenorm" and cfg.norm != "none" else None
         self.n_out = cfg.vocab_size if cfg.tie_embeddings else (cfg.n_out or cfg.vocab_size)
         self.head = None if cfg.tie_embeddings else StackedLinear(k, d, self.n_out)
         self.register_buffer("_copy_index", torch.arange(k).view(k, 1, 1), persistent=False)

@@ -36,6 +36,20 @@ class StackedLayerNorm(nn.Module):
         return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight)
 
 
+class StackedRMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) over the last axis, without a learned gain (no parameters, so the same for every
+    copy). The form a pre-norm LayerNorm takes once its gain and bias are folded into the next linear map and every
+    write into the residual stream is centred (SliceGPT, Ashkboos et al. 2024, Sec. 3): then an orthogonal map Q
+    of the stream commutes with it, RMSNorm(xQ) = RMSNorm(x) Q."""
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [K, N, d]
+        return F.rms_norm(x, x.shape[-1:], eps=self.eps)
+
+
 def sinusoidal(length: int, d: int) -> torch.Tensor:
     """Sinusoidal position table [length, d] as in the PyTorch word-LM tutorial."""
     pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)

@@ -79,10 +79,13 @@ class Job:
     train_kwargs: tuple = field(default=())  # extra train_copies arguments as Recipes, e.g. (("monitor", recipe),)
 
     def pack_key(self) -> str:
-        """Jobs with the same key train together as one ensemble."""
+        """Jobs with the same key train together as one ensemble. Jobs with a Fisher penalty pack apart from jobs
+        without one: the penalty's double backward runs for the whole ensemble once any copy needs it (several
+        times the cost of a plain step), so a grid's lambda = 0 jobs would otherwise pay for it too."""
         base = replace(self.spec, seeds=(), per_copy=())
-        return hashlib.sha256(json.dumps([to_dict(base), repr(self.data), repr(self.init), repr(self.train_kwargs)],
-                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
+        penalised = any(f > 0 for f in self.spec.copy_values("fisher"))
+        return hashlib.sha256(json.dumps([to_dict(base), repr(self.data), repr(self.init), repr(self.train_kwargs),
+                                          penalised], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def pack(jobs: list[Job], max_copies: int = 256) -> list[list[Job]]:

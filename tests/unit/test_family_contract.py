@@ -12,6 +12,7 @@ import torch
 
 from lmc_core import rng
 from lmc_core.align import apply_permutation, random_permutation
+from lmc_core.align.orthogonal import apply_residual_map, random_invertible, random_orthogonal
 from lmc_core.analysis.interpolate import interpolate_states
 from lmc_core.config import RunSpec, Seeds, TrainConfig, config_hash, to_dict
 from lmc_core.ensemble import copy_state, extract, stack
@@ -111,6 +112,32 @@ def test_a_random_permutation_from_the_spec_keeps_the_logits(family):
                                logits(family, ex.cfg, state, ex.examples), rtol=1e-4, atol=1e-5)
 
 
+def test_a_residual_map_of_the_family_s_group_keeps_the_logits(family):
+    """The residual form (e.g. LayerNorm folded into RMSNorm) computes the same logits, and so does the model after
+    a random map of the declared group (orthogonal, or invertible) of its residual stream: fp32 tolerance."""
+    ex = family.example()
+    state = family.init(ex.cfg, [3, 4])
+    with torch.no_grad():  # break the symmetric initial values (unit LayerNorm gains, zero biases)
+        g = rng.generator(12)
+        state = {n: t + 0.05 * torch.randn(t.shape, generator=g) for n, t in state.items()}
+    if not family.supports("residual_maps"):
+        with pytest.raises(FamilyAbilityError, match=family.name):
+            family.residual_maps(ex.cfg, state)
+        return
+    cfg, folded, spec = family.residual_maps(ex.cfg, state)
+    spec.check(folded)
+    family.perm_spec(cfg).check(folded)  # permutations still apply in the residual form
+    reference = logits(family, ex.cfg, state, ex.examples)
+    torch.testing.assert_close(logits(family, cfg, folded, ex.examples), reference, rtol=1e-4, atol=1e-5)
+    draw = random_orthogonal if spec.group == "orthogonal" else random_invertible
+    mapped = apply_residual_map(folded, spec, draw(spec.size, rng.generator(5)))
+    assert all(not torch.allclose(mapped[ax.param], folded[ax.param]) for ax in spec.places)
+    torch.testing.assert_close(logits(family, cfg, mapped, ex.examples), reference, rtol=1e-4, atol=1e-5)
+    if spec.group == "orthogonal":  # an orthogonal-only stream rejects a map that is not orthogonal
+        with pytest.raises(ValueError, match="orthogonal"):
+            apply_residual_map(folded, spec, random_invertible(spec.size, rng.generator(6)))
+
+
 def test_optional_abilities_are_declared_not_guessed(family):
     ex = family.example()
     state = copy_state(family.init(ex.cfg, [1]), 0)
@@ -126,7 +153,7 @@ def test_optional_abilities_are_declared_not_guessed(family):
         assert hidden and all(h.dim() == 3 and h.shape[0] == 1 for h in hidden)
     with pytest.raises(ValueError, match="unknown ability"):
         family.supports("flying")
-    assert set(ABILITIES) == {"perm_spec", "activations", "hidden_units"}
+    assert set(ABILITIES) == {"perm_spec", "activations", "hidden_units", "residual_maps"}
 
 
 def test_training_is_deterministic_and_copy_k_of_an_ensemble_trains_as_alone(family):

@@ -34,23 +34,29 @@ def test_bad_parameters(tmp_path, kw, err, match):
 
 
 def test_grokking_summary_never_calls_a_half_grokked_pair_grokked():
-    """One seed of a barrier setting grokked, the other did not: the summary must not say 'both seeds grokked'
-    (pandas' max skips NaN), and the figure must not mark a grok step for that pair."""
+    """Connectivity is judged only between seeds that grokked (sustained): with one of three seeds not grokked, the
+    setting has one pair, too few for a claim, and the summary says so instead of calling anything connected."""
     import pandas as pd
 
-    from lmc_core.studies.grokking_figures import both_grokked, describe
+    from lmc_core.studies.grokking import cell_table
+    from lmc_core.studies.grokking_connect import KINDS
+    from lmc_core.studies.grokking_summary import describe
 
-    grok = pd.DataFrame({"weight_decay": [1.0, 1.0, 0.5], "fisher": [0.0, 0.0, 0.0], "seed": [1, 2, 1],
-                         "diverged": False, "grok_step": [float("nan"), 2350.0, 1500.0],
-                         "memorised_step": [50.0, 50.0, 100.0],
-                         "final_test_acc": [0.943, 1.0, 1.0]})
-    barriers = pd.DataFrame([{"weight_decay": 1.0, "fisher": 0.0, "step": s, "kind": k, "loss_barrier": 1.0,
-                              "error_barrier_pp": 50.0} for s in (1000, 3000) for k in ("unaligned", "weight matching")])
-    p = {"profile": "test", "p": 31, "train_frac": 0.4, "steps": 3000, "lr": 0.01}
-    text, _ = describe(grok, barriers, p)
-    assert "both seeds grokked" not in text
-    assert "only seed 2 grokked (step 2350)" in text and "94.3 %" in text
-    assert np.isnan(both_grokked(grok, 1.0, 0.0)) and both_grokked(grok, 0.5, 0.0) == 1500.0
+    nan = float("nan")
+    grok = pd.DataFrame({"weight_decay": 1.0, "fisher": 0.0, "seed": [1, 2, 3], "diverged": False,
+                         "grok_step": [nan, 2350.0, 2400.0], "first_hit_step": [1200.0, 2350.0, 2400.0],
+                         "memorised_step": [50.0, 50.0, 50.0], "final_test_acc": [0.76, 1.0, 1.0]})
+    pairs = pd.DataFrame([{"role": "grokked", "weight_decay": 1.0, "fisher": 0.0, "seed_a": 2, "seed_b": 3,
+                           "overlap": 1.0, "keys_a": "[3]", "keys_b": "[3]",
+                           **{f"{m}:{k}": 1.0 for m in ("loss_barrier", "chord_pct", "error_barrier_pp", "error_chord_pp")
+                              for k in KINDS}}])
+    p = {"profile": "test", "p": 31, "train_frac": 0.4, "steps": 3000, "lr": 0.01, "seeds": 3, "definition": "mean",
+         "grok_evals": 20, "eval_every": 25,
+         "connect_setting": [1.0, 0.0], "control_setting": [0.0, 0.0], "key_factor": 2.0}
+    text, numbers = describe(grok, cell_table(grok), pairs, pd.DataFrame(), p)
+    assert "2 of 3 seeds grokked and end at ≥ 95 % test accuracy, so 1 pairs" in text and "Too few grokked pairs" in text
+    assert "connected" not in numbers["headline"].replace("not judged", "")
+    assert "1 reached 95 % test accuracy and ended below it" in text
 
 
 def test_grokking_claim_leaves_out_settings_that_never_fit_the_training_set():
@@ -58,16 +64,24 @@ def test_grokking_claim_leaves_out_settings_that_never_fit_the_training_set():
     training set at all (over-regularised), which must not count as 'slowest to grok' against the claim."""
     import pandas as pd
 
-    from lmc_core.studies.grokking_figures import describe
+    from lmc_core.studies.grokking import cell_table
+    from lmc_core.studies.grokking_summary import claim
 
     nan = float("nan")
-    grok = pd.DataFrame({"weight_decay": [4.0, 2.0, 1.0, 0.0], "fisher": 0.0, "seed": 1, "diverged": False,
-                         "memorised_step": [nan, 50.0, 50.0, 50.0], "grok_step": [nan, 1000.0, 2000.0, nan],
-                         "final_test_acc": [0.05, 1.0, 1.0, 0.2]})
-    p = {"profile": "test", "p": 31, "train_frac": 0.4, "steps": 3000, "lr": 0.01}
-    text, numbers = describe(grok, pd.DataFrame(), p)
-    assert numbers["unfit"] == 1 and "never fit the training set" in text and "wd 4, λ 0" in text
-    assert numbers["claims"]["weight_decay"] == {"rho_mean": -1.0, "agree": 1, "slices": 1}
+    rows = [(4.0, nan, nan), (2.0, 50.0, 1000.0), (1.0, 50.0, 2000.0), (0.0, 50.0, nan)]
+    grok = pd.DataFrame([{"weight_decay": wd, "fisher": 0.0, "seed": s, "diverged": False, "memorised_step": mem,
+                          "grok_step": st + 10 * s if st == st else nan, "first_hit_step": nan, "final_test_acc": 1.0}
+                         for wd, mem, st in rows for s in (1, 2, 3)])
+    cells = cell_table(grok)
+    assert list(cells.set_index("weight_decay").no_fit[[4.0, 2.0]]) == [True, False]
+    c = claim(cells, "weight_decay", "fisher")
+    assert (c["sooner"], c["later"], c["inconclusive"], c["verdict"]) == (2, 0, 0, "supported")
+    # when fewer than half of the neighbouring cells can be told apart, nothing is claimed
+    grok.loc[grok.weight_decay == 2.0, "grok_step"] = [1500.0, 2100.0, float("nan")]  # overlaps wd 1 now
+    assert claim(cell_table(grok), "weight_decay", "fisher")["verdict"] == "supported"  # 1 of 2 decisive
+    grok.loc[grok.weight_decay == 1.0, "grok_step"] = [2010.0, 2020.0, float("nan")]  # overlaps wd 0 too
+    c = claim(cell_table(grok), "weight_decay", "fisher")
+    assert (c["sooner"], c["inconclusive"], c["verdict"]) == (0, 2, "inconclusive")
 
 
 def test_overrides_arrive_as_papermill_delivers_them():
