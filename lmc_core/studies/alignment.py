@@ -16,7 +16,7 @@ from ..analysis import barrier as B
 from ..analysis.interpolate import alpha_grid
 from ..config import ConfigError, model_preset
 from ..data.vectors import VectorDataConfig, load_vectors
-from ..runs.dispatch import Recipe
+from ..runs.dispatch import Recipe, check_executor
 from . import alignment_figures as figs
 from . import alignment_lm, alignment_mlp
 from .alignment_mlp import lrs, mlp_spec_of, train_data  # noqa: F401  (train_data: the grid's data recipe)
@@ -96,6 +96,7 @@ def check_params(p: dict) -> None:
     mlp_spec_of(p, VectorDataConfig(dataset=p["dataset"]).validate(), "sgd")[0].validate()
     if p["run_lm"]:
         model_preset(p["lm_model"], **p["lm_overrides"])
+    check_executor(p["executor"], p["slurm"])
 
 
 def run(params: dict | None = None) -> StudyResult:

@@ -37,7 +37,7 @@ from ..ensemble import copy_state, stack_states
 from ..families import family_of
 from ..families.encoder import encoder_config
 from ..models.mlm import MaskedLMConfig, backbone
-from ..runs.dispatch import Job, Recipe, dispatch
+from ..runs.dispatch import Job, Recipe, check_executor, dispatch
 from ..runs.store import RunStore
 from . import generalization_stats as S
 from .common import StudyResult, check_alphas, check_positive, prepare, tensorboard_logs, without_store
@@ -101,6 +101,7 @@ def check_params(p: dict) -> None:
     if not p["eval_examples"] <= p["eval_size"]:
         raise ConfigError(f"eval_examples={p['eval_examples']} exceeds eval_size={p['eval_size']}")
     eval_config(p).validate()
+    check_executor(p["executor"], p["slurm"])  # before the encoder's pretraining, not at the fine-tunes
 
 
 def task_config(p: dict, task: str = "phrase") -> PlaysTaskConfig:

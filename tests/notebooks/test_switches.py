@@ -10,6 +10,10 @@ SWITCHES = {  # notebook study -> the switches its notebook documents
     "instability_init": [{"variant": None}, {"tensorboard": True}],
     "instability_spawn": [{"tensorboard": True}],
     "finetuning": [{"run_encoder": False}, {"modes": ["full"]}],
+    "alignment": [{"run_lm": False}, {"tensorboard": True}],
+    "generalization": [{"control": False}, {"tensorboard": True}],
+    "grokking": [{"grok_evals": 0}, {"tensorboard": True}],
+    "model_sizes": [{"finetune": False}, {"sizes": ["tinygpt"], "tensorboard": True}],
 }
 
 

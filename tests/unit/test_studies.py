@@ -105,3 +105,18 @@ def test_a_notebook_passing_overrides_beside_named_parameters_gets_a_clear_error
     with pytest.raises(ConfigError, match="device"):
         run(tmp_path, device="auto", overrides={"device": "cpu"})
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+@pytest.mark.parametrize("study", ["alignment", "generalization"])
+@pytest.mark.parametrize("kw, match", [({"executor": "cluster"}, "executor='cluster'"),
+                                       ({"executor": "local", "slurm": "[1, 2]"}, "slurm")])
+def test_a_bad_executor_is_refused_before_anything_trains(study, kw, match, tmp_path):
+    """Notebooks 04 and 05 check where their grids will run before any data is read or model trained (05 used to
+    pretrain its encoder first and fail only at the fine-tunes)."""
+    import importlib
+
+    mod = importlib.import_module(f"lmc_core.studies.{study}")
+    with pytest.raises(ConfigError, match=match):
+        mod.run({"profile": "smoke", "figures_dir": str(tmp_path / "f"), "store_dir": str(tmp_path / "s"),
+                 "cache_dir": str(tmp_path / "c"), "progress": False, **kw})
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
