@@ -60,6 +60,20 @@ if NOTEBOOKS:
                     f"{path.name} cell {i}: defines `{stripped[:40]}`; move functions/classes into lmc_core"
                 )
 
+    @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+    def test_papermill_reads_every_parameter(path: Path) -> None:
+        """`papermill --help-notebook` lists every assignment of the parameters cell (a comment with an `=` sign
+        made papermill skip its line and give the next parameter the wrong help)."""
+        from papermill.translators import PythonTranslator
+
+        nb = json.loads(_committed(path))
+        src = next(_source(c) for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        assigned = [ln.split("=")[0].strip() for ln in src.splitlines() if ln and not ln.startswith("#")]
+        import nbformat
+
+        inferred = [p.name for p in PythonTranslator.inspect(nbformat.from_dict({"source": src}))]
+        assert inferred == assigned, f"{path.name}: papermill infers {inferred}, the cell assigns {assigned}"
+
 else:
 
     def test_notebook_is_clean() -> None:
