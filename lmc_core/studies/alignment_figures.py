@@ -191,8 +191,8 @@ def lm_floor_figure(floor: pd.DataFrame, profile: str):
     ax.set_ylabel("test cross-entropy (nats/char)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.suptitle(f"Where the LM's endpoint loss flattens (cosine-decaying learning rate; {profile} profile)",
-                 fontsize=10)
+    fig.suptitle(f"Has the LM's endpoint loss flattened? A run of each length ends at the orange mark "
+                 f"(cosine-decaying learning rate; {profile} profile)", fontsize=10)
     fig.tight_layout()
     return fig, pd.concat([during.assign(source="during training"), final.assign(source="final")]).reset_index()
 

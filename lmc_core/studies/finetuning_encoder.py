@@ -29,12 +29,15 @@ ENCODER_DEFAULTS = dict(
     run_encoder=True, enc_task="verse_prose", enc_task2="genre", enc_layers=4, max_length=24, enc_steps=80,
     enc_batch=16, enc_lr={"full": 2e-4, "adapter": 2e-3, "lora": 2e-3}, enc_warmup=8, enc_pairs=2, half_pairs=1,
     enc_eval=256, enc_train_sample=256, enc_alphas=9, modes=list(MODES), adapter=24, lora_rank=8,
+    enc_controls=True,  # also train the data-halves and two-task runs (their comparisons need MiniLM runs of their own)
 )
 ENCODER_SMOKE = dict(enc_layers=1, max_length=16, enc_steps=4, enc_batch=4, enc_warmup=1, enc_pairs=2, enc_eval=32,
                      enc_train_sample=32, enc_alphas=3)
 ENCODER_PAPER = dict(enc_layers=6, enc_steps=1000, enc_batch=32, max_length=64, enc_warmup=60, enc_pairs=4,
                      half_pairs=4, enc_eval=4000, enc_train_sample=2000, enc_alphas=11)
 PLATEAU = 0.02  # a test loss that still falls by more than this fraction over the last 40 % of steps: not converged
+LEARNED = 0.9  # a test loss above this fraction of a uniform guess's: the endpoints did not learn the task (a flat
+# loss there is a stall, not a plateau)
 
 
 def check_params(p: dict) -> None:
@@ -54,6 +57,8 @@ def check_params(p: dict) -> None:
         raise ConfigError(f"enc_lr={p['enc_lr']!r} must give a learning rate for every mode in {p['modes']}")
     check_int("adapter", p["adapter"], 1)
     check_int("lora_rank", p["lora_rank"], 1)
+    if not isinstance(p["enc_controls"], bool):
+        raise ConfigError(f"enc_controls={p['enc_controls']!r} must be True or False")
     TextDataConfig(task=p["enc_task"], max_length=p["max_length"]).validate()
     from ..models.pretrained import minilm_dir
 
@@ -80,7 +85,8 @@ def enc_spec(p: dict, mode: str, task: str, half: int = 0, seeds=None) -> RunSpe
 
 def endpoint_state(spec: RunSpec, run, chance: float) -> dict:
     """Where the copies' training ended: test error and loss (mean over copies), the loss of a uniform guess, and
-    whether the test loss still fell by more than PLATEAU over the last 40 % of the monitored steps."""
+    whether the test loss still fell by more than PLATEAU over the last 40 % of the monitored steps, and whether it
+    is below LEARNED x the uniform guess's (converged: learned and no longer falling)."""
     h = run.history.dropna(subset=["test_loss"]) if "test_loss" in run.history else pd.DataFrame()
     if h.empty:
         return {"test_error": float("nan"), "test_loss": float("nan"), "chance_loss": chance, "converged": False}
@@ -89,8 +95,9 @@ def endpoint_state(spec: RunSpec, run, chance: float) -> dict:
     cut = by_step.index.max() * 0.6
     before = by_step[by_step.index <= cut].iloc[-1] if (by_step.index <= cut).any() else by_step.iloc[0]
     drop = float((before.test_loss - last.test_loss) / max(before.test_loss, 1e-12))
+    learned = bool(last.test_loss < LEARNED * chance)
     return {"test_error": float(1 - last.test_acc), "test_loss": float(last.test_loss), "chance_loss": chance,
-            "loss_drop_last_40pct": drop, "converged": bool(drop < PLATEAU)}
+            "loss_drop_last_40pct": drop, "learned": learned, "converged": bool(drop < PLATEAU and learned)}
 
 
 def encoder_part(p: dict, store: RunStore, device):
@@ -117,10 +124,11 @@ def encoder_part(p: dict, store: RunStore, device):
         get(mode, enc_spec(p, mode, t1), data[t1]["train"], dynamics=(mode == "full"))
     full_spec, full = trained["full"]
     own = tuple(full_spec.seeds[2 * i] for i in range(p["enc_pairs"]))  # the main-task copies' own seeds
-    get(t2, enc_spec(p, "full", t2, seeds=own), data[t2]["train"])
-    for h in (1, 2):
-        get(f"half {h}", enc_spec(p, "full", t1, half=h, seeds=own[: p["half_pairs"]]),
-            text_examples(TextDataConfig(task=t1, max_length=p["max_length"], half=h))["train"])
+    if p["enc_controls"]:
+        get(t2, enc_spec(p, "full", t2, seeds=own), data[t2]["train"])
+        for h in (1, 2):
+            get(f"half {h}", enc_spec(p, "full", t1, half=h, seeds=own[: p["half_pairs"]]),
+                text_examples(TextDataConfig(task=t1, max_length=p["max_length"], half=h))["train"])
 
     alphas = alpha_grid(p["enc_alphas"])
     rows, curves, forget = [], [], []
@@ -148,6 +156,8 @@ def encoder_part(p: dict, store: RunStore, device):
                                       alphas, sample, r.dynamics, 2 * i, i, device))
     for i in range(p["enc_pairs"] - 1):  # different seeds: another classifier init and other noise
         add("different seeds", i, spec, copy_state(r.state, 2 * i), copy_state(r.state, 2 * i + 2))
+    if not p["enc_controls"]:
+        return rows, curves, runs, pd.concat(forget, ignore_index=True), pd.DataFrame(ends)
     for i in range(p["half_pairs"]):
         add("two halves of the data", i, spec, copy_state(trained["half 1"][1].state, i),
             copy_state(trained["half 2"][1].state, i))

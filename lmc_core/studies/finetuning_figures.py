@@ -24,9 +24,10 @@ def demo_note(endpoints: pd.DataFrame | None) -> str:
     if endpoints is None or endpoints.empty or bool(endpoints.converged.all()):
         return ""
     main = endpoints.iloc[0]
+    how = ("not learned: test loss within 10 % of a uniform guess's" if not main.get("learned", True) else
+           f"still falling by {100 * main.loss_drop_last_40pct:.0f} % over the last 40 % of its steps")
     return (f"{DEMO} (full fine-tuning: test error {100 * main.test_error:.0f} %, test loss {main.test_loss:.3f} vs a "
-            f"uniform guess's {main.chance_loss:.3f} nats; still falling by {100 * main.loss_drop_last_40pct:.0f} % "
-            "over the last 40 % of its steps)")
+            f"uniform guess's {main.chance_loss:.3f} nats; {how})")
 
 
 def paths_figure(curves: pd.DataFrame, model: str, profile: str, endpoints: pd.DataFrame | None = None):
@@ -211,7 +212,8 @@ def describe(table: pd.DataFrame, forgetting: pd.DataFrame | None, endpoints: pd
         note = demo_note(endpoints)
         lines += ["", f"MiniLM (its first {p['enc_layers']} layers, {p['enc_steps']} fine-tuning steps on the "
                       f"{p['enc_task'].replace('_', '/')} task; test loss and error on {p['enc_eval']} passages of "
-                      f"unseen plays; the task pair adds {p['enc_task2'].replace('_', '/')})"
+                      + (f"unseen plays; the task pair adds {p['enc_task2'].replace('_', '/')})" if p["enc_controls"] else
+                         "unseen plays; no data-halves or two-task runs in this profile)")
                       + (f" — **{note}**: these comparisons show that the pipeline works, not Qin et al.'s effects." if note
                          else ":")]
         for comp in dict.fromkeys(enc.comparison):

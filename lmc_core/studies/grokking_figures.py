@@ -38,8 +38,8 @@ def accuracy_figure(curves: pd.DataFrame, grok: pd.DataFrame, p: dict):
                 ax.set_ylabel("accuracy", fontsize=7)
     axes[0][0].legend(fontsize=5)
     fig.suptitle(f"Modular addition (p = {p['p']}, {100 * p['train_frac']:g} % train): accuracy during training; dotted: "
-                 f"each seed's sustained grok (test accuracy ≥ {GROK_PCT} % from there for {p['grok_evals']} evaluations or to "
-                 f"the end; {p['profile']} "
+                 f"each seed's sustained grok (test accuracy ≥ {GROK_PCT} % from there for "
+                 + (f"{p['grok_evals']} evaluations" if p['grok_evals'] else "the rest of the run") + f"; {p['profile']} "
                  "profile)", fontsize=9)
     fig.tight_layout()
     return fig, curves[["weight_decay", "fisher", "seed", "step", "train_acc", "test_acc"]]
@@ -69,7 +69,8 @@ def grok_heatmap(cells: pd.DataFrame, p: dict):
     ax.set_xlabel("weight decay")
     ax.set_ylabel("Fisher penalty λ (sampled labels)")
     fig.colorbar(im, ax=ax, label=f"median sustained grok step (≥ {GROK_PCT} % test accuracy held)")
-    ax.set_title(f"Sustained grok: median [range] over seeds (∞: a seed did not grok in {p['steps']} steps; no fit: no "
+    ax.set_title(f"Sustained grok: median [range] over seeds (∞: a seed did not grok in {p['steps']} steps"
+                 + (f", holding it for {p['grok_evals'] * p['eval_every']}" if p['grok_evals'] else "") + "; no fit: no "
                  f"seed reached {GROK_PCT} % train accuracy; {p['profile']} profile)", fontsize=8)
     fig.tight_layout()
     return fig, cells
@@ -99,7 +100,11 @@ def trajectory_figure(trajectory: pd.DataFrame, grok: pd.DataFrame, p: dict):
     for ax in axes:
         ax.set_xlabel("training step (dotted: each seed's sustained grok)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    if len(trajectory):
+        axes[0].legend(fontsize=7)
+    else:  # fewer than two seeds grokked: nothing to follow during training
+        for ax in axes:
+            ax.text(0.5, 0.5, "fewer than two grokked seeds", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(f"Barrier between grokked seeds (wd {wd:g}, λ {lam:g}) during training: mean and range over pairs "
                  f"({p['profile']} profile)", fontsize=10)
     fig.tight_layout()

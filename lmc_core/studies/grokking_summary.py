@@ -34,8 +34,8 @@ def compare_cells(lo: pd.Series, hi: pd.Series) -> str:
 
 def claim(cells: pd.DataFrame, var: str, other: str) -> dict:
     """Along every slice of the grid (`other` held fixed), neighbouring cells of the fitting part compared. The
-    verdict is "inconclusive" unless at least half of the comparisons are decisive; then "supported" (all decisive
-    ones sooner), "contradicted" (all later) or "mixed"."""
+    verdict is "inconclusive" unless most (more than half) of the comparisons are decisive; then "supported" (all
+    decisive ones sooner), "contradicted" (all later) or "mixed"."""
     out = {"sooner": 0, "later": 0, "inconclusive": 0, "comparisons": []}
     fit = cells[~cells.no_fit]
     for val, h in fit.groupby(other):
@@ -46,7 +46,7 @@ def claim(cells: pd.DataFrame, var: str, other: str) -> dict:
             out["comparisons"].append({other: float(val), f"{var}_from": float(a[var]), f"{var}_to": float(b[var]),
                                        "result": word})
     decisive, total = out["sooner"] + out["later"], out["sooner"] + out["later"] + out["inconclusive"]
-    if not total or 2 * decisive < total:
+    if not total or 2 * decisive <= total:
         out["verdict"] = "inconclusive"  # most neighbouring cells cannot be told apart
     elif out["sooner"] and not out["later"]:
         out["verdict"] = "supported"
@@ -60,8 +60,9 @@ def claim(cells: pd.DataFrame, var: str, other: str) -> dict:
 def describe(grok: pd.DataFrame, cells: pd.DataFrame, pairs: pd.DataFrame, trajectory: pd.DataFrame, p: dict
              ) -> tuple[str, dict]:
     """The findings in words (Markdown) from this run's numbers, and the numbers as data."""
-    hold = (f"for {p['grok_evals']} consecutive evaluations ({p['grok_evals'] * p['eval_every']} steps) or to the end of "
-            "the run" if p.get("grok_evals") else "to the end of the run")
+    hold = (f"for {p['grok_evals']} consecutive evaluations ({p['grok_evals'] * p['eval_every']} steps; a crossing "
+            f"later than step {p['steps'] - (p['grok_evals'] - 1) * p['eval_every']} cannot be held that long and is not "
+            "counted)" if p.get("grok_evals") else "to the end of the run")
     lines = [f"**Profile `{p['profile']}`: p = {p['p']}, {100 * p['train_frac']:g} % of the pairs for training, "
              f"{p['steps']} full-batch AdamW steps (lr {p['lr']:g}), {p['seeds']} seeds per cell; grokked = test accuracy "
              f"≥ {GROK_PCT} % from some logged step on, {hold} (a transient spike does not count); grok steps as median "
@@ -79,13 +80,17 @@ def describe(grok: pd.DataFrame, cells: pd.DataFrame, pairs: pd.DataFrame, traje
                     + "; ".join(f"wd {r.weight_decay:g}, λ {r.fisher:g}" for r in nofit.itertuples())
                     + ") — those cannot grok and are left out of the claims" if len(nofit) else "") + ".")
     g = grok[~grok.diverged.astype(bool)]
-    transient = int((np.isfinite(g.first_hit_step) & ~np.isfinite(g.grok_step)).sum())
-    later = int((np.isfinite(g.first_hit_step) & np.isfinite(g.grok_step) & (g.grok_step > g.first_hit_step)).sum())
-    lines.append(f"- {int(np.isfinite(g.grok_step).sum())} of {len(g)} copies grokked (sustained). {transient} reached "
-                 f"{GROK_PCT} % test accuracy and ended below it; {later} crossed it, fell back, and grokked for good "
-                 "only later — a first-crossing definition would count the former as grokked and the latter as "
-                 "grokked earlier.")
-    numbers.update(cells=len(cells), fitting=len(fitting), no_fit=len(nofit), transient_only=transient,
+    hit, grokked = np.isfinite(g.first_hit_step), np.isfinite(g.grok_step)
+    transient = int((hit & ~grokked & (g.final_test_acc < GROK_PCT / 100)).sum())
+    unheld = int((hit & ~grokked & (g.final_test_acc >= GROK_PCT / 100)).sum())  # too late in the run to hold the window
+    later = int((hit & grokked & (g.grok_step > g.first_hit_step)).sum())
+    lines.append(f"- {int(grokked.sum())} of {len(g)} copies grokked (sustained). {transient} reached "
+                 f"{GROK_PCT} % test accuracy and ended below it"
+                 + (f"; {unheld} reached it too late to hold it for the window (counted as not grokked within the run)"
+                    if unheld else "")
+                 + f"; {later} crossed it, fell back, and grokked for good only later — a first-crossing definition "
+                 "would count the first kind as grokked and the last grokked earlier.")
+    numbers.update(cells=len(cells), fitting=len(fitting), no_fit=len(nofit), transient_only=transient, unheld=unheld,
                    grokked_copies=int(np.isfinite(g.grok_step).sum()), copies=len(g))
     claims = {}
     for var, other, name in (("weight_decay", "fisher", "weight decay"), ("fisher", "weight_decay", "Fisher weight λ")):

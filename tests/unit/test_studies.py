@@ -76,9 +76,9 @@ def test_grokking_claim_leaves_out_settings_that_never_fit_the_training_set():
     assert list(cells.set_index("weight_decay").no_fit[[4.0, 2.0]]) == [True, False]
     c = claim(cells, "weight_decay", "fisher")
     assert (c["sooner"], c["later"], c["inconclusive"], c["verdict"]) == (2, 0, 0, "supported")
-    # when fewer than half of the neighbouring cells can be told apart, nothing is claimed
+    # unless most (more than half) of the neighbouring cells can be told apart, nothing is claimed
     grok.loc[grok.weight_decay == 2.0, "grok_step"] = [1500.0, 2100.0, float("nan")]  # overlaps wd 1 now
-    assert claim(cell_table(grok), "weight_decay", "fisher")["verdict"] == "supported"  # 1 of 2 decisive
+    assert claim(cell_table(grok), "weight_decay", "fisher")["verdict"] == "inconclusive"  # 1 of 2 decisive
     grok.loc[grok.weight_decay == 1.0, "grok_step"] = [2010.0, 2020.0, float("nan")]  # overlaps wd 0 too
     c = claim(cell_table(grok), "weight_decay", "fisher")
     assert (c["sooner"], c["inconclusive"], c["verdict"]) == (0, 2, "inconclusive")
