@@ -32,7 +32,8 @@ STUDY_DEFAULTS = dict(
     dataset="mnist1d", hidden=[128, 128, 128], batch_size=100, steps=800, warmup_steps=10,
     lr_grid={"sgd": [0.005, 1.0, 5], "adam": [5e-5, 1e-1, 6], "adamw": [5e-5, 1e-1, 6]},
     optimizers=list(OPTIMIZERS), fisher=[0.0, 0.5, 1.0], fisher_mode="empirical", fisher_batch=0, fisher_every=1,
-    sgd_momentum=0.9, adamw_weight_decay=0.25, pairs=3, alphas=11, match_examples=1000, definition=B.DEFAULT,
+    sgd_momentum=0.9, adamw_weight_decay=0.25, pairs=3, alphas=11, match_examples=1000, wm_restarts=4,
+    definition=B.DEFAULT,
     trained_margin_pp=10.0, widths=[128, 256, 512], width_optimizers=["sgd"], width_pairs=3,
     executor="inprocess", slurm={},
     # transformer part
@@ -67,7 +68,8 @@ PROFILES = {
 
 def check_params(p: dict) -> None:
     """Every check that needs no data or training."""
-    check_positive(p, "batch_size", "steps", "pairs", "fisher_every", "match_examples", "lm_steps", "lm_batch", "lm_pairs",
+    check_positive(p, "batch_size", "steps", "pairs", "fisher_every", "match_examples", "wm_restarts", "lm_steps",
+                   "lm_batch", "lm_pairs",
                    "lm_eval_tokens", "lm_match_tokens", "width_pairs", "lm_learn_steps", "lm_learn_batch",
                    "lm_heldout_batches", "lm_evals")
     check_alphas(p)

@@ -57,8 +57,8 @@ def barrier_vs_lr_figure(table: pd.DataFrame, definition: str, margin_pp: float,
                 if k == 0:
                     axes[0][j].fill_between(s.index, s["min"], s["max"], color=col, alpha=0.15, lw=0)
                     _marks(axes[0][j], s["mean"], trained, col)
-                rows += [{"optimizer": opt, "fisher": lam, "lr": lr, "quantity": column, "mean": v.mean,
-                          "min": v.min, "max": v.max, "trained": bool(trained[lr])} for lr, v in s.iterrows()]
+                rows += [{"optimizer": opt, "fisher": lam, "lr": lr, "quantity": column, "mean": v["mean"],
+                          "min": v["min"], "max": v["max"], "trained": bool(trained[lr])} for lr, v in s.iterrows()]
             rel = _spread(g, "rel_barrier_wm_pct").reindex(grid)
             axes[1][j].plot(rel.index, rel["mean"], "-", color=col)
             _marks(axes[1][j], rel["mean"], trained, col)
@@ -215,32 +215,40 @@ def lm_curves_figure(curves: pd.DataFrame, profile: str):
 
 
 def lm_barrier_figure(lm: pd.DataFrame, definition: str, profile: str):
-    """The test-loss barrier of every alignment (mean over pairs with its 95 % bootstrap interval, pairs as
-    dots) beside Theus et al.'s GPT-2 row where they report that column."""
+    """The test-loss barrier of every alignment as a percentage of the unaligned one (ours per pair, mean with its
+    95 % bootstrap interval, pairs as dots) beside Theus et al.'s GPT-2 row where they report that column: their
+    barriers are in nats per subword token, ours per character, so only fractions compare. The CSV keeps nats."""
     kinds = [k for k in LM.KINDS if f"{definition}:{k}" in lm]
     fig, ax = plt.subplots(figsize=(9, 4))
     rows = []
     x = np.arange(len(kinds))
+    base = lm[f"{definition}:unaligned"].to_numpy(float)
+    t0 = THEUS.get(THEUS_COLUMNS.get("unaligned", ""), np.nan)
     for i, kind in enumerate(kinds):
-        iv = interval(lm[f"{definition}:{kind}"].to_numpy())
-        ax.bar(i - 0.2, iv.estimate, 0.4, color=COLORS[0], label="ours (mean, 95 % interval over pairs)" if i == 0 else None)
-        if iv.bounded:
-            ax.errorbar(i - 0.2, iv.estimate, yerr=[[iv.estimate - iv.low], [iv.high - iv.estimate]], color="k",
+        nats = lm[f"{definition}:{kind}"].to_numpy(float)
+        iv, pct = interval(nats), interval(100 * nats / base)
+        ax.bar(i - 0.2, pct.estimate, 0.4, color=COLORS[0],
+               label="ours (mean over pairs of barrier / unaligned, 95 % interval)" if i == 0 else None)
+        if pct.bounded:
+            ax.errorbar(i - 0.2, pct.estimate, yerr=[[pct.estimate - pct.low], [pct.high - pct.estimate]], color="k",
                         capsize=3)
-        ax.plot(np.full(len(lm), i - 0.2), lm[f"{definition}:{kind}"], ".", color="k", alpha=0.5)
+        ax.plot(np.full(len(lm), i - 0.2), 100 * nats / base, ".", color="k", alpha=0.5)
         theus = THEUS.get(THEUS_COLUMNS.get(kind, ""), np.nan)
         if np.isfinite(theus):
-            ax.bar(i + 0.2, theus, 0.4, color=COLORS[1], label="Theus et al. 2025, GPT-2 on Tiny Shakespeare"
-                   if kind == "unaligned" else None)
-            ax.text(i + 0.2, theus, f"{theus:g}" + ("\n(perm. + orth.)" if "orthogonal" in kind else ""),
+            ax.bar(i + 0.2, 100 * theus / t0, 0.4, color=COLORS[1],
+                   label="Theus et al. 2025, GPT-2 on Tiny Shakespeare" if kind == "unaligned" else None)
+            ax.text(i + 0.2, 100 * theus / t0, f"{theus:g} nats" + ("\n(perm. + orth.)" if "orthogonal" in kind else ""),
                     ha="center", va="bottom", fontsize=6)
+        ax.text(i - 0.2, 2, f"{iv.estimate:.2f}", ha="center", va="bottom", fontsize=6, color="white")
         rows.append({"kind": kind, "estimate": iv.estimate, "low": iv.low, "high": iv.high, "pairs": iv.n_pairs,
-                     "theus": theus})
+                     "pct_of_unaligned": pct.estimate, "pct_low": pct.low, "pct_high": pct.high, "theus": theus,
+                     "theus_pct_of_unaligned": 100 * theus / t0 if np.isfinite(theus) else np.nan})
     ax.set_xticks(x, [k.replace(", ", ",\n").replace(" (", "\n(") for k in kinds], fontsize=7)
-    ax.set_ylabel(f"test-loss barrier '{definition}' (nats)")
+    ax.set_ylabel("test-loss barrier, % of the unaligned one")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    fig.suptitle(f"Barrier after each alignment, ours (character-level LMs) beside Theus et al.'s GPT-2 row "
-                 f"({profile} profile)", fontsize=10)
+    fig.suptitle(f"Barrier `{definition}` after each alignment as a fraction of the unaligned barrier: ours (character-level "
+                 f"LMs, nats/char; white: mean in nats) beside Theus et al.'s GPT-2 row (nats/token) ({profile} profile)",
+                 fontsize=9)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)

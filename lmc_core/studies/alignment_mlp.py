@@ -107,7 +107,10 @@ def _paths(a, b, spec, p, x_match, alphas, seed: int):
     """Stacked paths A->B, A->pi_wm(B), A->pi_am(B), A->pi(A) (control) and what matching found."""
     fam = family_of(spec.model)
     pspec = fam.perm_spec(spec.model)
-    perms_wm, info = weight_matching(pspec, a, b, seed=seed)
+    # weight matching is coordinate ascent: from `wm_restarts` sweep orders keep the permutations with the highest
+    # objective sum <A, pi(B)> (chosen by the matching objective, never by a barrier)
+    perms_wm, info = max((weight_matching(pspec, a, b, seed=seed + 7919 * r) for r in range(p["wm_restarts"])),
+                         key=lambda m: m[1].objective[-1])
     b_wm = apply_permutation(b, pspec, perms_wm)
     perms_am, _ = activation_matching(pspec, fam.activations(spec.model, a, x_match),
                                       fam.activations(spec.model, b, x_match))

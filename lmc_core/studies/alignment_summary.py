@@ -90,6 +90,14 @@ def mlp_lines(table: pd.DataFrame, p: dict) -> tuple[list[str], dict]:
                  f"{int(grid.collapsed.astype(bool).sum())} did not learn. Only trained cells enter the claims below "
                  "(the others are hollow in the figure).")
     numbers["trained_cells"], numbers["cells"] = int(cells.sum()), int(len(cells))
+    worse = ok[ok.barrier_wm > ok.barrier_unaligned]
+    lines.append(f"- Weight matching (best objective of {p['wm_restarts']} sweep orders) raised the barrier above the "
+                 f"unaligned one in {len(worse)} of {len(ok)} trained pairs"
+                 + (": " + "; ".join(f"{r.optimizer} lr {r.lr:.3g} λ {r.fisher:g} pair {r.pair}: {r.barrier_wm:.3f} vs "
+                                     f"{r.barrier_unaligned:.3f} (activation matching {r.barrier_am:.3f})"
+                                     for r in worse.itertuples()) + " — a local optimum of the matching's objective, kept in the means "
+                    "below (no pair is dropped for its barrier)" if len(worse) else "") + ".")
+    numbers["wm_worse_than_unaligned"] = int(len(worse))
     sweet = {}
     for opt in dict.fromkeys(grid.optimizer):
         g = ok[ok.optimizer == opt]
@@ -128,7 +136,8 @@ def mlp_lines(table: pd.DataFrame, p: dict) -> tuple[list[str], dict]:
                      "quantity: it contains the endpoints' own loss. Over every learning rate whose pairs all ran "
                      "(trained or not, as study 5 read it; λ = 0): " + "; ".join(raw) + f". Its minimum falls where the "
                      f"endpoints are best for {n_same} of {len(raw)} optimizers (ρ ≥ 0.8 for {n_follow}): "
-                     + ("a minimum of this measure marks where the models are best, not where they connect best."
+                     + ("where it does, a minimum of this measure marks where the models are best, not where they "
+                        "connect best (descriptive: ρ over 4–5 learning rates tests nothing)."
                         if n_same else "here it does not simply follow the endpoints' loss."))
         numbers["raw_midpoint_same_argmin"] = f"{n_same}/{len(raw)}"
     fl = []
@@ -163,9 +172,12 @@ def width_lines(width: pd.DataFrame, p: dict) -> tuple[list[str], dict]:
         ws = sorted(per)
         cmp = compare(per[ws[0]], per[ws[-1]], f"width {ws[0]}", f"width {ws[-1]}", "the aligned barrier") \
             if len(ws) > 1 else "one width only"
+        err = {int(w): 100 * float(h.endpoint_error.mean()) for w, h in g.groupby("width")}
         lines.append(f"- Width sweep, {opt} at lr {g.lr.iloc[0]:.3g}, λ = 0: barrier after weight matching "
                      + "; ".join(f"{w} units {short(per[w], 3, 'nats')} (unaligned {un[w]:.3f})" for w in ws)
-                     + f". {cmp[0].upper() + cmp[1:]}.")
+                     + f". {cmp[0].upper() + cmp[1:]} ({len(g) // max(len(ws), 1)} pairs per width; the endpoints' "
+                     f"test error also changes with width, {err[ws[0]]:.1f} % at {ws[0]} and {err[ws[-1]]:.1f} % at "
+                     f"{ws[-1]}, so width and endpoint quality are not separated here).")
         out[opt] = {str(w): {"barrier_wm": per[w].estimate, "low": per[w].low, "high": per[w].high,
                              "barrier_unaligned": un[w]} for w in ws}
     return (["**Width** (Git Re-Basin's main variable; 3 hidden layers of each width):"] + lines if lines else []), out
@@ -223,7 +235,9 @@ def lm_lines(lm: pd.DataFrame, floor: pd.DataFrame | None, p: dict) -> tuple[lis
         lines.append(f"- Why a residual map matters here (measured): on the matching windows, B's residual stream after the "
                      f"Procrustes rotation explains {100 * fo:.0f} % of A's (1 − ‖X_B Q − X_A‖² / ‖X_A‖², mean over pairs), "
                      f"after the residual permutation of weight matching {100 * fw:.0f} % and of activation matching "
-                     f"{100 * fa:.0f} %: the two streams differ by a rotation that no permutation of coordinates undoes.")
+                     f"{100 * fa:.0f} % (on the windows the maps were fitted to; a permutation is itself an orthogonal map, so "
+                     "the rotation cannot fit worse there — the size of the gap, not its sign, is the finding): the two "
+                     "streams differ by a rotation that no permutation of coordinates undoes.")
         out["residual_fit"] = {"orthogonal": fo, "weight_matching": fw, "activation_matching": fa}
     lines.append("- Against Theus et al. (GPT-2, 124M parameters, on Tiny Shakespeare with GPT-2's subword tokenizer): "
                  + order_text(out["barriers"], lm_width(p)))

@@ -26,8 +26,12 @@ def demo_note(endpoints: pd.DataFrame | None) -> str:
     main = endpoints.iloc[0]
     how = ("not learned: test loss within 10 % of a uniform guess's" if not main.get("learned", True) else
            f"still falling by {100 * main.loss_drop_last_40pct:.0f} % over the last 40 % of its steps")
+    stalled = [] if "learned" not in endpoints or "run" not in endpoints else \
+        [f"{r.run} (test error {100 * r.test_error:.0f} %, loss {r.test_loss:.3f})"
+         for r in endpoints.iloc[1:].itertuples() if not r.learned]
     return (f"{DEMO} (full fine-tuning: test error {100 * main.test_error:.0f} %, test loss {main.test_loss:.3f} vs a "
-            f"uniform guess's {main.chance_loss:.3f} nats; {how})")
+            f"uniform guess's {main.chance_loss:.3f} nats; {how}"
+            + (f"; at chance, not learned: {', '.join(stalled)}" if stalled else "") + ")")
 
 
 def paths_figure(curves: pd.DataFrame, model: str, profile: str, endpoints: pd.DataFrame | None = None):
@@ -56,7 +60,8 @@ def paths_figure(curves: pd.DataFrame, model: str, profile: str, endpoints: pd.D
     axes[0][0].legend(fontsize=7)
     note = demo_note(endpoints) if model == "encoder" else ""
     what = ("character-level pre-norm LM, windows from every held-out play" if model == "lm" else
-            "MiniLM on Shakespeare passages (dashed: the second task of the task pair)")
+            "MiniLM on Shakespeare passages" + (" (dashed: the second task of the task pair)"
+                                                 if (c.split != "test").any() else ""))
     fig.suptitle(f"Loss along the path, {what} ({profile} profile; mean over pairs)"
                  + (f"\n{note}" if note else ""), fontsize=9)
     fig.tight_layout()
@@ -80,7 +85,9 @@ def barrier_figure(table: pd.DataFrame, definition: str, profile: str, endpoints
             g = d[d.comparison == comp]
             iv = interval(g.instability)
             err = [[iv.estimate - iv.low], [iv.high - iv.estimate]] if iv.bounded else None
-            ax.barh(i, iv.estimate, xerr=err, color=COLORS[i % len(COLORS)], alpha=0.6, capsize=3)
+            flat = bool(g.convex.all())  # every path convex: the value is half the endpoints' gap, not a barrier
+            ax.barh(i, iv.estimate, xerr=err, color="none" if flat else COLORS[i % len(COLORS)], alpha=0.6,
+                    edgecolor=COLORS[i % len(COLORS)], hatch="//" if flat else None, capsize=3)
             ax.scatter(g.instability, [i] * len(g), s=14, edgecolors="k",
                        facecolors=["none" if c else "k" for c in g.convex])
             rows.append({"model": model, "metric": metric, "comparison": comp, "estimate": iv.estimate,
@@ -97,7 +104,8 @@ def barrier_figure(table: pd.DataFrame, definition: str, profile: str, endpoints
         ax.legend(fontsize=7)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"Barrier `{definition}` between fine-tuned endpoints ({profile} profile; bars: estimate and 95 % "
-                 "interval over pairs; dots: pairs, hollow = convex path)", fontsize=9)
+                 "interval over pairs; dots: pairs, hollow = convex path; hatched bar: every path convex, so the value is half "
+                 "the endpoints' gap, not a barrier)", fontsize=9)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
 
@@ -123,9 +131,10 @@ def distance_figure(table: pd.DataFrame, definition: str, profile: str):
         ax.set_title("our pretrained LM" if model == "lm" else "MiniLM (tuned parameters only)", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.suptitle(f"Distance between the endpoints vs barrier `{definition}` ({profile} profile; distances per "
-                 "parameter, so full fine-tuning, adapters and LoRA share the axis)", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(f"Distance between the endpoints vs barrier `{definition}` ({profile} profile; RMS per tuned "
+                 "parameter — for adapters and LoRA over their own factors, not the change of the weights they adapt)",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig, pd.DataFrame(rows)
 
 
@@ -200,11 +209,18 @@ def describe(table: pd.DataFrame, forgetting: pd.DataFrame | None, endpoints: pd
         pre = _select(table, "lm", "pretrained, SGD noise", "loss", d).instability
         sc = _select(table, "lm", "from scratch, SGD noise", "loss", d).instability
         diff = difference(sc, pre)
-        words = compare(interval(sc), interval(pre), "scratch pairs", "pretrained pairs", "the loss barrier")
+        words = ("the loss barrier: inconclusive (the difference's interval contains 0)"
+                 if diff.bounded and diff.low <= 0 <= diff.high else
+                 compare(interval(sc), interval(pre), "scratch pairs", "pretrained pairs", "the loss barrier"))
+        ep = {c: _select(table, "lm", c, "loss", d).endpoint_mean.mean()
+              for c in ("pretrained, SGD noise", "from scratch, SGD noise")}
         lines.append(f"\nScratch minus pretrained loss instability (a difference of two % values): "
                      f"{diff.text(2, '%')} — {words}. "
                      + ("The GPT-2 Shakespeare study and Qin et al. expect fine-tuned copies of a pretrained model to "
-                        "stay connected while copies trained from scratch do not."))
+                        "stay connected while copies trained from scratch do not. The arms also differ in how far they "
+                        f"trained: endpoints' test loss {ep['from scratch, SGD noise']:.2f} (scratch) vs "
+                        f"{ep['pretrained, SGD noise']:.2f} nats (pretrained), so the contrast is confounded with "
+                        "endpoint quality."))
         numbers["pretrained_vs_scratch"] = {"difference": diff.estimate, "low": diff.low, "high": diff.high,
                                             "words": words}
     enc = table[table.model == "encoder"]

@@ -186,6 +186,7 @@ def grok_table(curves: pd.DataFrame, copies: pd.DataFrame, diverged: dict, evals
             stay = np.flip(np.logical_and.accumulate(np.flip(ok))) if len(ok) else ok
         else:  # a whole window of `evals` evaluations: a crossing too close to the end to be held is not a grok
             stay = np.array([i + evals <= len(ok) and bool(ok[i : i + evals].all()) for i in range(len(ok))], dtype=bool)
+        tail = np.flip(np.logical_and.accumulate(np.flip(ok))) if len(ok) else ok
         gone = r.copy in diverged
         mem = g[g.train_acc >= GROK_ACC].step
         last = g.iloc[-1] if len(g) else None
@@ -193,6 +194,8 @@ def grok_table(curves: pd.DataFrame, copies: pd.DataFrame, diverged: dict, evals
                      "diverged": gone, "memorised_step": float(mem.iloc[0]) if len(mem) else np.nan,
                      "first_hit_step": float(steps[ok][0]) if ok.any() and not gone else np.nan,
                      "grok_step": float(steps[stay][0]) if stay.any() and not gone else np.nan,
+                     # held >= 95 % from here to the end, but from too late a step to complete the window
+                     "late_step": float(steps[tail][0]) if tail.any() and not stay.any() and not gone else np.nan,
                      "final_train_acc": float(last.train_acc) if last is not None else np.nan,
                      "final_test_acc": float(last.test_acc) if last is not None else np.nan,
                      "final_weight_norm": float(last.weight_norm) if last is not None else np.nan})

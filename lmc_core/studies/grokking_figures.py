@@ -52,7 +52,7 @@ def grok_heatmap(cells: pd.DataFrame, p: dict):
     g = g.reindex(index=sorted(p["fisher"], reverse=True), columns=sorted(p["weight_decay"]))
     fig, ax = plt.subplots(figsize=(1.6 * len(g.columns) + 2, 0.9 * len(g.index) + 1.5))
     shown = g.where(np.isfinite(g))
-    im = ax.imshow(shown.values, cmap="viridis_r", aspect="auto")
+    im = ax.imshow(shown.values, cmap="viridis_r", aspect="auto", vmin=0, vmax=p["steps"])  # absolute steps
     for i, lam in enumerate(g.index):
         for j, wd in enumerate(g.columns):
             c = cells[(cells.weight_decay == wd) & (cells.fisher == lam)].iloc[0]
@@ -148,12 +148,12 @@ def overlap_figure(pairs: pd.DataFrame, p: dict):
         ax.set_xlabel("overlap of the two seeds' key frequencies (Jaccard index)")
         ax.set_xticks([CONTROL_X, 0, 0.25, 0.5, 0.75, 1], ["control", "0", "0.25", "0.5", "0.75", "1"])
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=6, loc="lower center", ncol=5, frameon=False)
     wd, lam = p["connect_setting"]
     fig.suptitle(f"What grokked seeds share: barrier after each alignment vs key-frequency overlap (grokked: wd {wd:g}, "
                  f"λ {lam:g}; control: wd {p['control_setting'][0]:g}, λ {p['control_setting'][1]:g}; hollow: convex "
                  f"path; {p['profile']} profile)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))  # room for the legend below the panels
     return fig, pd.DataFrame(rows)
 
 
@@ -204,7 +204,7 @@ def norm_fisher_figure(curves: pd.DataFrame, fisher: pd.DataFrame, p: dict):
     for i, lam in enumerate(p["fisher"]):
         axes[0].plot([], [], styles[i % 4], color="grey", label=f"λ {lam:g}")
     axes[0].set_ylabel("weight norm ‖θ‖")
-    axes[1].set_ylabel("Fisher trace estimate (sampled labels)")
+    axes[1].set_ylabel("Fisher trace estimate (sampled labels)\nonly λ > 0 copies (computed for the penalty)", fontsize=8)
     axes[1].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("step")

@@ -37,7 +37,7 @@ def claim(cells: pd.DataFrame, var: str, other: str) -> dict:
     verdict is "inconclusive" unless most (more than half) of the comparisons are decisive; then "supported" (all
     decisive ones sooner), "contradicted" (all later) or "mixed"."""
     out = {"sooner": 0, "later": 0, "inconclusive": 0, "comparisons": []}
-    fit = cells[~cells.no_fit]
+    fit = cells[cells.fits]  # cells where every seed fit the training set (a cell half of whose seeds fit is left out)
     for val, h in fit.groupby(other):
         h = h.sort_values(var)
         for (_, a), (_, b) in zip(h.iloc[:-1].iterrows(), h.iloc[1:].iterrows()):
@@ -64,7 +64,9 @@ def describe(grok: pd.DataFrame, cells: pd.DataFrame, pairs: pd.DataFrame, traje
             f"later than step {p['steps'] - (p['grok_evals'] - 1) * p['eval_every']} cannot be held that long and is not "
             "counted)" if p.get("grok_evals") else "to the end of the run")
     lines = [f"**Profile `{p['profile']}`: p = {p['p']}, {100 * p['train_frac']:g} % of the pairs for training, "
-             f"{p['steps']} full-batch AdamW steps (lr {p['lr']:g}), {p['seeds']} seeds per cell; grokked = test accuracy "
+             f"{p['steps']} full-batch AdamW steps (lr {p['lr']:g}), {p['seeds']} seeds per cell ("
+             f"{max(p['seeds'], p['connect_seeds'])} at wd {p['connect_setting'][0]:g}, λ {p['connect_setting'][1]:g}); "
+             "grokked = test accuracy "
              f"≥ {GROK_PCT} % from some logged step on, {hold} (a transient spike does not count); grok steps as median "
              "[range] over seeds.**", ""]
     numbers: dict = {}
@@ -81,12 +83,14 @@ def describe(grok: pd.DataFrame, cells: pd.DataFrame, pairs: pd.DataFrame, traje
                     + ") — those cannot grok and are left out of the claims" if len(nofit) else "") + ".")
     g = grok[~grok.diverged.astype(bool)]
     hit, grokked = np.isfinite(g.first_hit_step), np.isfinite(g.grok_step)
-    transient = int((hit & ~grokked & (g.final_test_acc < GROK_PCT / 100)).sum())
-    unheld = int((hit & ~grokked & (g.final_test_acc >= GROK_PCT / 100)).sum())  # too late in the run to hold the window
+    late = np.isfinite(g.late_step) if "late_step" in g else np.zeros(len(g), bool)  # held to the end, window cut short
+    transient = int((hit & ~grokked & ~late).sum())
+    unheld = int(late.sum())
     later = int((hit & grokked & (g.grok_step > g.first_hit_step)).sum())
     lines.append(f"- {int(grokked.sum())} of {len(g)} copies grokked (sustained). {transient} reached "
-                 f"{GROK_PCT} % test accuracy and ended below it"
-                 + (f"; {unheld} reached it too late to hold it for the window (counted as not grokked within the run)"
+                 f"{GROK_PCT} % test accuracy but never held it for the window"
+                 + (f"; {unheld} held it from a step too late in the run to complete the window, to the end (counted as not "
+                    "grokked within the run)"
                     if unheld else "")
                  + f"; {later} crossed it, fell back, and grokked for good only later — a first-crossing definition "
                  "would count the first kind as grokked and the last grokked earlier.")
@@ -136,7 +140,12 @@ def connect_lines(pairs: pd.DataFrame, trajectory: pd.DataFrame, grok: pd.DataFr
             word = "connected (every path convex: no barrier)"
         out[kind] = {"error_pp": est, "low": lo, "high": hi, "loss": lest, "loss_low": llo, "loss_high": lhi,
                      "convex": convex, "verdict": word}
-        lines.append(f"- {kind}: {est:.1f} [{lo:.1f}, {hi:.1f}] points, loss {lest:.3g} [{llo:.3g}, {lhi:.3g}] nats"
+        lv = gp[f"loss_barrier:{kind}"].to_numpy(float)
+        raised = "" if kind == "unaligned" else (
+            f"; the loss barrier above the unaligned one in {int((lv > gp['loss_barrier:unaligned'].to_numpy(float)).sum())} "
+            f"of {len(gp)} pairs")
+        lines.append(f"- {kind}: {est:.1f} [{lo:.1f}, {hi:.1f}] points; loss barrier median {np.nanmedian(lv):.3g} nats "
+                     f"(pairs {np.nanmin(lv):.3g}–{np.nanmax(lv):.3g}){raised}"
                      + (f", {convex} of {len(gp)} error paths convex" if convex else "") + f" → {word}.")
     best = min(KINDS[1:], key=lambda k: out[k]["error_pp"])
     numbers["connectivity"] = out
@@ -145,7 +154,9 @@ def connect_lines(pairs: pd.DataFrame, trajectory: pd.DataFrame, grok: pd.DataFr
         starts = gp.learned_start.value_counts().to_dict() if "learned_start" in gp else {}
         lines.append(f"- The least-squares invertible maps have condition numbers {np.nanmin(cond):.3g}–{np.nanmax(cond):.3g}: "
                      "B's function is kept exactly, but the reads get M⁻¹ and the writes M, so the straight path passes "
-                     "through weights far from both endpoints (hence loss barriers far above the others). Learned "
+                     "through weights far from both endpoints (hence loss barriers far above the others: as an alignment "
+                     "for linear paths this map fails here). Matching maximises weight or activation similarity, not the "
+                     "path's loss, so an alignment can raise the loss barrier (counted per kind above). Learned "
                      "alignment started from " + ", ".join(f"the {k} ({v} pairs)" for k, v in starts.items())
                      + " — whichever had the lower training loss at the midpoint.")
         numbers["invertible_map_condition"] = [float(np.nanmin(cond)), float(np.nanmax(cond))]
@@ -181,7 +192,9 @@ def connect_lines(pairs: pd.DataFrame, trajectory: pd.DataFrame, grok: pd.DataFr
         before, after = t[t.step < s0].error_barrier_pp, t[t.step >= s1].error_barrier_pp
         if len(before) and len(after):
             lines.append(f"- During training (permutation alignment, mean over pairs): {before.mean():.1f} points before "
-                         f"the first seed grokked, {after.mean():.1f} after the last did.")
+                         f"the first seed grokked, {after.mean():.1f} after the last did — much of the rise is the "
+                         f"endpoints' own test error falling (an error barrier is bounded by chance error, "
+                         f"{100 * (1 - 1 / p['p']):.1f} %, minus the endpoints' error), not the path getting worse.")
     v = out[best]["verdict"]
     rho = rhos.get(best, float("nan"))
     varied = np.nanstd(ov) > 0
@@ -195,10 +208,11 @@ def connect_lines(pairs: pd.DataFrame, trajectory: pd.DataFrame, grok: pd.DataFr
         groups = "; ".join(f"{len(g)} pair(s) sharing {what} of their key frequencies: "
                            f"{g[f'error_barrier_pp:{best}'].mean():.1f} points" for g, what in ((full, "all"), (none, "none"))
                            if len(g))
-        why = (f"the barrier after {best} falls as two seeds share more key frequencies (ρ = {rho:.2f}; {groups}). "
-               "Which frequencies a seed uses is invariant under every map used here (they live on the token axis, the "
-               "maps act on the residual stream's), so seeds with different frequencies cannot be mapped onto each "
-               "other" + ("; sharing them is not enough either in this run: no pair falls below the threshold"
+        why = (f"in these {len(gp)} pairs of {len(set(gp.seed_a) | set(gp.seed_b))} seeds (not independent) the barrier "
+               f"after {best} is lower where two seeds share more key frequencies (ρ = {rho:.2f}; {groups}). A likely "
+               "reason, argued and not tested here: which frequencies a seed uses lives on the token axis, which the "
+               "permutations and orthogonal maps of the residual stream leave alone, so seeds with different "
+               "frequencies are not mapped onto each other" + ("; sharing them is not enough either in this run: no pair falls below the threshold"
                           if not (gp[f"error_barrier_pp:{best}"] < THRESHOLD_PP).any() else ""))
     elif not varied and np.nanmin(ov) == 1:
         why = ("every pair shares its key frequencies, so what separates the seeds (if anything) is not which "

@@ -162,3 +162,15 @@ def test_a_crossing_too_late_to_be_held_for_the_window_is_no_grok():
     assert math.isnan(grok_table(curves_of(acc), copies, {}, evals=4).iloc[0].grok_step)
     assert grok_table(curves_of(acc), copies, {}, evals=3).iloc[0].grok_step == 800
     assert grok_table(curves_of(acc), copies, {}, evals=0).iloc[0].grok_step == 800
+
+
+def test_a_late_crossing_held_to_the_end_is_told_apart_from_a_transient_one():
+    """late_step marks a copy that holds >= 95 % from a step too late to complete the window to the end of the run; a
+    copy that crossed early and fell back has none."""
+    copies = pd.DataFrame({"copy": [0], "weight_decay": [1.0], "fisher": [0.0], "seed": [1]})
+    late = grok_table(curves_of([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.96, 0.97, 0.98]), copies, {}, evals=4).iloc[0]
+    assert math.isnan(late.grok_step) and late.late_step == 800
+    early = grok_table(curves_of([0.1, 0.96, 0.5, 0.97, 0.4, 0.6, 0.7, 0.5, 0.6, 0.98]), copies, {}, evals=4).iloc[0]
+    assert math.isnan(early.grok_step) and early.late_step == 1000  # only its last evaluation holds
+    never = grok_table(curves_of([0.1, 0.96, 0.5, 0.97, 0.4, 0.6, 0.7, 0.5, 0.6, 0.5]), copies, {}, evals=4).iloc[0]
+    assert math.isnan(never.late_step) and never.first_hit_step == 200

@@ -135,3 +135,12 @@ def test_inconclusive_when_the_interval_contains_the_threshold():
     assert s.train_loss_verdict.iloc[0] == "inconclusive"
     text, numbers = describe(s, _sizes([("tinygpt", 2e5, "initialisation", 3.0)]), params(), "bpe", "ours")
     assert "not at TinyGPT (inconclusive)" in text and not numbers["instability_every_size_train"]
+
+
+def test_a_held_out_loss_at_the_unigram_entropy_fails_the_precondition():
+    """Training loss just below the unigram entropy is not enough: a model whose held-out loss sits at it learned
+    token frequencies only (CompactGPT at 150 quick steps), so no verdict is drawn about it."""
+    curves = pd.DataFrame(_curves("compactgpt", 0.3, 0.3, 5.9, 6.0) + _curves("tinygpt", 0.3, 0.3, 2.0, 2.2))
+    sizes = _sizes([("compactgpt", 3e6, "initialisation", 6.0), ("tinygpt", 2e5, "initialisation", 3.0)])
+    s = size_summary(barrier_table(curves, ("size", "pair")), curves, sizes, "mean").set_index("size")
+    assert not s.loc["compactgpt", "trained"] and s.loc["tinygpt", "trained"]
