@@ -275,8 +275,8 @@ def describe(summary: pd.DataFrame, sizes: pd.DataFrame, p: dict, tok: str, ft: 
         gap = f"{r.gap:.2f} [{r.gap_low:.2f}, {r.gap_high:.2f}]" if np.isfinite(r.gap_low) else f"{r.gap:.2f}"
         lines.append(f"| {name(r['size'])} | {r.params / 1e6:.3f}M ({study_p}) | {s.steps} ({s.study_steps:g}) | "
                      f"{r.train_loss_endpoints:.2f} / {r.eval_loss_endpoints:.2f} ({r.unigram_entropy:.2f}) | {gap} | "
-                     f"{_fmt(r, 'train_loss')} "
-                     f"| {_fmt(r, 'eval_loss')} | {_fmt(r, 'eval_error')} |")
+                     + " | ".join(_fmt(r, k) + ("" if r.trained else " — not judged: precondition not met")
+                                  for k in ("train_loss", "eval_loss", "eval_error")) + " |")
     lines.append("")
     untrained = [name(s) for s in ladder[~ladder.trained]["size"]]
     judged = ladder[ladder.trained]
@@ -296,7 +296,8 @@ def describe(summary: pd.DataFrame, sizes: pd.DataFrame, p: dict, tok: str, ft: 
         holds[split] = every
         lines.append(f"- Instability at initialisation on the **{split}** loss ({STUDY_CRITERION}): "
                      + ("holds at every size." if every else
-                        f"unstable at {_list(unstable)}; not at {_list(other + untrained)}."))
+                        f"unstable at {_list(unstable)}" + (f"; not at {_list(other)}" if other else "")
+                        + (f"; not judged at {_list(untrained)} (precondition not met)" if untrained else "") + "."))
     err = {name(r["size"]): r["eval_error_verdict"] for _, r in judged.iterrows()}
     if err:
         lines.append("- Frankle et al.'s criterion (eval error barrier ≥ 2 points): "
