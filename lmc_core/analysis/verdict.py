@@ -54,15 +54,16 @@ class Interval:
         """True if the interval is finite (enough pairs to bound the estimate)."""
         return bool(np.isfinite(self.low) and np.isfinite(self.high))
 
-    def text(self, digits: int = 2, unit: str = "") -> str:
-        """'1.23 [0.98, 1.51] unit (95 % interval over 3 initialisations × 4 pairs)'."""
+    def text(self, digits: int = 2, unit: str = "", over: bool = True) -> str:
+        """'1.23 unit [0.98, 1.51] (95 % interval over 3 initialisations × 4 pairs)'; over=False leaves out what
+        was resampled (for tables and lists whose heading says it once)."""
         u = f" {unit}" if unit else ""
         if not np.isfinite(self.estimate):
             return "not finite"
         if not self.bounded:
             return f"{self.estimate:.{digits}f}{u} (no interval: {self.n_pairs} pair{'s' * (self.n_pairs != 1)})"
-        return (f"{self.estimate:.{digits}f}{u} [{self.low:.{digits}f}, {self.high:.{digits}f}] "
-                f"({100 * self.confidence:g} % interval over {self.over()})")
+        return (f"{self.estimate:.{digits}f}{u} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+                + (f" ({100 * self.confidence:g} % interval over {self.over()})" if over else ""))
 
     def over(self) -> str:
         """What the interval resamples, in words."""

@@ -40,13 +40,8 @@ def _iv(values, digits: int = 3, unit: str = "") -> str:
 
 
 def short(iv, digits: int = 3, unit: str = "") -> str:
-    """An Interval as 'm [lo, hi] unit' ('m unit (no interval)' when it could not be bounded)."""
-    u = f" {unit}" if unit else ""
-    if not np.isfinite(iv.estimate):
-        return "not finite"
-    if not iv.bounded:
-        return f"{iv.estimate:.{digits}f}{u} (no interval: {iv.n_pairs} pair)"
-    return f"{iv.estimate:.{digits}f} [{iv.low:.{digits}f}, {iv.high:.{digits}f}]{u}"
+    """An Interval as 'm unit [lo, hi]' (Interval.text without what was resampled: the heading says it)."""
+    return iv.text(digits, unit, over=False)
 
 
 def raw_midpoint(ran: pd.DataFrame, pairs: int) -> dict:
