@@ -24,8 +24,8 @@ import torch
 from lmc_core.runs.store import RunStore
 from lmc_core.runs.spawn import parent_checkpoints, spawn_children
 from lmc_core.studies import instability_spawn as study
-from lmc_core.studies.common import out_dirs, resolve_params
-from lmc_core.studies.instability_init import load_study_corpus
+from lmc_core.studies.base import folders
+from lmc_core.studies.lm_setup import load_study_corpus
 from lmc_core.train import resolve_device, train_copies
 
 
@@ -52,10 +52,11 @@ def main(argv=None):
         except json.JSONDecodeError:
             overrides[name] = val
     dev = resolve_device(a.device)
-    p = resolve_params(study.PROFILES, {"profile": a.profile, "progress": False, **overrides})
-    _, _, cache = out_dirs(p)
+    p = study.STUDY.params({"profile": a.profile, "progress": False, **overrides})
+    _, _, cache = folders(p)
     corpus, T = load_study_corpus(p, cache)
-    ks, spec, kids = study.sweep(p, len(corpus.vocab), T)
+    ks = study.spawn_steps(list(p.spawn), T)
+    spec, kids = study.parent_specs(p, len(corpus.vocab), T)[0], study.child_seeds(p)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"# spawn-sweep benchmark, {date.today()}, {name}, torch {torch.__version__}, "
           f"python {platform.python_version()}")

@@ -30,13 +30,12 @@ from lmc_core.train import train_copies
 def models() -> dict:
     """(spec, data) of each quick profile's model, at its quick K (synthetic data of the right shape)."""
     from lmc_core.studies import instability_init as s01
-    from lmc_core.studies.common import resolve_params
     from lmc_core.studies.lm_setup import copy_seeds, lm_spec
 
     g = torch.Generator().manual_seed(0)
-    p01 = resolve_params(s01.PROFILES, {"profile": "quick"})
+    p01 = s01.STUDY.params({"profile": "quick"})
     # notebook 01's quick model and its copies (3 initialisations x 4 copies), on a 72-character vocabulary
-    lm = lm_spec(p01, 72, p01["steps"], copy_seeds(p01, p01["inits"], p01["copies"]))
+    lm = lm_spec(p01, 72, p01.steps, copy_seeds(p01, p01.inits, p01.copies))
     stream = torch.randint(0, 72, (200_000,), generator=g)
     out = {f"01 character LM (K={lm.k}, d={lm.model.d_model})": (lm, stream)}
     mlp = MLPConfig(d_in=40, hidden=(128, 128, 128), n_classes=10)

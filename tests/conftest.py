@@ -50,3 +50,9 @@ from lmc_core.families import register  # noqa: E402
 from toy_family import ToyFamily  # noqa: E402
 
 register(ToyFamily())
+
+# A study that lives only in the test suite, registered with one line: the study contract tests cover it too.
+from lmc_core.studies.registry import register as register_study  # noqa: E402
+from toy_study import ToyStudy  # noqa: E402
+
+register_study(ToyStudy())

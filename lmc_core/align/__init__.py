@@ -14,9 +14,11 @@ from .spec import (RESIDUAL, Axis, HeadGroup, HeadPermutation, PermutationSpec, 
                    apply_permutation, compose_permutations, identity_permutation, invert_permutation,
                    random_permutation)
 from .weight_matching import MatchInfo, weight_matching
+from .methods import METHODS, RESTARTS, Method, match_weights, method
 
 __all__ = [
     "RESIDUAL", "Axis", "Features", "HeadGroup", "HeadPermutation", "PermutationSpec", "Permutations", "UnitGroup",
     "apply_permutation", "compose_permutations", "identity_permutation", "invert_permutation",
     "random_permutation", "MatchInfo", "weight_matching", "activation_matching", "correlation",
+    "METHODS", "RESTARTS", "Method", "match_weights", "method",
 ]

@@ -36,6 +36,7 @@ class MatchInfo:
     converged: bool = False
     seconds: float = 0.0
     solves: int = 0  # assignment steps actually solved (unchanged ones are skipped)
+    restarts: int = 1  # sweep orders tried (align.methods.match_weights keeps the best)
 
 
 def _single(state: State, which: str) -> dict[str, torch.Tensor]:

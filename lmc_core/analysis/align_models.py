@@ -15,14 +15,15 @@ import torch
 import torch.fx
 from torch import nn
 
-from ..align import PermutationSpec, activation_matching, apply_permutation, weight_matching
+from ..align import PermutationSpec, activation_matching, apply_permutation, match_weights
 from ..align.auto import ModuleSpec, auto_spec
+from ..align.methods import ALIASES
 from ..align.check import check_finite, check_spec
 from . import path_data as D
 from .alignment_result import Alignment
 from .paths import check_pair, eval_mode, family_config
 
-METHODS = ("weight", "activation")
+METHODS = tuple(ALIASES)  # align.methods: "weight" -> weight matching (best of RESTARTS orders), "activation"
 
 
 def _inputs(sample) -> tuple[tuple, dict]:
@@ -112,7 +113,7 @@ def align_models(model_a: nn.Module, model_b: nn.Module, sample: Any, method: st
 
     chk = check_spec(ms.spec, a, forward(model_a, sd_a), seed=seed)
     if method == "weight":
-        perms, log = weight_matching(ms.spec, a, b, max_sweeps=max_sweeps, seed=seed)
+        perms, log = match_weights(ms.spec, a, b, seed=seed, max_sweeps=max_sweeps)
     else:
         if ms.graph is None:
             raise ValueError("activation matching needs the activation sites of an automatic spec (auto_spec); with a "

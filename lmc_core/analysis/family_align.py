@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..align import activation_matching, apply_permutation, weight_matching
+from ..align import activation_matching, apply_permutation, match_weights
 from ..align.auto import ModuleSpec
 from ..align.check import check_spec
 from ..families import family_of
@@ -31,7 +31,7 @@ def family_alignment(cfg, model_a, model_b, sample, method: str, seed: int, max_
 
     chk = check_spec(spec, a, forward, seed=seed)
     if method == "weight":
-        perms, log = weight_matching(spec, a, b, max_sweeps=max_sweeps, seed=seed)
+        perms, log = match_weights(spec, a, b, seed=seed, max_sweeps=max_sweeps)
     else:
         perms, log = activation_matching(spec, fam.activations(cfg, a, inputs), fam.activations(cfg, b, inputs))
     permuted = apply_permutation(b, spec, perms)

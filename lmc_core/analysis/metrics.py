@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 from . import barrier as B
+from . import findings as F
+from .criteria import FRANKLE as FRANKLE_CRITERION, RELATIVE_LOSS, Criterion
 from .verdict import FRANKLE, Verdict, is_convex, judge
 
 METRICS = ("loss", "ppl", "error")
@@ -25,9 +27,18 @@ def unit_of(metric: str) -> str:
     return UNITS[METRIC_SCALE[metric]]
 
 
+def _instability(alphas, values, definition: str, scale: str) -> float:
+    """B.instability, NaN (no finding) where the endpoints' mean is 0 or not finite instead of an error."""
+    ends = 0.5 * (float(values.iloc[0]) + float(values.iloc[-1]))
+    if scale == "relative" and not (np.isfinite(ends) and ends != 0):
+        return float("nan")
+    return B.instability(alphas, values, definition, scale)
+
+
 def barrier_table(curves: pd.DataFrame, by: tuple[str, ...] = ("pair",),
                   metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
-    """One row per (*by, split, metric, definition): barrier height, instability and its unit, whether it is
+    """The one barrier-table builder (lmc_core's families and any nn.Module's paths alike). One row per (*by, split,
+    metric, definition): barrier height, instability and its unit, whether it is
     below the 2 threshold (None when the barrier is not finite), and beside every definition the path's `chord`
     instability and whether the path is convex (chord at most verdict.CONVEX_TOL: no barrier)."""
     rows = []
@@ -39,9 +50,9 @@ def barrier_table(curves: pd.DataFrame, by: tuple[str, ...] = ("pair",),
                 continue
             scale = METRIC_SCALE[metric]
             ends = 0.5 * (d[metric].iloc[0] + d[metric].iloc[-1])
-            chord = B.instability(d.alpha, d[metric], "chord", scale)
+            chord = _instability(d.alpha, d[metric], "chord", scale)
             for definition in B.DEFINITIONS:
-                inst = B.instability(d.alpha, d[metric], definition, scale)
+                inst = _instability(d.alpha, d[metric], definition, scale)
                 rows.append({**ident, "metric": metric, "definition": definition, "endpoint_mean": ends,
                              "max_on_path": float(d[metric].max()),
                              "barrier": B.barrier(d.alpha, d[metric], definition),
@@ -85,6 +96,27 @@ def verdict(barriers: pd.DataFrame, split: str, metric: str, definition: str = B
     return judge(rows.instability.to_numpy(float), rows.chord_instability.to_numpy(float), what, rows.unit.iloc[0],
                  None if unit_col is None else rows[unit_col].to_numpy(), unit_name, threshold,
                  FRANKLE if metric == "error" else "", seed)
+
+
+def criterion_of(metric: str) -> Criterion:
+    """The criterion a metric's barrier is judged by: Frankle et al.'s 2 points for a rate (the error), the 2 % of
+    the endpoints' mean for a loss or perplexity (criteria.RELATIVE_LOSS)."""
+    return FRANKLE_CRITERION if METRIC_SCALE[metric] == "absolute" else RELATIVE_LOSS
+
+
+def judge_barriers(barriers: pd.DataFrame, split: str, metric: str, definition: str = B.DEFAULT,
+                   unit_col: str | None = None, unit_name: str = "pair", question: str = "",
+                   reference: str = "") -> F.Finding:
+    """The threshold Finding of a barrier table (barrier_table) for one split and metric under `definition`: the
+    instabilities summarised per `unit_col` unit (e.g. "init"), judged by criterion_of(metric), convex paths
+    tagged from the table's chord column (findings.threshold)."""
+    rows = barriers[(barriers.split == split) & (barriers.metric == metric) & (barriers.definition == definition)]
+    if rows.empty:
+        raise ValueError(f"no barriers for split={split!r}, metric={metric!r}, definition={definition!r}")
+    return F.threshold(rows.instability.to_numpy(float), rows.chord_instability.to_numpy(float),
+                       None if unit_col is None else rows[unit_col].to_numpy(), criterion=criterion_of(metric),
+                       question=question, metric=f"{split} {LABELS.get(metric, metric)}, barrier `{definition}`",
+                       unit_name=unit_name, reference=reference)
 
 
 def onset_of_stability(steps, instability, threshold: float = B.STABILITY_THRESHOLD_PCT, convex=None):

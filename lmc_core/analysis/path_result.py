@@ -1,58 +1,41 @@
 """What a linear path reports: the curve, the barriers under every definition and the verdict in the notebooks'
-words (lmc_core.analysis.barrier for the definitions, lmc_core.analysis.verdict for the convex tag and the words).
+words (lmc_core.analysis.barrier for the definitions, lmc_core.analysis.findings for the convex tag and the words).
 
 Scales (barrier.py): the loss barrier's instability is relative (% of the endpoints' mean loss), the error
 barrier's is absolute (percentage points of error; Frankle et al. 2020 call a pair stable below 2 points). A
-single pair has no interval, so its verdict is "too few" unless its path is convex or not finite; `judge_paths`
-judges several pairs with an interval over them.
+single pair has no interval, so its finding is "too few units" unless its path is convex or not finite;
+`judge_paths` judges several pairs with an interval over them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import barrier as B
-from .verdict import FRANKLE, Verdict, is_convex, judge
+from . import findings as F
+from ..config import check_real
+from .metrics import barrier_table, criterion_of
 
-UNITS = {"loss": ("relative", "% of endpoints' mean"), "error": ("absolute", "percentage points")}
-WHAT = {"loss": "loss", "error": "error"}
-
-
-def _instability(alphas, values, definition: str, scale: str, b: float | None = None) -> float:
-    b = B.barrier(alphas, values, definition) if b is None else b
-    if scale == "absolute":
-        return 100.0 * b
-    ends = 0.5 * (values[0] + values[-1])
-    return 100.0 * b / ends if ends != 0 and np.isfinite(ends) else float("nan")
+METRICS = ("loss", "error")
 
 
 def barrier_rows(curve: pd.DataFrame) -> pd.DataFrame:
-    """One row per (split, metric, definition): barrier (in the metric's unit), instability, unit, convex."""
-    rows = []
-    for split, g in curve.groupby("split", sort=False):
-        g = g.sort_values("alpha")
-        a = g["alpha"].to_numpy()
-        for metric, (scale, unit) in UNITS.items():
-            if metric not in g or g[metric].isna().all():
-                continue
-            v = g[metric].to_numpy(dtype=float)
-            bars = B.all_barriers(a, v)
-            chord = _instability(a, v, "chord", scale, bars["chord"])
-            for d in B.DEFINITIONS:
-                rows.append({"split": split, "metric": metric, "definition": d, "barrier": bars[d],
-                             "instability": _instability(a, v, d, scale, bars[d]), "unit": unit,
-                             "convex": is_convex(chord)})
-    return pd.DataFrame(rows, columns=["split", "metric", "definition", "barrier", "instability", "unit", "convex"])
+    """One row per (split, metric, definition) of one pair's curve (metrics.barrier_table, the one builder)."""
+    present = tuple(m for m in METRICS if m in curve and not curve[m].isna().all())
+    return barrier_table(curve, (), present)
 
 
 def _judge(inst: Sequence[float], chord: Sequence[float], split: str, metric: str, definition: str,
-           threshold: float, units=None, unit_name: str = "pair") -> Verdict:
-    what = f"{WHAT[metric]} ({split}), barrier `{definition}`"
-    return judge(inst, chord, what, UNITS[metric][1], units=units, unit_name=unit_name, threshold=threshold,
-                 criterion=FRANKLE if metric == "error" else "")
+           threshold: float | None = None, units=None, unit_name: str = "pair") -> F.Finding:
+    crit = criterion_of(metric)
+    if threshold is not None and threshold != crit.threshold:
+        check_real("threshold", threshold, 0, None, lo_open=True)
+        crit = replace(crit, threshold=float(threshold), source=f"a threshold of {threshold:g} set by the caller")
+    return F.threshold(inst, chord, units, criterion=crit, question=f"{metric} ({split})",
+                       metric=f"barrier `{definition}`", unit_name=unit_name)
 
 
 @dataclass
@@ -62,9 +45,10 @@ class PathResult:
     curve: one row per (split, alpha): loss (mean per example, in the loss function's unit; nats for the default
       cross-entropy), error (top-1, a fraction; NaN without labels), examples (how many losses were averaged).
     barriers: one row per (split, metric, definition): barrier, instability (% of the endpoints' mean for the
-      loss, percentage points for the error), unit, convex (chord instability <= verdict.CONVEX_TOL).
-    verdicts: one Verdict per (split, metric) under `definition`. notes: how buffers were handled and how the
-      alphas were evaluated. mode: "batched", "one alpha at a time" or "family ensemble".
+      loss, percentage points for the error), unit, the chord instability and convex (chord <= criteria.CONVEX_TOL).
+    verdicts: one findings.Finding per (split, metric) under `definition` (a single pair: the value, no verdict
+      unless its path is convex or not finite). notes: how buffers were handled and how the alphas were
+      evaluated. mode: "batched", "one alpha at a time" or "family ensemble".
     """
 
     curve: pd.DataFrame
@@ -93,7 +77,7 @@ class PathResult:
 
 
 def path_result(curve: pd.DataFrame, notes: list, mode: str, definition: str = B.DEFAULT,
-                threshold: float = B.STABILITY_THRESHOLD_PCT) -> PathResult:
+                threshold: float | None = None) -> PathResult:
     """Barriers and verdicts of one pair's curve."""
     if definition not in B.DEFINITIONS:
         raise ValueError(f"definition={definition!r}; choose one of {list(B.DEFINITIONS)}")
@@ -106,10 +90,12 @@ def path_result(curve: pd.DataFrame, notes: list, mode: str, definition: str = B
 
 
 def judge_paths(results: Sequence[PathResult], split: str | None = None, metric: str = "loss",
-                definition: str | None = None, units=None, unit_name: str = "pair",
-                threshold: float = B.STABILITY_THRESHOLD_PCT) -> Verdict:
-    """The verdict over several pairs' paths: the mean instability with its bootstrap interval over the independent
-    units (`units`: one label per pair, e.g. the shared initialisation; None: every pair its own unit)."""
+                definition: str | None = None, units=None, unit_name: str = "pair", threshold: float | None = None
+                ) -> F.Finding:
+    """The finding over several pairs' paths (findings.threshold): the instability summarised per independent unit
+    (`units`: one label per pair, e.g. the shared initialisation; None: every pair its own unit), its 95 %
+    interval from stats.MIN_UNITS units on (else the range and no verdict), judged by Frankle et al.'s 2 points for
+    the error and 2 % of the endpoints' mean for the loss."""
     if not results:
         raise ValueError("judge_paths needs at least one PathResult")
     definition = definition or results[0].definition

@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..analysis.metrics import LABELS, unit_of, verdict
-from ..analysis.verdict import CONVEX_TOL, interval
+from ..analysis import findings as F
+from ..analysis.metrics import LABELS, judge_barriers, unit_of
 from ..publish.plotting import COLORS, plt, threshold_line
-from .lm_setup import DEFINITION_WORDS
+from .base import Summary
+from .lm_setup import DEFINITION_WORDS, pairs_of
 from .reference import PTB_STUDY_PPL_INSTABILITY_PCT
 
 EXTRA_LABELS = {"loss_word": "cross-entropy per word-equivalent (nats)",
@@ -27,21 +28,25 @@ def summary_table(barriers: pd.DataFrame, floors: pd.DataFrame, definition: str)
     d = barriers[barriers.definition == definition]
     for (panel, split, metric), g in d.groupby(["panel", "split", "metric"], sort=False):
         sub = barriers[barriers.panel == panel]
-        v = verdict(sub, split, metric, definition, "init", "initialisation")
-        raw = interval(g.barrier, g.init, "initialisation")
+        v = judge_barriers(sub, split, metric, definition, "init", "initialisation")
+        raw = _iv(g.barrier, g.init)
         fl = floors[(floors.panel == panel) & (floors.split == split) & (floors.metric == metric)
                     & (floors.definition == definition)]
         row = {"panel": panel, "split": split, "metric": metric, "definition": definition,
-               "inits": g.init.nunique(), "pairs": len(g), "instability": v.interval.estimate,
-               "instability_low": v.interval.low, "instability_high": v.interval.high, "unit": unit_of(metric),
-               "verdict": v.status, "barrier": raw.estimate, "barrier_low": raw.low, "barrier_high": raw.high,
+               "inits": g.init.nunique(), "pairs": len(g), "instability": v.estimate,
+               "instability_low": v.low, "instability_high": v.high, "interval": v.interval, "unit": unit_of(metric),
+               "verdict": v.verdict, "barrier": raw.estimate, "barrier_low": raw.low, "barrier_high": raw.high,
                "chord_instability": g.chord_instability.mean(), "convex_pairs": int(g.convex.sum()),
                "noise_floor_instability": fl.instability.mean()}
         if metric in ("ppl", "ppl_word"):
-            ptb = interval(100 * g.barrier / g.max_on_path, g.init, "initialisation")
+            ptb = _iv(100 * g.barrier / g.max_on_path, g.init)
             row.update(ptb_normalisation=ptb.estimate, ptb_normalisation_low=ptb.low, ptb_normalisation_high=ptb.high)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _iv(values, units) -> F.Finding:
+    return F.estimate(values, units, question="", metric="", unit="", unit_name="initialisation")
 
 
 def training_figure(history: pd.DataFrame, runs: pd.DataFrame, profile: str):
@@ -103,8 +108,9 @@ def interpolation_figure(curves: pd.DataFrame, profile: str):
 def instability_figure(barriers: pd.DataFrame, floors: pd.DataFrame, definition: str, profile: str):
     """Per panel: the error barrier in points (Frankle et al.'s criterion), the loss instability in % and the
     perplexity under the PTB study's normalisation (per word-equivalent for characters) with the study's
-    reported values on that scale. Bars: estimate; error bars: 95 % interval over initialisations then pairs;
-    dots: pairs; grey ticks: the noise floor (a copy against itself shortly before the end)."""
+    reported values on that scale. Bars: estimate; error bars: the 95 % interval over initialisations (pairs
+    averaged within each) from stats.MIN_UNITS of them on, else their range; dots: pairs; grey ticks: the noise
+    floor (a copy against itself shortly before the end)."""
     panels = list(dict.fromkeys(barriers.panel))
     fig, axes = plt.subplots(len(panels), 3, figsize=(13, 3.6 * len(panels)), squeeze=False)
     rows = []
@@ -116,7 +122,7 @@ def instability_figure(barriers: pd.DataFrame, floors: pd.DataFrame, definition:
             for j, split in enumerate(("train", "test")):
                 g = b[(b.split == split) & (b.metric == metric)]
                 vals = 100 * g.barrier / g.max_on_path if what == "ptb" else g.instability
-                iv = interval(vals, g.init, "initialisation")
+                iv = _iv(vals, g.init)
                 x = j
                 ax.bar(x, iv.estimate, 0.6, color=COLORS[j], alpha=0.5)
                 ax.errorbar(x, iv.estimate, yerr=[[iv.estimate - iv.low], [iv.high - iv.estimate]], color="k",
@@ -147,87 +153,85 @@ def instability_figure(barriers: pd.DataFrame, floors: pd.DataFrame, definition:
             ax.grid(axis="y", alpha=0.3)
             ax.legend(fontsize=7)
     fig.suptitle(f"Instability at initialisation, barrier `{definition}` ({profile} profile; bars and error bars: "
-                 "estimate and 95 % interval over initialisations, then pairs; dots: pairs)", fontsize=10)
+                 f"estimate and {F.interval_words('initialisations')}; dots: pairs)", fontsize=10)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
 
 
-def describe(barriers: pd.DataFrame, floors: pd.DataFrame, runs: pd.DataFrame, p: dict) -> tuple[str, dict]:
-    """The finding in words (Markdown), from this run's numbers, and the numbers as data."""
-    d = p["definition"]
-    main = runs.iloc[0].panel
-    lines = [f"**Profile `{p['profile']}`; barrier `{d}` ({DEFINITION_WORDS[d]}); every interval is a 95 % "
-             f"bootstrap interval over initialisations, then pairs; evaluation windows are spread over every "
-             f"play of each split.**", ""]
+def run_row(q, spec, run, label: str, corpus, steps: int, device, eval_tokens: int, cpw) -> dict:
+    """One panel's line of the run table."""
+    return {"panel": label, "run": run.path.name, "copies": spec.k, "inits": q.inits,
+            "pairs": q.inits * len(pairs_of(q.copies)), "steps": steps, "schedule": schedule_words(spec.train),
+            "trained_now": run.trained_now, "device": str(device), "train_tokens": corpus.train.numel(),
+            "vocab": len(corpus.vocab), "eval_tokens": eval_tokens, "chars_per_word": cpw, "store": run.path}
+
+
+def schedule_words(tc) -> str:
+    """The learning-rate schedule in words."""
+    if tc.schedule == "cosine":
+        return f"SGD lr {tc.lr:g} constant to step {tc.hold_steps}, cosine to 0 at {tc.steps}"
+    return f"SGD lr {tc.lr:g}, StepLR x{tc.gamma:g} per epoch"
+
+
+def setting_words(p) -> str:
+    """The main panel's setting in a few words (the README's findings table)."""
+    d = p.model_overrides.get("d_model", "200")
+    length = f"{p.epochs} epochs" if p.epochs else f"T = {p.steps} steps"
+    return f"{p.level} level, d = {d}, {length}, {p.inits} initialisations × {p.copies} copies"
+
+
+def _headline_question(r) -> str:
+    return f"Instability at initialisation, {r.panel}, T = {r.steps} steps"
+
+
+def panel_findings(b: pd.DataFrame, fl: pd.DataFrame, r, p) -> tuple[list, F.Finding]:
+    """One panel's findings (Frankle's criterion first) and its headline."""
+    d = p.definition
+    pick = lambda frame, metric, split="test": frame[(frame.split == split) & (frame.metric == metric)  # noqa: E731
+                                                  & (frame.definition == d)]
+    err = judge_barriers(b, "test", "error", d, "init", "initialisation", _headline_question(r))
+    out = [err, judge_barriers(b, "train", "error", d, "init", "initialisation", "The same on the training plays"),
+           F.estimate(pick(b, "loss").barrier, pick(b, "loss").init, question="Loss barrier", metric=f"test, `{d}`",
+                      unit="nats/token", unit_name="initialisation", digits=3),
+           judge_barriers(b, "test", "loss", d, "init", "initialisation", "Loss barrier, relative")]
+    if "loss_word" in set(b.metric):
+        w, pw = pick(b, "loss_word"), pick(b, "ppl_word")
+        out += [F.estimate(w.barrier, w.init, question=f"Per word-equivalent ({r.chars_per_word:.2f} characters per "
+                           "word)", metric="test loss barrier", unit="nats", unit_name="initialisation", digits=3),
+                F.estimate(100 * (np.exp(w.barrier) - 1), w.init, question="Perplexity barrier per word-equivalent",
+                           metric="exp(Δ) − 1, of the endpoints'", unit="%", unit_name="initialisation", digits=1),
+                _ptb(pw)]
+    elif "word" in r.panel:
+        out.append(_ptb(pick(b, "ppl")))
+    pairs = pick(b, "loss").groupby("init").barrier.mean()
+    floor = pick(fl, "loss").groupby("init").barrier.mean()
+    out.append(F.paired((pairs - floor.reindex(pairs.index)).to_numpy(), question=f"The pairs' loss barrier above the "
+                        f"noise floor (a copy against itself {p.floor_steps} steps before the end)", metric="test, "
+                        "per initialisation", unit="nats", expected=F.HIGHER, unit_name="initialisation", digits=4))
+    return out, err
+
+
+def _ptb(rows: pd.DataFrame) -> F.Finding:
+    return F.estimate(100 * rows.barrier / rows.max_on_path, rows.init, question="Under the PTB study's normalisation "
+                      "(barrier / maximum perplexity)", metric="test", unit="%", unit_name="initialisation", digits=1,
+                      reference=f"the PTB study reported {PTB_STUDY_PPL_INSTABILITY_PCT['test']:g} % on test for its "
+                      "word-level PTB model (the one scale on which the two compare)")
+
+
+def describe(barriers: pd.DataFrame, floors: pd.DataFrame, runs: pd.DataFrame, p) -> Summary:
+    """The run's findings (findings layer), panel by panel; the headline is the main panel's Frankle criterion."""
+    d = p.definition
+    body = []
     for r in runs.itertuples():
-        lines.append(f"- {r.panel}: {r.inits} initialisations × {r.copies // r.inits} copies ({r.pairs} pairs), "
-                     f"{r.steps} steps, {r.schedule}; {r.eval_tokens} evaluation tokens per split"
-                     + (f"; {r.chars_per_word:.2f} characters per word-level token of the same plays"
-                        if r.chars_per_word == r.chars_per_word and r.chars_per_word else "") + ".")
-    numbers: dict = {"definition": d, "panels": {}}
+        body.append(f"- {r.panel}: {r.inits} initialisations × {r.copies // r.inits} copies ({r.pairs} pairs), "
+                    f"{r.steps} steps, {r.schedule}; {r.eval_tokens} evaluation tokens per split"
+                    + (f"; {r.chars_per_word:.2f} characters per word-level token of the same plays"
+                       if r.chars_per_word == r.chars_per_word and r.chars_per_word else "") + ".")
+    heads = []
     for r in runs.itertuples():
-        b = barriers[barriers.panel == r.panel]
-        fl = floors[floors.panel == r.panel]
-        err = verdict(b, "test", "error", d, "init", "initialisation")
-        err_train = verdict(b, "train", "error", d, "init", "initialisation")
-        loss = verdict(b, "test", "loss", d, "init", "initialisation")
-        raw = b[(b.split == "test") & (b.metric == "loss") & (b.definition == d)]
-        nats = interval(raw.barrier, raw.init, "initialisation")
-        floor_err = fl[(fl.split == "test") & (fl.metric == "error") & (fl.definition == d)].instability.mean()
-        floor_loss = fl[(fl.split == "test") & (fl.metric == "loss") & (fl.definition == d)].barrier.mean()
-        lines += ["", f"**{r.panel}.**",
-                  f"- Frankle et al.'s criterion — {err.text()}",
-                  f"- The same on the training plays — {err_train.text()}",
-                  f"- Loss barrier: {nats.text(3, 'nats/token')}; relative, {loss.text()}"]
-        entry = {"error": _v(err), "error_train": _v(err_train), "loss_relative": _v(loss),
-                 "loss_nats_per_token": _iv(nats), "noise_floor_error_points": floor_err,
-                 "noise_floor_loss_nats": floor_loss}
-        if "loss_word" in set(b.metric):
-            wraw = b[(b.split == "test") & (b.metric == "loss_word") & (b.definition == d)]
-            wn = interval(wraw.barrier, wraw.init, "initialisation")
-            wp = b[(b.split == "test") & (b.metric == "ppl_word") & (b.definition == d)]
-            pn = interval(100 * wp.barrier / wp.max_on_path, wp.init, "initialisation")
-            rel = interval(100 * (np.exp(wraw.barrier) - 1), wraw.init, "initialisation")
-            lines.append(f"- Per word-equivalent ({r.chars_per_word:.2f} characters per word): loss barrier "
-                         f"{wn.text(3, 'nats')}, i.e. a perplexity barrier of exp(Δ) − 1 = {rel.text(1, '%')} of the "
-                         f"endpoints'; under the PTB study's normalisation (barrier / maximum perplexity) "
-                         f"{pn.text(1, '%')}, against the {PTB_STUDY_PPL_INSTABILITY_PCT['test']:g} % it reported on "
-                         "test for its word-level PTB model (the one scale on which the two compare).")
-            entry.update(loss_nats_per_word=_iv(wn), ppl_word_ptb_normalisation=_iv(pn))
-        elif r.panel != main or "word" in r.panel:
-            wp = b[(b.split == "test") & (b.metric == "ppl") & (b.definition == d)]
-            pn = interval(100 * wp.barrier / wp.max_on_path, wp.init, "initialisation")
-            lines.append(f"- Under the PTB study's normalisation (barrier / maximum perplexity): {pn.text(1, '%')}, "
-                         f"against its reported {PTB_STUDY_PPL_INSTABILITY_PCT['test']:g} % (test, word level, PTB).")
-            entry["ppl_ptb_normalisation"] = _iv(pn)
-        lines.append(f"- Noise floor (a copy against itself {p['floor_steps']} steps before the end): test error "
-                     f"barrier {floor_err:.2f} points, loss barrier {floor_loss:.4f} nats — "
-                     + ("far below the pairs' barriers, so those are not evaluation noise."
-                        if nats.low > 3 * max(floor_loss, 1e-9) else
-                        "of the size of the pairs' barriers: they cannot be told from evaluation noise."))
-        convex = int(b[(b.definition == d) & (b.split == "test")].groupby("metric").convex.sum().get("loss", 0))
-        if convex:
-            lines.append(f"- {convex} of {r.pairs} test-loss paths are convex (chord ≤ {CONVEX_TOL:g} %): no barrier.")
-        numbers["panels"][r.panel] = entry
-    head = numbers["panels"][main]["error"]
-    word = {"stable": "stable to SGD noise at initialisation", "unstable": "unstable to SGD noise at initialisation",
-            "inconclusive": "inconclusive", "convex": "no barrier (convex paths)", "too few": "too few pairs",
-            "not finite": "no finding (non-finite barriers)"}[head["status"]]
-    lines += ["", f"Verdict ({main}, Frankle et al.'s error criterion on the test plays): **{word}** — test-error "
-                  f"barrier {head['estimate']:.2f} [{head['low']:.2f}, {head['high']:.2f}] points against the 2-point "
-                  "threshold. The loss and perplexity rows above report the same paths on their own scales."]
-    numbers["verdict"] = head["status"]
-    numbers["headline"] = (f"{main}: {word} — test-error barrier {head['estimate']:.2f} "
-                           f"[{head['low']:.2f}, {head['high']:.2f}] points (Frankle's 2-point criterion, "
-                           f"`{d}`, {runs.iloc[0].pairs} pairs over {runs.iloc[0].inits} initialisations)")
-    return "\n".join(lines), numbers
-
-
-def _v(v) -> dict:
-    return {"status": v.status, "estimate": v.interval.estimate, "low": v.interval.low, "high": v.interval.high,
-            "pairs": v.interval.n_pairs, "units": v.interval.n_units, "unit": v.unit}
-
-
-def _iv(iv) -> dict:
-    return {"estimate": iv.estimate, "low": iv.low, "high": iv.high, "pairs": iv.n_pairs, "units": iv.n_units}
-
+        found, head = panel_findings(barriers[barriers.panel == r.panel], floors[floors.panel == r.panel], r, p)
+        body += ["", f"**{r.panel}.**", *found]
+        heads.append(head)
+    setting = (f"Profile `{p.profile}`; barrier `{d}` ({DEFINITION_WORDS[d]}); pairs are averaged within their "
+               "initialisation (the independent unit); evaluation windows are spread over every play of each split.")
+    return Summary(setting, body, heads[0], {"definition": d, "verdict": heads[0].verdict})

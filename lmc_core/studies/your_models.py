@@ -200,20 +200,20 @@ def describe(p, mlp_before, mlp_after, mlp_alignments, planted, lm_before, lm_af
                 v = judge_paths(paths, split="test", metric=metric, definition=d)
                 verdicts[(model, metric, kind)] = v
                 lines.append(f"- {model}, {kind}: {v.text()}")
-                numbers[f"{model}_{metric}_{kind}".replace(" ", "_").replace("-", "")] = v.interval.estimate
+                numbers[f"{model}_{metric}_{kind}".replace(" ", "_").replace("-", "")] = v.estimate
         dl = _delta(before, after, "loss", d)
         lines.append(f"- {model}: weight matching lowers the test-loss barrier by {dl.text(2, '% of endpoints mean')}.")
         numbers[f"{model}_loss_reduction".replace("-", "")] = dl.estimate
     mlp_red = _delta(mlp_before, mlp_after, "loss", d)
-    un = verdicts[("MLP", "loss", "unaligned")].interval.estimate
-    left = verdicts[("MLP", "loss", "after weight matching")].interval.estimate
+    un = verdicts[("MLP", "loss", "unaligned")].estimate
+    left = verdicts[("MLP", "loss", "after weight matching")].estimate
     share = f" After matching, {100 * left / un:.0f} % of the unaligned loss barrier remains." if un > 0 else ""
     lines += ["", "Git Re-Basin's claim for MLPs — weight matching lowers the loss barrier between independent "
               "initialisations — " + ("holds in this run (the interval of the per-pair reduction lies above 0)."
                                       if mlp_red.bounded and mlp_red.low > 0 else "is inconclusive in this run (the "
                                       "interval of the per-pair reduction reaches 0, or there are too few pairs).")
               + share]
-    numbers["headline"] = (f"MLP test-loss barrier {verdicts[('MLP', 'loss', 'unaligned')].interval.estimate:.1f} → "
-                           f"{verdicts[('MLP', 'loss', 'after weight matching')].interval.estimate:.1f} % after weight "
+    numbers["headline"] = (f"MLP test-loss barrier {verdicts[('MLP', 'loss', 'unaligned')].estimate:.1f} → "
+                           f"{verdicts[('MLP', 'loss', 'after weight matching')].estimate:.1f} % after weight "
                            "matching")
     return "\n".join(lines), numbers

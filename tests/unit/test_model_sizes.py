@@ -68,7 +68,7 @@ def test_gpt2_sources_fail_fast_offline(monkeypatch):
     assert study.sources(params(tokenizer="auto", ft_model="auto")) == ("gpt2", "gpt2")
 
 
-def _curves(size: str, bump_train: float, bump_eval: float, train_end: float, eval_end: float, pairs=3,
+def _curves(size: str, bump_train: float, bump_eval: float, train_end: float, eval_end: float, pairs=5,
             rng=np.random.default_rng(0)) -> list[dict]:
     rows = []
     for pair in range(pairs):
@@ -82,7 +82,7 @@ def _curves(size: str, bump_train: float, bump_eval: float, train_end: float, ev
 
 
 def _sizes(rows):
-    return pd.DataFrame([{"size": s, "params": n, "start": start, "pairs": 3, "unigram_entropy": h, "steps": 100,
+    return pd.DataFrame([{"size": s, "params": n, "start": start, "pairs": 5, "unigram_entropy": h, "steps": 100,
                           "study_steps": 1000, "study_params": 1e6} for s, n, start, h in rows])
 
 
@@ -123,7 +123,7 @@ def test_verdicts_preconditions_and_the_over_parameterisation_pattern():
 def test_inconclusive_when_the_interval_contains_the_threshold():
     rng = np.random.default_rng(1)
     rows = []
-    for pair, bump in enumerate((0.005, 0.08, 0.005)):  # ~0.5 %, ~8 %, ~0.5 % of a loss of 2
+    for pair, bump in enumerate((0.005, 0.08, 0.005, 0.08, 0.005)):  # ~0.5 %, ~8 %, ... of a loss of 2
         for split in ("train", "eval"):
             for a in np.linspace(0, 1, 11):
                 rows.append({"size": "tinygpt", "pair": pair, "split": split, "alpha": a,

@@ -78,13 +78,14 @@ def test_verdict_says_convex_when_the_chord_barrier_is_zero():
     assert "no barrier" in v.text() and "convex" in v.text() and "`mean`" in v.text()
     assert t[(t.metric == "loss")].convex.all() and "chord_instability" in t
     bump = curves({p: {"loss": [1.0, 1.3 + 0.01 * p, 1.0], "ppl": [2.72, 3.7, 2.72], "error": [0.3, 0.4, 0.3]}
-                   for p in (0, 1, 2)})
+                   for p in range(5)})
     assert verdict(barrier_table(bump), "test", "loss").status == "unstable"
     err = verdict(barrier_table(bump), "test", "error")
     assert err.unit == "percentage points" and "Frankle" in err.text()
 
 
 def test_study_summary_names_criterion_interval_and_convexity():
+    from lmc_core.studies.instability_init import STUDY
     from lmc_core.studies.instability_init_figures import describe
 
     # error falls monotonically from one end to the other on every pair: `mean` reads the gap, no barrier
@@ -94,10 +95,11 @@ def test_study_summary_names_criterion_interval_and_convexity():
     t = barrier_table(c, ("panel", "init", "pair"))
     runs = pd.DataFrame([{"panel": "char level", "run": "x", "copies": 6, "inits": 3, "pairs": 6, "steps": 100,
                           "schedule": "SGD", "eval_tokens": 100, "chars_per_word": float("nan")}])
-    text, numbers = describe(t, t.assign(instability=0.0, barrier=0.0), runs,
-                             {"definition": "mean", "profile": "quick", "floor_steps": 10})
-    assert numbers["verdict"] == "convex" and "no barrier" in text and "Frankle" in text
-    assert "unstable" not in text and "[" in text and "`mean`" in text and "3 initialisations" in text
+    s = describe(t, t.assign(instability=0.0, barrier=0.0), runs, STUDY.params({"profile": "quick"}))
+    text, numbers = s.markdown(), s.as_numbers()
+    assert numbers["verdict"] == "no barrier" and "no barrier" in text and "Frankle" in text
+    assert "unstable" not in text and "range" in text and "`mean`" in text and "3 initialisations" in text
+    assert "T = 100 steps" in s.headline.question  # the headline names the level and the training length
 
 
 @pytest.mark.parametrize("prefix, by", [("01", ["panel", "init", "pair"]), ("02", ["parent", "k", "k_frac", "pair"])])

@@ -20,7 +20,7 @@ def run(tmp_path, **kw):
     ({"copies": 1}, ConfigError, "copies"),
     ({"variant": {"colour": 1}}, ConfigError, "variant"),
     ({"definition": "area"}, ValueError, "subchord"),
-    ({"stepz": 3}, ConfigError, "valid parameters"),
+    ({"stepz": 3}, ConfigError, "did you mean 'steps'"),
     ({"corpus": "wikitext"}, ValueError, "shakespeare"),
     ({"corpus": "ptb", "data_path": "no/such/folder"}, DataUnavailableError, "no/such/folder"),
     ({"device": "cuda:7"} , ValueError, "cpu"),

@@ -1,0 +1,80 @@
+"""One vocabulary of alignment methods, and the restart policy of weight matching, for every study and for
+`lmc_core.align_models`: the names a table, a figure legend or a summary uses for "how B was aligned to A".
+
+Weight matching (Ainsworth et al. 2023, Git Re-Basin, Alg. 1) is coordinate ascent over the permutation groups: it
+ends in a local optimum that depends on the order in which the groups are solved. `match_weights` runs it from
+RESTARTS sweep orders and keeps the permutations with the highest objective (one Adam pair of notebook 04 had ended
+with a higher barrier than unaligned from a single order).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .spec import PermutationSpec, Permutations
+from .weight_matching import MatchInfo, weight_matching
+
+RESTARTS = 4  # sweep orders of weight matching; the best objective is kept
+ORDER_STRIDE = 7919  # seed of restart r: seed + ORDER_STRIDE * r (restart 0 is the plain call's order)
+
+
+@dataclass(frozen=True)
+class Method:
+    """An alignment method: the symmetry group it searches and what it is fitted to."""
+
+    name: str
+    group: str  # the maps it applies to B
+    fitted_to: str
+    source: str
+
+
+UNALIGNED = "unaligned"
+WEIGHT = "weight matching"
+ACTIVATION = "activation matching"
+WEIGHT_RMS = "weight matching, RMSNorm form"
+ORTHOGONAL_WEIGHTS = "orthogonal residual map (weights)"
+ORTHOGONAL_ACTIVATIONS = "orthogonal residual map (activations)"
+INVERTIBLE = "invertible residual map (activations)"
+LEARNED = "learned"
+CONTROL = "control A-pi(A)"
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method(UNALIGNED, "none", "-", "-"),
+    Method(WEIGHT, "permutations of hidden units, heads and the residual stream", "weights",
+           "Ainsworth et al. 2023 (Git Re-Basin), weight matching"),
+    Method(ACTIVATION, "the same permutations", "activations on a sample",
+           "Ainsworth et al. 2023 (Git Re-Basin), activation matching"),
+    Method(WEIGHT_RMS, "the same permutations, LayerNorm folded into a gain-free RMSNorm in both models", "weights",
+           "SliceGPT's folding (Ashkboos et al. 2024) + weight matching"),
+    Method(ORTHOGONAL_WEIGHTS, "permutations + an orthogonal map of the residual stream", "weights",
+           "Theus et al. 2025 (orthogonal Procrustes alternating with weight matching)"),
+    Method(ORTHOGONAL_ACTIVATIONS, "permutations + an orthogonal map of the residual stream",
+           "activations on a sample", "Theus et al. 2025 (Procrustes on residual activations)"),
+    Method(INVERTIBLE, "permutations + an invertible map of the residual stream (no normalisation)",
+           "activations on a sample (least squares)", "ours (the group of a transformer without LayerNorm)"),
+    Method(LEARNED, "permutations (optional) + a residual map, learned", "the midpoint loss on training data",
+           "Theus et al. 2025 (learned alignment)"),
+    Method(CONTROL, "weight matching of a model against a random permutation of itself", "weights",
+           "a check: the barrier must be 0"),
+)}
+ALIASES = {"weight": WEIGHT, "activation": ACTIVATION}  # align_models' method= keywords
+
+
+def method(name: str) -> Method:
+    """A method by name or align_models keyword; KeyError naming the known ones."""
+    key = ALIASES.get(name, name)
+    if key not in METHODS:
+        raise KeyError(f"unknown alignment method {name!r}; choose one of {sorted(METHODS)} "
+                       f"(align_models: {sorted(ALIASES)})")
+    return METHODS[key]
+
+
+def match_weights(spec: PermutationSpec, a, b, seed: int = 0, restarts: int = RESTARTS, **kw
+                  ) -> tuple[Permutations, MatchInfo]:
+    """Weight matching (align.weight_matching) from `restarts` sweep orders, keeping the permutations with the
+    highest objective; the MatchInfo of the kept run, with `restarts` recorded."""
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts={restarts!r} must be a positive integer")
+    best = max((weight_matching(spec, a, b, seed=seed + ORDER_STRIDE * r, **kw) for r in range(restarts)),
+               key=lambda pr: pr[1].objective[-1])
+    best[1].restarts = restarts
+    return best
