@@ -34,7 +34,7 @@ _API: dict[str, tuple[str, str]] = {
     **{n: ("families", n) for n in ("Family", "family_of")},
     "transformer_spec": ("families.lm", "transformer_spec"),
     "mlp_spec": ("families.mlp", "mlp_spec"),
-    "CorruptFileError": ("runs.io", "CorruptFileError"),
+    "CorruptFileError": ("files", "CorruptFileError"),
     **{n: ("analysis.landscape", n) for n in ("barrier_matrix", "ece", "plane", "sharpness")},
     "DropoutSource": ("nn", "DropoutSource"),
     **{n: ("models", n) for n in ("EncoderClassifier", "EncoderConfig", "MLPConfig", "StackedMLP", "TransformerLM")},

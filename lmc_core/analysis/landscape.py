@@ -30,7 +30,7 @@ from ..ensemble import State, copy_state, stack_states
 from ..families import family_of
 from .interpolate import interpolate_states
 from ..config import check_choice, check_int, check_real
-from ..runs.io import CorruptFileError, load_tensors, save_tensors
+from ..files import CorruptFileError, load_tensors, save_tensors
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:

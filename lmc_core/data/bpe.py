@@ -83,7 +83,7 @@ def bpe_tokenizer(lines: Sequence[str], vocab_size: int, cache_dir: str | os.Pat
             return tok
     tok = train_bpe(lines, vocab_size, min_frequency)
     if file is not None:
-        from ..runs.io import atomic_write  # atomic, with the user's umask
+        from ..files import atomic_write  # atomic, with the user's umask
 
         os.makedirs(os.path.dirname(file), exist_ok=True)
         blob = json.dumps({"key": key, "tokenizer": json.loads(tok.to_str())})

@@ -336,7 +336,7 @@ def _save_cached(file: str, corpus: Corpus) -> None:
         **({"tokenizer_json": corpus.tokenizer.to_str()} if corpus.tokenizer is not None else {}),
         **{s: corpus.split(s) for s in SPLITS},
     }
-    from ..runs.io import atomic_write  # atomic, with the user's umask (not mkstemp's 0600)
+    from ..files import atomic_write  # atomic, with the user's umask (not mkstemp's 0600)
 
     atomic_write(file, lambda tmp: torch.save(blob, tmp))
 

@@ -149,7 +149,7 @@ def task_plays(genre_map: str = "folio", held_out: int = 1, seed: int = 0) -> di
 @functools.lru_cache(maxsize=1)
 def wordpiece_tokenizer() -> Any:
     """MiniLM's WordPiece tokenizer without truncation or padding (cached)."""
-    from ..models.pretrained import minilm_tokenizer
+    from .minilm import minilm_tokenizer
 
     return minilm_tokenizer(None)
 
@@ -356,7 +356,7 @@ def load_glue(task: str, tokenizer: Any = None, max_length: int = 128, max_examp
         where = "the Hub is reachable" if online else "the Hub is unreachable (offline)"
         raise DataUnavailableError(f"could not load GLUE {key!r} ({where}; only a local datasets cache can help): "
                                    f"{str(exc)[:300]}. Instead, {_OFFLINE_HINT}.") from exc
-    from ..models.pretrained import minilm_tokenizer, tokenize
+    from .minilm import minilm_tokenizer, tokenize
 
     tok = tokenizer if tokenizer is not None else minilm_tokenizer(max_length)
     splits, texts = {}, {}

@@ -63,11 +63,17 @@ def load_vectors(cfg: VectorDataConfig, cache_dir: str | os.PathLike | None = No
            "test": Examples(x=torch.tensor(d["x_test"], dtype=torch.float32),
                             y=torch.tensor(d["y_test"], dtype=torch.int64))}
     if cache is not None:
-        from ..runs.io import atomic_write
+        from ..files import atomic_write
 
         blob = {f"{s}_{n}": out[s][n] for s in out for n in ("x", "y")}
         atomic_write(cache, lambda tmp: torch.save(blob, tmp))
     return out
+
+
+def train_examples(dataset: str = "mnist1d", cache_dir: str | None = None) -> Examples:
+    """The training Examples of a vector dataset: the data recipe of dispatched grid jobs, e.g.
+    `Recipe.of("lmc_core.data.vectors:train_examples", dataset="mnist1d", cache_dir=...)` (notebook 04's grids)."""
+    return load_vectors(VectorDataConfig(dataset=dataset), cache_dir)["train"]
 
 
 def _mnist() -> dict[str, Examples]:

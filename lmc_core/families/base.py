@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ..align.activation_matching import Features
 from ..data.batches import Examples
-from ..publish.progress import bar
+from ..progress import bar
 
 if TYPE_CHECKING:
     from ..align.orthogonal import ResidualSpec

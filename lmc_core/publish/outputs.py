@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..config import ConfigError
-from ..runs.io import FILE_MODE, access_error, atomic_write
+from ..files import FILE_MODE, access_error, atomic_write
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "figures_dir", writable: bool = True) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..runs.io import write_text
+from ..files import write_text
 
 MARK = ".written"
 

@@ -9,7 +9,7 @@ from ..config import RunSpec
 from ..train import Callback, Divergence, Monitor, StopAfter, TensorBoard, TrainResult, TrainState, train_copies
 from ..train.optim import has_state
 from ..train.trainer import Trainer
-from .io import CorruptFileError, quarantine
+from ..files import CorruptFileError, quarantine
 from .layout import checkpoint_path, list_checkpoints, load_checkpoint, prune_resume_points, save_checkpoint
 from .lock import run_lock
 

@@ -38,7 +38,7 @@ import torch
 
 from ..config import RunSpec, Seeds, config_hash, non_default
 from ..train.trainer import LOG_FIELDS, TrainResult, TrainState, history_frame
-from .io import StoreAccessError, atomic_write, load_tensors, quarantine, save_tensors, write_json
+from ..files import StoreAccessError, atomic_write, load_tensors, quarantine, save_tensors, write_json
 
 State = dict[str, torch.Tensor]
 RESULT = "final.safetensors"

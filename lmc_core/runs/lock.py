@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .io import access_error
+from ..files import access_error
 
 LOCK_NAME = "LOCK"
 _HELD: set[str] = set()  # lock files held by this process

@@ -26,7 +26,7 @@ from ..config import RunSpec, Seeds, to_dict
 from ..ensemble import State, stack_states
 from ..train import TrainState
 from .checkpoints import train_once, train_resumable
-from .io import CorruptFileError, discard_result, quarantine, write_json
+from ..files import CorruptFileError, discard_result, quarantine, write_json
 from .layout import checkpoint_path, ckpt_dir, is_done, load_checkpoint, parent_identity, read_result, write_result
 from .store import RunStore, select_copies
 

@@ -14,7 +14,7 @@ from ..config import ConfigError, RunSpec, config_hash, non_default, to_dict
 from ..families import family_of, spec_from_dict
 from ..train import TrainResult, TrainState
 from .checkpoints import train_once, train_resumable
-from .io import CorruptFileError, discard_result, read_json, write_json
+from ..files import CorruptFileError, discard_result, read_json, write_json
 from .layout import (StoreLayout, ckpt_dir, checkpoint_path, is_done, load_checkpoint, prune_resume_points,
                      read_history, read_result, write_result)
 

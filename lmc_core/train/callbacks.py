@@ -191,7 +191,7 @@ class ProgressBar(Callback):
         self.enabled = enabled
 
     def on_start(self, t: Trainer) -> None:
-        from ..publish.progress import bar
+        from ..progress import bar
 
         self.bar = bar(total=t.end, initial=t.front(), disable=not self.enabled, desc=f"train K={t.k}")
 

@@ -12,7 +12,7 @@ import torch
 
 from lmc_core.config import ConfigError, Seeds
 from lmc_core.data import DataUnavailableError
-from lmc_core.runs.io import StoreAccessError, load_tensors, quarantine, save_tensors
+from lmc_core.files import StoreAccessError, load_tensors, quarantine, save_tensors
 from lmc_core.runs.lock import RunLockedError, run_lock
 from lmc_core.publish.outputs import Outputs
 from lmc_core.runs.store import RunStore
@@ -120,14 +120,14 @@ def test_unreadable_file_is_an_error_naming_it_not_corruption(stream, tmp_path, 
     def denied(path):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("lmc_core.runs.io.sha256", denied)
+    monkeypatch.setattr("lmc_core.files.sha256", denied)
     with pytest.raises(StoreAccessError, match="final.safetensors"):
         store.get(spec, stream, "cpu", progress=False)
     assert final.exists() and not list(final.parent.glob("*.corrupt*"))  # a valid run is never moved aside
 
 
 def test_files_follow_the_umask(tmp_path):
-    import lmc_core.runs.io as io
+    import lmc_core.files as io
 
     save_tensors(tmp_path / "t.safetensors", {"a": torch.zeros(2)})
     mode = (tmp_path / "t.safetensors").stat().st_mode & 0o777

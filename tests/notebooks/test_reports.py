@@ -27,7 +27,7 @@ import json, sys
 import matplotlib.pyplot as plt
 from tqdm.std import tqdm
 from lmc_core.publish.paths import resolve
-from lmc_core.publish.progress import bar
+from lmc_core.progress import bar
 
 figs = resolve(figures_dir, "figures/" + profile)
 figs.mkdir(parents=True, exist_ok=True)

