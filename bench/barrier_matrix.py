@@ -26,6 +26,8 @@ from lmc_core.analysis.interpolate import alpha_grid, interpolate_states
 from lmc_core.analysis.landscape import barrier_matrix
 from lmc_core.ensemble import copy_state
 from lmc_core.families import family_of
+from lmc_core.data.strategies import plays_task
+from lmc_core.runs.strategies import eval_config, finetune_spec
 from lmc_core.studies import generalization as study
 from lmc_core.train import resolve_device
 
@@ -41,12 +43,12 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device)
-    p = {**study.PROFILES["quick"], "profile": "quick"}
-    spec = study.finetune_spec(p)
+    p = study.PROFILES["quick"]
+    spec = finetune_spec(p)
     cfg = spec.model
     fam = family_of(cfg)
     state = fam.init(cfg, list(range(a.models)))
-    ex = fam.eval_examples(cfg, study.plays_task(study.eval_config(p))["id"], a.examples or p["eval_examples"])
+    ex = fam.eval_examples(cfg, plays_task(eval_config(p))["id"], a.examples or p.eval_examples)
     alphas = alpha_grid(a.alphas)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     n_pairs = a.models * (a.models - 1) // 2

@@ -20,7 +20,8 @@ import torch
 
 from lmc_core.data.vectors import VectorDataConfig, load_vectors
 from lmc_core.studies import alignment as study
-from lmc_core.studies.common import out_dirs, resolve_params
+from lmc_core.studies import alignment_mlp as grid
+from lmc_core.studies.base import folders
 from lmc_core.train import resolve_device, train_copies
 
 
@@ -51,18 +52,18 @@ def main(argv=None):
     over = {"steps": a.steps, "progress": False}
     if a.hidden:
         over["hidden"] = a.hidden
-    p = resolve_params(study.PROFILES, {"profile": a.profile, **over})
-    _, _, cache = out_dirs(p)
-    data_cfg = VectorDataConfig(dataset=p["dataset"])
+    p = study.STUDY.params({"profile": a.profile, **over})
+    _, _, cache = folders(p)
+    data_cfg = VectorDataConfig(dataset=p.dataset)
     data = load_vectors(data_cfg, cache)["train"]
-    spec, copies = study.mlp_spec_of(p, data_cfg, a.optimizer)
+    spec, copies = grid.mlp_spec_of(p, data_cfg, a.optimizer)
     spec = replace(spec, train=replace(spec.train, save_every=0))
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"# grid benchmark, {date.today()}, {name}, torch {torch.__version__}, python {platform.python_version()}")
-    print(f"# {a.optimizer}: MLP {p['d_in'] if 'd_in' in p else 40}-{'-'.join(map(str, p['hidden']))}-10, "
-          f"{len(study.lrs(p, a.optimizer))} learning rates x lambda {p['fisher']} x {p['pairs']} pair(s) x 2 = "
-          f"{spec.k} copies, batch {p['batch_size']}, {a.steps} steps, Fisher penalty "
-          f"({p['fisher_mode']}) where lambda > 0")
+    print(f"# {a.optimizer}: MLP {spec.model.d_in}-{'-'.join(map(str, p.hidden))}-10, "
+          f"{len(grid.lrs(p, a.optimizer))} learning rates x lambda {p.fisher} x {p.pairs} pair(s) x 2 = "
+          f"{spec.k} copies, batch {p.batch_size}, {a.steps} steps, Fisher penalty "
+          f"({p.fisher_mode}) where lambda > 0")
     warm = replace(spec, train=replace(spec.train, steps=2))
     timed(warm, data, dev)
     ens = timed(spec, data, dev)

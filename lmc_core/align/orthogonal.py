@@ -37,6 +37,7 @@ import torch
 from scipy.linalg import orthogonal_procrustes
 
 from .spec import RESIDUAL, Axis, PermutationSpec, Permutations, State, apply_permutation
+from .methods import match_weights
 from .weight_matching import weight_matching
 
 GROUPS = ("orthogonal", "invertible")
@@ -236,7 +237,10 @@ def residual_alignment(pspec: PermutationSpec, rspec: ResidualSpec, a: State, b:
     def perms_given(m: torch.Tensor, init: Permutations | None) -> Permutations | None:
         if not rest.groups:
             return None
-        return weight_matching(rest, a, apply_residual_map(b, rspec, m), seed=seed, init=init)[0]
+        mapped_b = apply_residual_map(b, rspec, m)
+        if init is None:  # a fresh start: the restart policy of align.methods
+            return match_weights(rest, a, mapped_b, seed=seed)[0]
+        return weight_matching(rest, a, mapped_b, seed=seed, init=init)[0]
 
     if features is not None:
         xa, xb = features
@@ -249,7 +253,7 @@ def residual_alignment(pspec: PermutationSpec, rspec: ResidualSpec, a: State, b:
                          "objective <A, T(B)> is unbounded over invertible maps")
     starts = []
     if RESIDUAL in pspec:  # (a) weight matching with the residual permutation
-        perms, _ = weight_matching(pspec, a, b, seed=seed)
+        perms, _ = match_weights(pspec, a, b, seed=seed)
         m = permutation_matrix(np.asarray(perms[RESIDUAL]))
         starts.append((m, {g.name: perms[g.name] for g in rest.groups}))
     touched = {ax.param for g in rest.groups for _, _, axes in PermutationSpec((g,)).flat_groups() for ax in axes}

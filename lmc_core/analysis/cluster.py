@@ -10,7 +10,10 @@ for any k >= 2 (`stability_by_k`); with one cluster there is nothing to compare,
 Null model of the eigengap (`eigengap_null`): matrices with the same off-diagonal barriers placed at random
 (a symmetric permutation of the pairs' values) have no cluster structure; the largest eigengap for k >= 2 of
 the observed matrix is compared with its distribution over such matrices (a permutation test), so "k = 1"
-(not rejected) and "k = 2" (rejected, k from the eigengap) are tested statements.
+(not rejected) and "k = 2" (rejected, k from the eigengap) are tested statements. A model whose barriers are all
+high (a row effect, e.g. one worse-trained model) is structure that null also rejects; `row_effect_null` keeps
+each model's row effect (least squares b_ij = r_i + r_j + e_ij) and permutes only the residuals e among the
+pairs, so it asks for structure beyond the models' own levels.
 """
 from __future__ import annotations
 
@@ -171,10 +174,30 @@ def _max_gap(d: np.ndarray, delta: float, kmax: int) -> tuple[int, float]:
     return i + 2, float(gaps[i])
 
 
+def row_effects(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares fit of the pairs' barriers b_ij = r_i + r_j + e_ij (i < j) of a symmetric matrix d [M, M]
+    (M >= 3): each model's row effect r [M] and the pairs' residuals e [M (M - 1) / 2] (np.triu_indices order)."""
+    d = np.asarray(d, dtype=float)
+    i, j = np.triu_indices(len(d), 1)
+    x = np.zeros((i.size, len(d)))
+    x[np.arange(i.size), i] = 1.0
+    x[np.arange(i.size), j] = 1.0
+    r = np.linalg.lstsq(x, d[i, j], rcond=None)[0]
+    return r, d[i, j] - r[i] - r[j]
+
+
+def row_effect_null(d: np.ndarray, kmax: int = 6, delta: float | None = None, resamples: int = 999,
+                    seed: int = 0) -> EigengapTest:
+    """Is there more cluster structure in d [M, M] than each model's own level of barriers explains? The largest
+    eigengap for k in 2..kmax against matrices r_i + r_j + e*_ij, e* the residuals of `row_effects` permuted."""
+    return eigengap_null(d, kmax, delta, resamples, seed, keep_rows=True)
+
+
 def eigengap_null(d: np.ndarray, kmax: int = 6, delta: float | None = None, resamples: int = 999,
-                  seed: int = 0) -> EigengapTest:
+                  seed: int = 0, keep_rows: bool = False) -> EigengapTest:
     """Is there more cluster structure in the barrier matrix d [M, M] than in matrices with the same barriers at
-    random places? The largest eigengap over k in 2..kmax against its permutation distribution."""
+    random places? The largest eigengap over k in 2..kmax against its permutation distribution (keep_rows: only
+    the residuals of each model's row effect permuted, `row_effect_null`)."""
     d = np.asarray(d, dtype=float)
     d = (d + d.T) / 2
     m = len(d)
@@ -184,11 +207,14 @@ def eigengap_null(d: np.ndarray, kmax: int = 6, delta: float | None = None, resa
     delta = default_delta(d) if delta is None else float(delta)
     k, gap = _max_gap(d, delta, kmax)
     iu = np.triu_indices(m, 1)
-    vals = d[iu]
+    base, vals = 0.0, d[iu]
+    if keep_rows:
+        rows, vals = row_effects(d)
+        base = rows[iu[0]] + rows[iu[1]]
     rng = np.random.default_rng(seed)
     null = np.empty(resamples)
     for r in range(resamples):
         p = np.zeros_like(d)
-        p[iu] = rng.permutation(vals)
+        p[iu] = base + rng.permutation(vals)
         null[r] = _max_gap(p + p.T, delta, kmax)[1]
     return EigengapTest(k, gap, null, float((1 + np.sum(null >= gap)) / (1 + resamples)))

@@ -39,7 +39,7 @@ FRANKLE = Criterion("the error barrier", 2.0, POINTS, "Frankle et al. 2020: the 
 # The same 2 applied to a loss barrier in % of the endpoints' mean loss: the PTB transformer study's and study 2's
 # (GPT-style models on Shakespeare) own reading of Frankle's threshold; reported beside the error criterion.
 RELATIVE_LOSS = Criterion("the loss barrier relative to the endpoints' mean", 2.0, PERCENT,
-                          "Frankle et al.'s 2 applied to the loss in % of the endpoints' mean, as studies 1 and 2 do")
+                          "Frankle et al.'s 2 on the loss barrier in % of the endpoints' mean, as in studies 1 and 2")
 
 # A path whose `chord` barrier (largest height above the chord between the endpoints) is at most this, in the
 # instability's unit, has no bump: its `mean` barrier is half the endpoints' difference, not a barrier (Entezari
@@ -65,3 +65,7 @@ LEARNED_MARGIN = 0.05
 OVERFIT_PCT = 25.0
 # An MLP cell whose endpoints' test error is at least this fraction never trained (a collapsed run). Ours.
 COLLAPSED_ERROR = 0.9
+# OVERFIT_PCT as a Criterion on the per-pair gap in % of the pair's train loss (notebook 07's overfitting finding).
+OVERFIT = Criterion("the eval − train loss gap at the endpoints", OVERFIT_PCT, "% of the train loss",
+                    "ours: study 2's non-over-parameterised sizes had gaps of about a tenth of the train loss, its "
+                    "over-parameterised ones many times it", below="not overfitting", above="overfitting")

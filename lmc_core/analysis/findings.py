@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
+from scipy import stats as sps
 
 from . import stats as S
 from .criteria import CONVEX_TOL, Criterion
@@ -66,6 +67,11 @@ VERDICTS = {
 NO_VERDICT = (TOO_FEW, NOT_FINITE, NOT_TESTABLE)
 INTERVAL_NAME = {"bootstrap-t": "studentized-bootstrap interval", "welch bootstrap-t": "Welch-studentized "
                  "bootstrap interval", "models bootstrap-t": "model-resampling bootstrap-t interval"}
+
+
+def is_convex(chord_instability: float, tol: float = CONVEX_TOL) -> bool:
+    """True if a path's chord barrier (in instability units) is at most `tol`: no barrier."""
+    return bool(np.isfinite(chord_instability) and chord_instability <= tol)
 
 
 def interval_words(units: str) -> str:
@@ -109,9 +115,9 @@ class Finding:
             return "not finite"
         est = f"{self.estimate:.{d}f}{u}"
         units = _plural(self.n_units, self.unit_name) + (f", {self.n_pairs} pairs" if self.n_pairs > self.n_units else "")
-        if self.interval == "range":
+        if self.interval == "range" and self.n_units > 1:
             return f"{est} (range {self.low:.{d}f} to {self.high:.{d}f} over {units})"
-        if self.interval and np.isfinite(self.low):
+        if self.interval in INTERVAL_NAME and np.isfinite(self.low):
             conf = f" ({100 * S.CONFIDENCE:g} % {INTERVAL_NAME[self.interval]} over {units})" if over else ""
             return f"{est} [{self.low:.{d}f}, {self.high:.{d}f}]{conf}"
         return f"{est} ({units})" if over else est
@@ -123,9 +129,9 @@ class Finding:
         if not np.isfinite(self.estimate):
             return "–" if self.verdict != NOT_FINITE else "not finite"
         est = f"{self.estimate:.{d}f}"
-        if self.interval == "range":
+        if self.interval == "range" and self.n_units > 1:
             return f"{est} (range {self.low:.{d}f}–{self.high:.{d}f})"
-        if self.interval and np.isfinite(self.low):
+        if self.interval in INTERVAL_NAME and np.isfinite(self.low):
             return f"{est} [{self.low:.{d}f}, {self.high:.{d}f}]"
         return est
 
@@ -146,8 +152,8 @@ class Finding:
             return (f"no verdict{crit}: {_plural(self.n_units, self.unit_name)}, fewer than the {S.MIN_UNITS} at "
                     f"which a {100 * S.CONFIDENCE:g} % interval holds its coverage")
         if v == NO_BARRIER:
-            return (f"no barrier: every path is convex (chord ≤ {CONVEX_TOL:g} on all {self.n_pairs} pairs), so the "
-                    "value is the endpoints' difference" + (f"; nothing to judge by {self.criterion}{by}"
+            every = "the path is" if self.n_pairs == 1 else f"all {self.n_pairs} paths are"
+            return (f"no barrier: {every} convex (chord ≤ {CONVEX_TOL:g}), so the value is the endpoints' difference" + (f"; nothing to judge by {self.criterion}{by}"
                                                              if self.criterion else ""))
         if v == NOT_FINITE:
             return "no finding: a value is not finite (a diverged or overflowing model)"
@@ -195,7 +201,9 @@ class Finding:
 
 
 def _plural(n: int, name: str) -> str:
-    return f"{n} {name}{'' if n == 1 or name.endswith('s') else 's'}"
+    """'3 initialisations', '1 pair', '4 pairs (one pretraining run)': the first word takes the plural."""
+    head, sep, tail = name.partition(" (")
+    return f"{n} {head}{'' if n == 1 or head.endswith('s') else 's'}{sep}{tail}"
 
 
 def _convex(f: Finding) -> str:
@@ -252,18 +260,29 @@ def threshold(values, chord=None, units=None, *, criterion: Criterion, question:
     if means.size < S.MIN_UNITS:
         return replace(f, verdict=TOO_FEW)
     if f.high < criterion.threshold:
-        return replace(f, verdict=criterion.below)
+        return replace(f, verdict=criterion.below, reason=f"below {criterion.words()} ({criterion.source})")
     if f.low >= criterion.threshold:
-        return replace(f, verdict=criterion.above)
+        return replace(f, verdict=criterion.above, reason=f"at or above {criterion.words()} ({criterion.source})")
     return replace(f, verdict=INCONCLUSIVE, reason=f"the interval contains {criterion.words()}",
                    detectable=S.detectable_effect(_sd(means), int(means.size)))
 
 
-def _direction(p: float, est: float, expected: str | None) -> str:
-    if not np.isfinite(p) or p > S.ALPHA:
-        return INCONCLUSIVE
-    word = HIGHER if est > 0 else LOWER
-    return word if expected in (None, word) else INCONCLUSIVE
+def _directional(test, sign: float, expected: str | None) -> tuple[str, float, float, str]:
+    """(verdict, p, smallest reachable p, how the test was sided) of test(alternative) -> (p, min_p). Two-sided
+    without a claimed direction; with one, one-sided in the claimed direction, and — only if that does not reject —
+    one-sided against it, so that an effect the other way is reported as such (a second test: each at ALPHA)."""
+    if expected is None:
+        p, min_p = test("two-sided")
+        word = (HIGHER if sign > 0 else LOWER) if np.isfinite(p) and p <= S.ALPHA else INCONCLUSIVE
+        return word, p, min_p, "two-sided"
+    p, min_p = test(_alternative(expected))
+    if np.isfinite(p) and p <= S.ALPHA:
+        return expected, p, min_p, "one-sided in the claimed direction"
+    other = LOWER if expected == HIGHER else HIGHER
+    q, _ = test(_alternative(other))
+    if np.isfinite(q) and q <= S.ALPHA:
+        return other, q, min_p, f"one-sided against the claimed direction (in it: p = {p:.3g})"
+    return INCONCLUSIVE, p, min_p, "one-sided in the claimed direction"
 
 
 def _alternative(expected: str | None) -> str:
@@ -279,14 +298,11 @@ def paired(differences, units=None, *, question: str, metric: str, unit: str, ex
     if f.verdict == NOT_FINITE or f.n_units == 0:
         return replace(f, verdict=NOT_FINITE)
     means, _, _ = _summary(differences, units)
-    alt = _alternative(expected)
-    p, min_p = S.sign_flip_test(means, alt)
-    sided = "two-sided" if alt == "two-sided" else "one-sided in the claimed direction"
-    verdict = _direction(p, f.estimate, expected)
+    verdict, p, min_p, sided = _directional(lambda alt: S.sign_flip_test(means, alt), f.estimate, expected)
     f = replace(f, test=f"exact sign-flip test over {_plural(f.n_units, unit_name)}, {sided}", p_value=p,
                 min_p=min_p, verdict=verdict)
     if verdict == INCONCLUSIVE:
-        f = replace(f, detectable=S.detectable_effect(_sd(means), int(means.size), alt))
+        f = replace(f, detectable=S.detectable_effect(_sd(means), int(means.size), _alternative(expected)))
     return f
 
 
@@ -301,7 +317,10 @@ def arms(a, b, *, question: str, metric: str, unit: str, names: tuple[str, str] 
     q = f"{question} ({names[0]} − {names[1]})"
     if x.size == 0 or y.size == 0 or (not ranks and not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)))):
         return Finding(q, metric, unit, float("nan"), NOT_FINITE, n_units=n, unit_name=unit_name, n_pairs=n)
-    est = float(np.median(x) - np.median(y)) if ranks else float(x.mean() - y.mean())
+    with np.errstate(invalid="ignore"):  # two arms that never reached a value (inf - inf): no estimate
+        est = float(np.median(x) - np.median(y)) if ranks else float(x.mean() - y.mean())
+    r = sps.rankdata(np.concatenate([x, y]))
+    sign = float(r[: x.size].mean() - r[x.size:].mean()) if ranks else est
     if ranks:
         lo, hi, how = float("nan"), float("nan"), ""
     elif min(x.size, y.size) >= S.MIN_UNITS:
@@ -309,17 +328,14 @@ def arms(a, b, *, question: str, metric: str, unit: str, names: tuple[str, str] 
         how = "welch bootstrap-t"
     else:
         lo, hi, how = float(x.min() - y.max()), float(x.max() - y.min()), "range"
-    alt = _alternative(expected)
-    p, min_p = S.two_sample_test(x, y, alt, ranks=ranks)
-    sided = "two-sided" if alt == "two-sided" else "one-sided in the claimed direction"
+    verdict, p, min_p, sided = _directional(lambda alt: S.two_sample_test(x, y, alt, ranks=ranks), sign, expected)
     kind = "exact permutation test of mean ranks" if ranks else "exact permutation test"
-    verdict = _direction(p, est if np.isfinite(est) else (1.0 if alt == "greater" else -1.0), expected)
     f = Finding(q, metric, unit, est, verdict, lo, hi, how, n, unit_name, n, test=f"{kind}, {x.size} vs {y.size}, "
                 f"{sided}", p_value=p, min_p=min_p, digits=digits, reference=reference)
     if verdict == INCONCLUSIVE and not ranks:
         pooled = math.sqrt(((x.size - 1) * np.var(x, ddof=1) + (y.size - 1) * np.var(y, ddof=1)) / max(n - 2, 1)) \
             if min(x.size, y.size) > 1 else float("nan")
-        f = replace(f, detectable=S.detectable_effect(pooled, int(x.size), alt, int(y.size)))
+        f = replace(f, detectable=S.detectable_effect(pooled, int(x.size), _alternative(expected), int(y.size)))
     return f
 
 
@@ -419,13 +435,15 @@ def trend(comparisons: Sequence[Finding], *, question: str, claimed: str) -> Fin
     reason = f"{agree} of {total} neighbouring comparisons go the claimed way, {against} the other way, " \
              f"{total - agree - against} are inconclusive"
     f = Finding(question, "", "", float(agree), n_units=total, unit_name="comparison", reason=reason, digits=0)
-    if not total or 2 * (agree + against) <= total:
+    if not total:
+        return replace(f, verdict=NOT_TESTABLE, reason="no neighbouring cells to compare")
+    if 2 * (agree + against) <= total:
         return replace(f, verdict=INCONCLUSIVE)
     return replace(f, verdict=SUPPORTED if not against else CONTRADICTED if not agree else MIXED)
 
 
 def structure(observed: float, null, *, question: str, metric: str, unit: str = "", n_units: int = 0,
-              unit_name: str = "model", digits: int = 3) -> Finding:
+              unit_name: str = "model", digits: int = 3, null_name: str = "relabellings") -> Finding:
     """An observed statistic against its permutation null [N]: above chance when p <= ALPHA. The smallest effect
     the design could detect is the null's (1 - ALPHA) quantile: an observed value at least that large would have
     been called above chance."""
@@ -438,6 +456,6 @@ def structure(observed: float, null, *, question: str, metric: str, unit: str = 
     p = S.permutation_p(observed, d)
     crit = float(np.quantile(d, 1 - S.ALPHA))
     return replace(f, verdict=ABOVE_CHANCE if p <= S.ALPHA else NOT_ABOVE_CHANCE, p_value=p,
-                   min_p=1 / (1 + d.size), test=f"permutation null of {d.size} relabellings",
+                   min_p=1 / (1 + d.size), test=f"permutation null of {d.size} {null_name}",
                    detectable=crit, reason=f"null median {np.median(d):.{digits}f}, {100 * (1 - S.ALPHA):g}th "
                    f"percentile {crit:.{digits}f}")

@@ -1,5 +1,6 @@
-"""Tables of barriers and instability computed from interpolation curves, and verdicts from them (through the
-verdict layer, analysis/verdict.py: convex paths are no barrier, intervals over the independent units)."""
+"""Tables of barriers and instability computed from interpolation curves (the one barrier-table builder), and their
+findings through the findings layer (analysis/findings.py: convex paths are no barrier, intervals over the
+independent units)."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ import pandas as pd
 from . import barrier as B
 from . import findings as F
 from .criteria import FRANKLE as FRANKLE_CRITERION, RELATIVE_LOSS, Criterion
-from .verdict import FRANKLE, Verdict, is_convex, judge
+from .findings import is_convex
 
 METRICS = ("loss", "ppl", "error")
 # error is a rate: its instability is in percentage points (Frankle et al.); the others are relative
@@ -81,21 +82,6 @@ def fmt_spread(mean: float, se: float, digits: int = 1) -> str:
     if not np.isfinite(mean):
         return "not finite"
     return f"{mean:.{digits}f}" + ("" if not np.isfinite(se) else f" ± {se:.{digits}f}")
-
-
-def verdict(barriers: pd.DataFrame, split: str, metric: str, definition: str = B.DEFAULT, unit_col: str | None = None,
-            unit_name: str = "pair", threshold: float = B.STABILITY_THRESHOLD_PCT, seed: int = 0) -> Verdict:
-    """The verdict of a barrier table (barrier_table) for one split and metric under `definition`: stable /
-    unstable / inconclusive from the interval over the pairs (resampling the `unit_col` units first, e.g.
-    "init"), convex when no pair's path has a barrier, no finding when a value is not finite or the pairs are too
-    few (analysis.verdict.judge). The error is judged by Frankle et al.'s criterion (points, 2-point threshold)."""
-    rows = barriers[(barriers.split == split) & (barriers.metric == metric) & (barriers.definition == definition)]
-    if rows.empty:
-        raise ValueError(f"no barriers for split={split!r}, metric={metric!r}, definition={definition!r}")
-    what = f"{LABELS.get(metric, metric)} ({split}), barrier `{definition}`"
-    return judge(rows.instability.to_numpy(float), rows.chord_instability.to_numpy(float), what, rows.unit.iloc[0],
-                 None if unit_col is None else rows[unit_col].to_numpy(), unit_name, threshold,
-                 FRANKLE if metric == "error" else "", seed)
 
 
 def criterion_of(metric: str) -> Criterion:

@@ -206,14 +206,31 @@ def two_sample_test(a, b, alternative: str = "two-sided", seed: int = 0, ranks: 
     if ranks:
         r = sps.rankdata(np.concatenate([a, b]))
         a, b = r[: a.size], r[a.size:]
-    if a.size + b.size < 3:  # one value per arm: two labellings
-        d = float(a.mean() - b.mean())
-        p = {"two-sided": 1.0, "greater": 0.5 if d > 0 else 1.0, "less": 0.5 if d < 0 else 1.0}[alternative]
-        return p, min_p_two_sample(a.size, b.size, alternative)
+    if min(a.size, b.size) < 2:  # scipy wants two values per arm: enumerate the relabellings (exact)
+        return _exact_two_sample(a, b, alternative), min_p_two_sample(a.size, b.size, alternative)
     res = sps.permutation_test((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), alternative=alternative,
                                permutation_type="independent", n_resamples=N_PERM,
                                random_state=np.random.default_rng(seed))
     return float(res.pvalue), min_p_two_sample(a.size, b.size, alternative)
+
+
+def _exact_two_sample(a: np.ndarray, b: np.ndarray, alternative: str) -> float:
+    """p of mean(a) - mean(b) over every split of the pooled values into arms of a's and b's sizes."""
+    import itertools
+
+    pooled, n = np.concatenate([a, b]), a.size
+    obs = a.mean() - b.mean()
+    diffs = []
+    for idx in itertools.combinations(range(pooled.size), n):
+        mask = np.zeros(pooled.size, bool)
+        mask[list(idx)] = True
+        diffs.append(pooled[mask].mean() - pooled[~mask].mean())
+    d, eps = np.array(diffs), 1e-12 * max(1.0, abs(obs))
+    if alternative == "greater":
+        return float(np.mean(d >= obs - eps))
+    if alternative == "less":
+        return float(np.mean(d <= obs + eps))
+    return float(np.mean(np.abs(d) >= abs(obs) - eps))
 
 
 def min_p_two_sample(n_a: int, n_b: int, alternative: str = "two-sided") -> float:

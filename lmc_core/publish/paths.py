@@ -61,3 +61,13 @@ def shown(path: str | os.PathLike) -> str:
 def repo_root() -> Path:
     """The checkout holding ``notebooks/`` next to this package (editable install), else the current directory."""
     return checkout_root() or Path.cwd()
+
+
+def runs_table(runs: list[dict]):
+    """A list of run records as a DataFrame, their store folders relative to the project home (no machine paths)."""
+    import pandas as pd
+
+    t = pd.DataFrame(runs)
+    if "store" in t:
+        t["store"] = t["store"].map(shown)
+    return t

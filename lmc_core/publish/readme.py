@@ -1,5 +1,8 @@
 """README results quoted from the runs, and the Colab links from one setting.
 
+The block between `<!-- findings -->` and `<!-- /findings -->` is the findings at a glance: one row per notebook
+built from its summary JSON's headline finding (`findings_table`).
+
 The blocks between `<!-- summary:NN -->` and `<!-- /summary:NN -->` are replaced by
 figures/<profile>/NN_summary.md, which each study writes from its own numbers;
 `python -m lmc_core readme` (run by `make figures` for the quick profile) refreshes them, and a
@@ -13,9 +16,38 @@ import json
 import re
 from pathlib import Path
 
+from ..analysis.findings import Finding
 from .colab import COLAB_CELL
 
 _BLOCK = re.compile(r"(<!-- summary:(\d\d) -->\n)(.*?)(<!-- /summary:\2 -->)", re.S)
+_FINDINGS = re.compile(r"(<!-- findings -->\n)(.*?)(<!-- /findings -->)", re.S)
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def findings_table(figures_dir: Path) -> str:
+    """The README's findings at a glance: one row per notebook from its summary JSON (the headline Finding the
+    study wrote, the study's question, the seed study's claim on the same scale, the setting); '' when no summary
+    carries a headline finding yet."""
+    rows = []
+    for f in sorted(Path(figures_dir).glob("[0-9][0-9]_summary.json")):
+        d = json.loads(f.read_text(encoding="utf-8"))
+        h = d.get("headline_finding")
+        if not h:
+            continue
+        finding = Finding(**{k: h[k] for k in Finding.__dataclass_fields__ if k in h})
+        value = f"{finding.short()} {finding.unit}".strip()
+        units = f"{h['n_units']} {h['unit_name']}{'' if h['n_units'] == 1 else 's'}"
+        rows.append(f"| {f.name[:2]} | {_cell(d.get('question', ''))} | {_cell(d.get('claim', ''))} | "
+                    f"**{_cell(h['verdict'] or '–')}** | {_cell(value)} | {units} | {_cell(d.get('setting', ''))} |")
+    if not rows:
+        return ""
+    head = ("| notebook | question | the seed study's claim (its scale) | our verdict | estimate [95 % interval] or "
+            "(range over fewer than 5 units) "
+            "| independent units | setting |\n|---|---|---|---|---|---|---|\n")
+    return head + "\n".join(rows) + "\n"
 
 
 def summary_blocks(readme: str) -> dict[str, str]:
@@ -36,6 +68,8 @@ def render(readme: str, figures_dir: Path) -> str:
             return m.group(0)
         return m.group(1) + f.read_text(encoding="utf-8").strip() + "\n" + m.group(4)
 
+    table = findings_table(figures_dir)
+    readme = _FINDINGS.sub(lambda m: m.group(1) + table + m.group(3), readme) if table else readme
     return _BLOCK.sub(repl, readme)
 
 

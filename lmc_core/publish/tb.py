@@ -47,3 +47,17 @@ def command(logdir: str | Path) -> str:
     from .paths import shown
 
     return f"%load_ext tensorboard\n%tensorboard --logdir {shown(logdir)}"
+
+
+def tensorboard_logs(runs: list[dict], store_root: str | Path, prefix: str) -> str:
+    """Write every run's stored loss log for TensorBoard (one folder per run, named by its "run" label) under
+    <store>/tensorboard/<prefix>; returns the lines that open it in a notebook."""
+    import re
+
+    from ..runs.store import history_of
+
+    tb_dir = Path(store_root) / "tensorboard" / prefix
+    for r in runs:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(r["run"])).strip("-")
+        write_history(tb_dir / name, history_of(r["store"]))
+    return command(tb_dir)

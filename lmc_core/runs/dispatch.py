@@ -8,7 +8,7 @@ job's own spec. So each job is idempotent through the run store (and its lock): 
 is never trained again, adding jobs to a grid trains only the new ones, and two processes never
 train the same pack at once.
 
-    jobs = [Job(spec_i, Recipe("lmc_core.studies.alignment:train_data", dataset="mnist1d")) ...]
+    jobs = [Job(spec_i, Recipe("lmc_core.data.vectors:train_examples", dataset="mnist1d")) ...]
     runs = dispatch(jobs, "runs", executor="slurm", slurm={"partition": "gpu", "timeout_min": 120, "gpus_per_node": 1})
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The runs of the generalisation-strategies setting (notebook 05, Juneja et al. 2023): the phrase task's data
 configs, the masked-LM pretraining of our small BERT encoder on the plays, and the fine-tunes of it (or of the
-shipped MiniLM) as dispatch Jobs, one per model, each with its own classifier-head, data-order and dropout seed.
+shipped MiniLM) as dispatch Jobs, one per model, each with its own classifier-head, data-order and dropout seed;
+and the text of its control (LM continuation on held-out plays).
 
 `p` is the study's parameters (lmc_core.studies.generalization.Params) or any object with the same fields.
 """
@@ -90,13 +91,14 @@ def jobs(p, store_root: str) -> list[Job]:
 
 
 def control_splits(cache_dir: str, id_fraction: float) -> dict:
-    """The control of notebook 05 (LM continuation): the fine-tuning stream (the held-out plays minus their last id_fraction), the in-distribution test stream
-    (that last part) and the out-of-distribution test stream (other unseen plays)."""
+    """The control's text (LM continuation of the character plays): the fine-tuning stream (the held-out plays
+    minus their last id_fraction), the in-distribution test stream (that last part) and the out-of-distribution
+    test stream (other unseen plays)."""
     corpus = load_corpus("shakespeare", level="char", cache_dir=cache_dir)
     cut = int(len(corpus.valid) * (1 - id_fraction))
     return {"train": corpus.valid[:cut], "id": corpus.valid[cut:], "ood": corpus.test, "vocab": len(corpus.vocab)}
 
 
 def control_tokens(cache_dir: str, id_fraction: float):
-    """The fine-tuning token stream (a Recipe for dispatched jobs)."""
+    """The control's fine-tuning token stream (a Recipe for dispatched jobs)."""
     return control_splits(cache_dir, id_fraction)["train"]

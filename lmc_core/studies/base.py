@@ -174,7 +174,10 @@ class Study(ABC):
             res.add_figure(f"{self.prefix}_{name}", fig, d)
         for name, df in self.csvs(p, data).items():
             res.add_csv(f"{self.prefix}_{name}", df)
-        res.publish(fig_dir, self.prefix, self.findings(p, data))
+        summary = self.findings(p, data)
+        summary.numbers.update(notebook=self.notebook, question=self.question, claim=self.claim,
+                               setting=self.setting(p))  # the README's findings table reads these
+        res.publish(fig_dir, self.prefix, summary)
         return res
 
     @abstractmethod

@@ -4,177 +4,162 @@ Language-model part (our own pretrained LM): a pre-norm character-level GPT is p
 plays (checkpoints at two pretraining steps) and fine-tuned on held-out plays. Pairs that start from the
 pretrained weights and differ only in SGD noise are compared with pairs trained from a shared random
 initialisation with the same architecture, budget and learning rate; also fine-tunes from two pretraining
-steps, two steps of one run, and the two halves of the fine-tuning data — at least four pairs each.
-Encoder part (the shipped MiniLM, BERT family; finetuning_encoder.py): classification of Shakespeare
-passages with full fine-tuning, Houlsby adapters and LoRA, endpoints from different seeds, data halves and
-two tasks; forgetting along the path against a random direction of the same length; distances per parameter.
+steps, two steps of one run, and the two halves of the fine-tuning data — at least two pairs each. The pretrained
+arms' pairs all descend from one pretraining run (their findings are conditional on it); each scratch pair has its
+own initialisation. Encoder part (the shipped MiniLM, BERT family; finetuning_encoder.py): classification of
+Shakespeare passages with full fine-tuning, Houlsby adapters and LoRA, endpoints from different seeds, data halves
+and two tasks; forgetting along the path against a random direction of the same length; distances per parameter.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
 
 import pandas as pd
 
 from ..analysis import barrier as B
-from ..analysis.interpolate import alpha_grid, interpolate_states
-from ..config import ConfigError, DataConfig, RunSpec, Seeds, TrainConfig, check_int, config_hash, model_preset
+from ..analysis.pair_paths import PairPaths
+from ..analysis.interpolate import alpha_grid
+from ..config import MODEL_PRESETS, ConfigError, RunSpec, model_preset
 from ..data import load_corpus
 from ..data.batches import Examples
 from ..data.loader import spread_windows
-from ..ensemble import copy_state, stack_states
+from ..ensemble import copy_state
 from ..families import family_of
-from ..runs.store import RunStore
+from ..runs.finetune import lm_specs, train_lm
 from . import finetuning_encoder as enc
-from .comparison_rows import curve_frame, pair_rows
-from .common import StudyResult, check_alphas, check_positive, prepare, tensorboard_logs, without_store
-
-PREFIX = "03"
-
-STUDY_DEFAULTS = dict(
-    # language-model part: the scratch arm trains with the fine-tuning learning rate (lr-matched)
-    lm_model="tinygpt", lm_overrides={"context": 64, "n_layers": 2}, batch_size=16,
-    pretrain_steps=1500, pretrain_lr=3e-3, warmup=100, finetune_steps=600, finetune_lr=1e-3, scratch_lr=1e-3,
-    lm_pairs=4, lm_eval_tokens=16384, alphas=11, eval_seed=0,
-    **enc.ENCODER_DEFAULTS, definition=B.DEFAULT,
-)
-PROFILES = {
-    "smoke": {**STUDY_DEFAULTS, "lm_overrides": {"context": 16, "n_layers": 1, "d_model": 32, "d_ff": 64},
-              "pretrain_steps": 40, "finetune_steps": 20, "warmup": 5, "lm_pairs": 2, "lm_eval_tokens": 1024,
-              "alphas": 5, **enc.ENCODER_SMOKE},
-    # 10 minutes on 2 cores: 400 fine-tuning steps (4 pairs per comparison kept); MiniLM (a pipeline demonstration
-    # in quick, the paper profile trains it out) with fewer comparisons: full fine-tuning and LoRA, 60 steps, no
-    # data-halves or two-task runs (its first 2 layers alone did not learn the task in 60 steps), 128 test and 128
-    # training passages, 7 alphas
-    "quick": {**STUDY_DEFAULTS, "finetune_steps": 400, "enc_steps": 60, "enc_warmup": 6, "modes": ["full", "lora"],
-              "enc_controls": False, "enc_eval": 128, "enc_train_sample": 128, "enc_alphas": 7},
-    # longer pretraining and fine-tuning, more pairs, a large test sample; MiniLM trained to its plateau (GPU)
-    "paper": {**STUDY_DEFAULTS, "lm_overrides": {"context": 128, "n_layers": 4, "d_model": 128, "d_ff": 512},
-              "pretrain_steps": 10000, "finetune_steps": 2000, "batch_size": 32, "lm_pairs": 6,
-              "lm_eval_tokens": 200000, "alphas": 21, **enc.ENCODER_PAPER},
-}
+from . import finetuning_figures as figs
+from .base import Study
+from ..publish.paths import runs_table
+from ..publish.tb import tensorboard_logs
+from .lm_setup import check_model_overrides
+from .params import ALPHAS, DEFINITION, POSITIVE, RATE, Choice, Int, Mapping, param
 
 
-def check_params(p: dict) -> None:
-    """Every check that needs no data or training — the encoder part's too, so nothing trains before a bad
-    parameter of a later part is refused."""
-    check_positive(p, "batch_size", "pretrain_steps", "finetune_steps", "warmup", "lm_eval_tokens")
-    check_int("lm_pairs", p["lm_pairs"], 2)
-    check_alphas(p)
-    if p["definition"] not in B.DEFINITIONS:
-        raise ConfigError(f"definition={p['definition']!r}; choose one of {list(B.DEFINITIONS)}")
-    if p["pretrain_steps"] < 2 or p["finetune_steps"] < 2:
-        raise ConfigError("pretrain_steps and finetune_steps must be at least 2 (checkpoints at half and at the end)")
-    lm = model_preset(p["lm_model"], vocab_size=2, **p["lm_overrides"])
-    if lm.arch != "prenorm":
-        raise ConfigError("the LM part fine-tunes a GPT-style pre-norm model: lm_model='tinygpt'")
-    for spec in lm_specs(p, 2):
-        spec.validate()
-    enc.check_params(p)
+@dataclass(frozen=True)
+class Params(enc.EncoderParams):
+    """Notebook 03's parameters: the encoder part's (EncoderParams) and the LM part's; the scratch arm trains with
+    its own learning rate (by default the fine-tuning one: lr-matched). Defaults: the quick profile's."""
+
+    lm_model: str = param("tinygpt", "the LM's preset (a pre-norm GPT)", Choice(tuple(MODEL_PRESETS)))
+    lm_overrides: dict = param({"context": 64, "n_layers": 2}, "the LM's fields to change", Mapping())
+    batch_size: int = param(16, "LM sequences per step", POSITIVE)
+    pretrain_steps: int = param(1500, "pretraining steps (a checkpoint at half)", Int(2))
+    pretrain_lr: float = param(3e-3, "pretraining's peak learning rate", RATE)
+    warmup: int = param(100, "pretraining's warm-up steps (fine-tuning: at most a fifth of its steps)", POSITIVE)
+    finetune_steps: int = param(400, "fine-tuning steps (a checkpoint at half)", Int(2))
+    finetune_lr: float = param(1e-3, "fine-tuning's peak learning rate", RATE)
+    scratch_lr: float = param(1e-3, "the from-scratch arm's peak learning rate", RATE)
+    lm_pairs: int = param(4, "LM pairs per comparison", Int(2))
+    lm_eval_tokens: int = param(16384, "test tokens (windows from every unseen play)", POSITIVE)
+    alphas: int = param(11, "points on each LM path, endpoints included", ALPHAS)
+    eval_seed: int = param(0, "seed of the LM's evaluation windows", Int(0))
+    definition: str = param(B.DEFAULT, "the barrier definition of the figures and the threshold findings",
+                            DEFINITION)
+
+    def check(self) -> None:
+        check_model_overrides(self.lm_overrides)
+        if model_preset(self.lm_model, vocab_size=2, **self.lm_overrides).arch != "prenorm":
+            raise ConfigError("the LM part fine-tunes a GPT-style pre-norm model: lm_model='tinygpt'")
+        for spec in lm_specs(self, 2):
+            spec.validate()
+        super().check()
 
 
-def run(params: dict | None = None) -> StudyResult:
-    """Pretrain, fine-tune, interpolate, write figures, CSVs and the summary."""
-    from . import finetuning_figures as figs
-
-    p, fig_dir, store, cache_dir, device = prepare(PROFILES, params, check_params)
-    rows, curves, runs = lm_part(p, store, cache_dir, device)
-    forgetting = endpoints = None
-    if p["run_encoder"]:
-        r2, c2, runs2, forgetting, endpoints = enc.encoder_part(p, store, device)
-        rows, curves, runs = rows + r2, curves + c2, runs + runs2
-    table = pd.DataFrame(rows)
-    curves = pd.concat(curves, ignore_index=True)
-    res = StudyResult(params=p, tables={"comparisons": table, "curves": curves, "runs": without_store(runs)})
-    if p["tensorboard"]:
-        res.tensorboard = tensorboard_logs(runs, store.root, PREFIX)
-    fig, d = figs.paths_figure(curves, "lm", p["profile"])
-    res.add_figure(f"{PREFIX}_lm_loss_vs_alpha", fig, d)
-    fig, d = figs.barrier_figure(table, p["definition"], p["profile"], endpoints)
-    res.add_figure(f"{PREFIX}_barriers", fig, d)
-    if p["run_encoder"]:
-        fig, d = figs.paths_figure(curves, "encoder", p["profile"], endpoints)
-        res.add_figure(f"{PREFIX}_encoder_loss_vs_alpha", fig, d)
-        fig, d = figs.forgetting_figure(forgetting, p["profile"])
-        res.add_figure(f"{PREFIX}_forgetting", fig, d)
-        res.tables["forgetting"] = forgetting
-        res.tables["encoder_endpoints"] = endpoints
-        res.add_csv(f"{PREFIX}_forgetting_examples", forgetting)
-    fig, d = figs.distance_figure(table, p["definition"], p["profile"])
-    res.add_figure(f"{PREFIX}_distance_vs_barrier", fig, d)
-    res.add_csv(f"{PREFIX}_comparisons", table)
-    res.add_csv(f"{PREFIX}_curves", curves)
-    res.publish(fig_dir, PREFIX, figs.describe(table, forgetting, endpoints, p))
-    return res
+QUICK = Params()
 
 
-# ------------------------------------------------------------------------- language-model part
-
-
-def lm_specs(p: dict, vocab: int):
-    """(pretraining spec, fine-tuning spec from a pretraining step, lr-matched scratch spec)."""
-    model = model_preset(p["lm_model"], vocab_size=vocab, **p["lm_overrides"])
-    P, F = p["pretrain_steps"], p["finetune_steps"]
-    base = TrainConfig(steps=P, batch_size=p["batch_size"], optimizer="adamw", lr=p["pretrain_lr"], schedule="cosine",
-                       warmup_steps=p["warmup"], clip_norm=1.0, betas=(0.9, 0.95), checkpoints=(P // 2,),
-                       save_every=max(P // 5, 1))
-    pre = RunSpec(model=model, data=DataConfig(level="char"), train=base, seeds=(Seeds(0, 0, 0),))
-    ft_train = replace(base, steps=F, lr=p["finetune_lr"], warmup_steps=min(p["warmup"], F // 5),
-                       checkpoints=(F // 2,), save_every=max(F // 5, 1))
-    noise = tuple(Seeds(init=0, data=10 + c, dropout=10 + c) for c in range(2 * p["lm_pairs"]))
-    fine = RunSpec(model=model, data=DataConfig(level="char", part="valid"), train=ft_train, seeds=noise)
-    scratch_seeds = tuple(Seeds(init=100 + c // 2, data=10 + c, dropout=10 + c) for c in range(2 * p["lm_pairs"]))
-    scratch = replace(fine, train=replace(ft_train, lr=p["scratch_lr"], checkpoints=()), seeds=scratch_seeds)
-    return pre, fine, scratch
-
-
-def lm_part(p: dict, store: RunStore, cache_dir, device):
-    """The LM comparisons: pretrained vs scratch, two pretraining steps, two steps of a run, data halves."""
-    corpus = load_corpus("shakespeare", level="char", cache_dir=str(cache_dir))
-    pre, fine, scratch = lm_specs(p, len(corpus.vocab))
-    P, F, n = p["pretrain_steps"], p["finetune_steps"], p["lm_pairs"]
-    pretrained = store.get(pre, corpus.train, device, p["progress"])
-    mid = store.checkpoint(pre, P // 2)
-    starts = {"end": (f"{config_hash(pre)}@{P}", pretrained.state), "mid": (f"{config_hash(pre)}@{P // 2}", mid)}
-    k = fine.k
-    runs, ft = [], {}
-    for name, (ident, state) in starts.items():
-        spec = replace(fine, init_from=ident)
-        ft[name] = store.get(spec, corpus.valid, device, p["progress"], init_state=stack_states([state] * k))
-        runs.append({"model": "lm", "run": f"fine-tune from pretraining step {ident.split('@')[1]}", "copies": k,
-                     "trained_now": ft[name].trained_now, "store": ft[name].path})
-    sc = store.get(scratch, corpus.valid, device, p["progress"])
-    runs.append({"model": "lm", "run": f"from scratch (lr {p['scratch_lr']:g})", "copies": k,
-                 "trained_now": sc.trained_now, "store": sc.path})
-    runs.insert(0, {"model": "lm", "run": "pretraining", "copies": 1, "trained_now": pretrained.trained_now,
-                    "store": pretrained.path})
-    half = len(corpus.valid) // 2
-    halves = {}
-    for h, stream in ((1, corpus.valid[:half]), (2, corpus.valid[half:])):
-        spec = replace(fine, data=DataConfig(level="char", part=f"valid:{h}/2"), init_from=starts["end"][0],
-                       seeds=fine.seeds[:n], train=replace(fine.train, checkpoints=()))
-        halves[h] = store.get(spec, stream, device, p["progress"], init_state=stack_states([pretrained.state] * spec.k))
-        runs.append({"model": "lm", "run": f"fine-tune on half {h} of the data", "copies": spec.k,
-                     "trained_now": halves[h].trained_now, "store": halves[h].path})
-    step_mid = store.checkpoint(replace(fine, init_from=starts["end"][0]), F // 2)
-
-    fam = family_of(fine.model)
-    alphas = alpha_grid(p["alphas"])
-    test = Examples(tokens=spread_windows(corpus.test, fine.model.context, p["lm_eval_tokens"], p["eval_seed"]))
-    e, m, one = ft["end"].state, ft["mid"].state, copy_state(pretrained.state, 0)
-    pairs = []
-    for i in range(n):
+def lm_pairs(p: Params, st: dict, scratch: RunSpec):
+    """(comparison, pair, A, B, the endpoints' common start or None) of every LM pair, pair by pair."""
+    e, m, one = st["end"], st["mid"], copy_state(st["pretrained"], 0)
+    fam = family_of(scratch.model)
+    for i in range(p.lm_pairs):
         init_i = fam.init(scratch.model, [scratch.seeds[2 * i].init])
-        pairs += [("pretrained, SGD noise", i, copy_state(e, 2 * i), copy_state(e, 2 * i + 1), one),
-                  ("from scratch, SGD noise", i, copy_state(sc.state, 2 * i), copy_state(sc.state, 2 * i + 1), init_i),
-                  ("pretrained at half the steps, SGD noise", i, copy_state(m, 2 * i), copy_state(m, 2 * i + 1),
-                   copy_state(mid, 0)),
-                  ("two pretraining steps", i, copy_state(m, 2 * i), copy_state(e, 2 * i), None),
-                  ("two steps of one run", i, copy_state(step_mid, 2 * i), copy_state(e, 2 * i), one),
-                  ("two halves of the data", i, copy_state(halves[1].state, i), copy_state(halves[2].state, i), one)]
-    rows, curves = [], []
-    for comparison, i, a, b, start in pairs:
-        r = fam.evaluate(fine.model, interpolate_states(a, b, alphas), test, batch_size=32, device=device)
-        c = curve_frame("lm", comparison, i, "test", alphas, r, fam)
-        curves.append(c)
-        rows += pair_rows("lm", comparison, i, a, b, c, fam.metrics, start=start)
-    return rows, curves, runs
+        yield from (
+            (figs.PRETRAINED, i, copy_state(e, 2 * i), copy_state(e, 2 * i + 1), one),
+            (figs.SCRATCH, i, copy_state(st["scratch"], 2 * i), copy_state(st["scratch"], 2 * i + 1),
+             init_i),
+            ("pretrained at half the steps, SGD noise", i, copy_state(m, 2 * i), copy_state(m, 2 * i + 1),
+             copy_state(st["pretrained_mid"], 0)),
+            ("two pretraining steps", i, copy_state(m, 2 * i), copy_state(e, 2 * i), None),
+            ("two steps of one run", i, copy_state(st["step_mid"], 2 * i), copy_state(e, 2 * i), one),
+            ("two halves of the data", i, copy_state(st["half1"], i), copy_state(st["half2"], i), one))
+
+
+def lm_part(p: Params, ctx) -> tuple:
+    """The LM comparisons: (barrier rows, curves, runs)."""
+    corpus = load_corpus("shakespeare", level="char", cache_dir=str(ctx.cache_dir))
+    _, fine, scratch = lm_specs(p, len(corpus.vocab))
+    st, runs = train_lm(p, ctx.store, ctx.device, corpus)
+    test = Examples(tokens=spread_windows(corpus.test, fine.model.context, p.lm_eval_tokens, p.eval_seed))
+    paths = PairPaths("lm", alpha_grid(p.alphas), ctx.device)
+    for comparison, i, a, b, start in lm_pairs(p, st, scratch):
+        paths.add(comparison, i, fine.model, a, b, test, 32, start=start)
+    return (*paths.tables(), runs)
+
+
+class Finetuning(Study):
+    """Fine-tuned copies of a pretrained model against copies trained from scratch, and what else may differ."""
+
+    prefix, notebook = "03", "03_finetuning"
+    question = ("Do copies of a pretrained model fine-tuned with different SGD noise have a lower loss barrier than "
+                "copies trained from scratch?")
+    claim = ("The GPT-2 Shakespeare study (read off its figures): eval-loss instability about 10 % for TinyGPT from "
+             "one initialisation (1.855 to 2.045 nats) and no bump for GPT-2 fine-tuned with two SGD-noise draws; "
+             "Qin et al. 2022 find fine-tuned copies of pretrained T5/RoBERTa linearly connected")
+    profiles = {
+        "smoke": QUICK.replace(profile="smoke", lm_overrides={"context": 16, "n_layers": 1, "d_model": 32, "d_ff": 64},
+                               pretrain_steps=40, finetune_steps=20, warmup=5, lm_pairs=2, lm_eval_tokens=1024,
+                               alphas=5, modes=list(enc.MODES), enc_controls=True, enc_layers=1, max_length=16,
+                               enc_steps=4, enc_batch=4, enc_warmup=1, enc_eval=32, enc_train_sample=32, enc_alphas=3),
+        # 10 minutes on 2 cores: 400 fine-tuning steps (4 pairs per comparison); MiniLM (a pipeline demonstration in
+        # quick, the paper profile trains it out) with full fine-tuning and LoRA only, 60 steps, no data-halves or
+        # two-task runs (its first 2 layers alone did not learn the task in 60 steps), 128 test and 128 training
+        # passages, 7 alphas
+        "quick": QUICK,
+        # longer pretraining and fine-tuning, more pairs, a large test sample; MiniLM trained to its plateau (GPU)
+        "paper": QUICK.replace(profile="paper", lm_overrides={"context": 128, "n_layers": 4, "d_model": 128,
+                               "d_ff": 512}, pretrain_steps=10000, finetune_steps=2000, batch_size=32, lm_pairs=6,
+                               lm_eval_tokens=200000, alphas=21, modes=list(enc.MODES), enc_controls=True,
+                               enc_layers=6, enc_steps=1000, enc_batch=32, max_length=64, enc_warmup=60, enc_pairs=4,
+                               half_pairs=4, enc_eval=4000, enc_train_sample=2000, enc_alphas=11),
+    }
+
+    def compute(self, p: Params, ctx) -> dict:
+        """Pretrain, fine-tune, interpolate (the LM part, then the encoder part)."""
+        rows, curves, runs = lm_part(p, ctx)
+        data = {"comparisons": rows, "curves": curves}
+        if p.run_encoder:
+            e = enc.encoder_part(p, ctx.store, ctx.device)
+            runs += e["runs"]
+            data.update(comparisons=pd.concat([rows, e["rows"]], ignore_index=True),
+                        curves=pd.concat([curves, e["curves"]], ignore_index=True),
+                        forgetting=e["forgetting"], encoder_endpoints=e["endpoints"])
+        data["runs"] = runs_table(runs)
+        if p.tensorboard:
+            data["tensorboard"] = tensorboard_logs(runs, ctx.store.root, self.prefix)
+        return data
+
+    def figures(self, p: Params, data: dict):
+        ends = data.get("encoder_endpoints")
+        yield "lm_loss_vs_alpha", *figs.paths_figure(data["curves"], "lm", p.profile)
+        yield "barriers", *figs.barrier_figure(data["comparisons"], p.definition, p.profile, ends)
+        if p.run_encoder:
+            yield "encoder_loss_vs_alpha", *figs.paths_figure(data["curves"], "encoder", p.profile, ends)
+            yield "forgetting", *figs.forgetting_figure(data["forgetting"], p.profile)
+        yield "distance_vs_barrier", *figs.distance_figure(data["comparisons"], p.definition, p.profile)
+
+    def csvs(self, p: Params, data: dict) -> dict:
+        out = {"comparisons": data["comparisons"], "curves": data["curves"]}
+        return {**out, "forgetting_examples": data["forgetting"]} if p.run_encoder else out
+
+    def findings(self, p: Params, data: dict):
+        return figs.describe(data["comparisons"], data.get("forgetting"), data.get("encoder_endpoints"), p)
+
+    def setting(self, p: Params) -> str:
+        return (f"pre-norm char LM, {p.pretrain_steps} + {p.finetune_steps} steps, {p.lm_pairs} pairs per "
+                "comparison" + (f"; MiniLM {p.enc_steps} steps" if p.run_encoder else ""))
+
+
+STUDY = Finetuning()
+run = STUDY.run
+PROFILES = STUDY.profiles

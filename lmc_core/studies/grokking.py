@@ -1,223 +1,237 @@
 """Notebook 06: grokking under weight decay and the Fisher penalty (study 5's grokking notebook), and what grokked
-circuits share.
-
-Modular addition with a one-layer transformer without LayerNorm (Nanda et al. 2023), AdamW with full-batch steps.
-The seed study's grid — weight decay x sampled-label Fisher weight lambda — trains with `seeds` seeds per cell
-(per-copy weight decay and lambda; the copies with a Fisher penalty as one ensemble, those without as another, so
-only the former pay for its double backward), with train and test accuracy, the weight norm and the Fisher trace
-logged. A copy has *grokked* at the first logged step from which its test accuracy stays >= 95 % for `grok_evals`
-consecutive evaluations (0: to the end of the run; a transient spike is no grok, nor is a crossing too late in the
-run to be held that long); its final accuracy is reported
-beside it, and only seeds that grokked and end at >= 95 % enter the connectivity question. Cells whose seeds never fit the
-training set are named and left out of the claims. One setting that groks reliably gets `connect_seeds` seeds:
-all pairs among its grokked seeds, and the pairs of the weight-decay-0 control, are aligned by permutation, by an
-invertible residual map and by learned maps (lmc_core.studies.grokking_connect), and their barriers are set
-against the overlap of the two seeds' key Fourier frequencies.
+circuits share: modular addition, a one-layer transformer without LayerNorm (Nanda et al. 2023), full-batch AdamW,
+the seed study's grid of weight decay x sampled-label Fisher weight λ with `seeds` seeds per cell (each copy its own
+weight decay and λ). When a copy groks: analysis.grok. All pairs of grokked seeds of the connectivity setting and of
+the control (weight decay 0: memorises, never groks) at the end of training, after every method of
+analysis.residual_methods, and pairs at the checkpoints before and after grokking; each seed's key frequencies
+(analysis.fourier). The findings: grokking_summary.
 """
 from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ..analysis import barrier as B
+from ..analysis.checkpoint_paths import paths_over_training
+from ..analysis.fourier import frequency_table, jaccard
+from ..analysis.grok import cell_table, grok_table, grokked_seeds
+from ..analysis.interpolate import alpha_grid
+from ..analysis.residual_methods import QUANTITIES, barrier_columns, barriers_by_method, method_paths
 from ..config import ConfigError, CopySettings, RunSpec, Seeds, TrainConfig
 from ..data.modular import ModularDataConfig, modular_data
-from ..ensemble import stack_states
-from ..families import SeqClassConfig
-from ..runs.store import RunStore
-from . import grokking_connect as connect
-from .common import StudyResult, check_alphas, check_positive, prepare, tensorboard_logs, without_store
+from ..ensemble import copy_state, stack_states
+from ..families import SeqClassConfig, family_of
+from ..publish.paths import shown
+from ..publish.tb import command as tb_command, write_history
+from ..runs.layout import tensorboard_dir
+from . import grokking_figures as figs
+from .base import Study
+from .grokking_summary import describe
+from .params import ALPHAS, DEFINITION, POSITIVE, RATE, Bool, Int, ListOf, Real, StudyParams, param
 
-PREFIX = "06"
-GROK_ACC = 0.95
+@dataclass(frozen=True)
+class Params(StudyParams):
+    """Notebook 06's parameters; the defaults are the paper setting (one GPU)."""
 
-STUDY_DEFAULTS = dict(
-    p=113, train_frac=0.3, data_seed=0, d_model=128, n_heads=4, d_mlp=512, lr=1e-3, betas=[0.9, 0.98], warmup=10,
-    fisher_batch=0,
-    weight_decay=[2.0, 1.0, 0.5, 0.25, 0.0], fisher=[1.0, 0.5, 0.25, 0.0], fisher_every=1, steps=40000,
-    eval_every=100, checkpoints=8, alphas=11, definition=B.DEFAULT, seeds=3,
-    connect_setting=[1.0, 0.0], connect_seeds=5, control_setting=[0.0, 0.0], trajectory_pairs=3,
-    key_factor=2.0, learn_steps=200, learn_lr=1e-2, learn_units=False,
-    grok_evals=20,  # a grok holds >= 95 % test accuracy for this many consecutive evaluations (0: to the end)
-)
-PROFILES = {
-    "smoke": {**STUDY_DEFAULTS, "p": 11, "train_frac": 0.6, "d_model": 16, "n_heads": 2, "d_mlp": 32, "lr": 1e-2,
-              "weight_decay": [1.0, 0.0], "fisher": [1.0, 0.0], "steps": 40, "eval_every": 10, "checkpoints": 2,
-              "alphas": 5, "seeds": 2, "connect_seeds": 3, "learn_steps": 3, "trajectory_pairs": 1, "grok_evals": 2},
-    # a small modulus, a larger training fraction, a narrower model and a 10x larger learning rate, so that
-    # grokking happens within minutes on a CPU; the Fisher penalty on 128 examples every 4th step; a 3 x 2 part of
-    # the grid with three seeds per cell (wd 0.5 left out: it groks too late in 3000 steps to hold the 500-step
-    # window, and its three seeds per lambda would push the notebook past 10 minutes on 2 cores)
-    "quick": {**STUDY_DEFAULTS, "p": 31, "train_frac": 0.5, "d_model": 32, "n_heads": 4, "d_mlp": 128, "lr": 1e-2,
-              "weight_decay": [2.0, 1.0, 0.0], "fisher": [0.5, 0.0], "steps": 3000, "eval_every": 25,
-              "checkpoints": 6, "fisher_every": 4, "fisher_batch": 128, "connect_seeds": 6},
-    "paper": dict(STUDY_DEFAULTS),  # p = 113, 30 % train, the full grid, 40k full-batch steps (one GPU)
-}
+    p: int = param(113, "the modulus: residues 0..p-1, predict (a + b) mod p", Int(3))
+    train_frac: float = param(0.3, "share of the p² pairs for training", Real(0, 1, lo_open=True, hi_open=True))
+    data_seed: int = param(0, "seed of the train/test split", Int(0))
+    d_model: int = param(128, "residual width", POSITIVE)
+    n_heads: int = param(4, "attention heads (d_model must be divisible by it)", POSITIVE)
+    d_mlp: int = param(512, "MLP width", POSITIVE)
+    lr: float = param(1e-3, "AdamW learning rate", RATE)
+    betas: list = param([0.9, 0.98], "AdamW betas", ListOf(Real(0, 1, hi_open=True), 2))
+    warmup: int = param(10, "linear warm-up steps", POSITIVE)
+    fisher_batch: int = param(0, "training pairs the Fisher penalty is computed on (0: the full batch)", Int(0))
+    weight_decay: list = param([2.0, 1.0, 0.5, 0.25, 0.0], "the grid's weight decays", ListOf(Real(0)))
+    fisher: list = param([1.0, 0.5, 0.25, 0.0], "the grid's Fisher penalty weights λ", ListOf(Real(0)))
+    fisher_every: int = param(1, "compute the Fisher penalty every this many steps", POSITIVE)
+    steps: int = param(40000, "full-batch training steps", POSITIVE)
+    eval_every: int = param(100, "steps between evaluations of train and test accuracy", POSITIVE)
+    checkpoints: int = param(8, "checkpoints kept over training (the barrier before and after grokking)", POSITIVE)
+    alphas: int = param(11, "points on each path, endpoints included", ALPHAS)
+    definition: str = param(B.DEFAULT, "the barrier definition of the findings", DEFINITION)
+    seeds: int = param(3, "seeds per cell of the grid", POSITIVE)
+    connect_setting: list = param([1.0, 0.0], "[weight decay, λ] of the connectivity setting",
+                                  ListOf(Real(0), 2))
+    connect_seeds: int = param(5, "seeds of the connectivity setting (all pairs of its grokked seeds)", Int(3))
+    control_setting: list = param([0.0, 0.0], "[weight decay, λ] of the control (never groks)",
+                                  ListOf(Real(0), 2))
+    trajectory_pairs: int = param(3, "pairs followed over the checkpoints", POSITIVE)
+    key_factor: float = param(2.0, "a key frequency carries this many times the uniform share", RATE)
+    learn_steps: int = param(200, "steps of the learned alignment", POSITIVE)
+    learn_lr: float = param(1e-2, "learning rate of the learned alignment", RATE)
+    learn_units: bool = param(False, "the learned alignment also learns the MLP permutation", Bool())
+    grok_evals: int = param(20, "a grok holds the accuracy for this many consecutive evaluations (0: to the end)",
+                            Int(0))
 
-
-def check_params(p: dict) -> None:
-    """Every check that needs no training."""
-    check_positive(p, "p", "d_model", "n_heads", "d_mlp", "steps", "eval_every", "checkpoints", "warmup",
-                   "fisher_every", "seeds", "connect_seeds", "learn_steps", "trajectory_pairs")
-    if not isinstance(p["grok_evals"], int) or isinstance(p["grok_evals"], bool) or p["grok_evals"] < 0:
-        raise ConfigError(f"grok_evals={p['grok_evals']!r} must be an integer >= 0 (consecutive evaluations at >= 95 % "
-                          "test accuracy that make a grok; 0: to the end of the run)")
-    check_alphas(p)
-    if not 0 < p["train_frac"] < 1:
-        raise ConfigError(f"train_frac={p['train_frac']} must lie in (0, 1)")
-    for name in ("weight_decay", "fisher"):
-        v = p[name]
-        if not v or any(not isinstance(x, (int, float)) or x < 0 for x in v):
-            raise ConfigError(f"{name}={v!r} must be a non-empty list of values >= 0")
-    grid = [[float(w), float(f)] for w in p["weight_decay"] for f in p["fisher"]]
-    for name in ("connect_setting", "control_setting"):
-        if [float(x) for x in p[name]] not in grid:
-            raise ConfigError(f"{name}={p[name]!r} is not in the grid weight_decay x fisher")
-    if p["connect_seeds"] < max(p["seeds"], 3):
-        raise ConfigError(f"connect_seeds={p['connect_seeds']} must be >= seeds={p['seeds']} and >= 3 (pairs among "
-                          "seeds are resampled by seed)")
-    if p["d_model"] % p["n_heads"]:
-        raise ConfigError(f"d_model={p['d_model']} must be divisible by n_heads={p['n_heads']}")
-    if p["definition"] not in B.DEFINITIONS:
-        raise ConfigError(f"definition={p['definition']!r}; choose one of {list(B.DEFINITIONS)}")
+    def check(self) -> None:
+        grid = [[float(w), float(f)] for w in self.weight_decay for f in self.fisher]
+        for name in ("connect_setting", "control_setting"):
+            if [float(x) for x in getattr(self, name)] not in grid:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not in the grid weight_decay x fisher")
+        if self.connect_seeds < self.seeds:
+            raise ConfigError(f"connect_seeds={self.connect_seeds} must be >= seeds={self.seeds}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
 
 
-def copies_table(p: dict) -> pd.DataFrame:
-    """One row per copy: weight decay, lambda, seed (seeds 1..`seeds` in every cell, up to `connect_seeds` in the
-    connectivity setting)."""
-    rows = []
-    for wd in p["weight_decay"]:
-        for lam in p["fisher"]:
-            n = p["connect_seeds"] if [float(wd), float(lam)] == [float(x) for x in p["connect_setting"]] else p["seeds"]
-            rows += [{"weight_decay": float(wd), "fisher": float(lam), "seed": s} for s in range(1, n + 1)]
-    return pd.DataFrame(rows)
+def copies_table(p: Params) -> pd.DataFrame:
+    """One row per copy: weight decay, λ, seed (1..`seeds` in every cell, 1..`connect_seeds` in the connectivity
+    setting)."""
+    n = {(float(w), float(f)): p.seeds for w in p.weight_decay for f in p.fisher} | {
+        tuple(float(x) for x in p.connect_setting): p.connect_seeds}
+    return pd.DataFrame([{"weight_decay": w, "fisher": f, "seed": s} for (w, f), k in n.items()
+                         for s in range(1, k + 1)])
 
 
-def grid_spec(p: dict, n_train: int, copies: pd.DataFrame) -> RunSpec:
+def grid_spec(p: Params, n_train: int, copies: pd.DataFrame) -> RunSpec:
     """The copies of `copies` as one ensemble (every seed s: init s, dropout s; full batch: no data order)."""
-    model = SeqClassConfig(vocab_size=p["p"] + 1, n_out=p["p"], d_model=p["d_model"], n_heads=p["n_heads"],
-                           d_ff=p["d_mlp"])
-    T = p["steps"]
-    ckpts = tuple(sorted({int(round(T * (i + 1) / p["checkpoints"])) for i in range(p["checkpoints"] - 1)}))
-    train = TrainConfig(steps=T, batch_size=n_train, optimizer="adamw", lr=p["lr"], betas=tuple(p["betas"]),
-                        schedule="constant", warmup_steps=p["warmup"], clip_norm=None, fisher_mode="sampled",
-                        fisher_batch=p["fisher_batch"], fisher_every=p["fisher_every"], eval_every=p["eval_every"],
-                        checkpoints=ckpts, store_optimizer=False, on_divergence="freeze", diverge_factor=5.0,
-                        save_every=max(T // 10, 1))
+    model = SeqClassConfig(vocab_size=p.p + 1, n_out=p.p, d_model=p.d_model, n_heads=p.n_heads, d_ff=p.d_mlp)
+    T, k = p.steps, p.checkpoints
+    train = TrainConfig(steps=T, batch_size=n_train, optimizer="adamw", lr=p.lr, betas=tuple(p.betas),
+                        schedule="constant", warmup_steps=p.warmup, clip_norm=None, fisher_mode="sampled",
+                        fisher_batch=p.fisher_batch, fisher_every=p.fisher_every, eval_every=p.eval_every,
+                        checkpoints=tuple(sorted({round(T * (i + 1) / k) for i in range(k - 1)})), store_optimizer=False,
+                        on_divergence="freeze", diverge_factor=5.0, save_every=max(T // 10, 1))
     seeds = tuple(Seeds(init=int(s), data=0, dropout=int(s)) for s in copies.seed)
-    per_copy = tuple(CopySettings(weight_decay=float(w), fisher=float(f)) for w, f in zip(copies.weight_decay, copies.fisher))
-    data = ModularDataConfig(p=p["p"], train_frac=p["train_frac"], seed=p["data_seed"])
-    return RunSpec(model=model, data=data, train=train, seeds=seeds, per_copy=per_copy)
+    per_copy = tuple(CopySettings(weight_decay=float(w), fisher=float(f))
+                     for w, f in zip(copies.weight_decay, copies.fisher))
+    return RunSpec(model=model, data=ModularDataConfig(p=p.p, train_frac=p.train_frac, seed=p.data_seed), train=train,
+                   seeds=seeds, per_copy=per_copy)
 
 
-def run(params: dict | None = None) -> StudyResult:
-    """Train the grid, find when each copy groks (sustained), align the grokked pairs every way, write figures."""
-    p, fig_dir, store, _, device = prepare(PROFILES, params, check_params)
-    data = modular_data(ModularDataConfig(p=p["p"], train_frac=p["train_frac"], seed=p["data_seed"]))
-    monitor = {"train": data["train"], "test": data["test"]}
+class Grokking(Study):
+    """Grokking over a weight-decay x Fisher-penalty grid, and the connectivity of grokked seeds."""
+
+    prefix, notebook = "06", "06_grokking"
+    question = ("Does a transformer on modular addition grok sooner with more weight decay or a stronger Fisher "
+                "penalty, and are two grokked solutions linearly connected after alignment?")
+    claim = ("Study 5 (modular addition, p = 113, one unseeded run per cell of weight decay {2, 1, 0.5, 0.25, 0} × "
+             "Fisher λ {1, 0.5, 0.25, 0}): higher weight decay and a higher Fisher penalty give quicker grokking "
+             "(read off its plots; no number)")
+    profiles = {
+        "smoke": Params(profile="smoke", p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, lr=1e-2,
+                        weight_decay=[1.0, 0.0], fisher=[1.0, 0.0], steps=40, eval_every=10, checkpoints=2, alphas=5,
+                        seeds=2, connect_seeds=3, learn_steps=3, trajectory_pairs=1, grok_evals=2),
+        # minutes on a CPU: small p, 10x the learning rate, the penalty on 128 pairs every 4th step; a 3 x 2 part of
+        # the grid (wd 0.5 groks too late in 3000 steps to hold the 500-step window)
+        "quick": Params(p=31, train_frac=0.5, d_model=32, n_heads=4, d_mlp=128, lr=1e-2, weight_decay=[2.0, 1.0, 0.0],
+                        fisher=[0.5, 0.0], steps=3000, eval_every=25, checkpoints=6, fisher_every=4, fisher_batch=128,
+                        connect_seeds=6),
+        "paper": Params(profile="paper"),  # p = 113, 30 % train, the full grid, 40k full-batch steps (one GPU)
+    }
+
+    def compute(self, p: Params, ctx) -> dict:
+        """Train the grid, find when each copy groks (sustained), align the grokked pairs every way."""
+        data = modular_data(ModularDataConfig(p=p.p, train_frac=p.train_frac, seed=p.data_seed))
+        parts, runs = train_grid(p, ctx, data)  # global copy numbers: the penalised ensemble first, then the plain
+        offsets = np.cumsum([0] + [len(part) for part, _, _ in parts])
+        copies = pd.concat([part for part, _, _ in parts], ignore_index=True).assign(copy=lambda t: range(len(t)))
+        hist = pd.concat([r.history.assign(copy=r.history["copy"] + o) for (_, _, r), o in zip(parts, offsets)],
+                         ignore_index=True)
+        diverged = {c + o: s for (_, _, r), o in zip(parts, offsets) for c, s in r.diverged.items()}
+        curves = hist.dropna(subset=["test_acc"]).merge(copies, on="copy")[[
+            "copy", "weight_decay", "fisher", "seed", "step", "train_acc", "test_acc", "train_loss", "test_loss",
+            "weight_norm"]]
+        grok = grok_table(curves, copies, diverged, p.grok_evals)
+        pairs, paths, freqs = connectivity(p, parts[0][1], stack_states([r.state for _, _, r in parts]), copies, grok,
+                                           data, ctx.device)
+        # the checkpoints of the connectivity setting live in the ensemble that trained it (its own copy numbers)
+        k = 0 if float(p.connect_setting[1]) > 0 or len(parts) == 1 else 1
+        trajectory = barriers_over_training(p, parts[k][1], ctx.store, parts[k][2], grok.assign(
+            copy=grok["copy"] - offsets[k]), data, ctx.device)
+        out = {"grok": grok, "cells": cell_table(grok), "curves": curves, "pairs": pairs, "paths": paths,
+               "frequencies": freqs, "trajectory": trajectory, "runs": pd.DataFrame(runs),
+               "fisher_trace": hist[["copy", "step", "penalty"]].merge(copies, on="copy")}
+        if p.tensorboard:  # from the stored logs: works for runs trained now and for cached ones
+            for _, _, r in parts:
+                write_history(tensorboard_dir(r.path), r.history)
+            out["tensorboard"] = "\n".join(tb_command(tensorboard_dir(r.path)) for _, _, r in parts)
+        return out
+
+    def figures(self, p: Params, data: dict):
+        yield "accuracy_curves", *figs.accuracy_figure(data["curves"], data["grok"], p)
+        yield "steps_to_grok", *figs.grok_heatmap(data["cells"], p)
+        yield "weight_norm_and_fisher", *figs.norm_fisher_figure(data["curves"], data["fisher_trace"], p)
+        yield "barrier_before_after_grokking", *figs.trajectory_figure(data["trajectory"], data["grok"], p)
+        yield "barrier_vs_frequency_overlap", *figs.overlap_figure(data["pairs"], p)
+        yield "key_frequencies", *figs.frequency_figure(data["frequencies"], p)
+
+    def csvs(self, p: Params, data: dict) -> dict:
+        return {"grok": data["grok"], "cells": data["cells"], "curves": data["curves"], "pair_barriers": data["pairs"],
+                "path_curves": data["paths"], "trajectory": data["trajectory"]}
+
+    def findings(self, p: Params, data: dict):
+        return describe(data["grok"], data["cells"], data["pairs"], data["trajectory"], p)
+
+    def setting(self, p: Params) -> str:
+        return (f"p = {p.p}, {p.steps} steps, weight decay × λ = {len(p.weight_decay)} × {len(p.fisher)} cells × "
+                f"{p.seeds} seeds ({p.connect_seeds} in the connectivity setting)")
+
+
+def train_grid(p: Params, ctx, data) -> tuple[list, list[dict]]:
+    """The grid as two ensembles, the copies with a Fisher penalty and those without (only the former pay for its
+    double backward): [(copies, spec, stored run)] and a row per run for the runs table."""
     table = copies_table(p)
     parts, runs = [], []
     for name, part in (("penalised", table[table.fisher > 0]), ("plain", table[table.fisher == 0])):
         if not len(part):
             continue
         spec = grid_spec(p, len(data["train"]), part)
-        r = store.get(spec, data["train"], device, p["progress"], monitor=monitor)
+        r = ctx.store.get(spec, data["train"], ctx.device, p.progress, monitor={k: data[k] for k in ("train", "test")})
         parts.append((part, spec, r))
         runs.append({"run": name, "copies": spec.k, "trained_now": r.trained_now, "diverged": len(r.diverged),
-                     "store": r.path})
-    copies, hist, diverged, states = [], [], {}, []
-    offset = 0
-    for part, spec, r in parts:  # global copy numbers: the penalised ensemble first, then the plain one
-        copies.append(part.assign(copy=range(offset, offset + len(part)), offset=offset))  # noqa
-        hist.append(r.history.assign(copy=r.history["copy"] + offset))
-        diverged.update({c + offset: s for c, s in r.diverged.items()})
-        states.append(r.state)
-        offset += len(part)
-    copies = pd.concat(copies, ignore_index=True).drop(columns="offset")
-    hist = pd.concat(hist, ignore_index=True)
-    state = stack_states(states)
-    curves = (hist.dropna(subset=["test_acc"]).merge(copies, on="copy")
-              [["copy", "weight_decay", "fisher", "seed", "step", "train_acc", "test_acc", "train_loss", "test_loss",
-                "weight_norm"]])
-    fisher_trace = hist[["copy", "step", "penalty"]].merge(copies, on="copy")
-    grok = grok_table(curves, copies, diverged, p["grok_evals"])
-    cells = cell_table(grok)
-    pairs, paths, freqs = connect.connectivity(p, parts[0][1], state, copies, grok, data, device)
-    # the checkpoints of the connectivity setting live in the ensemble that trained it (its own copy numbers)
-    lam = float(p["connect_setting"][1])
-    k = 0 if lam > 0 or len(parts) == 1 else 1
-    _, cspec, crun = parts[k]
-    off = int(copies[copies.fisher > 0].shape[0]) if k == 1 else 0
-    trajectory = connect.barriers_over_training(p, cspec, store, crun, grok.assign(copy=grok["copy"] - off), data, device)
-    res = StudyResult(params=p, tables={"grok": grok, "cells": cells, "curves": curves, "pairs": pairs,
-                                        "paths": paths, "frequencies": freqs, "trajectory": trajectory,
-                                        "runs": without_store(runs)})
-    if p["tensorboard"]:
-        res.tensorboard = tensorboard_logs(runs, store.root, PREFIX)
-    from . import grokking_figures as figs
-    from .grokking_summary import describe
-
-    for name, (fig, d) in (("accuracy_curves", figs.accuracy_figure(curves, grok, p)),
-                           ("steps_to_grok", figs.grok_heatmap(cells, p)),
-                           ("weight_norm_and_fisher", figs.norm_fisher_figure(curves, fisher_trace, p)),
-                           ("barrier_before_after_grokking", figs.trajectory_figure(trajectory, grok, p)),
-                           ("barrier_vs_frequency_overlap", figs.overlap_figure(pairs, p)),
-                           ("key_frequencies", figs.frequency_figure(freqs, p))):
-        res.add_figure(f"{PREFIX}_{name}", fig, d)
-    for name, t in (("grok", grok), ("cells", cells), ("curves", curves), ("pair_barriers", pairs),
-                    ("path_curves", paths), ("trajectory", trajectory)):
-        res.add_csv(f"{PREFIX}_{name}", t)
-    res.publish(fig_dir, PREFIX, describe(grok, cells, pairs, trajectory, p))
-    return res
+                     "store": shown(r.path)})
+    return parts, runs
 
 
-def grok_table(curves: pd.DataFrame, copies: pd.DataFrame, diverged: dict, evals: int = 0) -> pd.DataFrame:
-    """Per copy: when it fit the training set (first logged step with train accuracy >= 95 %), when its test
-    accuracy first reached 95 % (`first_hit_step`), when it grokked (`grok_step`: the first logged step from which
-    test accuracy stays >= 95 % for `evals` consecutive evaluations — a crossing in the run's last `evals - 1`
-    evaluations cannot be held that long and is not counted; evals = 0: from there to the end of the run; NaN if it
-    never did), the final accuracies and weight norm."""
-    rows = []
-    for r in copies.itertuples():
-        g = curves[curves["copy"] == r.copy].sort_values("step")
-        steps, test = g.step.to_numpy(float), g.test_acc.to_numpy(float)
-        ok = test >= GROK_ACC
-        if evals <= 0:  # from here to the end of the run (suffix-all of ok)
-            stay = np.flip(np.logical_and.accumulate(np.flip(ok))) if len(ok) else ok
-        else:  # a whole window of `evals` evaluations: a crossing too close to the end to be held is not a grok
-            stay = np.array([i + evals <= len(ok) and bool(ok[i : i + evals].all()) for i in range(len(ok))], dtype=bool)
-        tail = np.flip(np.logical_and.accumulate(np.flip(ok))) if len(ok) else ok
-        gone = r.copy in diverged
-        mem = g[g.train_acc >= GROK_ACC].step
-        last = g.iloc[-1] if len(g) else None
-        rows.append({"copy": r.copy, "weight_decay": r.weight_decay, "fisher": r.fisher, "seed": r.seed,
-                     "diverged": gone, "memorised_step": float(mem.iloc[0]) if len(mem) else np.nan,
-                     "first_hit_step": float(steps[ok][0]) if ok.any() and not gone else np.nan,
-                     "grok_step": float(steps[stay][0]) if stay.any() and not gone else np.nan,
-                     # held >= 95 % from here to the end, but from too late a step to complete the window
-                     "late_step": float(steps[tail][0]) if tail.any() and not stay.any() and not gone else np.nan,
-                     "final_train_acc": float(last.train_acc) if last is not None else np.nan,
-                     "final_test_acc": float(last.test_acc) if last is not None else np.nan,
-                     "final_weight_norm": float(last.weight_norm) if last is not None else np.nan})
-    out = pd.DataFrame(rows)
-    out["delay"] = out.grok_step - out.memorised_step
-    return out
+def connectivity(p, spec, state, copies: pd.DataFrame, grok: pd.DataFrame, data, device
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(pairs: one row per pair with `<quantity>:<method>` columns, their paths, each copy's Fourier shares)."""
+    fam = family_of(spec.model)
+    test, alphas = fam.eval_examples(spec.model, data["test"]), alpha_grid(p.alphas)
+    freqs, keys = frequency_table({c: copy_state(state, c) for c in copies["copy"]},
+                                  copies[["copy", "weight_decay", "fisher", "seed"]], p.p, p.key_factor)
+    align = dict(x_train=data["train"]["tokens"], train=data["train"].tensors, learn_steps=p.learn_steps,
+                 learn_lr=p.learn_lr, learn_units=p.learn_units)
+    info, paths = [], []
+    for role, (wd, lam) in (("grokked", p.connect_setting), ("control", p.control_setting)):
+        cell = grokked_seeds(grok, wd, lam) if role == "grokked" else grok[
+            (grok.weight_decay == wd) & (grok.fisher == lam) & ~grok.diverged.astype(bool)].sort_values("seed")
+        for (ca, sa), (cb, sb) in itertools.combinations(cell[["copy", "seed"]].to_numpy(), 2):
+            ka, kb = keys[int(ca)], keys[int(cb)]
+            row = {"setting": f"{role}: wd {wd:g}, λ {lam:g}", "pair": f"{int(sa)}-{int(sb)}", "role": role,
+                   "weight_decay": wd, "fisher": lam, "seed_a": int(sa), "seed_b": int(sb), "overlap": jaccard(ka, kb),
+                   "keys_a": str(ka), "keys_b": str(kb)}
+            path, diag = method_paths(fam, spec.model, copy_state(state, int(ca)), copy_state(state, int(cb)), alphas,
+                                      test, device, {**align, "seed": int(sa)}, setting=row["setting"],
+                                      pair=row["pair"])
+            info.append({**row, **diag})
+            paths.append(path)
+    if not paths:  # no two seeds in either setting
+        return pd.DataFrame(columns=["setting", "pair", "role"]), pd.DataFrame(columns=[
+            "setting", "pair", "kind", "split", "alpha", "loss", "error"]), freqs
+    paths = pd.concat(paths, ignore_index=True)
+    return pd.DataFrame(info).merge(barriers_by_method(paths, ("setting", "pair"), p.definition),
+                                    left_on=["setting", "pair"], right_index=True), paths, freqs
 
 
-def cell_table(grok: pd.DataFrame) -> pd.DataFrame:
-    """Per (weight decay, lambda): seeds, how many fit the training set and how many grokked, the median grok step
-    with its range over seeds (a seed that did not grok counts as later than every step: the median and the upper
-    end are then infinite), the median final test accuracy."""
-    rows = []
-    for (wd, lam), g in grok.groupby(["weight_decay", "fisher"]):
-        steps = g.grok_step.fillna(np.inf).to_numpy()
-        fit = np.isfinite(g.memorised_step) | np.isfinite(g.grok_step)
-        rows.append({"weight_decay": wd, "fisher": lam, "seeds": len(g), "fit": int(fit.sum()),
-                     "grokked": int(np.isfinite(g.grok_step).sum()), "median_grok_step": float(np.median(steps)),
-                     "min_grok_step": float(steps.min()), "max_grok_step": float(steps.max()),
-                     "median_final_test_acc": float(g.final_test_acc.median()),
-                     "transient_only": int((np.isfinite(g.first_hit_step) & ~np.isfinite(g.grok_step)).sum())})
-    out = pd.DataFrame(rows)
-    out["fits"] = out.fit == out.seeds
-    out["no_fit"] = out.fit == 0
-    return out
+def barriers_over_training(p, spec, store, run_, grok: pd.DataFrame, data, device) -> pd.DataFrame:
+    """Unaligned and weight-matched test barriers of the first `trajectory_pairs` pairs of grokked seeds of the
+    connectivity setting at every kept checkpoint (before and after grokking); grok's copy numbers are the
+    ensemble's (`spec`, `run_`)."""
+    pairs = list(itertools.combinations(grokked_seeds(grok, *p.connect_setting)[["copy", "seed"]].to_numpy(), 2))
+    test = family_of(spec.model).eval_examples(spec.model, data["test"])
+    paths = paths_over_training(spec, store, run_, pairs[: p.trajectory_pairs], alpha_grid(p.alphas), test, device)
+    if not len(paths):
+        return pd.DataFrame(columns=["step", "pair", "kind", *QUANTITIES], dtype=float)
+    return barrier_columns(paths, ("step", "pair", "kind"), p.definition)
+
+
+STUDY = Grokking()
+run = STUDY.run
+PROFILES = STUDY.profiles

@@ -15,3 +15,18 @@ FRANKLE_RESNET20_ONSET_PCT = 3.0
 # in nats, unaligned and after each alignment; the last is permutations plus an orthogonal map of the residual stream.
 THEUS_GPT2_SHAKESPEARE_BARRIER_NATS = {"unaligned": 2.02, "activation matching": 1.43, "weight matching": 0.34,
                                        "permutations + orthogonal residual map": 0.02}
+
+# Study 2 (shxjames/lmc-transformers), Fig. 1, read off the figure (no number is printed): (loss at the endpoints,
+# peak loss near α = ½) in nats/token of its full-length runs from one initialisation, per size and split.
+STUDY2_FIG1_LOSS = {"tinygpt": {"train": (1.70, 1.905), "eval": (1.855, 2.045)},
+                    "toygpt": {"train": (4.58, 5.26), "eval": (5.11, 5.95)},
+                    "compactgpt": {"train": (0.45, 3.0)}, "mingpt": {"train": (0.12, 0.85)}}
+# Its Table 1 (train steps, warm-up; batch 32) and GPT-2's config (batch 8; GPT-2 from scratch is not in Table 1: it
+# gets MinGPT's length), its parameter counts, and its training split (90 % of tiny-shakespeare's 1,115,394 chars).
+STUDY2_RECIPES = {"tinygpt": {"steps": 20000, "warmup": 2000, "batch": 32},
+                  "toygpt": {"steps": 15000, "warmup": 1500, "batch": 32},
+                  "compactgpt": {"steps": 10000, "warmup": 1000, "batch": 32},
+                  "mingpt": {"steps": 3000, "warmup": 300, "batch": 32},
+                  "gpt2": {"steps": 3000, "warmup": 300, "batch": 8}}
+STUDY2_PARAMS = {"tinygpt": 204e3, "toygpt": 1.65e6, "compactgpt": 12e6, "mingpt": 30e6, "gpt2": 124e6}
+STUDY2_TRAIN_CHARS = 1_003_854

@@ -13,80 +13,126 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..align.methods import UNALIGNED, WEIGHT
 from ..analysis import barrier as B
+from ..analysis import findings as F
 from ..analysis.path_result import judge_paths
-from ..analysis.verdict import interval
 from ..config import ConfigError
 from ..data import load_corpus
 from ..data.vectors import VectorDataConfig, load_vectors
-from .common import (StudyResult, check_alphas, check_positive, check_threads, out_dirs, resolve_params,
-                     set_threads)
-
-PREFIX = "00"
-STUDY_DEFAULTS = dict(pairs=4, width=512, steps=3000, lr=0.05, batch_size=128, alphas=25, definition=B.DEFAULT,
-                      lm_pairs=2, lm_d=128, lm_layers=4, lm_heads=4, lm_context=64, lm_steps=2000, lm_batch=32,
-                      lm_lr=1e-3, lm_eval_tokens=16384, align_tokens=4096)
-PROFILES = {
-    "smoke": {**STUDY_DEFAULTS, "pairs": 2, "width": 32, "steps": 30, "alphas": 5, "lm_pairs": 1, "lm_d": 16,
-              "lm_layers": 1, "lm_heads": 2, "lm_context": 16, "lm_steps": 5, "lm_batch": 4, "lm_eval_tokens": 512,
-              "align_tokens": 256},
-    # 4 MLP pairs 40-128-128-10 and 2 GPT-2 pairs (2 layers, d=64, 600 steps): minutes on a 2-core CPU
-    "quick": {**STUDY_DEFAULTS, "width": 128, "steps": 2000, "lm_d": 64, "lm_layers": 2, "lm_heads": 4,
-              "lm_steps": 600, "lm_batch": 16, "lm_eval_tokens": 8192, "align_tokens": 2048},
-    "paper": dict(STUDY_DEFAULTS),  # Git Re-Basin's MLP width 512; 4-layer d=128 GPT-2s (one GPU)
-}
+from ..publish.plotting import curves_with_band
+from .base import Study, Summary, folders, set_threads
+from .params import ALPHAS, DEFINITION, POSITIVE, RATE, StudyParams, param
 
 
-def check_params(p: dict) -> None:
-    """Every check that needs no training."""
-    check_positive(p, "pairs", "width", "steps", "batch_size", "lm_pairs", "lm_d", "lm_layers", "lm_heads",
-                   "lm_context", "lm_steps", "lm_batch", "lm_eval_tokens", "align_tokens")
-    check_alphas(p)
-    for name in ("lr", "lm_lr"):
-        if not isinstance(p[name], (int, float)) or not p[name] > 0:
-            raise ConfigError(f"{name}={p[name]!r} must be a positive number")
-    if p["lm_d"] % p["lm_heads"]:
-        raise ConfigError(f"lm_d={p['lm_d']} must be divisible by lm_heads={p['lm_heads']}")
-    if p["definition"] not in B.DEFINITIONS:
-        raise ConfigError(f"definition={p['definition']!r}; choose one of {list(B.DEFINITIONS)}")
+@dataclass(frozen=True)
+class Params(StudyParams):
+    """Notebook 00's settings: the MLP pairs (Git Re-Basin's setting on MNIST-1D) and the GPT-2 checkpoints."""
+
+    pairs: int = param(4, "pairs of independently initialised MLPs", POSITIVE)
+    width: int = param(512, "hidden units of each of the MLP's two hidden layers", POSITIVE)
+    steps: int = param(3000, "SGD steps per MLP", POSITIVE)
+    lr: float = param(0.05, "SGD learning rate of the MLPs (momentum 0.9)", RATE)
+    batch_size: int = param(128, "MLP batch size", POSITIVE)
+    alphas: int = param(25, "points on each path, endpoints included", ALPHAS)
+    definition: str = param(B.DEFAULT, "the barrier definition of the findings", DEFINITION)
+    lm_pairs: int = param(2, "pairs of GPT-2 checkpoints", POSITIVE)
+    lm_d: int = param(128, "GPT-2 width (n_embd)", POSITIVE)
+    lm_layers: int = param(4, "GPT-2 layers", POSITIVE)
+    lm_heads: int = param(4, "GPT-2 attention heads", POSITIVE)
+    lm_context: int = param(64, "GPT-2 context (characters)", POSITIVE)
+    lm_steps: int = param(2000, "AdamW steps per GPT-2", POSITIVE)
+    lm_batch: int = param(32, "GPT-2 batch size (windows)", POSITIVE)
+    lm_lr: float = param(1e-3, "GPT-2 AdamW learning rate", RATE)
+    lm_eval_tokens: int = param(16384, "test characters the GPT-2 paths are evaluated on", POSITIVE)
+    align_tokens: int = param(4096, "training characters the GPT-2 spec is checked on", POSITIVE)
+
+    def check(self) -> None:
+        if self.lm_d % self.lm_heads:
+            raise ConfigError(f"lm_d={self.lm_d} must be divisible by lm_heads={self.lm_heads}")
 
 
-def settings(params: dict | None = None) -> dict:
-    """The profile's settings with the notebook's parameters and overrides, checked (before any data is loaded);
-    folders resolved; torch's CPU threads set (`threads`, 1 by default)."""
-    p = resolve_params(PROFILES, params)
-    check_threads(p)
-    check_params(p)
-    fig_dir, store_dir, cache_dir = out_dirs(p)
-    set_threads(p["threads"])  # torch's CPU threads for the notebook's own loops too (1 by default, see common)
-    return {**p, "figures_dir": fig_dir, "store_dir": store_dir, "cache_dir": cache_dir}
+PAPER = Params(profile="paper")  # Git Re-Basin's MLP width 512; 4-layer d=128 GPT-2s (one GPU)
 
 
-def mnist1d(p: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+class YourModels(Study):
+    """Your own models: the notebook trains them with plain PyTorch and calls `report`."""
+
+    prefix, notebook = "00", "00_your_models"
+    question = "Does weight matching remove the barrier between independently initialised models of your own?"
+    claim = ("Git Re-Basin (Ainsworth et al. 2023): weight matching lowers the loss barrier between independently "
+             "initialised MLPs to near zero at large width (MNIST, 3 x 512)")
+    in_notebook = True
+    profiles = {
+        "smoke": PAPER.replace(profile="smoke", pairs=2, width=32, steps=30, alphas=5, lm_pairs=1, lm_d=16,
+                               lm_layers=1, lm_heads=2, lm_context=16, lm_steps=5, lm_batch=4, lm_eval_tokens=512,
+                               align_tokens=256),
+        # 4 MLP pairs 40-128-128-10 and 2 GPT-2 pairs (2 layers, d=64, 600 steps): minutes on a 2-core CPU
+        "quick": PAPER.replace(profile="quick", width=128, steps=2000, lm_d=64, lm_layers=2, lm_heads=4, lm_steps=600,
+                               lm_batch=16, lm_eval_tokens=8192, align_tokens=2048),
+        "paper": PAPER,
+    }
+
+    def compute(self, p: Params, ctx) -> dict:
+        raise ConfigError("notebook 00 trains your models with your own code: run notebooks/00_your_models.ipynb "
+                          "(it calls settings() first and report() last)")
+
+    def figures(self, p: Params, data: dict):
+        c = data["paths"]
+        yield "mlp_loss_vs_alpha", *_figure(c[c.model == "MLP"], f"MLPs 40-{p.width}-{p.width}-10 on MNIST-1D",
+                                            p.definition)
+        yield "gpt2_loss_vs_alpha", *_figure(c[c.model == "GPT-2"], f"GPT-2 checkpoints (d={p.lm_d}, {p.lm_layers} "
+                                             "layers) on Shakespeare characters", p.definition)
+
+    def csvs(self, p: Params, data: dict) -> dict:
+        return {"barriers": data["barriers"], "paths": data["paths"]}
+
+    def findings(self, p: Params, data: dict) -> Summary:
+        return describe(p, data)
+
+    def setting(self, p: Params) -> str:
+        return f"MLPs 40-{p.width}-{p.width}-10, {p.pairs} pairs; GPT-2 d = {p.lm_d}, {p.lm_pairs} pairs"
+
+
+STUDY = YourModels()
+PROFILES = STUDY.profiles
+
+
+def settings(params: dict | None = None) -> Params:
+    """The profile's settings with the notebook's parameters and overrides, checked before any data is loaded; the
+    folders resolved (figures_dir, store_dir, cache_dir as absolute paths); torch's CPU threads set (`threads`)."""
+    p = STUDY.params(params)
+    fig, store, cache = folders(p)
+    set_threads(p.threads)  # torch's CPU threads for the notebook's own loops too (1 by default)
+    return p.replace(figures_dir=str(fig), store_dir=str(store), cache_dir=str(cache))
+
+
+def mnist1d(p: Params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MNIST-1D (generated offline): x_train [4000, 40], y_train [4000], x_test [1000, 40], y_test [1000]."""
-    d = load_vectors(VectorDataConfig(), p["cache_dir"])
+    d = load_vectors(VectorDataConfig(), p.cache_dir)
     return d["train"]["x"], d["train"]["y"], d["test"]["x"], d["test"]["y"]
 
 
-def shakespeare_chars(p: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+def shakespeare_chars(p: Params) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Character-level Shakespeare (shipped offline): train and test token streams (1-D int64) and the vocabulary
     size."""
-    c = load_corpus("shakespeare", level="char", cache_dir=str(p["cache_dir"]))
+    c = load_corpus("shakespeare", level="char", cache_dir=str(p.cache_dir))
     return c.train, c.test, len(c.vocab)
 
 
-def checkpoint_folder(p: dict, seed: int) -> Path:
+def checkpoint_folder(p: Params, seed: int) -> Path:
     """Where the GPT-2 checkpoint of `seed` is saved (under the run store, keyed by the settings that shape it), so
     a rerun reloads it instead of training it again."""
     keys = ("lm_d", "lm_layers", "lm_heads", "lm_context", "lm_steps", "lm_batch", "lm_lr")
-    h = hashlib.sha256(json.dumps({k: p[k] for k in keys}, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(p["store_dir"]) / "your_models" / h / f"gpt2-seed{seed}"
+    h = hashlib.sha256(json.dumps({k: getattr(p, k) for k in keys}, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(p.store_dir) / "your_models" / h / f"gpt2-seed{seed}"
 
 
 def planted_permutation(model: torch.nn.Module, sample: torch.Tensor, seed: int = 0) -> dict:
@@ -108,112 +154,69 @@ def planted_permutation(model: torch.nn.Module, sample: torch.Tensor, seed: int 
     return {"exact": diff == 0.0, "max_weight_diff": diff, "alignment": al}
 
 
-def _curves(paths: list, kind: str) -> pd.DataFrame:
-    return pd.concat([r.curve.assign(pair=i, kind=kind) for i, r in enumerate(paths)], ignore_index=True)
-
-
-def _barriers(paths: list, kind: str, model: str) -> pd.DataFrame:
-    return pd.concat([r.barriers.assign(pair=i, kind=kind, model=model) for i, r in enumerate(paths)],
-                     ignore_index=True)
-
-
-def _figure(curves: pd.DataFrame, title: str, metrics: tuple[str, ...], definition: str):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.4), squeeze=False)
+def _figure(curves: pd.DataFrame, title: str, definition: str):
     test = curves[curves.split == "test"]
-    rows = []
-    for ax, metric in zip(axes[0], metrics):
-        for kind, color in (("unaligned", "C3"), ("weight matching", "C0")):
-            g = test[test.kind == kind].groupby("alpha")[metric]
-            m, se = g.mean(), g.sem().fillna(0.0)
-            ax.plot(m.index, m.values, "-o", ms=2.5, color=color, label=f"{kind} (mean of {test.pair.nunique()} pairs)")
-            ax.fill_between(m.index, m - se, m + se, color=color, alpha=0.2)
-            rows += [{"metric": metric, "kind": kind, "alpha": a, "mean": v, "se": s}
-                     for a, v, s in zip(m.index, m.values, se.values)]
-        ax.set_xlabel(r"interpolation weight $\alpha$ (0 = model A, 1 = model B)")
-        ax.set_ylabel({"loss": "test loss (nats)", "error": "test error (fraction)"}[metric])
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    fig, data = curves_with_band(test, "kind", (UNALIGNED, WEIGHT), ("loss", "error"),
+                                 {"loss": "test loss (nats)", "error": "test error (fraction)"})
     fig.suptitle(f"{title} — band: ± 1 s.e. over pairs; barrier `{definition}` in the summary", fontsize=10)
     fig.tight_layout()
-    return fig, pd.DataFrame(rows)
+    return fig, data
 
 
-def _delta(before: list, after: list, metric: str, definition: str):
-    """Per-pair reduction of the test barrier by weight matching, with its interval over pairs."""
-    def inst(r):
+def _instabilities(paths: list, metric: str, definition: str) -> np.ndarray:
+    def one(r):
         b = r.barriers
         return float(b[(b.split == "test") & (b.metric == metric) & (b.definition == definition)].instability.iloc[0])
-    return interval([inst(x) - inst(y) for x, y in zip(before, after)])
+    return np.array([one(r) for r in paths])
 
 
-def report(p: dict, mlp_before: list, mlp_after: list, mlp_alignments: list, planted, lm_before: list,
-           lm_after: list, lm_alignments: list, endpoint_acc: list) -> StudyResult:
+def report(p: Params, mlp_before: list, mlp_after: list, mlp_alignments: list, planted, lm_before: list,
+           lm_after: list, lm_alignments: list, endpoint_acc: list):
     """Figures, tables and the summary of the notebook's paths (lists of PathResult, one per pair) and alignments
     (lists of Alignment); planted: planted_permutation's result (the precondition); endpoint_acc: the MLPs' test
-    accuracies."""
-    d = p["definition"]
-    res = StudyResult(params={k: (str(v) if isinstance(v, Path) else v) for k, v in p.items()})
-    curves = pd.concat([_curves(mlp_before, "unaligned").assign(model="MLP"),
-                        _curves(mlp_after, "weight matching").assign(model="MLP"),
-                        _curves(lm_before, "unaligned").assign(model="GPT-2"),
-                        _curves(lm_after, "weight matching").assign(model="GPT-2")], ignore_index=True)
-    barriers = pd.concat([_barriers(mlp_before, "unaligned", "MLP"), _barriers(mlp_after, "weight matching", "MLP"),
-                          _barriers(lm_before, "unaligned", "GPT-2"), _barriers(lm_after, "weight matching", "GPT-2")],
+    accuracies. Returns the StudyResult."""
+    parts = (("MLP", mlp_before, mlp_after), ("GPT-2", lm_before, lm_after))
+    paths = pd.concat([r.curve.assign(pair=i, kind=kind, model=model) for model, before, after in parts
+                       for kind, runs in ((UNALIGNED, before), (WEIGHT, after)) for i, r in enumerate(runs)],
+                      ignore_index=True)
+    barriers = pd.concat([r.barriers.assign(pair=i, kind=kind, model=model) for model, before, after in parts
+                          for kind, runs in ((UNALIGNED, before), (WEIGHT, after)) for i, r in enumerate(runs)],
                          ignore_index=True)
-    fig, data = _figure(curves[curves.model == "MLP"], f"MLPs 40-{p['width']}-{p['width']}-10 on MNIST-1D",
-                        ("loss", "error"), d)
-    res.add_figure(f"{PREFIX}_mlp_loss_vs_alpha", fig, data)
-    fig, data = _figure(curves[curves.model == "GPT-2"], f"GPT-2 checkpoints (d={p['lm_d']}, {p['lm_layers']} layers)"
-                        " on Shakespeare characters", ("loss", "error"), d)
-    res.add_figure(f"{PREFIX}_gpt2_loss_vs_alpha", fig, data)
-    res.tables.update(barriers=barriers, paths=curves)
-    res.add_csv(f"{PREFIX}_barriers", barriers)
-    res.add_csv(f"{PREFIX}_paths", curves)
-    res.publish(p["figures_dir"], PREFIX, describe(p, mlp_before, mlp_after, mlp_alignments, planted, lm_before,
-                                                   lm_after, lm_alignments, endpoint_acc))
-    return res
+    data = {"barriers": barriers, "paths": paths, "parts": parts, "planted": planted, "endpoint_acc": endpoint_acc,
+            "spec_change": max(a.check.max_diff for a in [*mlp_alignments, *lm_alignments])}
+    return STUDY.publish(p, Path(p.figures_dir), data)
 
 
-def describe(p, mlp_before, mlp_after, mlp_alignments, planted, lm_before, lm_after, lm_alignments, endpoint_acc
-             ) -> tuple[str, dict]:
-    """The findings in words from this run's numbers, and the numbers as data."""
-    d = p["definition"]
-    acc = np.asarray(endpoint_acc, dtype=float)
-    lines = [f"**Profile `{p['profile']}`: {len(mlp_before)} pairs of independently initialised MLPs 40-{p['width']}-"
-             f"{p['width']}-10 (MNIST-1D, {p['steps']} SGD steps each, trained by plain PyTorch code) and "
-             f"{len(lm_before)} pair(s) of GPT-2 checkpoints (d={p['lm_d']}, {p['lm_layers']} layers, {p['lm_steps']} "
-             f"AdamW steps each, saved and reloaded from local folders); barrier `{d}` on the test split, "
-             f"{p['alphas']} α points.**", "",
-             f"- Precondition: weight matching recovers a planted permutation of a trained MLP "
-             f"{'exactly' if planted['exact'] else 'NOT exactly (largest weight difference %.1e)' % planted['max_weight_diff']}"
-             f"; every spec check "
-             f"passed (largest output change under a random permutation "
-             f"{max(a.check.max_diff for a in [*mlp_alignments, *lm_alignments]):.1e}).",
-             f"- The MLPs reach {100 * acc.mean():.1f} % test accuracy on average (min {100 * acc.min():.1f} %).", ""]
-    numbers: dict = {"mlp_test_accuracy": float(acc.mean()), "planted_recovered": bool(planted["exact"])}
-    verdicts = {}
-    for model, before, after in (("MLP", mlp_before, mlp_after), ("GPT-2", lm_before, lm_after)):
-        for metric in ("loss", "error"):
-            for kind, paths in (("unaligned", before), ("after weight matching", after)):
-                v = judge_paths(paths, split="test", metric=metric, definition=d)
-                verdicts[(model, metric, kind)] = v
-                lines.append(f"- {model}, {kind}: {v.text()}")
-                numbers[f"{model}_{metric}_{kind}".replace(" ", "_").replace("-", "")] = v.estimate
-        dl = _delta(before, after, "loss", d)
-        lines.append(f"- {model}: weight matching lowers the test-loss barrier by {dl.text(2, '% of endpoints mean')}.")
-        numbers[f"{model}_loss_reduction".replace("-", "")] = dl.estimate
-    mlp_red = _delta(mlp_before, mlp_after, "loss", d)
-    un = verdicts[("MLP", "loss", "unaligned")].estimate
-    left = verdicts[("MLP", "loss", "after weight matching")].estimate
-    share = f" After matching, {100 * left / un:.0f} % of the unaligned loss barrier remains." if un > 0 else ""
-    lines += ["", "Git Re-Basin's claim for MLPs — weight matching lowers the loss barrier between independent "
-              "initialisations — " + ("holds in this run (the interval of the per-pair reduction lies above 0)."
-                                      if mlp_red.bounded and mlp_red.low > 0 else "is inconclusive in this run (the "
-                                      "interval of the per-pair reduction reaches 0, or there are too few pairs).")
-              + share]
-    numbers["headline"] = (f"MLP test-loss barrier {verdicts[('MLP', 'loss', 'unaligned')].estimate:.1f} → "
-                           f"{verdicts[('MLP', 'loss', 'after weight matching')].estimate:.1f} % after weight "
-                           "matching")
-    return "\n".join(lines), numbers
+def model_findings(model: str, before: list, after: list, d: str) -> list:
+    """Every barrier of one model kind before and after weight matching, the paired reduction (Git Re-Basin's
+    claim: lower) and the share of the unaligned barrier that remains."""
+    out = [judge_paths(paths, split="test", metric=metric, definition=d)
+           for metric in ("loss", "error") for paths in (before, after)]
+    out = [replace(f, question=f"{model}, {kind}: {f.question}") for f, kind in
+           zip(out, (UNALIGNED, f"after {WEIGHT}") * 2)]
+    un, wm = _instabilities(before, "loss", d), _instabilities(after, "loss", d)
+    out.append(F.paired(wm - un, question=f"{model}: weight matching changes the test-loss barrier", metric="after "
+                        "minus before, per pair", unit="% of the endpoints' mean", expected=F.LOWER))
+    out.append(F.estimate(100 * wm / un, question=f"{model}: share of the unaligned test-loss barrier that remains "
+                          "after weight matching", metric="per pair", unit="%", digits=0))
+    return out
+
+
+def describe(p: Params, data: dict) -> Summary:
+    """The findings (findings layer) from this run's numbers."""
+    acc = np.asarray(data["endpoint_acc"], dtype=float)
+    planted = data["planted"]
+    (_, mb, ma), (_, lb, la) = data["parts"]
+    body = [f"- Precondition: weight matching recovers a planted permutation of a trained MLP "
+            f"{'exactly' if planted['exact'] else 'NOT exactly (largest weight difference %.1e)' % planted['max_weight_diff']}"
+            f"; every spec check passed (largest output change under a random permutation {data['spec_change']:.1e}).",
+            f"- The MLPs reach {100 * acc.mean():.1f} % test accuracy on average (min {100 * acc.min():.1f} %).", ""]
+    mlp, lm = model_findings("MLP", mb, ma, p.definition), model_findings("GPT-2", lb, la, p.definition)
+    body += mlp + lm
+    setting = (f"Profile `{p.profile}`: {len(mb)} pairs of independently initialised MLPs 40-{p.width}-{p.width}-10 "
+               f"(MNIST-1D, {p.steps} SGD steps each, trained by plain PyTorch code) and {len(lb)} pair(s) of GPT-2 "
+               f"checkpoints (d={p.lm_d}, {p.lm_layers} layers, {p.lm_steps} AdamW steps each, saved and reloaded from "
+               f"local folders); barrier `{p.definition}` on the test split, {p.alphas} α points; every pair is its "
+               "own pair of initialisations (the independent unit).")
+    return Summary(setting, body, mlp[4], {"mlp_test_accuracy": float(acc.mean()),
+                                           "planted_recovered": bool(planted["exact"])})

@@ -17,7 +17,7 @@ def grid(lrs=(0.05, 0.1), seeds=(1, 2), steps=15):
 
 
 def recipe(tmp_path):
-    return Recipe.of("lmc_core.studies.alignment:train_data", dataset="mnist1d", cache_dir=str(tmp_path / "cache"))
+    return Recipe.of("lmc_core.data.vectors:train_examples", dataset="mnist1d", cache_dir=str(tmp_path / "cache"))
 
 
 def test_compatible_jobs_pack_into_one_ensemble_and_each_is_stored_alone(tmp_path, monkeypatch):

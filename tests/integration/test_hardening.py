@@ -316,7 +316,8 @@ def test_a_failure_before_the_journal_leaves_the_old_set(tmp_path, monkeypatch):
 def test_finished_runs_in_a_read_only_store_are_used_without_writing(tmp_path, monkeypatch):
     import os
 
-    from lmc_core.runs import checkpoints, io
+    from lmc_core import files as io
+    from lmc_core.runs import checkpoints
     from lmc_core.studies import instability_init as study
 
     store = tmp_path / "store"

@@ -38,4 +38,5 @@ def test_online_route_with_hub_stand_ins(monkeypatch, tmp_path):
     assert not (runs.part == "pretraining").any()  # notebook 03's LM is not needed online
     stored = pd.read_json(tmp_path / "figs" / "07_summary.json", typ="series")
     assert stored["tokenizer"] == "gpt2" and stored["finetuned"] == "gpt2"
-    assert "GPT-2's own BPE" in res.summary and "Fine-tuned from GPT-2" in res.summary
+    assert "GPT-2's own BPE" in res.summary
+    assert "GPT-2 (124M, OpenAI's weights), pairs fine-tuned from it" in res.summary

@@ -102,7 +102,7 @@ def test_runs_spawn_points_and_grid_jobs_share_one_result_layout(tmp_path):
     mlp = MLPConfig(d_in=40, hidden=(8,), n_classes=10)
     tc = TrainConfig(steps=2, batch_size=20, optimizer="sgd", lr=0.1, schedule="constant", clip_norm=None)
     job = Job(RunSpec(model=mlp, data=VectorDataConfig(), train=tc, seeds=(Seeds(1, 1, 1),)),
-              Recipe.of("lmc_core.studies.alignment:train_data", dataset="mnist1d", cache_dir=str(tmp_path / "c")))
+              Recipe.of("lmc_core.data.vectors:train_examples", dataset="mnist1d", cache_dir=str(tmp_path / "c")))
     dispatch([job], tmp_path, "inprocess", "cpu", progress=False)
     results = [d for d in tmp_path.iterdir() if (d / "DONE.json").exists()]
     assert len(results) == 3

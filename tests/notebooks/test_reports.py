@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lmc_core.publish import paths, progress, report_html, report_index, reports
+from lmc_core import progress
+from lmc_core.publish import paths, report_html, report_index, reports
 from lmc_core.publish.reports import NotebookRunError, run_notebooks
 
 ROOT = Path(__file__).resolve().parents[2]

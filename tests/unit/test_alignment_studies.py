@@ -1,66 +1,17 @@
-"""The inference rules of notebooks 04 and 06 on planted tables: trained cells, the bootstrapped argmin learning
-rate, the Fisher comparison on common cells, the sustained grok, range comparisons, seed-level bootstraps and key
-Fourier frequencies."""
+"""The inference rules of notebook 06 on planted tables: the sustained grok (analysis.grok), neighbouring cells
+compared by an exact rank test and the trend over them (findings.arms / trend), connectivity over seeds that pairs
+share (findings.shared_pairs) and key Fourier frequencies (analysis.fourier) (notebook 04's:
+tests/unit/test_alignment_grid.py)."""
 import math
-from dataclasses import replace
 
 import pandas as pd
 import pytest
 import torch
 
-from lmc_core.config import CopySettings, RunSpec, Seeds, TrainConfig
-from lmc_core.models.mlp import MLPConfig
-from lmc_core.runs.dispatch import Job, Recipe
-from lmc_core.studies.alignment_mlp import argmin_lr, fisher_effect, mark_trained, median_pair
-from lmc_core.studies.grokking import cell_table, grok_table
-from lmc_core.studies.grokking_connect import jaccard, key_frequencies, seed_bootstrap
-from lmc_core.studies.grokking_summary import claim, compare_cells
-
-
-def grid(barrier, errors=None, pairs=3, lam=(0.0,), opt="sgd"):
-    """A pair table: barrier[lr_index] gives each pair's barrier after weight matching (list per lr)."""
-    rows = []
-    for i, bs in enumerate(barrier):
-        for f in lam:
-            for pair in range(pairs):
-                rows.append({"optimizer": opt, "width": 128, "lr": 10.0 ** (i - 3), "fisher": f, "pair": pair,
-                             "diverged": False, "collapsed": False, "barrier_wm": bs[pair] + f,
-                             "endpoint_error": (errors or [0.3] * len(barrier))[i]})
-    return pd.DataFrame(rows)
-
-
-def test_cells_far_from_the_optimizer_s_best_error_are_not_trained():
-    t = mark_trained(grid([[1, 1, 1]] * 4, errors=[0.8, 0.35, 0.3, 0.45]), margin_pp=10)
-    by_lr = t.groupby("lr").trained.all()
-    assert list(by_lr) == [False, True, True, False]
-    t.loc[(t.lr == 0.01) & (t.pair == 1), "diverged"] = True  # one diverged pair spoils its cell
-    assert not mark_trained(t, 10).groupby("lr").trained.all()[0.01]
-
-
-def test_argmin_learning_rate_verdicts():
-    inside = mark_trained(grid([[0.5, 0.6, 0.55], [0.1, 0.12, 0.11], [0.4, 0.5, 0.45]]), 10)
-    r = argmin_lr(inside, "sgd", 0.0)
-    assert r["lr"] == 0.01 and r["verdict"] == "interior" and r["share"][0.01] == 1.0
-    edge = mark_trained(grid([[0.1, 0.12, 0.11], [0.3, 0.35, 0.3], [0.4, 0.5, 0.45]]), 10)
-    assert argmin_lr(edge, "sgd", 0.0)["verdict"] == "edge"
-    # one pair prefers another lr: resamples disagree
-    mixed = mark_trained(grid([[0.5, 0.5, 0.05], [0.1, 0.12, 0.3], [0.4, 0.5, 0.45]]), 10)
-    assert argmin_lr(mixed, "sgd", 0.0)["verdict"] == "inconclusive"
-    few = mark_trained(grid([[0.5, 0.6, 0.55], [0.1, 0.12, 0.11]]), 10)
-    assert argmin_lr(few, "sgd", 0.0)["verdict"] == "too few"
-
-
-def test_fisher_is_compared_only_where_every_lambda_trained():
-    t = mark_trained(grid([[0.2, 0.3, 0.25], [0.1, 0.12, 0.11]], lam=(0.0, 1.0)), 10)
-    t.loc[(t.lr == 0.001) & (t.fisher == 1.0), "collapsed"] = True  # lr 0.001 trained for lambda 0 only
-    fe = fisher_effect(mark_trained(t, 10), "sgd", 1.0)
-    assert fe["common_lrs"] == [0.01]
-    assert fe["interval"].estimate == pytest.approx(1.0)  # grid() adds lambda to the barrier
-
-
-def test_the_median_pair_is_shown_not_the_best():
-    t = mark_trained(grid([[0.5, 0.1, 0.3]]), 10)
-    assert median_pair(t).barrier_wm == 0.3
+from lmc_core.analysis import findings as F
+from lmc_core.analysis.fourier import frequency_table, jaccard, key_frequencies
+from lmc_core.analysis.grok import cell_table, grok_range, grok_table, grokked_seeds
+from lmc_core.studies.grokking_summary import comparisons
 
 
 def curves_of(acc: list[float], step: int = 100):
@@ -90,28 +41,52 @@ def test_a_grok_held_for_a_window_survives_a_later_dip():
     assert grok_table(curves_of(acc), copies, {}, evals=0).iloc[0].grok_step == 900  # to the end of the run
 
 
-def cells(rows):
-    grok = pd.DataFrame([{"weight_decay": wd, "fisher": 0.0, "seed": s, "grok_step": st, "memorised_step": 50.0,
+def grok_of(rows):
+    return pd.DataFrame([{"weight_decay": wd, "fisher": 0.0, "seed": s, "grok_step": st, "memorised_step": 50.0,
                           "first_hit_step": st, "final_test_acc": 1.0, "diverged": False}
                          for wd, steps in rows for s, st in enumerate(steps, 1)])
-    return cell_table(grok)
 
 
-def test_grok_steps_are_compared_by_their_ranges_over_seeds():
-    c = cells([(0.5, [3000, 3200, 3100]), (1.0, [1000, 1500, 1200]), (2.0, [900, 1400, math.nan])])
-    row = c.set_index("weight_decay")
-    assert compare_cells(row.loc[0.5], row.loc[1.0]) == "sooner"
-    assert compare_cells(row.loc[1.0], row.loc[2.0]) == "inconclusive"  # ranges overlap (a seed never grokked)
+def wd_comparisons(grok):
+    return comparisons(grok, cell_table(grok), "weight_decay", "fisher", "weight decay", "wd", "λ")
+
+
+def test_neighbouring_cells_are_compared_by_an_exact_rank_test_of_their_seeds_grok_steps():
+    """3 seeds per cell: the one-sided exact test reaches p = 1/20 = 0.05 only when the ranges separate (the old
+    range rule, now a test); a seed that never grokked counts as infinitely late."""
+    grok = grok_of([(0.5, [3000, 3200, 3100]), (1.0, [1000, 1500, 1200]), (2.0, [900, 1400, math.nan])])
+    row = cell_table(grok).set_index("weight_decay")
     assert row.loc[2.0].max_grok_step == math.inf and row.loc[2.0].median_grok_step == 1400
-    out = claim(c, "weight_decay", "fisher")
-    assert (out["sooner"], out["inconclusive"], out["verdict"]) == (1, 1, "inconclusive")  # 1 of 2: not most
+    assert grok_range(row.loc[2.0]) == "1400 [900–∞]"
+    sooner, overlap = wd_comparisons(grok)  # wd 1 against wd 0.5, wd 2 against wd 1
+    assert sooner.verdict == F.LOWER and sooner.p_value == pytest.approx(0.05) and sooner.min_p == pytest.approx(0.05)
+    assert "(wd 1 − wd 0.5)" in sooner.question and "1200 [1000–1500] vs 3100 [3000–3200]" in sooner.metric
+    assert overlap.verdict == F.INCONCLUSIVE and overlap.p_value > 0.05  # ranges overlap
+    trend = F.trend([sooner, overlap], question="q", claimed=F.LOWER)
+    assert trend.verdict == F.INCONCLUSIVE  # 1 of 2 decisive: not most
+    later = wd_comparisons(grok_of([(0.5, [1000, 1100, 1200]), (1.0, [3000, 3100, math.nan])]))
+    assert [c.verdict for c in later] == [F.HIGHER]  # later, said as it is (the test against the claimed direction)
+    assert "against the claimed direction" in later[0].text()
+    assert F.trend(later + [sooner], question="q", claimed=F.LOWER).verdict == F.MIXED
+    two = wd_comparisons(grok_of([(0.5, [3000, 3100]), (1.0, [1000, 1100])]))[0]  # 2 vs 2 seeds: p >= 1/6
+    assert two.verdict == F.INCONCLUSIVE and two.min_p == pytest.approx(1 / 6) and "no effect of any size" in two.text()
 
 
-def test_seed_bootstrap_resamples_seeds_not_pairs():
-    pairs = pd.DataFrame([{"seed_a": a, "seed_b": b, "x": float(a + b)} for a in range(1, 5) for b in range(a + 1, 5)])
-    est, lo, hi = seed_bootstrap(pairs, "x")
-    assert est == pytest.approx(5.0) and lo < est < hi
-    assert math.isnan(seed_bootstrap(pairs[pairs.seed_b < 3], "x")[1])  # two seeds cannot be resampled
+def test_connectivity_over_seeds_that_pairs_share():
+    """All pairs among m seeds: findings.shared_pairs with the seeds as units — a range and no verdict below 5
+    seeds, a verdict by Frankle's criterion from 5 on, no barrier when every error path is convex."""
+    from lmc_core.analysis.criteria import FRANKLE
+
+    def finding(m, value, chord=1.0):
+        pairs = pd.DataFrame([{"seed_a": a, "seed_b": b, "e": value + 0.1 * (a + b), "c": chord}
+                              for a in range(1, m + 1) for b in range(a + 1, m + 1)])
+        return F.shared_pairs(pairs.e, pairs.seed_a, pairs.seed_b, pairs.c, criterion=FRANKLE, question="q",
+                              metric="m", unit_name="seed")
+
+    four = finding(4, 50.0)
+    assert four.verdict == F.TOO_FEW and four.interval == "range" and four.n_units == 4 and four.n_pairs == 6
+    assert finding(6, 50.0).verdict == F.UNSTABLE and finding(6, 0.1).verdict == F.STABLE
+    assert finding(6, 0.1, chord=0.0).verdict == F.NO_BARRIER
 
 
 def test_key_frequencies_of_a_planted_fourier_embedding():
@@ -123,35 +98,17 @@ def test_key_frequencies_of_a_planted_fourier_embedding():
     w[:p] += 0.01 * torch.randn(p, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     keys, share = key_frequencies({"tok_emb": w[None].float()}, p)
     assert keys == [5, 11] and share.sum() == pytest.approx(1.0) and share.argmax() == 4
-    assert jaccard([5, 11], [5, 7]) == pytest.approx(1 / 3)
+    assert jaccard([5, 11], [5, 7]) == pytest.approx(1 / 3) and math.isnan(jaccard([], []))
+    labels = pd.DataFrame({"copy": [7], "weight_decay": [1.0], "fisher": [0.0], "seed": [3]})
+    table, found = frequency_table({7: {"tok_emb": w[None].float()}}, labels, p)
+    assert found == {7: [5, 11]} and len(table) == (p - 1) // 2 and table.seed.dtype.kind == "i"
+    assert list(table[table.key].frequency) == [5, 11] and list(table.columns[:4]) == list(labels.columns)
 
 
-def test_fisher_penalised_jobs_pack_apart_from_plain_ones():
-    spec = RunSpec(model=MLPConfig(d_in=4, hidden=(8,), n_classes=2), train=TrainConfig(steps=2),
-                   seeds=(Seeds(1, 1, 1),))
-    recipe = Recipe.of("lmc_core.studies.alignment:train_data", dataset="mnist1d", cache_dir="x")
-
-    def job(lam):
-        return Job(replace(spec, per_copy=(CopySettings(lr=0.1, fisher=lam),)), recipe)
-
-    assert job(0.5).pack_key() == job(1.0).pack_key() != job(0.0).pack_key()
-
-
-def test_study_5s_raw_midpoint_is_read_off_every_cell_that_ran():
-    """The raw midpoint loss of an undertrained low-lr cell counts (study 5 read its sweet spot off the whole grid);
-    a cell with a missing (diverged) pair does not; the minimum is compared with the endpoints' best lr."""
-    from lmc_core.studies.alignment_summary import raw_midpoint
-
-    t = grid([[0.1] * 3] * 4)
-    t["endpoint_loss"] = t.lr.map({0.001: 2.0, 0.01: 1.0, 0.1: 1.2, 1.0: 1.5})
-    t["midpoint_wm"] = t.endpoint_loss + 0.1
-    r = raw_midpoint(t, 3)["sgd"]
-    assert r["lr"] == r["endpoint_lr"] == 0.01 and r["same_argmin"] and r["rho_endpoint_loss"] == pytest.approx(1.0)
-    assert r["lrs"] == 4
-    assert raw_midpoint(t[~((t.lr == 1.0) & (t.pair == 0))], 3)["sgd"]["lrs"] == 3
-    t.loc[t.lr == 1.0, "midpoint_wm"] = 0.5  # the raw minimum moves away from the endpoints' best lr
-    r = raw_midpoint(t, 3)["sgd"]
-    assert r["lr"] == 1.0 and not r["same_argmin"]
+def test_only_seeds_that_grokked_and_still_hold_it_are_interpolated():
+    grok = grok_of([(1.0, [500, math.nan, 700, 800])]).assign(final_test_acc=[1.0, 1.0, 0.5, 1.0],
+                                                               diverged=[False, False, False, True])
+    assert list(grokked_seeds(grok, 1.0, 0.0).seed) == [1]  # 2 never grokked, 3 fell back, 4 diverged
 
 
 def test_a_crossing_too_late_to_be_held_for_the_window_is_no_grok():
@@ -174,3 +131,43 @@ def test_a_late_crossing_held_to_the_end_is_told_apart_from_a_transient_one():
     assert math.isnan(early.grok_step) and early.late_step == 1000  # only its last evaluation holds
     never = grok_table(curves_of([0.1, 0.96, 0.5, 0.97, 0.4, 0.6, 0.7, 0.5, 0.6, 0.5]), copies, {}, evals=4).iloc[0]
     assert math.isnan(never.late_step) and never.first_hit_step == 200
+
+
+def test_every_alignment_method_keeps_b_s_function_and_gives_one_column_per_quantity(tmp_path):
+    """analysis.residual_methods on Nanda et al.'s model (no LayerNorm): every method's T(B) computes B's function
+    (each path ends where the unaligned one does), and barriers_by_method reads barrier_table into one column per
+    quantity and method; analysis.checkpoint_paths follows pairs of a stored run over its checkpoints."""
+    import numpy as np
+
+    from lmc_core.analysis import barrier as B
+    from lmc_core.analysis.checkpoint_paths import paths_over_training
+    from lmc_core.analysis.interpolate import alpha_grid
+    from lmc_core.analysis.residual_methods import METHODS, QUANTITIES, barriers_by_method, method_paths
+    from lmc_core.data.modular import ModularDataConfig, modular_data
+    from lmc_core.families import family_of
+    from lmc_core.runs.store import RunStore
+    from lmc_core.studies.grokking import STUDY, copies_table, grid_spec
+
+    p = STUDY.params({"profile": "smoke", "steps": 4, "weight_decay": [1.0], "fisher": [0.0],
+                      "connect_setting": [1.0, 0.0], "control_setting": [1.0, 0.0]})
+    data = modular_data(ModularDataConfig(p=p.p, train_frac=p.train_frac, seed=p.data_seed))
+    spec = grid_spec(p, len(data["train"]), copies_table(p))
+    run = RunStore(tmp_path).get(spec, data["train"], "cpu", False, monitor={"test": data["test"]})
+    fam, alphas = family_of(spec.model), alpha_grid(3)
+    test = fam.eval_examples(spec.model, data["test"])
+    a, b = ({n: t[k: k + 1] for n, t in run.state.items()} for k in (0, 1))
+    paths, diag = method_paths(fam, spec.model, a, b, alphas, test, "cpu", dict(
+        x_train=data["train"]["tokens"], train=data["train"].tensors, seed=1, learn_steps=2, learn_lr=1e-2),
+        setting="s", pair="1-2")
+    assert list(dict.fromkeys(paths.kind)) == list(METHODS) and diag["invertible_map_condition"] >= 1
+    for end in (0.0, 1.0):
+        at = paths[paths.alpha == end]
+        np.testing.assert_allclose(at.loss, at.loss.iloc[0], rtol=1e-4)
+    wide = barriers_by_method(paths, ("setting", "pair"), "mean")
+    assert list(wide.columns) == [f"{q}:{m}" for m in METHODS for q in QUANTITIES]
+    u = paths[paths.kind == METHODS[0]]
+    assert wide["error_barrier_pp:unaligned"].iloc[0] == pytest.approx(100 * B.barrier(u.alpha, u.error, "mean"))
+    over = paths_over_training(spec, RunStore(tmp_path), run, [((0, 1), (1, 2))], alphas, test, "cpu")
+    assert sorted(over.step.unique()) == [*spec.train.checkpoints, spec.train.steps] and len(over) == 2 * 2 * 3
+    first = over[(over.step == spec.train.steps) & (over.kind == "unaligned")]
+    np.testing.assert_allclose(first.loss, u.loss, rtol=1e-6)  # the end of training is the run's own state

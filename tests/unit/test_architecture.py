@@ -129,7 +129,7 @@ MAX_FUNCTION_LINES = 60
 VERDICT_WORDS = re.compile(r"\b(stable|unstable|inconclusive|supported|contradicted)\b", re.IGNORECASE)
 RESAMPLING_CALLS = {"default_rng", "integers", "choice", "bootstrap", "permutation_test", "unit_bootstrap",
                     "seed_bootstrap", "permutation", "quantile", "shuffle"}
-OWNER = {"comparison_rows": "finetuning", "lm_setup": "instability_init", "common": None}  # file stem -> its study
+OWNER = {"lm_setup": "instability_init"}  # file stem -> its study
 
 
 def _owner(stem: str) -> str | None:
@@ -141,19 +141,13 @@ def _owner(stem: str) -> str | None:
 
 
 def study_files() -> list[Path]:
-    """The files of studies/ held to these rules: the seam's and those of every study on the seam (a study not yet
-    moved onto the seam, and the legacy common.py, are exempt while they exist)."""
-    import importlib
+    """Every file of studies/ (each belongs to the seam or to a study of the registry)."""
+    return sorted(STUDIES_DIR.glob("*.py"))
 
-    out = []
-    for p in sorted(STUDIES_DIR.glob("*.py")):
-        owner = _owner(p.stem)
-        if owner is None:
-            continue
-        if owner and not hasattr(importlib.import_module(f"lmc_core.studies.{owner}"), "STUDY"):
-            continue
-        out.append(p)
-    return out
+
+def test_every_file_of_studies_belongs_to_the_seam_or_a_registered_study():
+    seam = {"__init__", "base", "params", "registry", "reference"}
+    assert all(p.stem in seam or _owner(p.stem) for p in study_files())
 
 
 def _calls(tree) -> list[tuple[str, int]]:
@@ -203,10 +197,8 @@ def test_no_function_in_studies_is_longer_than_the_limit():
 
 
 def test_studies_fit_their_line_budget():
-    total = sum(len(p.read_text().splitlines()) for p in STUDIES_DIR.glob("*.py"))
-    files = study_files()
-    if len(files) == len(list(STUDIES_DIR.glob("*.py"))):  # every study on the seam: the whole budget holds
-        assert total <= STUDIES_MAX_LINES, total
+    total = sum(len(p.read_text().splitlines()) for p in study_files())
+    assert total <= STUDIES_MAX_LINES, total
 
 
 def test_the_rules_catch_what_they_look_for(tmp_path):

@@ -258,20 +258,17 @@ def test_gpt2_route_fails_fast_offline_naming_the_offline_default(monkeypatch):
 def test_a_flat_loss_at_chance_is_a_stall_not_a_plateau():
     """Notebook 03 calls MiniLM's endpoints converged only when their test loss stopped falling *and* is well below a
     uniform guess's; a loss flat at chance (a model that did not learn) is labelled as such."""
-    from types import SimpleNamespace
-
     import pandas as pd
 
-    from lmc_core.studies.finetuning_encoder import endpoint_state
+    from lmc_core.analysis.pair_paths import endpoint_state
     from lmc_core.studies.finetuning_figures import demo_note
 
     def run(losses):
-        return SimpleNamespace(history=pd.DataFrame({"step": range(len(losses)), "test_loss": losses,
-                                                     "test_acc": [0.5] * len(losses)}))
+        return pd.DataFrame({"step": range(len(losses)), "test_loss": losses, "test_acc": [0.5] * len(losses)})
 
-    stalled = endpoint_state(None, run([0.69, 0.69, 0.69, 0.69, 0.69]), 0.693)
-    falling = endpoint_state(None, run([0.69, 0.6, 0.5, 0.4, 0.3]), 0.693)
-    flat = endpoint_state(None, run([0.69, 0.4, 0.3, 0.3, 0.3]), 0.693)
+    stalled = endpoint_state(run([0.69, 0.69, 0.69, 0.69, 0.69]), 0.693)
+    falling = endpoint_state(run([0.69, 0.6, 0.5, 0.4, 0.3]), 0.693)
+    flat = endpoint_state(run([0.69, 0.4, 0.3, 0.3, 0.3]), 0.693)
     assert not stalled["converged"] and not stalled["learned"]
     assert not falling["converged"] and falling["learned"]
     assert flat["converged"]

@@ -80,7 +80,9 @@ def test_paired_differences_use_an_exact_sign_flip_test_and_state_its_smallest_p
     six = F.paired([-0.3, -0.2, -0.4, -0.25, -0.35, -0.3], question="q", metric="m", unit="nats", expected=F.LOWER)
     assert six.verdict == F.LOWER and six.p_value == pytest.approx(1 / 64)
     wrong_way = F.paired([0.3, 0.2, 0.4, 0.25, 0.35, 0.3], question="q", metric="m", unit="nats", expected=F.LOWER)
-    assert wrong_way.verdict == F.INCONCLUSIVE  # a one-sided test does not turn an effect the other way into one
+    assert wrong_way.verdict == F.HIGHER and "against the claimed direction" in wrong_way.text()  # said as it is
+    weak = F.paired([0.3, -0.2, 0.4, -0.25, 0.35, 0.3], question="q", metric="m", unit="nats", expected=F.LOWER)
+    assert weak.verdict == F.INCONCLUSIVE
 
 
 def test_two_arms_with_an_exact_permutation_test():
@@ -127,6 +129,7 @@ def test_a_trend_needs_most_neighbouring_comparisons_decisive():
     assert F.trend([c(F.LOWER), c(F.INCONCLUSIVE)], question="q", claimed=F.LOWER).verdict == F.INCONCLUSIVE
     assert F.trend([c(F.HIGHER)] * 3, question="q", claimed=F.LOWER).verdict == F.CONTRADICTED
     assert F.trend([c(F.HIGHER), c(F.LOWER)] * 2, question="q", claimed=F.LOWER).verdict == F.MIXED
+    assert F.trend([], question="q", claimed=F.LOWER).verdict == F.NOT_TESTABLE
 
 
 def test_structure_against_a_permutation_null_states_what_it_could_have_seen():
@@ -140,3 +143,10 @@ def test_every_verdict_word_is_in_the_vocabulary():
     words = {v for k, v in vars(F).items() if k.isupper() and isinstance(v, str) and k not in ("NO_VERDICT",)}
     words -= {F.INTERVAL_NAME.get(k, "") for k in F.INTERVAL_NAME}
     assert words <= set(F.VERDICTS)
+
+
+def test_an_arm_of_one_unit_gets_the_exact_relabelling_test():
+    p, min_p = S.two_sample_test([1.0], [2.0, 3.0, 4.0], "less")
+    assert p == pytest.approx(0.25) and min_p == pytest.approx(0.25)  # 1 of the 4 ways to pick the lone arm
+    f = F.arms([1.0], [2.0, 3.0, 4.0], question="q", metric="m", unit="", expected=F.LOWER)
+    assert f.verdict == F.INCONCLUSIVE and "no effect of any size" in f.text()

@@ -1,15 +1,13 @@
 """The papermill parameter files match the notebooks' parameters cells and the study profiles."""
 import ast
-import importlib
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lmc_core.studies.registry import MODULES, studies
+from lmc_core.studies.registry import studies
 from lmc_core.publish.paths import PROFILES
-from lmc_core.studies.common import resolve_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,10 +25,5 @@ def test_param_files_fit_every_notebook(profile):
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         missing = set(params) - parameter_names(nb)
         assert not missing, f"{nb.name} has no parameter(s) {missing}"
-    for name in MODULES:
-        mod = importlib.import_module(f"lmc_core.studies.{name}")
-        if hasattr(mod, "STUDY"):
-            mod.STUDY.params({"profile": profile})  # every study knows every profile
-        else:
-            resolve_params(mod.PROFILES, {"profile": profile})
-    assert studies()
+    for study in studies():
+        study.params({"profile": profile})  # every study knows every profile

@@ -44,7 +44,7 @@ def test_the_readme_has_examples_to_check():
 @pytest.mark.parametrize("cmd", commands("papermill"), ids=lambda c: " ".join(c)[:60])
 def test_papermill_examples_pass_parameters_our_code_accepts(cmd):
     from lmc_core.runs.dispatch import check_executor
-    from lmc_core.studies.common import merge_overrides
+    from lmc_core.studies.params import merge_overrides
 
     nb = ROOT / cmd[1]
     assert nb.exists(), f"{cmd[1]} does not exist"

@@ -12,7 +12,7 @@ import committed
 
 from lmc_core.analysis import barrier as B
 from lmc_core.config import Seeds
-from lmc_core.analysis.metrics import METRICS, barrier_table, verdict
+from lmc_core.analysis.metrics import METRICS, barrier_table, judge_barriers
 from lmc_core.studies.reference import FRANKLE_RESNET20_ONSET_PCT, FRANKLE_THRESHOLD_PCT, PTB_STUDY_PPL_INSTABILITY_PCT
 from lmc_core.runs.store import RunStore
 from lmc_core.train import TrainingDiverged, train_copies
@@ -52,8 +52,8 @@ def test_non_finite_barrier_gives_no_verdict():
     t = barrier_table(c)
     bad = t[(t.metric == "ppl") & (t.pair == 0)]
     assert bad.barrier.isna().all() and bad.stable.isna().all()  # never False ("unstable") from NaN
-    v = verdict(t, "test", "ppl")
-    assert v.status == "not finite" and "no finding" in v.text() and "unstable" not in v.text()
+    v = judge_barriers(t, "test", "ppl")
+    assert v.verdict == "not finite" and "no finding" in v.text() and "unstable" not in v.text()
     assert B.is_stable(float("nan")) is None
     for d in B.DEFINITIONS:  # subchord's loop must not hide a NaN behind max(0, nan)
         assert np.isnan(B.barrier([0, 0.5, 1], [1.0, np.nan, 1.0], d))
@@ -73,14 +73,14 @@ def test_verdict_says_convex_when_the_chord_barrier_is_zero():
     # endpoints differ, the middle is lower: `mean` = 4.8 % > 2 % but there is no barrier
     c = curves({p: {"loss": [1.0, 0.99, 1.1], "ppl": [2.72, 2.69, 3.0], "error": [0.3, 0.3, 0.31]} for p in (0, 1)})
     t = barrier_table(c)
-    v = verdict(t, "test", "loss", "mean")
-    assert v.interval.estimate > 2 and v.status == "convex"
+    v = judge_barriers(t, "test", "loss", "mean")
+    assert v.estimate > 2 and v.verdict == "no barrier"
     assert "no barrier" in v.text() and "convex" in v.text() and "`mean`" in v.text()
     assert t[(t.metric == "loss")].convex.all() and "chord_instability" in t
     bump = curves({p: {"loss": [1.0, 1.3 + 0.01 * p, 1.0], "ppl": [2.72, 3.7, 2.72], "error": [0.3, 0.4, 0.3]}
                    for p in range(5)})
-    assert verdict(barrier_table(bump), "test", "loss").status == "unstable"
-    err = verdict(barrier_table(bump), "test", "error")
+    assert judge_barriers(barrier_table(bump), "test", "loss").verdict == "unstable"
+    err = judge_barriers(barrier_table(bump), "test", "error")
     assert err.unit == "percentage points" and "Frankle" in err.text()
 
 
@@ -131,13 +131,12 @@ def test_committed_quick_results_replicate_over_independent_units(tmp_path):
 
 # numbers a text cell may quote: published reference values and the threshold, never this run's numbers
 def _allowed() -> set[str]:
-    from lmc_core.studies.grokking import GROK_ACC
-
-    from lmc_core.analysis.verdict import CONFIDENCE
+    from lmc_core.analysis import criteria as C
+    from lmc_core.analysis.stats import CONFIDENCE, MIN_UNITS
 
     return ({f"{v:g}" for v in PTB_STUDY_PPL_INSTABILITY_PCT.values()}
-            | {f"{FRANKLE_THRESHOLD_PCT:g}", f"{FRANKLE_RESNET20_ONSET_PCT:g}", f"{100 * GROK_ACC:g}",
-               f"{100 * CONFIDENCE:g}"})
+            | {f"{FRANKLE_THRESHOLD_PCT:g}", f"{FRANKLE_RESNET20_ONSET_PCT:g}", f"{100 * C.GROK_ACCURACY:g}",
+               f"{100 * CONFIDENCE:g}", f"{MIN_UNITS}", f"{100 * C.LEARNED_MARGIN:g}", f"{C.OVERFIT_PCT:g}"})
 
 
 ALLOWED = _allowed()  # published reference values and definitions (thresholds), never a run's result

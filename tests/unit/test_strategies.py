@@ -110,13 +110,15 @@ def test_stability_exists_for_k_of_two_or_more_only():
         stability_by_k(d, [1])
 
 
-def test_summary_of_a_one_cluster_matrix_says_so_and_states_no_placeholder():
-    from lmc_core.studies.generalization import STUDY_DEFAULTS
-    from lmc_core.studies.generalization_report import describe
-    from lmc_core.studies.generalization_stats import agreement, group_barriers
+def _one_cluster_run(m: int = 16):
+    """What compute() hands the findings for a structureless matrix and unimodal OOD accuracies."""
+    from lmc_core.analysis.cluster import adjusted_rand, row_effect_null
+    from lmc_core.analysis.stats import label_permutation_null
+    from lmc_core.analysis.strategies import across_minus_within
+    from lmc_core.studies.generalization import QUICK
+    from lmc_core.studies.generalization_report import group_findings
 
     rng = np.random.default_rng(1)
-    m = 16
     mat = rng.uniform(0.010, 0.012, (m, m))  # one cluster: every pair alike
     mat = (mat + mat.T) / 2
     np.fill_diagonal(mat, 0)
@@ -126,21 +128,94 @@ def test_summary_of_a_one_cluster_matrix_says_so_and_states_no_placeholder():
                            "ood_accuracy": ood, "sharpness": rng.uniform(1, 2, m), "mode": modes.labels})
     cl = spectral_clusters(mat, None, None, 6, seed=0)
     cl2 = spectral_clusters(mat, 2, cl.delta, seed=0)
-    null = eigengap_null(mat, 6, cl.delta, 99)
-    stab = stability_by_k(mat, range(2, 7), cl.delta, 3)
-    agree = {"k2": agreement(mat, cl2, modes.labels, 49)}
-    groups = group_barriers(mat, modes.labels, 49)
-    planes = {s: {"ece": np.full((3, 3), 0.02), "accuracy": np.full((3, 3), 0.5)} for s in ("id", "ood")}
-    dyn = pd.DataFrame({"step": [10] * m, "model": range(m), "cluster": cl2.labels, "mode": modes.labels})
-    card = pd.DataFrame([{"split": "id", "accuracy of bag of words": 0.97}, {"split": "ood", "accuracy of bag of words": 0.5}])
-    p = {**STUDY_DEFAULTS, "profile": "test", "models": m}
-    text, numbers = describe(models, modes, mat, cl, cl2, null, stab, agree, groups, planes, dyn, None, card, p)
-    assert cl.k == 1 and numbers["k_tested"] == 1
-    assert "**k = 1** (no more cluster structure than chance)" in text
+    p = QUICK.replace(profile="smoke", models=m, null_resamples=99, permutations=99, resamples=3)
+    return {"models": models, "modes": modes, "mat": mat, "cl": cl, "cl2": cl2, "stab": stability_by_k(mat, range(2, 7),
+            cl.delta, 3), "eigengap": eigengap_null(mat, 6, cl.delta, 99), "row_null": row_effect_null(mat, 6, cl.delta, 99),
+            "ari": {"k2": (adjusted_rand(cl2.labels, modes.labels), label_permutation_null(
+                lambda lab: adjusted_rand(cl2.labels, lab), modes.labels, 99))},
+            "amw": (across_minus_within(mat, modes.labels), label_permutation_null(
+                lambda lab: across_minus_within(mat, lab), modes.labels, 99)),
+            "group_findings": group_findings(p, mat, modes.labels),
+            "planes": {s: {"ece": np.full((3, 3), 0.02), "accuracy": np.full((3, 3), 0.5)} for s in ("id", "ood")},
+            "dynamics": pd.DataFrame({"step": [10] * m, "model": range(m), "cluster": cl2.labels, "mode": modes.labels}),
+            "card": pd.DataFrame([{"split": "id", "accuracy of bag of words": 0.97},
+                                  {"split": "ood", "accuracy of bag of words": 0.5}])}, p
+
+
+def test_summary_of_a_one_cluster_matrix_says_so_and_states_no_placeholder():
+    from lmc_core.analysis import findings as F
+    from lmc_core.studies.generalization_report import describe
+
+    d, p = _one_cluster_run()
+    summary = describe(p, d)
+    text = summary.markdown()
+    assert d["cl"].k == 1 and summary.numbers["k_tested"] == 1
+    found = {f.question: f for f in summary.findings()}
+    gap = next(f for q, f in found.items() if q.startswith("Cluster structure beyond the same barriers"))
+    assert gap.verdict == F.NOT_ABOVE_CHANCE and "would have been called above chance" in gap.text()
     assert "with one cluster (k = 1) there is no stability to measure" in text
-    assert "precondition is **not met**" in text and "not a finding" in text
+    assert "precondition is **not met**" in text
+    head = summary.headline  # the agreement of clusters and modes, not testable without two modes
+    assert head.question.startswith("Clusters (k = 2) vs strategy modes") and head.verdict == F.NOT_TESTABLE
+    assert head.n_units == 16 and np.isfinite(head.p_value)
     assert "1.00 ± 0.00" not in text and "0 % cluster changes" not in text
     assert "nan" not in text.lower()
+
+
+def test_agreement_of_clusters_and_modes_is_judged_against_permuted_mode_labels():
+    """The headline: ARI against the mode labels permuted among the models (clusters fixed) — no bootstrap of
+    models with replacement (duplicates have barrier 0 to each other and cluster together, biasing ARI upwards)."""
+    from lmc_core.analysis import findings as F
+    from lmc_core.analysis.cluster import adjusted_rand
+    from lmc_core.analysis.stats import label_permutation_null
+
+    d, lab = _blocks([14, 10])
+    cl = spectral_clusters(d, 2, seed=0)
+    null = label_permutation_null(lambda x: adjusted_rand(cl.labels, x), lab, 199)
+    same = F.structure(adjusted_rand(cl.labels, lab), null, question="q", metric="ARI", n_units=24)
+    assert same.verdict == F.ABOVE_CHANCE and same.estimate == pytest.approx(1.0)
+    assert abs(np.median(null)) < 0.05 and same.detectable < 0.3  # the null centres on 0; 0.3 would be called
+    other = np.random.default_rng(5).permutation(lab)
+    chance = F.structure(adjusted_rand(cl.labels, other), label_permutation_null(
+        lambda x: adjusted_rand(cl.labels, x), other, 199), question="q", metric="ARI", n_units=24)
+    assert chance.verdict == F.NOT_ABOVE_CHANCE and chance.detectable == pytest.approx(same.detectable, abs=0.1)
+
+
+def test_across_minus_within_and_the_groups_of_pairs():
+    from lmc_core.analysis.stats import label_permutation_null, permutation_p
+    from lmc_core.analysis.strategies import (GROUPS, across_minus_within, group_means, group_pairs, top_pairs,
+                                              typical_models)
+
+    d, lab = _blocks([6, 4], within=0.01, across=0.05, noise=0.0)
+    pairs = group_pairs(lab)
+    assert [len(pairs[g][0]) for g in GROUPS] == [15, 6, 24]  # C(6, 2), C(4, 2), 6 x 4
+    assert group_means(d, lab)[GROUPS[2]] == pytest.approx(0.05)
+    assert across_minus_within(d, lab) == pytest.approx(0.04)
+    null = label_permutation_null(lambda x: across_minus_within(d, x), lab, 199)
+    assert permutation_p(across_minus_within(d, lab), null) <= 0.01
+    assert np.isnan(across_minus_within(d, np.zeros(10, dtype=int)))  # one mode: nothing across
+    assert len(top_pairs(d, lab, 2)) == 6 and all(lab[a] != lab[b] for a, b in top_pairs(d, lab, 2)[4:])
+    score = np.r_[0.50, 0.51, 0.52, 0.53, 0.54, 0.90, 0.70, 0.71, 0.72, 0.73]
+    a, b, c = typical_models(lab, score)  # two typical of the larger mode (0), one of the other
+    assert lab[a] == lab[b] == 0 and lab[c] == 1 and 5 not in (a, b) and c in (7, 8)
+
+
+def test_row_effect_null_keeps_each_model_s_level_of_barriers():
+    """A few models with high barriers to every other model are structure for the plain eigengap null, not for the
+    null that keeps each model's row effect; two blocks are structure for both."""
+    from lmc_core.analysis.cluster import row_effect_null, row_effects
+
+    rng = np.random.default_rng(0)
+    r = rng.uniform(0, 1, 12)
+    fit, resid = row_effects(r[:, None] + r[None])  # an additive matrix: b_ij = r_i + r_j exactly
+    assert np.allclose(fit, r) and np.allclose(resid, 0)
+    r = np.r_[np.full(3, 0.05), np.zeros(17)]
+    hub = 0.02 + r[:, None] + r[None] + rng.uniform(0, 0.004, (20, 20))
+    hub = (hub + hub.T) / 2
+    np.fill_diagonal(hub, 0)
+    assert eigengap_null(hub, resamples=199).p < 0.05 and row_effect_null(hub, resamples=199).p > 0.05
+    d, _ = _blocks([12, 8])
+    assert row_effect_null(d, resamples=199).p < 0.05
 
 
 def test_a_fine_tune_starts_from_the_pretrained_backbone_with_its_own_classifier_per_seed():
@@ -170,25 +245,37 @@ def test_a_fine_tune_starts_from_the_pretrained_backbone_with_its_own_classifier
 @pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
 def test_every_profile_passes_the_checks(profile):
     from lmc_core.studies import generalization as g
-    from lmc_core.studies.common import resolve_params
 
-    p = resolve_params(g.PROFILES, {"profile": profile})
-    g.check_params(p)
+    p = g.STUDY.params({"profile": profile})
     if profile != "smoke":
-        assert p["models"] >= 32 and p["eval_examples"] * (p["words"] + 2) >= 16000  # the issue's floor
+        assert p.models >= 32 and p.eval_examples * (p.words + 2) >= 16000  # the issue's floor
     if profile == "paper":
-        assert p["models"] == 100 and p["encoder"] == "minilm"
+        assert p.models == 100 and p.encoder == "minilm"
 
 
 @pytest.mark.parametrize("bad, name", [({"epsilon": 2.0}, "epsilon"), ({"encoder": "minilm"}, "vocab_size"),
                                        ({"models": 3}, "models"), ({"encoder": "bert"}, "encoder"),
-                                       ({"eval_examples": 5000}, "eval_examples"), ({"dynamics": [1.5]}, "dynamics")])
+                                       ({"eval_examples": 5000}, "eval_examples"), ({"dynamics": [1.5]}, "dynamics"),
+                                       ({"control_models": 2}, "control_models"), ({"plane_range": [1, 0]}, "plane_range"),
+                                       ({"bootstrap": 99}, "bootstrap")])
 def test_bad_study_parameters_are_named_before_any_training(bad, name):
     from lmc_core.studies import generalization as g
-    from lmc_core.studies.common import resolve_params
 
     with pytest.raises(ConfigError, match=name):
-        g.check_params(resolve_params(g.PROFILES, {"profile": "quick", **bad}))
+        g.STUDY.params({"profile": "quick", **bad})
+
+
+def test_profiles_keep_the_specs_of_the_stored_runs():
+    """Every run's identity (its spec's hash) stays what the committed figures were built from."""
+    from lmc_core.config import config_hash
+    from lmc_core.studies import generalization as g
+    from lmc_core.runs.strategies import jobs, pretrain_spec
+
+    quick = jobs(g.PROFILES["quick"], "/store")
+    assert len(quick) == 32 and config_hash(quick[0].spec) == "ccde474c0e012547"
+    assert config_hash(jobs(g.PROFILES["smoke"], "/store")[0].spec) == "676b6ee28ee4ce98"
+    assert config_hash(jobs(g.PROFILES["paper"], "/store")[0].spec) == "259ef83900dceadf"
+    assert quick[0].spec.init_from.startswith(config_hash(pretrain_spec(g.PROFILES["quick"])))
 
 
 def test_clumps_inside_one_broad_mode_are_not_two_strategies():

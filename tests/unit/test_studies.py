@@ -35,27 +35,33 @@ def test_bad_parameters(tmp_path, kw, err, match):
 
 def test_grokking_summary_never_calls_a_half_grokked_pair_grokked():
     """Connectivity is judged only between seeds that grokked (sustained): with one of three seeds not grokked, the
-    setting has one pair, too few for a claim, and the summary says so instead of calling anything connected."""
+    setting has one pair of two seeds, too few for a verdict (findings.shared_pairs over the seeds), and the summary
+    says so instead of judging anything."""
     import pandas as pd
 
-    from lmc_core.studies.grokking import cell_table
-    from lmc_core.studies.grokking_connect import KINDS
+    from lmc_core.analysis import findings as F
+    from lmc_core.analysis.grok import cell_table
+    from lmc_core.analysis.residual_methods import METHODS
+    from lmc_core.studies.grokking import STUDY
     from lmc_core.studies.grokking_summary import describe
 
     nan = float("nan")
     grok = pd.DataFrame({"weight_decay": 1.0, "fisher": 0.0, "seed": [1, 2, 3], "diverged": False,
                          "grok_step": [nan, 2350.0, 2400.0], "first_hit_step": [1200.0, 2350.0, 2400.0],
-                         "memorised_step": [50.0, 50.0, 50.0], "final_test_acc": [0.76, 1.0, 1.0]})
+                         "late_step": nan, "memorised_step": [50.0, 50.0, 50.0], "final_test_acc": [0.76, 1.0, 1.0]})
     pairs = pd.DataFrame([{"role": "grokked", "weight_decay": 1.0, "fisher": 0.0, "seed_a": 2, "seed_b": 3,
-                           "overlap": 1.0, "keys_a": "[3]", "keys_b": "[3]",
-                           **{f"{m}:{k}": 1.0 for m in ("loss_barrier", "chord_pct", "error_barrier_pp", "error_chord_pp")
-                              for k in KINDS}}])
-    p = {"profile": "test", "p": 31, "train_frac": 0.4, "steps": 3000, "lr": 0.01, "seeds": 3, "definition": "mean",
-         "grok_evals": 20, "eval_every": 25, "connect_seeds": 3,
-         "connect_setting": [1.0, 0.0], "control_setting": [0.0, 0.0], "key_factor": 2.0}
-    text, numbers = describe(grok, cell_table(grok), pairs, pd.DataFrame(), p)
-    assert "2 of 3 seeds grokked and end at ≥ 95 % test accuracy, so 1 pairs" in text and "Too few grokked pairs" in text
-    assert "connected" not in numbers["headline"].replace("not judged", "")
+                           "overlap": 1.0, "keys_a": "[3]", "keys_b": "[3]", "learned_start": "learned",
+                           "invertible_map_condition": 10.0,
+                           **{f"{m}:{k}": 1.0 for m in ("loss_barrier", "chord_pct", "error_barrier_pp",
+                                                        "error_chord_pp") for k in METHODS}}])
+    p = STUDY.params({"profile": "smoke", "p": 31, "train_frac": 0.4, "steps": 3000, "lr": 0.01, "seeds": 3,
+                      "grok_evals": 20, "eval_every": 25, "weight_decay": [1.0, 0.0], "fisher": [0.0]})
+    summary = describe(grok, cell_table(grok), pairs, pd.DataFrame(columns=["step", "kind", "error_barrier_pp"]), p)
+    text = summary.markdown()
+    assert "2 of 3 seeds grokked and end at ≥ 95 % test accuracy, so 1 pairs" in text
+    connect = [f for f in summary.findings() if f.question.startswith("Grokked seeds")]
+    assert len(connect) == len(METHODS) and all(f.verdict == F.TOO_FEW and f.n_units == 2 for f in connect)
+    assert summary.headline.verdict == F.NOT_TESTABLE and "weight decay" in summary.headline.question  # one cell
     assert "1 reached 95 % test accuracy but never held it for the window" in text
 
 
@@ -64,28 +70,34 @@ def test_grokking_claim_leaves_out_settings_that_never_fit_the_training_set():
     training set at all (over-regularised), which must not count as 'slowest to grok' against the claim."""
     import pandas as pd
 
-    from lmc_core.studies.grokking import cell_table
-    from lmc_core.studies.grokking_summary import claim
+    from lmc_core.analysis import findings as F
+    from lmc_core.analysis.grok import cell_table
+    from lmc_core.studies.grokking_summary import comparisons
 
     nan = float("nan")
     rows = [(4.0, nan, nan), (2.0, 50.0, 1000.0), (1.0, 50.0, 2000.0), (0.0, 50.0, nan)]
     grok = pd.DataFrame([{"weight_decay": wd, "fisher": 0.0, "seed": s, "diverged": False, "memorised_step": mem,
                           "grok_step": st + 10 * s if st == st else nan, "first_hit_step": nan, "final_test_acc": 1.0}
                          for wd, mem, st in rows for s in (1, 2, 3)])
+
+    def trend(g):
+        comps = comparisons(g, cell_table(g), "weight_decay", "fisher", "weight decay", "wd", "λ")
+        return comps, F.trend(comps, question="q", claimed=F.LOWER)
+
     cells = cell_table(grok)
     assert list(cells.set_index("weight_decay").no_fit[[4.0, 2.0]]) == [True, False]
-    c = claim(cells, "weight_decay", "fisher")
-    assert (c["sooner"], c["later"], c["inconclusive"], c["verdict"]) == (2, 0, 0, "supported")
+    comps, t = trend(grok)
+    assert [c.verdict for c in comps] == [F.LOWER, F.LOWER] and t.verdict == F.SUPPORTED  # wd 4 not compared
     # unless most (more than half) of the neighbouring cells can be told apart, nothing is claimed
     grok.loc[grok.weight_decay == 2.0, "grok_step"] = [1500.0, 2100.0, float("nan")]  # overlaps wd 1 now
-    assert claim(cell_table(grok), "weight_decay", "fisher")["verdict"] == "inconclusive"  # 1 of 2 decisive
+    assert trend(grok)[1].verdict == F.INCONCLUSIVE  # 1 of 2 decisive
     grok.loc[grok.weight_decay == 1.0, "grok_step"] = [2010.0, 2020.0, float("nan")]  # overlaps wd 0 too
-    c = claim(cell_table(grok), "weight_decay", "fisher")
-    assert (c["sooner"], c["inconclusive"], c["verdict"]) == (0, 2, "inconclusive")
+    comps, t = trend(grok)
+    assert [c.verdict for c in comps] == [F.INCONCLUSIVE, F.INCONCLUSIVE] and t.verdict == F.INCONCLUSIVE
 
 
 def test_overrides_arrive_as_papermill_delivers_them():
-    from lmc_core.studies.common import merge_overrides
+    from lmc_core.studies.params import merge_overrides
 
     named = {"profile": "smoke", "device": "auto", "pairs": 4}
     assert merge_overrides({**named, "overrides": {"steps": 10}}) == {**named, "steps": 10}

@@ -25,7 +25,7 @@ children = spawn_children(store, parent, [0, 3], kids, stream, "cpu", progress=F
 mlp = MLPConfig(d_in=40, hidden=(8,), n_classes=10)
 tc = TrainConfig(steps=4, batch_size=20, optimizer="sgd", lr=0.1, schedule="constant", clip_norm=None, checkpoints=(2,))
 jobs = [Job(RunSpec(model=mlp, data=VectorDataConfig(), train=tc, seeds=(Seeds(s, s, s),), per_copy=(CopySettings(lr=lr),)),
-            Recipe.of("lmc_core.studies.alignment:train_data", dataset="mnist1d", cache_dir=str(out.parent / "cache")))
+            Recipe.of("lmc_core.data.vectors:train_examples", dataset="mnist1d", cache_dir=str(out.parent / "cache")))
         for lr in (0.05, 0.1) for s in (1, 2)]
 runs = dispatch(jobs, out, "inprocess", "cpu", progress=False)
 

@@ -1,0 +1,79 @@
+"""Forgetting along a path between two fine-tuned endpoints (Qin et al. 2022, "Exploring Mode Connectivity for
+Pre-trained Language Models"), against a control path of the same length in a random direction, and dataset
+cartography (Swayamdipta et al. 2020): how confident the model was in each passage during training.
+
+On a sample of *training* passages: a passage right at endpoint A is forgotten when it turns wrong at some point
+strictly inside the path A -> B. The control path runs from A to A + r, r a Gaussian direction over the
+interpolated parameters with |r| = |B - A|.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import rng
+from ..data.batches import Examples
+from .interpolate import interpolate_states
+
+
+def random_direction(a: dict, b: dict, keys, seed: int) -> dict:
+    """A + r with r a Gaussian direction over the interpolated parameters (`keys`, or all), scaled so that
+    |r| = |B - A|; the other entries of A unchanged."""
+    names = sorted(keys if keys is not None else a)
+    g = rng.generator(seed, 0xD1E)
+    r = {n: torch.randn(a[n].shape, generator=g, dtype=torch.float64) for n in names}
+    norm = torch.sqrt(sum((r[n] ** 2).sum() for n in names))
+    target = torch.sqrt(sum(((b[n].double() - a[n].double()) ** 2).sum() for n in names))
+    return {n: (a[n].double() + r[n] * (target / norm)).to(a[n].dtype) if n in r else a[n] for n in a}
+
+
+def forgetting_rows(fam, cfg, a, b, alphas, sample: Examples, dynamics: dict, copy: int, pair: int, device
+                    ) -> pd.DataFrame:
+    """Per training passage of the sample: right at A and at B, forgotten (right at A, wrong somewhere strictly
+    inside the path A -> B), the same on the control path A -> A + r (seed 1000 + pair), and the passage's
+    training dynamics under A's copy `copy` (dataset cartography: mean and standard deviation over the monitored
+    steps of the probability of its true label, `dynamics["dyn.prob"]` [E, K, N])."""
+    keys = fam.interp_keys(cfg, a)
+    ex = fam.eval_examples(cfg, sample)
+    out = {}
+    for name, end in (("path", b), ("random", random_direction(a, b, keys, 1000 + pair))):
+        res = fam.evaluate(cfg, interpolate_states(a, end, alphas, keys), ex, batch_size=64, device=device,
+                           keep=("examples",))
+        out[name] = res.per_example_correct  # [n_alpha, N]
+    corr, rnd = out["path"], out["random"]
+    frame = pd.DataFrame({"pair": pair, "example": np.arange(corr.shape[1]), "split": "train (sample)",
+                          "correct_a": corr[0], "correct_b": corr[-1],
+                          "forgotten": corr[0] & (~corr[1:-1]).any(0),
+                          "forgotten_random": rnd[0] & (~rnd[1:-1]).any(0)})
+    if dynamics:
+        prob = dynamics["dyn.prob"][:, copy].numpy()  # [E, N]
+        frame["confidence"] = prob.mean(0)
+        frame["variability"] = prob.std(0)
+    return frame
+
+
+def forgetting_summary(f: pd.DataFrame) -> pd.DataFrame:
+    """Per pair (rows of forgetting_rows): of the passages right at A, how many, and the fraction forgotten inside
+    the path and inside the random-direction control."""
+    rows = []
+    for pair, g in f.groupby("pair"):
+        right = g[g.correct_a]
+        rows.append({"pair": pair, "passages_right_at_a": len(right), "forgotten_path": right.forgotten.mean(),
+                     "forgotten_random": right.forgotten_random.mean()})
+    return pd.DataFrame(rows)
+
+
+def confidence_gaps(f: pd.DataFrame) -> pd.DataFrame:
+    """Per pair, of the passages right at A: the mean training confidence of the forgotten ones, of the kept ones,
+    their difference (forgotten minus kept) and the counts; pairs that forget nothing (or everything) have no gap
+    and are left out. Empty without a confidence column."""
+    rows = []
+    if "confidence" not in f:
+        return pd.DataFrame(rows)
+    for pair, g in f[f.correct_a].groupby("pair"):
+        lost, kept = g[g.forgotten].confidence, g[~g.forgotten].confidence
+        if len(lost) and len(kept):
+            rows.append({"pair": pair, "forgotten": float(lost.mean()), "kept": float(kept.mean()),
+                         "gap": float(lost.mean() - kept.mean()), "n_forgotten": len(lost), "n_kept": len(kept)})
+    return pd.DataFrame(rows)
