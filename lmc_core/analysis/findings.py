@@ -130,7 +130,7 @@ class Finding:
             return "–" if self.verdict != NOT_FINITE else "not finite"
         est = f"{self.estimate:.{d}f}"
         if self.interval == "range" and self.n_units > 1:
-            return f"{est} (range {self.low:.{d}f}–{self.high:.{d}f})"
+            return f"{est} (range {self.low:.{d}f} to {self.high:.{d}f})"
         if self.interval in INTERVAL_NAME and np.isfinite(self.low):
             return f"{est} [{self.low:.{d}f}, {self.high:.{d}f}]"
         return est
@@ -434,7 +434,8 @@ def trend(comparisons: Sequence[Finding], *, question: str, claimed: str) -> Fin
     total = len(words)
     reason = f"{agree} of {total} neighbouring comparisons go the claimed way, {against} the other way, " \
              f"{total - agree - against} are inconclusive"
-    f = Finding(question, "", "", float(agree), n_units=total, unit_name="comparison", reason=reason, digits=0)
+    f = Finding(question, "", f"of {total} comparisons the claimed way", float(agree), n_units=total,
+                unit_name="comparison", reason=reason, digits=0)
     if not total:
         return replace(f, verdict=NOT_TESTABLE, reason="no neighbouring cells to compare")
     if 2 * (agree + against) <= total:

@@ -214,9 +214,9 @@ def describe(p: Params, data: dict) -> Summary:
     mlp, lm = model_findings("MLP", mb, ma, p.definition), model_findings("GPT-2", lb, la, p.definition)
     body += mlp + lm
     setting = (f"Profile `{p.profile}`: {len(mb)} pairs of independently initialised MLPs 40-{p.width}-{p.width}-10 "
-               f"(MNIST-1D, {p.steps} SGD steps each, trained by plain PyTorch code) and {len(lb)} pair(s) of GPT-2 "
-               f"checkpoints (d={p.lm_d}, {p.lm_layers} layers, {p.lm_steps} AdamW steps each, saved and reloaded from "
-               f"local folders); barrier `{p.definition}` on the test split, {p.alphas} α points; every pair is its "
+               f"(MNIST-1D, {p.steps} SGD steps each, trained by plain PyTorch code) and {len(lb)} "
+               f"pair{'s' * (len(lb) != 1)} of GPT-2 checkpoints (d={p.lm_d}, {p.lm_layers} "
+               f"layer{'s' * (p.lm_layers != 1)}, {p.lm_steps} AdamW steps each, saved and reloaded from local folders); barrier `{p.definition}` on the test split, {p.alphas} α points; every pair is its "
                "own pair of initialisations (the independent unit).")
     return Summary(setting, body, mlp[4], {"mlp_test_accuracy": float(acc.mean()),
                                            "planted_recovered": bool(planted["exact"])})

@@ -164,6 +164,26 @@ def test_readme_results_are_the_committed_summaries(tmp_path):
     assert {"01", "02"} <= set(blocks), "the README quotes each notebook's summary between summary markers"
     assert render(readme, committed.folder("figures/quick", tmp_path)) == readme, (
         "README results differ from figures/quick/NN_summary.md; run `python -m lmc_core readme` and commit both")
+    table = readme.split("<!-- findings -->")[1].split("<!-- /findings -->")[0]
+    assert table.count("\n| 0") == 8, "the findings table has one row per notebook"
+
+
+def test_every_committed_summary_comes_from_the_findings_layer(tmp_path):
+    """Each notebook's committed summary was written through the findings layer: a headline finding and every
+    finding with its verdict word from the vocabulary (or its criterion's own), its unit count and interval kind."""
+    import json
+
+    from lmc_core.analysis import findings as F
+
+    fig = committed.folder("figures/quick", tmp_path)
+    for prefix in ("00", "01", "02", "03", "04", "05", "06", "07"):
+        d = json.loads((fig / f"{prefix}_summary.json").read_text())
+        assert d["headline_finding"] and d["findings"] and d["question"] and d["claim"], prefix
+        for f in d["findings"]:
+            assert f["verdict"] in F.VERDICTS or f["verdict"] == "" or f["criterion"], (prefix, f["text"])
+            assert f["interval"] in ("", "range", *F.INTERVAL_NAME), (prefix, f["text"])
+            if f["verdict"] in (F.STABLE, F.UNSTABLE):
+                assert f["n_units"] >= F.S.MIN_UNITS and f["interval"] != "range", (prefix, f["text"])
 
 
 def test_colab_badges_and_install_source_come_from_one_setting(tmp_path):
