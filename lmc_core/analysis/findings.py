@@ -150,10 +150,11 @@ class Finding:
         if v == TOO_FEW:
             crit = f" by {self.criterion}{by}" if self.criterion else ""
             return (f"no verdict{crit}: {_plural(self.n_units, self.unit_name)}, fewer than the {S.MIN_UNITS} at "
-                    f"which a {100 * S.CONFIDENCE:g} % interval holds its coverage")
+                    f"which a {100 * S.CONFIDENCE:g} % interval holds its coverage" + (f" ({test})" if test else ""))
         if v == NO_BARRIER:
             every = "the path is" if self.n_pairs == 1 else f"all {self.n_pairs} paths are"
-            return (f"no barrier: {every} convex (chord ≤ {CONVEX_TOL:g}), so the value is the endpoints' difference" + (f"; nothing to judge by {self.criterion}{by}"
+            return (f"no barrier: {every} convex (no bump above the chord: chord ≤ {CONVEX_TOL:g}), so the value "
+                    "is half the endpoints' difference" + (f"; nothing to judge by {self.criterion}{by}"
                                                              if self.criterion else ""))
         if v == NOT_FINITE:
             return "no finding: a value is not finite (a diverged or overflowing model)"
@@ -242,13 +243,22 @@ def estimate(values, units=None, *, question: str, metric: str, unit: str, unit_
                    int(means.size), unit_name, n_pairs, digits=digits, reference=reference)
 
 
+def _clip(f: Finding, bounds) -> Finding:
+    """The interval cut to the values the quantity can take (its true mean lies there: coverage is kept)."""
+    if bounds is None or f.interval in ("", "range") or not np.isfinite(f.low):
+        return f
+    lo, hi = bounds
+    return replace(f, low=max(f.low, lo) if lo is not None else f.low, high=min(f.high, hi) if hi is not None else f.high)
+
+
 def threshold(values, chord=None, units=None, *, criterion: Criterion, question: str, metric: str,
-              unit_name: str = "pair", digits: int = 2, reference: str = "", convex_tol: float = CONVEX_TOL
-              ) -> Finding:
+              unit_name: str = "pair", digits: int = 2, reference: str = "", convex_tol: float = CONVEX_TOL,
+              bounds: tuple | None = None) -> Finding:
     """The verdict of per-pair barriers `values` (in criterion.unit) against criterion.threshold; `chord`: the
-    pairs' chord barriers in the same unit, for the convex tag (a pair with chord <= convex_tol has no barrier)."""
-    f = estimate(values, units, question=question, metric=metric, unit=criterion.unit, unit_name=unit_name,
-                 digits=digits, reference=reference)
+    pairs' chord barriers in the same unit, for the convex tag (a pair with chord <= convex_tol has no barrier);
+    `bounds`: (low, high) the quantity can take (e.g. (0, 100) for an error barrier `mean` in points; None: any)."""
+    f = _clip(estimate(values, units, question=question, metric=metric, unit=criterion.unit, unit_name=unit_name,
+                       digits=digits, reference=reference), bounds)
     c = np.asarray(values if chord is None else chord, dtype=float).ravel()
     convex = int(np.sum(np.isfinite(c) & (c <= convex_tol))) if chord is not None else 0
     f = replace(f, criterion=criterion.words(), source=criterion.source, convex_pairs=convex)
@@ -301,6 +311,8 @@ def paired(differences, units=None, *, question: str, metric: str, unit: str, ex
     verdict, p, min_p, sided = _directional(lambda alt: S.sign_flip_test(means, alt), f.estimate, expected)
     f = replace(f, test=f"exact sign-flip test over {_plural(f.n_units, unit_name)}, {sided}", p_value=p,
                 min_p=min_p, verdict=verdict)
+    if means.size < S.MIN_UNITS:  # below 1/2^5 no test reaches p <= ALPHA one-sided: the range, no verdict
+        return replace(f, verdict=TOO_FEW)
     if verdict == INCONCLUSIVE:
         f = replace(f, detectable=S.detectable_effect(_sd(means), int(means.size), _alternative(expected)))
     return f
@@ -317,6 +329,9 @@ def arms(a, b, *, question: str, metric: str, unit: str, names: tuple[str, str] 
     q = f"{question} ({names[0]} − {names[1]})"
     if x.size == 0 or y.size == 0 or (not ranks and not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)))):
         return Finding(q, metric, unit, float("nan"), NOT_FINITE, n_units=n, unit_name=unit_name, n_pairs=n)
+    if ranks and not (np.isfinite(x).any() or np.isfinite(y).any()):
+        return Finding(q, metric, unit, float("nan"), NOT_TESTABLE, n_units=n, unit_name=unit_name, n_pairs=n,
+                       reason="no unit of either arm reached a value")
     with np.errstate(invalid="ignore"):  # two arms that never reached a value (inf - inf): no estimate
         est = float(np.median(x) - np.median(y)) if ranks else float(x.mean() - y.mean())
     r = sps.rankdata(np.concatenate([x, y]))
@@ -340,7 +355,8 @@ def arms(a, b, *, question: str, metric: str, unit: str, names: tuple[str, str] 
 
 
 def shared_pairs(values, model_a, model_b, chord=None, *, criterion: Criterion | None, question: str,
-                 metric: str, unit: str = "", unit_name: str = "model", digits: int = 2) -> Finding:
+                 metric: str, unit: str = "", unit_name: str = "model", digits: int = 2, bounds: tuple | None = None
+                 ) -> Finding:
     """Pairs that share models (e.g. all pairs among m seeds): the mean over pairs with its bootstrap-t interval over
     models (stats.shared_pairs_interval), judged against `criterion` when given; the units are the models. The
     detectable effect uses the spread of the models' mean barriers (an approximation: they are not independent)."""
@@ -360,7 +376,7 @@ def shared_pairs(values, model_a, model_b, chord=None, *, criterion: Criterion |
         return replace(f, low=float(v.min()), high=float(v.max()), interval="range",
                        verdict=TOO_FEW if criterion is not None else "")
     lo, hi, _ = S.shared_pairs_interval(v, model_a, model_b)
-    f = replace(f, low=lo, high=hi, interval="models bootstrap-t")
+    f = _clip(replace(f, low=lo, high=hi, interval="models bootstrap-t"), bounds)
     if criterion is None:
         return f
     if c is not None and convex == v.size:
@@ -429,15 +445,18 @@ def trend(comparisons: Sequence[Finding], *, question: str, claimed: str) -> Fin
     """Neighbouring-cell comparisons (each a `paired` or `arms` Finding whose verdict is higher / lower /
     inconclusive), against the claimed direction: inconclusive unless more than half are decisive; then supported
     (every decisive one goes the claimed way), contradicted (every one the other way) or mixed."""
-    words = [c.verdict for c in comparisons]
+    words = [c.verdict for c in comparisons if c.verdict not in NO_VERDICT]
     agree, against = sum(w == claimed for w in words), sum(w in (HIGHER, LOWER) and w != claimed for w in words)
     total = len(words)
-    reason = f"{agree} of {total} neighbouring comparisons go the claimed way, {against} the other way, " \
-             f"{total - agree - against} are inconclusive"
-    f = Finding(question, "", f"of {total} comparisons the claimed way", float(agree), n_units=total,
-                unit_name="comparison", reason=reason, digits=0)
+    reason = (f"of {total} neighbouring comparisons, {agree} decisive the claimed way, {against} decisive against it, "
+              f"{total - agree - against} undecided" + (f"; {len(comparisons) - total} not testable"
+                                                        if len(comparisons) > total else ""))
+    f = Finding(question, "", "", float("nan"), n_units=total, unit_name="comparison", reason=reason, digits=0)
     if not total:
-        return replace(f, verdict=NOT_TESTABLE, reason="no neighbouring cells to compare")
+        why = ("no neighbouring cells to compare" if not comparisons else "the only neighbouring comparison could not "
+               "be tested" if len(comparisons) == 1 else f"none of the {len(comparisons)} neighbouring comparisons could "
+               "be tested")
+        return replace(f, verdict=NOT_TESTABLE, reason=why)
     if 2 * (agree + against) <= total:
         return replace(f, verdict=INCONCLUSIVE)
     return replace(f, verdict=SUPPORTED if not against else CONTRADICTED if not agree else MIXED)

@@ -102,7 +102,14 @@ def judge_barriers(barriers: pd.DataFrame, split: str, metric: str, definition: 
     return F.threshold(rows.instability.to_numpy(float), rows.chord_instability.to_numpy(float),
                        None if unit_col is None else rows[unit_col].to_numpy(), criterion=criterion_of(metric),
                        question=question, metric=f"{split} {LABELS.get(metric, metric)}, barrier `{definition}`",
-                       unit_name=unit_name, reference=reference)
+                       unit_name=unit_name, reference=reference, bounds=bounds_of(metric, definition))
+
+
+def bounds_of(metric: str, definition: str) -> tuple:
+    """The values an instability can take: `mean`, `chord` and `subchord` are never below 0 (the path's maximum is
+    at least each endpoint); an error barrier never exceeds 100 points. `midpoint` may be negative."""
+    lo = 0.0 if definition in ("mean", "chord", "subchord") else None
+    return lo, (100.0 if METRIC_SCALE[metric] == "absolute" else None)
 
 
 def onset_of_stability(steps, instability, threshold: float = B.STABILITY_THRESHOLD_PCT, convex=None):

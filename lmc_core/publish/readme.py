@@ -38,7 +38,7 @@ def findings_table(figures_dir: Path) -> str:
         if not h:
             continue
         finding = Finding(**{k: h[k] for k in Finding.__dataclass_fields__ if k in h})
-        value = f"{finding.short()} {finding.unit}".strip()
+        value = f"{finding.short()} {finding.unit}".strip() if finding.estimate == finding.estimate else finding.reason
         units = f"{h['n_units']} {h['unit_name']}{'' if h['n_units'] == 1 else 's'}"
         rows.append(f"| {f.name[:2]} | {_cell(d.get('question', ''))} | {_cell(d.get('claim', ''))} | "
                     f"**{_cell(h['verdict'] or '–')}** | {_cell(value)} | {units} | {_cell(d.get('setting', ''))} |")

@@ -15,6 +15,7 @@ from scipy.stats import spearmanr
 from ..align.methods import UNALIGNED, WEIGHT
 from ..analysis import findings as F
 from ..analysis.criteria import CONVEX_TOL, FRANKLE
+from ..analysis.metrics import bounds_of
 from ..analysis.grok import grok_range, grokked_seeds
 from ..analysis.residual_methods import METHODS
 from .base import Summary
@@ -99,7 +100,8 @@ def connect_lines(pairs: pd.DataFrame, trajectory: pd.DataFrame, grok: pd.DataFr
     for m in METHODS:
         found[m] = F.shared_pairs(gp[f"error_barrier_pp:{m}"], gp.seed_a, gp.seed_b, gp[f"error_chord_pp:{m}"],
                                   criterion=FRANKLE, question=f"Grokked seeds linearly connected ({m})?",
-                                  metric=f"test error, barrier `{p.definition}`", unit_name="seed", digits=1)
+                                  metric=f"test error, barrier `{p.definition}`", unit_name="seed", digits=1,
+                                  bounds=bounds_of("error", p.definition))
         lv, up = gp[f"loss_barrier:{m}"].to_numpy(float), gp[f"loss_barrier:{m}"] > gp[f"loss_barrier:{UNALIGNED}"]
         out += [found[m], f"  - loss barrier median {np.nanmedian(lv):.3g} nats (pairs {np.nanmin(lv):.3g}–"
                 f"{np.nanmax(lv):.3g})" + ("" if m == UNALIGNED else f"; above the unaligned one in {up.sum()} of "
@@ -117,8 +119,9 @@ def connect_lines(pairs: pd.DataFrame, trajectory: pd.DataFrame, grok: pd.DataFr
                      t[t.step >= cell.grok_step.max()].error_barrier_pp)
     if len(before) and len(after):
         out.append(f"- During training (weight matching, mean over pairs): {before.mean():.1f} points before the first "
-                   f"seed grokked, {after.mean():.1f} after the last did — mostly the endpoints' own test error falling "
-                   f"(an error barrier is bounded by chance error, {100 * (1 - 1 / p.p):.1f} %, minus theirs).")
+                   f"seed grokked, {after.mean():.1f} after the last did (only the pairs {', '.join(sorted(set(t.pair)))}, "
+                   "hence not the mean above): the endpoints' test error falls as they grok, so an "
+                   "error barrier has more room to rise.")
     return out + frequency_lines(gp, found, numbers, p.key_factor)
 
 

@@ -84,7 +84,8 @@ class InstabilitySpawn(Study):
     prefix, notebook = "02", "02_instability_during_training"
     question = "From which spawn step k on are copies trained with different SGD noise linearly connected?"
     claim = ("Frankle et al. 2020: the error barrier falls below 2 points from k* ≈ 3 % of training on (ResNet-20, "
-             "CIFAR-10); the PTB transformer study did not spawn")
+             "CIFAR-10); the PTB transformer study spawns at epochs 0-7 and reports its perplexity instability dropping "
+             "after the first epoch (no number)")
     profiles = {
         "smoke": QUICK.replace(profile="smoke", model_overrides={"d_model": 32, "d_ff": 32}, vocab_cap=2000, steps=40,
                                spawn=[0, 4, 10], parents=2, children=2, alphas=5, eval_tokens=2000),

@@ -196,7 +196,8 @@ def model_findings(model: str, before: list, after: list, d: str) -> list:
            zip(out, (UNALIGNED, f"after {WEIGHT}") * 2)]
     un, wm = _instabilities(before, "loss", d), _instabilities(after, "loss", d)
     out.append(F.paired(wm - un, question=f"{model}: weight matching changes the test-loss barrier", metric="after "
-                        "minus before, per pair", unit="% of the endpoints' mean", expected=F.LOWER))
+                        "minus before, per pair, in points of the barrier's % of the endpoints' mean", unit="points",
+                        expected=F.LOWER, digits=1))
     out.append(F.estimate(100 * wm / un, question=f"{model}: share of the unaligned test-loss barrier that remains "
                           "after weight matching", metric="per pair", unit="%", digits=0))
     return out

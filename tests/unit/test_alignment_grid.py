@@ -92,10 +92,10 @@ def test_study_5s_raw_midpoint_is_read_off_every_cell_that_ran():
     assert r["lr"] == 1.0 and not r["same_argmin"]
 
 
-@pytest.mark.parametrize("pairs, verdict", [(MIN_UNITS, F.LOWER), (3, F.INCONCLUSIVE)])
+@pytest.mark.parametrize("pairs, verdict", [(MIN_UNITS, F.LOWER), (3, F.TOO_FEW)])
 def test_the_headline_is_the_paired_test_of_weight_matching_over_pairs(pairs, verdict):
     """Weight matching lowers every pair's chord barrier: with MIN_UNITS pairs the one-sided sign-flip test says
-    lower; with 3 no p below 0.125 is reachable, so the finding stays open and says so. A Fisher penalty that raises
+    lower; with 3 (below MIN_UNITS, and no p below 0.125 reachable) the range and no verdict. A Fisher penalty that raises
     every pair's barrier is never 'lower' (the claimed direction): 'higher' with MIN_UNITS pairs, open with 3; and 3
     pairs give the argmin no verdict."""
     rows = [[0.3 + 0.01 * i for i in range(pairs)], [0.1 + 0.01 * i for i in range(pairs)],
@@ -107,7 +107,7 @@ def test_the_headline_is_the_paired_test_of_weight_matching_over_pairs(pairs, ve
     assert h.verdict == verdict and h.n_units == pairs and h.estimate < 0 and "one-sided" in h.test
     assert h.min_p == pytest.approx(0.5 ** pairs)
     fisher = [f for f in s.findings() if "Fisher" in f.question]
-    assert fisher and all(f.verdict == (F.HIGHER if pairs >= MIN_UNITS else F.INCONCLUSIVE) and f.estimate > 0
+    assert fisher and all(f.verdict == (F.HIGHER if pairs >= MIN_UNITS else F.TOO_FEW) and f.estimate > 0
                           for f in fisher)
     argmins = [f for f in s.findings() if "lowest barrier" in f.question]
     assert argmins[0].verdict == (F.INTERIOR if pairs >= MIN_UNITS else F.TOO_FEW)

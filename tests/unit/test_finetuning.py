@@ -64,7 +64,7 @@ def test_forgetting_findings_are_paired_by_pair_in_the_claimed_directions():
     assert path.verdict == F.HIGHER and path.unit_name == "pair" and path.n_units == 6 and "sign-flip" in path.test
     assert carto.verdict == F.LOWER and carto.estimate == pytest.approx(-0.2)
     few = [x for x in figs.forgetting_findings(_forgetting_frame(-0.2, pairs=2), p) if isinstance(x, F.Finding)]
-    assert all(x.verdict == F.INCONCLUSIVE and x.min_p > 0.05 for x in few)  # 2 pairs cannot reach p <= 0.05
+    assert all(x.verdict == F.TOO_FEW and x.min_p > 0.05 for x in few)  # 2 pairs: the range, no verdict
 
 
 def test_distances_relative_to_how_far_the_endpoints_travelled():
