@@ -50,7 +50,8 @@ def agreement_figure(d: dict, found: dict, p):
     tab = pd.crosstab(models["mode"], models["cluster_k2"]).reindex(index=[0, 1], columns=[0, 1], fill_value=0)
     axes[0].imshow(tab.values, cmap="Blues")
     for (r, c), v in np.ndenumerate(tab.values):
-        axes[0].text(c, r, str(v), ha="center", va="center", fontsize=11)
+        axes[0].text(c, r, str(v), ha="center", va="center", fontsize=11,
+                     color="w" if v > tab.values.mean() else "k")  # white on the darker cells
     axes[0].set_xticks([0, 1], ["cluster 0", "cluster 1"])
     axes[0].set_yticks([0, 1], ["mode 0", "mode 1"])
     axes[0].set_title(f"adjusted Rand index {found['ari_k2'].estimate:.3f}", fontsize=8)
