@@ -157,3 +157,14 @@ def learned_alignment(a: State, b: State, loss_fn: LossFn, batches: Iterable[dic
         out, info.kept_start = {n: t.clone() for n, t in b.items()}, True
     info.seconds = time.perf_counter() - t0
     return out, info
+
+
+def learned_from_best(a: State, candidates: dict[str, State], loss_fn: LossFn, batches: Iterable[dict],
+                      heldout: list[dict], **kw) -> tuple[State, LearnedInfo, str]:
+    """learned_alignment started from the closed-form alignment (a value of `candidates`: name -> T(B)) whose
+    midpoint loss on `heldout` is lowest (the first on a tie); returns T(B), what happened and the start's name.
+    kw: learned_alignment's own (pspec, rspec, steps, lr, ...)."""
+    mids = {name: _mean_loss(loss_fn, a, tb, heldout) for name, tb in candidates.items()}
+    start = min(mids, key=mids.get)
+    out, info = learned_alignment(a, candidates[start], loss_fn, batches, heldout, **kw)
+    return out, info, start

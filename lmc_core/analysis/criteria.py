@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 POINTS = "percentage points"
 PERCENT = "% of the endpoints' mean"
-NATS = "nats"
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ CONVEX_NATS = 1e-4
 GROK_ACCURACY = 0.95
 
 # Endpoints that learned: a classifier's test loss below this fraction of a uniform guess's (ours: a loss within
-# 10 % of chance is a stall, not a plateau); still "falling" when the test loss dropped by more than PLATEAU_DROP
+# 10 % of chance is a stall, not a plateau; notebook 04 calls an MLP cell at or above it collapsed); still "falling" when the test loss dropped by more than PLATEAU_DROP
 # (a fraction) over the last 40 % of the monitored steps (ours).
 LEARNED_FRACTION = 0.9
 PLATEAU_DROP = 0.02
@@ -63,8 +62,6 @@ LEARNED_MARGIN = 0.05
 # Overfitting: the eval - train loss gap at the endpoints above this % of the train loss (study 2's TinyGPT and
 # ToyGPT, which it did not call over-parameterised, had gaps of about a tenth; CompactGPT and MinGPT many times).
 OVERFIT_PCT = 25.0
-# An MLP cell whose endpoints' test error is at least this fraction never trained (a collapsed run). Ours.
-COLLAPSED_ERROR = 0.9
 # OVERFIT_PCT as a Criterion on the per-pair gap in % of the pair's train loss (notebook 07's overfitting finding).
 OVERFIT = Criterion("the eval − train loss gap at the endpoints", OVERFIT_PCT, "% of the train loss",
                     "ours: study 2's non-over-parameterised sizes had gaps of about a tenth of the train loss, its "

@@ -334,8 +334,11 @@ def arms(a, b, *, question: str, metric: str, unit: str, names: tuple[str, str] 
                        reason="no unit of either arm reached a value")
     with np.errstate(invalid="ignore"):  # two arms that never reached a value (inf - inf): no estimate
         est = float(np.median(x) - np.median(y)) if ranks else float(x.mean() - y.mean())
-    r = sps.rankdata(np.concatenate([x, y]))
-    sign = float(r[: x.size].mean() - r[x.size:].mean()) if ranks else est
+    if ranks:
+        r = sps.rankdata(np.concatenate([x, y]))
+        sign = float(r[: x.size].mean() - r[x.size:].mean())
+    else:
+        sign = est
     if ranks:
         lo, hi, how = float("nan"), float("nan"), ""
     elif min(x.size, y.size) >= S.MIN_UNITS:

@@ -110,20 +110,3 @@ def bounds_of(metric: str, definition: str) -> tuple:
     at least each endpoint); an error barrier never exceeds 100 points. `midpoint` may be negative."""
     lo = 0.0 if definition in ("mean", "chord", "subchord") else None
     return lo, (100.0 if METRIC_SCALE[metric] == "absolute" else None)
-
-
-def onset_of_stability(steps, instability, threshold: float = B.STABILITY_THRESHOLD_PCT, convex=None):
-    """The first step from which every point is stable: instability below the threshold, or a convex
-    path (no barrier; `convex` flags per step). None if never, or if a value from there on is not finite."""
-    s = np.asarray(steps)
-    v = np.asarray(instability, dtype=float)
-    c = np.zeros(len(s), bool) if convex is None else np.asarray(convex, dtype=bool)
-    order = np.argsort(s)
-    s, v, c = s[order], v[order], c[order]
-    onset = None
-    for i in range(len(s) - 1, -1, -1):
-        if np.isfinite(v[i]) and (v[i] < threshold or c[i]):
-            onset = s[i]
-        else:
-            break
-    return None if onset is None else int(onset)

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ..align import RESIDUAL, activation_matching, apply_permutation, match_weights, random_permutation
-from ..align.learned import learned_alignment
+from ..align.learned import learned_from_best
 from ..align.methods import (ACTIVATION, CONTROL, LEARNED, ORTHOGONAL_ACTIVATIONS, ORTHOGONAL_WEIGHTS, RESTARTS,
                              UNALIGNED, WEIGHT, WEIGHT_RMS)
 from ..align.orthogonal import permutation_matrix, residual_alignment, residual_features
@@ -133,18 +133,14 @@ def residual_ends(fam, cfg, a, b, perms: dict, x_match, train_windows, seed: int
         return {"tokens": train_windows[torch.randint(0, len(train_windows), (learn.batch,), generator=g)][None]}
 
     heldout = [draw() for _ in range(learn.heldout)]
-    loss = fam.state_loss_fn(folded)
-    with torch.no_grad():  # start from the closed form whose midpoint loss on the held-out windows is lower
-        mids = [np.mean([float(loss({n: 0.5 * (af[n] + c[n]) for n in af}, h).mean()) for h in heldout])
-                for c in (b_ow, b_oa)]
-    start = "weights" if mids[0] <= mids[1] else "activations"
 
     def batches():
         while True:
             yield draw()
 
-    b_l, li = learned_alignment(af, b_ow if start == "weights" else b_oa, loss, batches(), heldout,
-                                pspec=fspec if learn.units else None, rspec=rspec, steps=learn.steps, lr=learn.lr)
+    b_l, li, start = learned_from_best(af, {"weights": b_ow, "activations": b_oa}, fam.state_loss_fn(folded),
+                                       batches(), heldout, pspec=fspec if learn.units else None, rspec=rspec,
+                                       steps=learn.steps, lr=learn.lr)
     info.update(learned_seconds=li.seconds, learned_start=start, learned_kept_start=li.kept_start,
                 learned_heldout_start=li.heldout_start, learned_heldout_end=li.heldout_end,
                 learned_units_moved=int(sum(li.moved.values())))

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from . import barrier as B

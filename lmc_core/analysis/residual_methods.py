@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from ..align import apply_permutation, match_weights
-from ..align.learned import learned_alignment
+from ..align.learned import learned_from_best
 from ..align.methods import INVERTIBLE, LEARNED, ORTHOGONAL_WEIGHTS, UNALIGNED, WEIGHT
 from ..align.orthogonal import residual_alignment, residual_features
 from .interpolate import interpolate_states
@@ -49,15 +49,11 @@ def align_every_way(fam, cfg, a, b, x_train: torch.Tensor, train: dict, seed: in
     out[INVERTIBLE], inv = residual_alignment(
         rperm, rspec, af, bf, features=(residual_features(collect, af), residual_features(collect, bf)), seed=seed)
     sv = torch.linalg.svdvals(inv.map)
-    batch = {n: t[None] for n, t in train.items()}
-    loss = fam.state_loss_fn(rcfg)
-    with torch.no_grad():  # learned alignment starts from the closed form with the lower training midpoint loss
-        mids = {k: float(loss({n: 0.5 * (af[n] + out[k][n]) for n in af}, batch).mean())
-                for k in (ORTHOGONAL_WEIGHTS, INVERTIBLE)}
-    start = min(mids, key=mids.get)
-    out[LEARNED], info = learned_alignment(af, out[start], loss, itertools.repeat(batch), [batch],
-                                           pspec=rperm if learn_units else None, rspec=rspec, steps=learn_steps,
-                                           lr=learn_lr)
+    batch = {n: t[None] for n, t in train.items()}  # full batch, as the models trained
+    out[LEARNED], info, start = learned_from_best(af, {k: out[k] for k in (ORTHOGONAL_WEIGHTS, INVERTIBLE)},
+                                                  fam.state_loss_fn(rcfg), itertools.repeat(batch), [batch],
+                                                  pspec=rperm if learn_units else None, rspec=rspec,
+                                                  steps=learn_steps, lr=learn_lr)
     diag = {"learned_start": start, "learned_kept_start": info.kept_start,
             "learned_train_mid_start": info.heldout_start, "learned_train_mid_end": info.heldout_end,
             "invertible_map_condition": float(sv.max() / sv.min())}

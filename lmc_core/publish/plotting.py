@@ -36,36 +36,6 @@ def empty_figure(title: str, why: str):
     return fig, pd.DataFrame({"note": [why]})
 
 
-def curves_figure(curves: pd.DataFrame, metrics: tuple[str, ...], splits: tuple[str, ...],
-                  group: str = "pair", title: str = "", ylabels: dict | None = None):
-    """Grid of metric-vs-alpha panels (rows: metrics, columns: splits), one line per group,
-    with each group's endpoint mean as a dashed line of the same colour."""
-    ylabels = ylabels or {}
-    fig, axes = plt.subplots(len(metrics), len(splits), figsize=(4.6 * len(splits), 3.3 * len(metrics)),
-                             squeeze=False, sharex=True)
-    for i, metric in enumerate(metrics):
-        for j, split in enumerate(splits):
-            ax = axes[i][j]
-            sub = curves[curves.split == split]
-            for c, (g, d) in enumerate(sub.groupby(group)):
-                d = d.sort_values("alpha")
-                col = COLORS[c % len(COLORS)]
-                ax.plot(d.alpha, d[metric], "-o", ms=2.5, color=col, label=f"{group} {g}")
-                ends = 0.5 * (d[metric].iloc[0] + d[metric].iloc[-1])
-                ax.axhline(ends, color=col, ls=":", lw=1)
-            ax.set_title(f"{split}", fontsize=10)
-            ax.set_ylabel(ylabels.get(metric, metric))
-            ax.grid(alpha=0.3)
-            if i == len(metrics) - 1:
-                ax.set_xlabel(r"interpolation weight $\alpha$ (0 = copy A, 1 = copy B)")
-    axes[0][0].plot([], [], "k:", lw=1, label="endpoints' mean")
-    axes[0][0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
 def curves_with_band(curves: pd.DataFrame, by: str, levels, metrics: tuple[str, ...], ylabels: dict):
     """One panel per metric: for each level of column `by`, the metric against alpha as the mean over pairs with a
     band of ± 1 standard error (sample sd / sqrt(pairs)). Returns (figure, the plotted numbers)."""

@@ -4,7 +4,7 @@ character and word models."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -155,8 +155,3 @@ def copy_seeds(p: LMParams, inits: int, copies: int) -> tuple[Seeds, ...]:
 def pairs_of(copies: int) -> list[tuple[int, int]]:
     """Every pair (a, b), a < b, among the copies of one initialisation."""
     return [(a, b) for a in range(copies) for b in range(a + 1, copies)]
-
-
-def with_steps(spec: RunSpec, steps: int) -> RunSpec:
-    """The spec with another training length (same everything else)."""
-    return replace(spec, train=replace(spec.train, steps=steps))

@@ -167,3 +167,16 @@ def test_learned_alignment_lowers_the_midpoint_loss_and_keeps_b_s_function():
     torch.testing.assert_close(logits(cfg, out, x), logits(cfg, b, x), rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="nothing to learn"):
         learned_alignment(a, b, loss, [batch], [batch])
+
+
+def test_learned_alignment_starts_from_the_closed_form_with_the_lower_midpoint_loss(monkeypatch):
+    import lmc_core.align.learned as L
+
+    a = {"w": torch.zeros(1, 3)}
+    near, far = {"w": torch.ones(1, 3)}, {"w": torch.full((1, 3), 3.0)}
+    loss = lambda state, batch: (state["w"] ** 2).sum(-1)  # noqa: E731  midpoint loss grows with the distance
+    monkeypatch.setattr(L, "learned_alignment", lambda a, b, *args, **kw: (b, "info"))
+    out, info, start = L.learned_from_best(a, {"far": far, "near": near}, loss, iter([]), [{}])
+    assert start == "near" and out is near and info == "info"
+    tie, _, first = L.learned_from_best(a, {"x": near, "y": {"w": torch.ones(1, 3)}}, loss, iter([]), [{}])
+    assert first == "x"  # a tie keeps the first candidate
