@@ -320,11 +320,15 @@ def paired(differences, units=None, *, question: str, metric: str, unit: str, ex
 
 def arms(a, b, *, question: str, metric: str, unit: str, names: tuple[str, str] = ("A", "B"),
          expected: str | None = None, unit_name: str = "unit", ranks: bool = False, digits: int = 2,
-         reference: str = "") -> Finding:
+         reference: str = "", convex_tol: float | None = None) -> Finding:
     """mean(a) - mean(b) of two independent arms (one value per independent unit in each), judged by an exact
     permutation test (on ranks with ranks=True, e.g. for grok steps that may be inf) — one-sided when `expected`
-    names the claimed direction of a relative to b. The interval is Welch-studentized from MIN_UNITS per arm."""
+    names the claimed direction of a relative to b. The interval is Welch-studentized from MIN_UNITS per arm.
+    convex_tol: the values are barriers, and one at most this is a convex path's, so 0 (no barrier): bumps within
+    the tolerance, which a rebuild on another CPU may move, never decide the test."""
     x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if convex_tol is not None:
+        x, y = (np.where(np.isfinite(v) & (v <= convex_tol), 0.0, v) for v in (x, y))
     n = int(x.size + y.size)
     q = f"{question} ({names[0]} − {names[1]})"
     if x.size == 0 or y.size == 0 or (not ranks and not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)))):

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import findings as F
-from ..analysis.criteria import FRANKLE, LEARNED_FRACTION, PERCENT, POINTS, RELATIVE_LOSS
+from ..analysis.criteria import CONVEX_TOL, FRANKLE, LEARNED_FRACTION, PERCENT, POINTS, RELATIVE_LOSS
 from ..analysis.pair_paths import not_converged
 from ..analysis.forgetting import confidence_gaps, forgetting_summary
 from ..analysis.metrics import LABELS, criterion_of, unit_of
@@ -116,7 +116,7 @@ def lm_findings(table: pd.DataFrame, p) -> tuple[list, F.Finding]:
     sc, pre = (_select(table, "lm", c, "loss", "chord") for c in (SCRATCH, PRETRAINED))
     head = F.arms(sc.instability, pre.instability, question="LM loss barrier of copies trained from scratch against "
                   "copies fine-tuned from one pretraining run", metric="test cross-entropy, barrier `chord`, 0 on a "
-                  "convex path", unit=PERCENT,
+                  f"convex path (chord ≤ {CONVEX_TOL:g})", unit=PERCENT, convex_tol=CONVEX_TOL,
                   names=("scratch", "pretrained"), expected=F.HIGHER, unit_name="pair",
                   reference="Qin et al. and the GPT-2 Shakespeare study expect fine-tuned copies of a pretrained model "
                   "to stay connected while copies trained from scratch do not")

@@ -150,3 +150,12 @@ def test_an_arm_of_one_unit_gets_the_exact_relabelling_test():
     assert p == pytest.approx(0.25) and min_p == pytest.approx(0.25)  # 1 of the 4 ways to pick the lone arm
     f = F.arms([1.0], [2.0, 3.0, 4.0], question="q", metric="m", unit="", expected=F.LOWER)
     assert f.verdict == F.INCONCLUSIVE and "no effect of any size" in f.text()
+
+
+def test_bumps_within_the_convex_tolerance_never_decide_a_comparison_of_barriers():
+    # three scratch paths are convex (chord <= 0.1) but not exactly 0; a rebuild could move them either way
+    scratch, pretrained = [0.0, 0.03, 0.39, 0.099], [0.0, 0.0, 0.0, 0.0]
+    raw = F.arms(scratch, pretrained, question="q", metric="m", unit="%", expected=F.HIGHER)
+    tol = F.arms(scratch, pretrained, question="q", metric="m", unit="%", expected=F.HIGHER, convex_tol=CONVEX_TOL)
+    assert tol.p_value == pytest.approx(0.5) and tol.p_value > raw.p_value  # one real bump: no evidence
+    assert tol.estimate == pytest.approx(0.39 / 4)
