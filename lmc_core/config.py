@@ -146,7 +146,16 @@ class TrainConfig:
     decay_steps: int = 0  # end of the cosine decay (0: `steps`)
     hold_steps: int = 0  # cosine: hold lr until this step, then decay (a decay over the last part of training)
     clip_norm: float | None = 0.5  # per-copy gradient-norm clipping
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast, GPU only)
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast: on a GPU, or on a CPU with bf16 instructions)
+    # how each copy's dropout masks are drawn (both are pure functions of (dropout seed, copy's step, site)):
+    # "device": a torch.Generator per copy on a CPU, the counter-based hash on a GPU (every run stored before this
+    # field existed); "hash": the counter-based hash on every device (the same masks on a CPU and a GPU; it fuses
+    # into a compiled step, which the generators cannot)
+    dropout_masks: str = "device"
+    # run each copy's forward and backward through torch.compile (inductor): faster on long runs of small models
+    # (bench/compile.py measures the break-even), but its kernels round differently from eager mode, so a compiled
+    # run is a different run (the field enters the run's hash); with dropout it needs dropout_masks="hash"
+    compile: bool = False
     checkpoints: tuple[int, ...] = ()  # steps at which to keep model checkpoints
     save_every: int = 0  # resume-checkpoint period in steps (0: only at `checkpoints` and the end)
     # a copy whose mean training loss over a logging window exceeds diverge_factor x the loss of a
@@ -179,6 +188,12 @@ class TrainConfig:
                               f"fisher_every={self.fisher_every} >= 1")
         _choice("schedule", self.schedule, ("constant", "step", "cosine"))
         _choice("precision", self.precision, ("fp32", "bf16"))
+        _choice("dropout_masks", self.dropout_masks, ("device", "hash"))
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile={self.compile!r} must be True or False")
+        if self.compile and self.fisher > 0:
+            raise ConfigError(f"compile=True cannot train with the Fisher penalty (fisher={self.fisher}): its double "
+                              "backward does not compile; set compile=False or fisher=0")
         _positive("steps", self.steps)
         _positive("batch_size", self.batch_size)
         _positive("accum", self.accum)

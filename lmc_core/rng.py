@@ -52,6 +52,26 @@ def _splitmix(z: torch.Tensor) -> torch.Tensor:
     return z ^ _srl(z, 31)
 
 
+# _GOLDEN in 21-bit pieces (see _counter_offsets)
+_GOLDEN_PIECES = tuple(((0x9E3779B97F4A7C15 >> (21 * j)) & ((1 << 21) - 1), 21 * j) for j in range(4))
+
+
+def _counter_offsets(n: int, device) -> torch.Tensor:
+    """i * golden (mod 2**64) for i = 1..n, int64 [n].
+
+    Eager mode multiplies at once. Under torch.compile the product is summed from golden's 21-bit pieces, shifted:
+    the same values, but inductor's CPU code builds an arange times a constant with a 32-bit step (torch 2.13
+    truncates the 64-bit golden ratio there and the masks come out wrong, or sympy overflows on the index), and
+    pieces below 2**21 keep every step exact."""
+    idx = torch.arange(1, n + 1, device=device, dtype=torch.int64)
+    if not torch.compiler.is_compiling():
+        return idx * _GOLDEN
+    out = idx * _GOLDEN_PIECES[0][0]
+    for piece, shift in _GOLDEN_PIECES[1:]:
+        out = out + ((idx * piece) << shift)
+    return out
+
+
 def uniform(keys: torch.Tensor, site: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Uniform [0, 1) float32 of shape [K, *shape]; row k depends only on (keys[k], site).
 
@@ -62,7 +82,6 @@ def uniform(keys: torch.Tensor, site: int, shape: tuple[int, ...]) -> torch.Tens
     for s in shape:
         n *= s
     key = _splitmix(keys + signed(mix(site)))  # [K]
-    idx = torch.arange(1, n + 1, device=keys.device, dtype=torch.int64)
-    z = _splitmix(key.view(k, 1) + idx.view(1, n) * _GOLDEN)  # [K, n]
+    z = _splitmix(key.view(k, 1) + _counter_offsets(n, keys.device).view(1, n))  # [K, n]
     u = _srl(z, 40).to(torch.float32) * (1.0 / (1 << 24))  # top 24 bits
     return u.view(k, *shape)

@@ -7,12 +7,19 @@ import torch
 from .. import rng
 
 
+def default_masks(device: torch.device | str) -> str:
+    """The mask generator of TrainConfig(dropout_masks='device') on `device`: 'hash' on a GPU, 'generator' else."""
+    return "hash" if torch.device(device).type == "cuda" else "generator"
+
+
 class DropoutSource:
     """Per-step dropout masks for K copies, each a pure function of (dropout seed, step, site).
 
     mode "generator": one CPU/CUDA torch.Generator per copy, seeded from (seed, step), drawn in
-    forward order (fast on CPU). mode "hash": counter-based hash on the device (one kernel for
-    all copies; fast on GPU). Either way copy k's masks do not depend on K.
+    forward order (the faster one in eager mode on a CPU). mode "hash": the counter-based SplitMix64 hash of
+    `lmc_core.rng.uniform` (one kernel for all copies on a GPU; on a CPU it fuses into a compiled step, where it
+    costs a fifth of the generators, and it is the only mode torch.compile can trace). Either way copy k's masks do
+    not depend on K. mode None: the device's default (`default_masks`).
     """
 
     def __init__(self, seeds: list[int], steps: list[int], device: torch.device, mode: str | None = None,
@@ -21,7 +28,7 @@ class DropoutSource:
         self.recorded: dict[int, torch.Tensor] | None = {} if record else None
         if len(self.seeds) != len(self.steps):
             raise ValueError("DropoutSource needs one step per seed")
-        self.mode = mode or ("hash" if self.device.type == "cuda" else "generator")
+        self.mode = mode or default_masks(self.device)
         if self.mode == "generator":
             self.gens = []
             for s, t in zip(self.seeds, self.steps):
@@ -103,6 +110,7 @@ def dropout(drop: DropoutSource | None, p: float):
     def apply(x: torch.Tensor, site: int) -> torch.Tensor:
         if drop is None or p == 0:
             return x
-        keep = drop.uniform(site, tuple(x.shape[1:])) >= p
+        # a float mask (the same products as a bool one): a compiled step stores it vectorised for the backward
+        keep = (drop.uniform(site, tuple(x.shape[1:])) >= p).to(x.dtype)
         return x * keep / (1 - p)
     return apply

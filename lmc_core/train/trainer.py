@@ -18,6 +18,7 @@ import torch
 from ..config import RunSpec
 from ..data.batches import Batches
 from ..nn import DropoutSource
+from ..nn.dropout import default_masks
 from .fisher import fisher_penalty
 from .optim import StackedOptimizer, clip_per_copy, lr_at
 
@@ -65,6 +66,22 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+def cpu_has_bf16() -> bool:
+    """True if this CPU has native bf16 instructions (AVX512-BF16; AMX-BF16 CPUs have them too)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes: assume not
+        return False
+
+
+def check_bf16(device: torch.device) -> None:
+    """Raise ValueError unless bf16 autocast pays on `device`: any CUDA GPU, or a CPU with bf16 instructions."""
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
+        return
+    raise ValueError(f"precision='bf16' on {device}: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 "
+                     "would be emulated and slower than fp32; use precision='fp32'")
+
+
 def history_frame(log: list[dict]) -> pd.DataFrame:
     """The loss log as a DataFrame: LOG_FIELDS first, then monitored metrics."""
     extra = sorted({f for r in log for f in r} - set(LOG_FIELDS))
@@ -80,8 +97,8 @@ class Trainer:
         spec.validate()
         self.spec, self.family, self.cfg, self.tc = spec, family_of(spec.model), spec.model, spec.train
         self.device = dev = resolve_device(device)
-        if self.tc.precision == "bf16" and dev.type != "cuda":
-            raise ValueError("precision='bf16' needs a CUDA device; use precision='fp32' on CPU")
+        if self.tc.precision == "bf16":
+            check_bf16(dev)
         self.examples = self.family.train_examples(spec, train_data)
         self.k = k = spec.k
         self.model = self.family.build(self.cfg, k)
@@ -110,10 +127,35 @@ class Trainer:
         per_copy_wd = spec.per_copy and len(set(spec.copy_values("weight_decay"))) > 1
         self.wd = torch.tensor(spec.copy_values("weight_decay"), dtype=torch.float32) if per_copy_wd else None
         self.lam = torch.tensor(spec.copy_values("fisher"), dtype=torch.float32, device=dev)
+        self.masks = "hash" if self.tc.dropout_masks == "hash" else None  # None: the device's default
+        self.loss_of = self._compiled_loss() if self.tc.compile else self._loss
         self.pending: list[tuple] = []  # per step: (steps or None per copy, loss [K], lr [K], penalty [K])
         self.end = self.tc.steps  # the loop may stop earlier (`until`); the schedule still follows tc.steps
         self.stop = False  # a callback sets it to end training after this step
         self.final_window: list[dict] = []  # the rows flushed after the loop (a run stopped early)
+
+    def _loss(self, chunk: dict[str, torch.Tensor], drop: DropoutSource | None) -> torch.Tensor:
+        """Each copy's mean loss [K] on its (micro-)batch `chunk`, with dropout masks from `drop`."""
+        return self.family.loss(self.model, chunk, drop, LOGITS_BUDGET_MB if self.device.type == "cpu" else None)
+
+    def _compiled_loss(self):
+        """`_loss` through torch.compile (TrainConfig.compile): checked before any work, compiled on first use."""
+        if bool((self.lam > 0).any()):
+            raise ValueError("compile=True cannot train copies with a Fisher penalty (per-copy fisher > 0): its "
+                             "double backward does not compile; set compile=False")
+        if self.family.dropout(self.cfg) > 0 and (self.masks or default_masks(self.device)) != "hash":
+            raise ValueError("compile=True with dropout needs dropout_masks='hash' on a CPU (a torch.Generator per "
+                             "copy cannot be traced); set TrainConfig(dropout_masks='hash')")
+        compiled = torch.compile(self._loss, dynamic=False)
+
+        def loss_of(chunk, drop):
+            # let the backward recompute the dropout masks from the copies' keys (a fused chain of integer ops)
+            # rather than store them as bool tensors, whose stores inductor's CPU code does not vectorise:
+            # 1.6x the steps/s of the default on the char model (bench/compile.py)
+            with torch._functorch.config.patch(ban_recompute_long_fusible_chains=False,
+                                               ban_recompute_used_far_apart=False):
+                return compiled(chunk, drop)
+        return loss_of
 
     def front(self) -> int:
         """The training front: the slowest copy that still trains (frozen ones stay behind)."""
@@ -131,15 +173,16 @@ class Trainer:
         total, penalty = torch.zeros(k, device=dev), torch.zeros(k, device=dev)
         fisher_now = bool((self.lam > 0).any()) and self.front() % tc.fisher_every == 0
         micro = tc.batch_size // tc.accum
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if tc.precision == "bf16" else contextlib.nullcontext()
+        autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if tc.precision == "bf16"
+                    else contextlib.nullcontext())
         for m in range(tc.accum):
             chunk = {n: t[:, m * micro : (m + 1) * micro] for n, t in batch.items()}
             sub_steps = (self.steps * tc.accum + m).tolist()
             # masks depend on (dropout seed, copy's step, micro-batch index) only
-            drop = (DropoutSource(self.dropout_seeds, sub_steps, dev, record=fisher_now)
+            drop = (DropoutSource(self.dropout_seeds, sub_steps, dev, self.masks, record=fisher_now)
                     if self.family.dropout(self.cfg) > 0 else None)
             with autocast:
-                losses = self.family.loss(self.model, chunk, drop, LOGITS_BUDGET_MB if dev.type == "cpu" else None)
+                losses = self.loss_of(chunk, drop)
                 objective = losses.sum() / tc.accum
                 if fisher_now:
                     # the penalty's forward sees the loss forward's dropout masks, on every device

@@ -1,0 +1,109 @@
+"""The faster training paths: counter-based dropout masks on a CPU, compiled steps and bf16 autocast on a CPU.
+
+Each must keep the guarantees the eager fp32 trainer gives: same seeds give the same weights, copy k of an
+ensemble equals a lone run, masks do not depend on K, and (bf16) barriers agree with fp32's within the spread
+between initialisations."""
+import numpy as np
+import pytest
+import torch
+
+from lmc_core import rng
+from lmc_core.analysis.barrier import barrier
+from lmc_core.analysis.interpolate import interpolation_curve
+from lmc_core.config import ConfigError, Seeds, TrainConfig, model_preset
+from lmc_core.ensemble import copy_state
+from lmc_core.train import train_copies
+from lmc_core.train import trainer as trainer_mod
+
+from conftest import tiny_model, tiny_spec
+
+SEEDS = [Seeds(0, 1, 2), Seeds(0, 3, 4), Seeds(7, 5, 6)]
+HASH = {"dropout_masks": "hash"}
+COMPILED = {"dropout_masks": "hash", "compile": True}
+
+
+def same(a, b):
+    return all(torch.equal(a[n], b[n]) for n in a)
+
+
+def close(a, b, rtol=1e-5, atol=1e-6):
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=rtol, atol=atol)
+
+
+def test_hash_masks_are_the_same_numbers_compiled_and_eager():
+    keys = torch.tensor([rng.signed(rng.mix(s, 3)) for s in (1, 2, 99)], dtype=torch.int64)
+    for shape in ((560, 64), (4, 2, 35, 35), (7,)):
+        eager = rng.uniform(keys, 5, shape)
+        compiled = torch.compile(lambda k, shape=shape: rng.uniform(k, 5, shape), dynamic=False)(keys)
+        assert torch.equal(compiled, eager), shape
+
+
+def test_hash_masks_keep_copy_k_equal_to_a_lone_run(stream):
+    ens = train_copies(tiny_spec(SEEDS, **HASH), stream, "cpu", progress=False)
+    for k, s in enumerate(SEEDS):
+        one = train_copies(tiny_spec([s], **HASH), stream, "cpu", progress=False)
+        close(copy_state(ens.state, k), one.state)
+    default = train_copies(tiny_spec(SEEDS), stream, "cpu", progress=False)
+    assert not same(default.state, ens.state), "dropout_masks='hash' drew the CPU generators' masks"
+
+
+def test_a_compiled_run_repeats_itself_and_equals_the_eager_run_up_to_rounding(stream):
+    first = train_copies(tiny_spec(SEEDS, **COMPILED), stream, "cpu", progress=False)
+    again = train_copies(tiny_spec(SEEDS, **COMPILED), stream, "cpu", progress=False)
+    assert same(first.state, again.state)
+    # the eager run with the same masks, whose copies equal lone runs (the test above): one compile only, as a
+    # cold compile costs tens of seconds on two cores
+    eager = train_copies(tiny_spec(SEEDS, **HASH), stream, "cpu", progress=False)
+    close(first.state, eager.state, rtol=1e-4, atol=1e-5)  # the same masks and updates; only rounding differs
+
+
+def test_compile_and_bf16_are_refused_before_training_where_they_cannot_work(stream, monkeypatch):
+    with pytest.raises(ValueError, match="dropout_masks='hash'"):
+        train_copies(tiny_spec(SEEDS, compile=True), stream, "cpu", progress=False)
+    with pytest.raises(ConfigError, match="Fisher"):
+        TrainConfig(compile=True, fisher=0.5).validate()
+    with pytest.raises(ConfigError, match="dropout_masks"):
+        TrainConfig(dropout_masks="philox").validate()
+    monkeypatch.setattr(trainer_mod, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="precision='fp32'"):
+        train_copies(tiny_spec(SEEDS, precision="bf16"), stream, "cpu", progress=False)
+
+
+def test_the_new_fields_leave_every_stored_run_hash_alone():
+    from lmc_core.config import config_hash, non_default
+
+    assert "dropout_masks" not in non_default(TrainConfig()) and "compile" not in non_default(TrainConfig())
+    assert config_hash(tiny_spec(SEEDS)) != config_hash(tiny_spec(SEEDS, **HASH)) != config_hash(
+        tiny_spec(SEEDS, **COMPILED))
+
+
+@pytest.mark.skipif(not trainer_mod.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
+def test_bf16_training_gives_the_barriers_of_fp32_within_the_spread_between_initialisations():
+    # a noisy chain (next = 7 x + 3 mod 60 with probability 0.6): learnable, and copies trained from one
+    # initialisation at lr 2.5 end up separated by a barrier of a few hundredths of a nat that varies by init
+    g = torch.Generator().manual_seed(0)
+    follow, noise = torch.rand(30000, generator=g) < 0.6, torch.randint(0, 60, (30000,), generator=g).tolist()
+    tokens = [0]
+    for i in range(1, 30000):
+        tokens.append((tokens[-1] * 7 + 3) % 60 if follow[i] else noise[i])
+    stream = torch.tensor(tokens)
+    inits = 5
+    seeds = [Seeds(i, 10 * i + c, 10 * i + c) for i in range(inits) for c in (1, 2)]
+    model = model_preset("ptb-transformer", vocab_size=60, d_model=32, d_ff=32, context=12)
+    split = {"test": stream[-2000:]}
+
+    def barriers(precision):
+        r = train_copies(tiny_spec(seeds, steps=300, model=model, lr=2.5, precision=precision, **HASH),
+                         stream[:-2000], "cpu", progress=False)
+        out = []
+        for i in range(inits):
+            a, b = copy_state(r.state, 2 * i), copy_state(r.state, 2 * i + 1)
+            curve = interpolation_curve(model, a, b, split, np.linspace(0, 1, 9), batch_size=64)
+            out.append(barrier(curve["alpha"].to_numpy(), curve["loss"].to_numpy()))
+        return np.array(out)
+
+    fp32, bf16 = barriers("fp32"), barriers("bf16")
+    assert fp32.mean() > 0.01 and fp32.std(ddof=1) > 0.003  # a barrier that differs between initialisations
+    assert not np.array_equal(fp32, bf16)  # bf16 did train differently
+    assert abs(bf16.mean() - fp32.mean()) <= fp32.std(ddof=1), (fp32, bf16)
