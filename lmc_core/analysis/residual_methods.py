@@ -31,7 +31,7 @@ def align_every_way(fam, cfg, a, b, x_train: torch.Tensor, train: dict, seed: in
     """({method: T(B)}, diagnostics, (residual-form config, A in the residual form)) for one pair of K=1 states.
 
     - weight matching: permutations of the residual stream, heads and MLP units (Git Re-Basin), best of
-      align.methods.RESTARTS sweep orders (match_weights);
+      align.methods.RESTARTS runs (match_weights);
     - orthogonal residual map: Procrustes on the weights alternated with weight matching of heads and MLP units;
     - invertible residual map: without LayerNorm every invertible map M of the residual stream keeps the function;
       M = the least-squares map of B's residual activations onto A's on `x_train`, then weight matching given it;

@@ -72,7 +72,8 @@ class Params(StudyParams):
     pairs: int = param(3, "pairs of independently initialised models per cell (the independent units)", Int(2))
     alphas: int = param(11, "points on every path, endpoints included", ALPHAS)
     match_examples: int = param(1000, "training examples activation matching correlates", POSITIVE)
-    wm_restarts: int = param(4, "sweep orders of weight matching (the best objective is kept)", POSITIVE)
+    wm_restarts: int = param(4, "runs of weight matching, half from its anchored start and half from the identity "
+                                "(the best objective is kept)", POSITIVE)
     definition: str = param("mean", "barrier definition of the tables and figures (findings read `chord`)", DEFINITION)
     trained_margin_pp: float = param(10.0, "a cell is trained when its endpoints' mean test error is within this "
                                      "many points of its optimizer's best cell", Real(0, 100))

@@ -65,7 +65,7 @@ def mlp_body(grid: pd.DataFrame, p) -> tuple[list, dict]:
             + ", ".join(f"{o} {100 * e:.1f} %" for o, e in best.items()) + f"); {int(grid.diverged.astype(bool).sum())} "
             f"pairs diverged, {int(grid.collapsed.astype(bool).sum())} did not learn. Only trained cells enter the "
             "findings.",
-            f"- Weight matching (best objective of {p.wm_restarts} sweep orders) left a higher barrier than unaligned in "
+            f"- Weight matching (best objective of {p.wm_restarts} runs) left a higher barrier than unaligned in "
             f"{worse} of {len(ok)} trained pairs (none is dropped for its barrier)."]
     for opt in dict.fromkeys(grid.optimizer):
         lines, numbers["optimizers"][opt] = optimizer_lines(grid, opt)
