@@ -84,7 +84,8 @@ class InstabilityAtInit(Study):
         # the PTB study's setting (its d=200 model, SGD lr 2.5, StepLR 0.95 per epoch, clipping 0.5, 8 epochs) on
         # word-level Shakespeare, or on PTB with overrides corpus="ptb", data_path=<folder>; the character-level
         # model as the variant (GPU)
-        "paper": Params(profile="paper", steps=0, epochs=8, alphas=31, eval_tokens=None, floor_steps=200,
+        "paper": Params(profile="paper", steps=0, epochs=8, precision="auto", dropout_masks="hash",
+                        alphas=31, eval_tokens=None, floor_steps=200,
                         variant={"level": "char", "vocab_cap": 10000}),
     }
 

@@ -93,7 +93,8 @@ class InstabilitySpawn(Study):
         # 2 parents x 3 copies per spawn point; the rate decays to 0 over the last quarter
         "quick": QUICK,
         # the PTB study's word-level d=200 model, 8 epochs, spawned at fractions of training (GPU)
-        "paper": Params(profile="paper", steps=0, epochs=8, spawn=[0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3,
+        "paper": Params(profile="paper", steps=0, epochs=8, precision="auto", dropout_masks="hash",
+                        spawn=[0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3,
                         0.5], parents=3, alphas=31, eval_tokens=200000),
     }
 

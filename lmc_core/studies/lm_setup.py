@@ -15,7 +15,8 @@ from ..data import CORPORA, LEVELS, load_corpus
 from ..data.batches import Examples
 from ..data.loader import spread_windows
 from ..publish.paths import resolve
-from .params import (ALPHAS, DEFINITION, POSITIVE, RATE, Choice, Int, Mapping, Maybe, Real, StudyParams, Text,
+from ..train.trainer import resolve_precision
+from .params import (ALPHAS, DEFINITION, POSITIVE, RATE, Bool, Choice, Int, Mapping, Maybe, Real, StudyParams, Text,
                      param)
 
 
@@ -48,6 +49,13 @@ class LMParams(StudyParams):
     eval_seed: int = param(0, "seed of the evaluation windows", Int(0))
     alphas: int = param(21, "points on each path, endpoints included", ALPHAS)
     eval_tokens: int | None = param(12000, "evaluation tokens per split (None: the whole split)", Maybe(POSITIVE))
+    precision: str = param("fp32", "training precision: fp32, bf16 (autocast) or auto (bf16 on a GPU or a CPU with "
+                           "bf16 instructions, else fp32); the barriers are evaluated in fp32 either way",
+                           Choice(("fp32", "bf16", "auto")))
+    dropout_masks: str = param("device", "dropout masks: device (a generator per copy on a CPU, the hash on a GPU) or "
+                               "hash (the same masks on every device; needed by compile)", Choice(("device", "hash")))
+    compile: bool = param(False, "train through torch.compile (pays on long runs: bench/ensemble.py's break-even)",
+                          Bool())
 
     def check(self) -> None:
         """Rules between the shared fields."""
@@ -57,6 +65,9 @@ class LMParams(StudyParams):
         if not self.epochs and not self.steps:
             raise ConfigError("set steps (> 0) or epochs (> 0): the training length")
         check_model_overrides(self.model_overrides)
+        if self.compile and self.dropout_masks != "hash":
+            raise ConfigError("compile=True needs dropout_masks='hash' (a torch.Generator per copy cannot be "
+                              "compiled); set dropout_masks='hash'")
 
 
 DEFINITION_WORDS = {"mean": "max over α minus the endpoints' mean",
@@ -83,7 +94,8 @@ def train_config(p: LMParams, steps: int, checkpoints: tuple[int, ...] = ()) -> 
     """The study's optimiser: StepLR per epoch, or (decay_frac > 0) a constant rate then a cosine decay to 0
     over the last decay_frac of training."""
     common = dict(steps=steps, batch_size=p.batch_size, optimizer=p.optimizer, lr=p.lr,
-                  clip_norm=p.clip_norm, save_every=max(steps // 10, 1), checkpoints=checkpoints)
+                  clip_norm=p.clip_norm, save_every=max(steps // 10, 1), checkpoints=checkpoints,
+                  precision=resolve_precision(p.precision), dropout_masks=p.dropout_masks, compile=p.compile)
     if p.decay_frac:
         hold = int(round(steps * (1 - p.decay_frac)))
         return TrainConfig(schedule="cosine", hold_steps=min(hold, steps - 1), **common)

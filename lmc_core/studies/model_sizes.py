@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import pandas as pd
-import torch
 
 from ..analysis import barrier as B
 from ..analysis.interpolate import alpha_grid, interpolation_curve
@@ -33,6 +32,7 @@ from ..publish.paths import PROFILES as PROFILE_NAMES, shown
 from ..publish.run_plots import loss_by_run
 from ..publish.tb import command as tb_command, write_history
 from ..runs.layout import tensorboard_dir
+from ..train.trainer import resolve_precision
 from . import model_sizes_figures as figs
 from .base import Study
 from .params import ALPHAS, DEFINITION, POSITIVE, RATE, Bool, Choice, Int, ListOf, Mapping, Maybe, StudyParams, param
@@ -60,7 +60,8 @@ class Params(StudyParams):
     eval_chars: int | None = param(None, "leading characters of each split evaluated (None: all)", Maybe(POSITIVE))
     eval_batch: int = param(16, "windows per evaluation batch", POSITIVE)
     definition: str = param(B.DEFAULT, "the barrier definition of the findings", DEFINITION)
-    precision: str = param("auto", "'auto' (bf16 on a GPU), 'fp32' or 'bf16'", Choice(("auto", "fp32", "bf16")))
+    precision: str = param("auto", "'auto' (bf16 on a GPU or a CPU with bf16 instructions, else fp32), 'fp32' or "
+                           "'bf16'", Choice(("auto", "fp32", "bf16")))
     finetune: bool = param(True, "also fine-tune pairs from one pretrained model", Bool())
     ft_model: str = param("auto", "'ours' (notebook 03's pretrained LM, offline), 'gpt2' (needs the hub) or 'auto'",
                           Choice(("auto", "gpt2", "ours")))
@@ -98,9 +99,11 @@ SMALL = dict(sizes=["tinygpt", "toygpt", "compactgpt"], tokenizer="bpe", ft_mode
 QUICK = Params(**SMALL, bpe_vocab=4096, recipes={"tinygpt": {"steps": 2000, "warmup": 200},
                "toygpt": {"steps": 1500, "warmup": 150}, "compactgpt": {"steps": 150, "warmup": 15, "batch": 8,
                                                                        "context": 32}},
-               lr=3e-3, min_lr=3e-4, alphas=11, eval_chars=16000, eval_batch=32)
+               lr=3e-3, min_lr=3e-4, alphas=11, eval_chars=16000, eval_batch=32,
+               precision="fp32")  # fp32 on every machine: a rebuild elsewhere trains the same runs
 # seconds: three sizes shrunk to a layer or two, a few dozen steps, two pairs
-SMOKE = Params(**SMALL, profile="smoke", bpe_vocab=512, pairs=2, alphas=5, eval_chars=3000, ft_steps=10, ft_warmup=2,
+SMOKE = Params(**SMALL, profile="smoke", precision="fp32", bpe_vocab=512, pairs=2, alphas=5, eval_chars=3000,
+               ft_steps=10, ft_warmup=2,
                ft_pairs=2, recipes={
                    **{s: {"steps": 30, "warmup": 3, "model_overrides": {"n_layers": 1}} for s in ("tinygpt", "toygpt")},
                    "compactgpt": {"steps": 6, "warmup": 1, "batch": 4, "context": 16,
@@ -158,7 +161,7 @@ class ModelSizes(Study):
     def compute(self, p: Params, ctx) -> dict:
         """Train the ladder and the fine-tunes (through the run store), interpolate every pair, judge every size."""
         tok, ft = sources(p)
-        prec = {"auto": "bf16" if torch.device(ctx.device).type == "cuda" else "fp32"}.get(p.precision, p.precision)
+        prec = resolve_precision(p.precision, ctx.device)
         levels = {size: "char" if size == "tinygpt" else tok for size in p.sizes}  # TinyGPT reads characters
         texts = {lvl: text(p, lvl, ctx.cache_dir) for lvl in set(levels.values())}
         runs = []  # (part, label, spec, stored run, text, tokenisation level), in training order

@@ -82,6 +82,16 @@ def check_bf16(device: torch.device) -> None:
                      "would be emulated and slower than fp32; use precision='fp32'")
 
 
+def resolve_precision(choice: str, device: str | torch.device | None = "auto") -> str:
+    """A study's precision setting as a TrainConfig.precision: 'auto' is 'bf16' where it runs natively (a GPU, or a
+    CPU with bf16 instructions) and 'fp32' elsewhere; 'fp32' and 'bf16' pass through. The result enters the run's
+    hash, so a bf16 run and an fp32 run of the same setting are different runs."""
+    if choice != "auto":
+        return choice
+    dev = resolve_device(device)
+    return "bf16" if dev.type == "cuda" or (dev.type == "cpu" and cpu_has_bf16()) else "fp32"
+
+
 def history_frame(log: list[dict]) -> pd.DataFrame:
     """The loss log as a DataFrame: LOG_FIELDS first, then monitored metrics."""
     extra = sorted({f for r in log for f in r} - set(LOG_FIELDS))

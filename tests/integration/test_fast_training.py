@@ -107,3 +107,20 @@ def test_bf16_training_gives_the_barriers_of_fp32_within_the_spread_between_init
     assert fp32.mean() > 0.01 and fp32.std(ddof=1) > 0.003  # a barrier that differs between initialisations
     assert not np.array_equal(fp32, bf16)  # bf16 did train differently
     assert abs(bf16.mean() - fp32.mean()) <= fp32.std(ddof=1), (fp32, bf16)
+
+
+def test_the_studies_choose_precision_masks_and_compile_before_any_training():
+    from lmc_core.studies.instability_init import PROFILES
+    from lmc_core.studies.lm_setup import train_config
+    from lmc_core.train.trainer import resolve_precision
+
+    native = "bf16" if trainer_mod.cpu_has_bf16() else "fp32"
+    assert resolve_precision("auto", "cpu") == native and resolve_precision("fp32", "cpu") == "fp32"
+    paper, quick = PROFILES["paper"], PROFILES["quick"]
+    tc = train_config(paper, 100)
+    assert (tc.precision, tc.dropout_masks, tc.compile) == (resolve_precision("auto"), "hash", False)
+    assert train_config(quick, 100) == train_config(quick.replace(precision="fp32"), 100)  # quick: fp32 everywhere
+    with pytest.raises(ConfigError, match="dropout_masks='hash'"):
+        quick.replace(compile=True).validate()
+    tc = train_config(quick.replace(compile=True, dropout_masks="hash"), 100)
+    assert tc.compile and tc.dropout_masks == "hash"
