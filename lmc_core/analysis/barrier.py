@@ -14,6 +14,8 @@ A barrier or instability that is not finite is never called stable or unstable (
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 DEFINITIONS = ("mean", "chord", "subchord", "midpoint")
@@ -46,6 +48,21 @@ def barrier(alphas, values, definition: str = DEFAULT) -> float:
     a, v = _curve(alphas, values)
     if definition not in DEFINITIONS:
         raise ValueError(f"unknown barrier definition {definition!r}; choose one of {list(DEFINITIONS)}")
+    return height(a, v, definition)
+
+
+@functools.lru_cache(maxsize=16)
+def _triples(grid: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every point triple i < k < j of a grid (its float64 bytes) and the weight w of k on the chord (i, j)."""
+    a = np.frombuffer(grid, dtype=np.float64)
+    i, k, j = np.ix_(np.arange(a.size), np.arange(a.size), np.arange(a.size))
+    i, k, j = np.nonzero((i < k) & (k < j))
+    return i, k, j, (a[k] - a[i]) / (a[j] - a[i])
+
+
+def height(a: np.ndarray, v: np.ndarray, definition: str) -> float:
+    """barrier() of a checked curve: alphas `a` and values `v`, float64 [n] each (as _curve returns them); every
+    definition read off them without checking the grid again (NaN where a value is not finite)."""
     if not np.all(np.isfinite(v)):
         return float("nan")  # a diverged or overflowing model: no barrier can be read off the curve
     ends = 0.5 * (v[0] + v[-1])
@@ -56,28 +73,29 @@ def barrier(alphas, values, definition: str = DEFAULT) -> float:
     if definition == "midpoint":
         return float(np.interp(0.5, a, v) - ends)
     if definition == "subchord":
-        # for each left point i: the height of every point k above the chord (i, j), for all k < j at once
+        # the height of every point k above the chord of every pair (i, j) around it, i < k < j
         best = 0.0
-        if a.size <= SUBCHORD_DENSE:  # every triple (i, k, j) at once
-            i, k, j = np.ix_(np.arange(a.size), np.arange(a.size), np.arange(a.size))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                w = (a[k] - a[i]) / (a[j] - a[i])
-                height = v[k] - ((1 - w) * v[i] + w * v[j])
-            return float(max(best, np.max(np.where((i < k) & (k < j), height, -np.inf), initial=best)))
+        if a.size <= SUBCHORD_DENSE:  # every triple, in blocks whose arrays stay small (no page faults per call)
+            i, k, j, w = _triples(a.tobytes())
+            for s in range(0, i.size, 8192):
+                b = slice(s, s + 8192)
+                best = max(best, float(np.max(v[k[b]] - ((1 - w[b]) * v[i[b]] + w[b] * v[j[b]]), initial=best)))
+            return best
         k, j = np.ix_(np.arange(a.size), np.arange(a.size))
         for i in range(a.size - 2):
             inside = (i < k) & (k < j)
             with np.errstate(divide="ignore", invalid="ignore"):
                 w = (a[k] - a[i]) / (a[j] - a[i])
-                height = v[k] - ((1 - w) * v[i] + w * v[j])
-            best = max(best, float(np.max(np.where(inside, height, -np.inf))))
+                height_ = v[k] - ((1 - w) * v[i] + w * v[j])
+            best = max(best, float(np.max(np.where(inside, height_, -np.inf))))
         return best
     raise ValueError(f"unknown barrier definition {definition!r}; choose one of {list(DEFINITIONS)}")
 
 
 def all_barriers(alphas, values) -> dict[str, float]:
     """Every definition at once."""
-    return {d: barrier(alphas, values, d) for d in DEFINITIONS}
+    a, v = _curve(alphas, values)
+    return {d: height(a, v, d) for d in DEFINITIONS}
 
 
 SCALES = ("relative", "absolute")

@@ -53,6 +53,56 @@ def lerp_exact(ta: torch.Tensor, tb: torch.Tensor, alpha: float) -> torch.Tensor
     return round_once(torch.lerp(ta.double(), tb.double(), float(alpha)), ta.dtype)
 
 
+def nbytes(tensors) -> int:
+    """The bytes of some tensors' elements."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def stacked_mix(a: dict, b: dict, alphas) -> dict:
+    """{name: (1 - w) * a + w * b stacked over the alphas [len(alphas), ...]}, w = alphas rounded to each tensor's
+    dtype (exact at 0 and 1)."""
+    weights: dict[tuple, tuple] = {}  # (device, dtype) -> (1 - w, w) [len(alphas)]
+    for t in a.values():
+        if (t.device, t.dtype) not in weights:
+            w = torch.as_tensor(np.asarray(alphas, dtype=np.float64)).to(t.device, t.dtype)
+            weights[t.device, t.dtype] = (1 - w, w)
+    return {n: (u.view(-1, *([1] * t.dim())) * t).add_(w.view(-1, *([1] * t.dim())) * b[n])
+            for n, t in a.items() for u, w in [weights[t.device, t.dtype]]}
+
+
+def weight_writer(a: dict, b: dict, out: dict, alphas, flat_bytes: int):
+    """A function i -> None that writes (1 - w) * a + w * b, w = alphas[i] rounded to each tensor's dtype (the
+    products and the sum rounded one by one, as linear_path's stacked interpolation computes them), into the
+    tensors `out` {name: tensor} in place, for every name of `a`: through one flat vector where the tensors share a
+    dtype and device and take at most `flat_bytes`, tensor by tensor (through one scratch tensor) otherwise.
+    The weights are multiplied as Python numbers holding the rounded values: the same products."""
+    kinds = {(t.dtype, t.device): max(u.numel() for u in a.values() if (u.dtype, u.device) == (t.dtype, t.device))
+             for t in a.values()}
+    uw = {}  # (dtype, device) -> ([1 - w], [w]) over the alphas
+    for dtype, device in kinds:
+        w = torch.as_tensor(np.asarray(alphas, dtype=np.float64)).to(device, dtype)
+        uw[dtype, device] = ((1 - w).tolist(), w.tolist())
+    if not a:
+        return lambda i: None
+    if len(kinds) > 1 or nbytes(a.values()) > flat_bytes:
+        scratch = {k: torch.empty(m, dtype=k[0], device=k[1]) for k, m in kinds.items()}
+
+        def each(i):
+            for n, t in a.items():
+                (u, w), tmp = uw[t.dtype, t.device], scratch[t.dtype, t.device][: t.numel()].view(t.shape)
+                torch.mul(t, u[i], out=out[n]).add_(torch.mul(b[n], w[i], out=tmp))
+        return each
+    fa, fb = (torch.cat([d[n].reshape(-1) for n in a]) for d in (a, b))
+    flat, tmp = torch.empty_like(fa), torch.empty_like(fa)
+    views = [v.view(t.shape) for v, t in zip(flat.split([t.numel() for t in a.values()]), a.values())]
+    dst, ((u, w),) = [out[n] for n in a], uw.values()
+
+    def whole(i):
+        torch.mul(fa, u[i], out=flat).add_(torch.mul(fb, w[i], out=tmp))
+        torch._foreach_copy_(dst, views)  # noqa: SLF001 - one call
+    return whole
+
+
 def interpolate_states(a: State, b: State, alphas, keys: set[str] | None = None,
                        fixed: State | None = None) -> State:
     """Stack of interpolated states [n_alpha, ...] between K=1 states a and b (weights in their own dtype,

@@ -13,6 +13,7 @@ calls `model(**batch)` without its label entry (`labels`, `label`, `y` or `targe
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -33,10 +34,22 @@ class Batch:
     raw: Any  # the batch as given (what a custom loss function receives)
 
     def to(self, device) -> "Batch":
-        """The batch on `device` (tensors only)."""
+        """The batch on `device` (tensors only; the batch itself when every tensor is there already)."""
+        if device is None or _is_on([self.args, self.kwargs, self.labels, self.raw], torch.device(device)):
+            return self
         mv = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
         return Batch(tuple(mv(a) for a in self.args), {k: mv(v) for k, v in self.kwargs.items()},
                      None if self.labels is None else mv(self.labels), _move(self.raw, device))
+
+
+def _is_on(obj, device: torch.device) -> bool:
+    if isinstance(obj, torch.Tensor):
+        return obj.device == device
+    if isinstance(obj, (tuple, list)):
+        return all(_is_on(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return all(_is_on(o, device) for o in obj.values())
+    return True
 
 
 def _move(obj, device):
@@ -146,6 +159,30 @@ def cross_entropy(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
     return ce if bool(keep.all()) else ce[keep]
 
 
+@functools.lru_cache(maxsize=1)
+def _float_lanes() -> int:
+    """float32 lanes of the CPU kernels torch runs here (16 for AVX-512, 8 for AVX2; 0: unknown)."""
+    return {"AVX512": 16, "AVX2": 8}.get(torch.backends.cpu.get_cpu_capability(), 0)
+
+
+def cross_entropy_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (nats, float32) of logits [A, M, C] with integer labels [M], for A models at once: [A, M]
+    (0 where the label is IGNORE_INDEX). The values of F.cross_entropy on the rows [A*M, C]: with fewer classes
+    than the CPU's float32 lanes, torch's CPU kernel is about 8x faster with the classes on axis 1 (measured 0.2
+    vs 2.0 ms for [51, 256, 10]) and gives the same values where the rows fill whole vectors, so they are put
+    there, the rows padded to a multiple of the lanes."""
+    a, m, c = logits.shape
+    x, lanes = logits.float(), _float_lanes()
+    if x.device.type != "cpu" or c >= lanes:
+        return F.cross_entropy(x.reshape(-1, c), labels.repeat(a), reduction="none").view(a, m)
+    padded = -(-m // lanes) * lanes
+    xt = x.new_zeros(a, c, padded)
+    xt[:, :, :m] = x.transpose(1, 2)
+    y = labels.new_zeros(padded)
+    y[:m] = labels
+    return F.cross_entropy(xt, y.expand(a, padded), reduction="none")[:, :m]
+
+
 def top1_error(outputs: torch.Tensor, batch: Batch) -> torch.Tensor | None:
     """Per-example top-1 error (1.0 wrong, 0.0 right) where labels fit the logits; None otherwise."""
     y = batch.labels
@@ -154,6 +191,37 @@ def top1_error(outputs: torch.Tensor, batch: Batch) -> torch.Tensor | None:
     wrong = (outputs.argmax(-1) != y).reshape(-1)
     keep = y.reshape(-1) != IGNORE_INDEX
     return (wrong if bool(keep.all()) else wrong[keep]).double()
+
+
+def default_metrics(outputs: torch.Tensor, batch: Batch, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default loss (cross_entropy, float32) and top-1 error (top1_error, bool) of the outputs [A, ..., C] of
+    A models on one batch whose integer labels fit them: [A, kept positions] each, with the same values. `cache`
+    keeps each batch's labels and kept positions between calls (keyed by id(batch))."""
+    if id(batch) not in cache:
+        flat = batch.labels.reshape(-1)
+        keep = flat != IGNORE_INDEX
+        cache[id(batch)] = (flat, None if bool(keep.all()) else keep)
+    flat, keep = cache[id(batch)]
+    logits = outputs.reshape(outputs.shape[0], -1, outputs.shape[-1])
+    ce, wrong = cross_entropy_rows(logits, flat), logits.argmax(-1) != flat
+    return (ce, wrong) if keep is None else (ce[:, keep], wrong[:, keep])
+
+
+def mean_count(values: list[torch.Tensor]) -> tuple[float, int]:
+    """The mean (float64; NaN when empty) and number of the values of a list of tensors."""
+    if len(values) == 1:
+        v = values[0].reshape(-1).double()
+    else:
+        v = torch.cat([x.reshape(-1).double() for x in values]) if values else torch.zeros(0, dtype=torch.float64)
+    return (float(v.mean()) if v.numel() else float("nan")), int(v.numel())
+
+
+def largest_output(box: list):
+    """A forward hook that keeps in box[0] the largest byte size of a tensor a module returned."""
+    def hook(_module, _inputs, out):
+        if isinstance(out, torch.Tensor):
+            box[0] = max(box[0], out.numel() * out.element_size())
+    return hook
 
 
 LossFn = Callable[[torch.Tensor, Any], torch.Tensor]

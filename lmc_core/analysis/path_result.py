@@ -8,7 +8,7 @@ single pair has no interval, so its finding is "too few units" unless its path i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Sequence
 
 import pandas as pd
@@ -22,9 +22,9 @@ METRICS = ("loss", "error")
 
 
 def barrier_rows(curve: pd.DataFrame) -> pd.DataFrame:
-    """One row per (split, metric, definition) of one pair's curve (metrics.barrier_table, the one builder)."""
-    present = tuple(m for m in METRICS if m in curve and not curve[m].isna().all())
-    return barrier_table(curve, (), present)
+    """One row per (split, metric, definition) of one pair's curve (metrics.barrier_table, the one builder; a metric
+    whose values are all NaN has no rows)."""
+    return barrier_table(curve, (), METRICS)
 
 
 def _judge(inst: Sequence[float], chord: Sequence[float], split: str, metric: str, definition: str,
@@ -48,6 +48,8 @@ class PathResult:
     verdicts: one findings.Finding per (split, metric) under `definition` (a single pair: the value, no verdict
       unless its path is convex or not finite). notes: how buffers were handled and how the alphas were
       evaluated. mode: "batched", "one alpha at a time" or "family ensemble".
+    A result of path_result (linear_path) builds curve, barriers and verdicts on first access, with the same values
+    (about a millisecond of pandas, which linear_path's call itself does not spend).
     """
 
     curve: pd.DataFrame
@@ -74,18 +76,43 @@ class PathResult:
     def __repr__(self) -> str:
         return f"PathResult(mode={self.mode!r}, splits={sorted(set(self.curve.split))})\n{self.text()}"
 
+    def __getattr__(self, name: str):
+        """curve, barriers and verdicts of a result of path_result, built on first access (only attributes not set
+        yet reach here)."""
+        build = self.__dict__.get("_tables")
+        if build is None or name not in ("curve", "barriers", "verdicts"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self.__dict__.update(build())
+        self.__dict__.pop("_tables", None)
+        return self.__dict__[name]
 
-def path_result(curve: pd.DataFrame, notes: list, mode: str, definition: str = B.DEFAULT,
+    def __getstate__(self) -> dict:
+        """The fields, tables built (a pickle holds no builder)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def path_result(curve, notes: list, mode: str, definition: str = B.DEFAULT,
                 threshold: float | None = None) -> PathResult:
-    """Barriers and verdicts of one pair's curve."""
+    """Barriers and verdicts of one pair's curve (a DataFrame, or a function that makes it): the arguments checked
+    now, the tables built on first access (PathResult.__getattr__)."""
     if definition not in B.DEFINITIONS:
         raise ValueError(f"definition={definition!r}; choose one of {list(B.DEFINITIONS)}")
-    bars = barrier_rows(curve)
-    verdicts = {}
-    for (split, metric), g in bars.groupby(["split", "metric"], sort=False):
-        inst = g.set_index("definition")["instability"]
-        verdicts[(split, metric)] = _judge([inst[definition]], [inst["chord"]], split, metric, definition, threshold)
-    return PathResult(curve, bars, verdicts, list(notes), mode, definition)
+    if threshold is not None and any(threshold != criterion_of(m).threshold for m in METRICS):
+        check_real("threshold", threshold, 0, None, lo_open=True)
+
+    def tables() -> dict:
+        c = curve() if callable(curve) else curve
+        bars = barrier_rows(c)
+        inst: dict[tuple, dict] = {}  # (split, metric) -> {definition: instability}, in the table's order
+        if not bars.empty:
+            for s, m, d, i in zip(*(bars[k].to_numpy() for k in ("split", "metric", "definition", "instability"))):
+                inst.setdefault((s, m), {})[d] = i
+        return {"curve": c, "barriers": bars, "verdicts": {
+            (s, m): _judge([g[definition]], [g["chord"]], s, m, definition, threshold) for (s, m), g in inst.items()}}
+
+    result = PathResult.__new__(PathResult)
+    result.__dict__.update(notes=list(notes), mode=mode, definition=definition, _tables=tables)
+    return result
 
 
 def judge_paths(results: Sequence[PathResult], split: str | None = None, metric: str = "loss",

@@ -1,10 +1,12 @@
 """Linear paths between two models of any architecture: the curve, every barrier definition and the verdict.
 
-theta(alpha) = (1 - alpha) theta_A + alpha theta_B over parameters (Frankle et al. 2020, eq. 1). All alphas are
+theta(alpha) = (1 - alpha) theta_A + alpha theta_B over parameters (Frankle et al. 2020, eq. 1). The alphas are
 evaluated as one batched model (torch.func.functional_call under torch.func.vmap over parameters stacked along a
-new alpha axis) where the model allows it, otherwise one alpha at a time (the way loss-landscapes evaluates), with
-a note saying why. Every alpha sees identical batches (each split is read once), the models are evaluated in
-eval mode (their own mode is restored afterwards) and nothing reads the global RNG.
+new alpha axis) where the model allows it and, on a CPU, where its activations are small (there batching pays; for
+larger ones one alpha at a time was measured faster), otherwise one alpha at a time in a working copy of model A
+(the way loss-landscapes evaluates), with a note saying why; the two agree to float rounding. Every alpha sees
+identical batches (each split is read once), the models are evaluated in eval mode (their own mode is restored
+afterwards) and nothing reads the global RNG.
 
 Buffers are handled deliberately, and the result's `notes` say how:
 - tied parameters are one parameter and interpolated once;
@@ -27,11 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import path_data as D
-from .interpolate import alpha_grid
+from .interpolate import alpha_grid, nbytes, stacked_mix, weight_writer
 from .path_result import PathResult, path_result
 
 BN_TYPES = (nn.modules.batchnorm._BatchNorm,)  # noqa: SLF001 - the common base of BatchNorm1d/2d/3d
@@ -149,11 +150,8 @@ class _Plan:
 
     def at(self, alphas: np.ndarray) -> tuple[dict, dict]:
         """Stacked parameters and varying buffers [len(alphas), ...] at these alphas (exact at 0 and 1)."""
-        def mix(a, b):
-            w = torch.as_tensor(alphas, dtype=torch.float64).to(a.device, a.dtype).view(-1, *([1] * a.dim()))
-            return (1 - w) * a + w * b
-        return ({n: mix(self.a[n], self.b[n]) for n in self.params},
-                {n: mix(self.buf_a[n], self.buf_b[n]) for n in self.buf_a})
+        mixed = stacked_mix({**self.a, **self.buf_a}, {**self.b, **self.buf_b}, alphas)
+        return {n: mixed[n] for n in self.params}, {n: mixed[n] for n in self.buf_a}
 
 
 @torch.no_grad()
@@ -178,11 +176,6 @@ def _bn_statistics(model: nn.Module, plan: _Plan, params: dict, buffers: dict, t
     return out
 
 
-def _reduce(vals: list[torch.Tensor]) -> tuple[float, int]:
-    v = torch.cat([x.reshape(-1).double() for x in vals]) if vals else torch.zeros(0, dtype=torch.float64)
-    return (float(v.mean()) if v.numel() else float("nan")), int(v.numel())
-
-
 class _Evaluator:
     """Loss and error of many alphas on one split, batched or one alpha at a time."""
 
@@ -190,6 +183,9 @@ class _Evaluator:
         self.model, self.device = model, device
         self.loss_fn, self.error_fn = loss_fn, error_fn
         self.work: nn.Module | None = None  # a copy of the model for one alpha at a time
+        self.slots: dict[str, torch.Tensor] = {}  # its parameters and buffers by name
+        self.write = None  # i -> None: alpha i's weights into the working copy (interpolate.weight_writer)
+        self.labels: dict = {}  # D.default_metrics' cache of each batch's labels
 
     def call(self, params: dict, buffers: dict, b: D.Batch) -> torch.Tensor:
         return D.logits_of(torch.func.functional_call(self.model, {**buffers, **params}, b.args, b.kwargs))
@@ -210,6 +206,15 @@ class _Evaluator:
             err = torch.as_tensor(self.error_fn(out, b.raw)).double()
         return loss, err
 
+    def default(self, out: torch.Tensor, b: D.Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """D.default_metrics of outputs [A, ..., C] of A alphas; None where they do not apply (a custom loss_fn or
+        error_fn, no integer labels that fit the outputs: metrics() decides)."""
+        y = b.labels
+        if self.loss_fn is not None or self.error_fn is not None or y is None or y.is_floating_point() \
+                or out.shape[1:-1] != y.shape:
+            return None
+        return D.default_metrics(out, b, self.labels)
+
     def batched(self, params: dict, buffers: dict, fixed: dict, data: list[D.Batch]) -> list[tuple]:
         """All alphas of `params` ([A, ...] each) as one vmapped call per batch; the default loss and error are
         computed for every alpha at once, a custom loss_fn / error_fn alpha by alpha."""
@@ -219,16 +224,11 @@ class _Evaluator:
         for b in data:
             b = b.to(self.device)
             out = torch.func.vmap(lambda p, bf: self.call(p, {**fixed, **bf}, b))(params, buffers)  # [A, ...]
-            if self.loss_fn is None and self.error_fn is None and b.labels is not None \
-                    and out.shape[1:-1] == b.labels.shape and not b.labels.is_floating_point():
-                c = out.shape[-1]
-                y = b.labels.reshape(-1)
-                keep = y != D.IGNORE_INDEX
-                ce = F.cross_entropy(out.reshape(-1, c).float(), y.repeat(n), reduction="none").view(n, -1)
-                wrong = (out.reshape(n, -1, c).argmax(-1) != y).double()
-                loss_sum += ce[:, keep].double().sum(1).cpu()
-                err_sum += wrong[:, keep].sum(1).cpu()
-                count, err_count = count + int(keep.sum()), err_count + int(keep.sum())
+            done = self.default(out, b)
+            if done is not None:
+                loss_sum += done[0].double().sum(1).cpu()
+                err_sum += done[1].sum(1).double().cpu()
+                count, err_count = count + done[0].shape[1], err_count + done[0].shape[1]
                 continue
             for i in range(n):
                 lo, er = self.metrics(out[i], b)
@@ -240,25 +240,53 @@ class _Evaluator:
         err = (err_sum / err_count).tolist() if err_count else [float("nan")] * n
         return [(float(x), count, e) for x, e in zip((loss_sum / max(count, 1)).tolist(), err)]
 
-    def single(self, params: dict, buffers: dict, fixed: dict, data: list[D.Batch]) -> tuple:
-        """One alpha: its weights copied into a working copy of the model, which is then called as it is."""
+    def outputs(self, data: list[D.Batch], probe: list | None = None, model: nn.Module | None = None) -> list:
+        """The output tensor of `model` (default: the working copy as loaded) on every batch; `probe`: a list that
+        receives the bytes of the largest activation of the first batch."""
+        model, outs = self.work if model is None else model, []
+        for j, b in enumerate(data):
+            b = b if self.device.type == "cpu" else b.to(self.device)  # _evaluate moved it
+            hooks = [m.register_forward_hook(D.largest_output(probe)) for m in model.modules()] \
+                if probe is not None and j == 0 else []
+            try:
+                outs.append(D.logits_of(model(*b.args, **b.kwargs)))
+            finally:
+                for h in hooks:
+                    h.remove()
+        return outs
+
+    def summary(self, outs: list[list], data: list[D.Batch]) -> list[tuple]:
+        """(loss, examples, error) of each alpha from its outputs on every batch (outputs()): the default loss and
+        error of all alphas at once, a custom loss_fn / error_fn alpha by alpha; each the mean over the split."""
+        done = [self.default(torch.stack([o[j] for o in outs]), b) for j, b in enumerate(data)]
+        if all(d is not None for d in done):
+            ce, wrong = (torch.cat([d[k] for d in done], 1) if len(done) > 1 else done[0][k] for k in (0, 1))
+            if not ce.shape[1]:
+                return [(float("nan"), 0, float("nan"))] * len(outs)
+            err = (wrong.sum(1).double() / wrong.shape[1]).tolist()
+            return [(lo, ce.shape[1], er) for lo, er in zip(ce.double().mean(1).tolist(), err)]
+        rows = []
+        for o in outs:
+            lo_er = [self.metrics(out, b) for out, b in zip(o, data)]
+            errs = [e for _, e in lo_er if e is not None]
+            rows.append((*D.mean_count([lo for lo, _ in lo_er]), D.mean_count(errs)[0]))
+        return rows
+
+    def load(self, tensors: dict) -> None:
+        """Copy {name: tensor} into the working copy of the model (made on first use)."""
         if self.work is None:
             self.work = copy.deepcopy(self.model).to(self.device).eval()
-        tensors = dict(self.work.named_parameters())
-        tensors.update(self.work.named_buffers())
-        for n, t in {**fixed, **buffers, **params}.items():
-            tensors[n].copy_(t)
-        losses, errs = [], []
-        for b in data:
-            b = b.to(self.device)
-            lo, er = self.metrics(D.logits_of(self.work(*b.args, **b.kwargs)), b)
-            losses.append(lo)
-            if er is not None:
-                errs.append(er)
-        return (*_reduce(losses), _reduce(errs)[0])
+            self.slots = dict(self.work.named_parameters())
+            self.slots.update(self.work.named_buffers())
+        if tensors:
+            torch._foreach_copy_([self.slots[n] for n in tensors], list(tensors.values()))  # noqa: SLF001 - one call
 
 
-CPU_CALL_BYTES = 4 << 20  # on a CPU, the largest activation of one batched call stays below this (cache-sized)
+# On a CPU, tensors of more than a few hundred KiB are fresh pages at every call (page faults, measured at ~3 us each
+# here: 3000 of them doubled a call); temporaries are kept below that (bench/linear_path.py, docs/benchmarks.md).
+CPU_CALL_BYTES = 512 << 10  # on a CPU, the largest activation of one batched call stays below this
+SCRATCH_BYTES = 256 << 10  # one alpha at a time: the mixed weights and the held outputs, at most this at once
+CPU_BATCH_BYTES = 96 << 10  # batched="auto" on a CPU: one alpha at a time where an alpha's largest activation is larger
 
 
 @torch.no_grad()
@@ -266,25 +294,124 @@ def _alphas_per_call(model: nn.Module, data: dict, plan: _Plan, n: int, memory_m
     """How many alphas one vmapped call evaluates: the stacked parameters and the largest activation (measured
     with forward hooks on one batch) under memory_mb, and on a CPU the largest activation under CPU_CALL_BYTES."""
     largest = [0]
-
-    def hook(_m, _inp, out):
-        if isinstance(out, torch.Tensor):
-            largest[0] = max(largest[0], out.numel() * out.element_size())
-
     b = next(iter(data.values()))[0].to(device)
-    hooks = [m.register_forward_hook(hook) for m in model.modules()]
+    hooks = [m.register_forward_hook(D.largest_output(largest)) for m in model.modules()]
     try:
         with eval_mode(model):
             torch.func.functional_call(model, {**plan.fixed, **plan.buf_a, **plan.a}, b.args, b.kwargs)  # model A
     finally:
         for h in hooks:
             h.remove()
-    params = sum(t.numel() * t.element_size() for t in plan.a.values())
-    per_alpha = params + 4 * largest[0] + 1
-    chunk = (memory_mb << 20) // per_alpha
+    return _per_call(plan, largest[0], n, memory_mb, device)
+
+
+def _per_call(plan: _Plan, largest: int, n: int, memory_mb: int, device) -> int:
+    chunk = (memory_mb << 20) // (_param_bytes(plan) + 4 * largest + 1)
     if torch.device(device).type == "cpu":
-        chunk = min(chunk, CPU_CALL_BYTES // max(largest[0], 1))
-    return int(max(1, min(n, chunk)))
+        chunk = min(chunk, CPU_CALL_BYTES // max(largest, 1))
+    chunk = int(max(1, min(n, chunk)))
+    return -(-n // -(-n // chunk))  # as many calls, of equal sizes (equal allocations reuse each other's memory)
+
+
+def _param_bytes(plan: _Plan) -> int:
+    return nbytes([*plan.a.values(), *plan.buf_a.values()])
+
+
+def _one_at_a_time(ev: _Evaluator, plan: _Plan, al: np.ndarray, todo: range, data_b: dict, train: list,
+                   rows: dict, probe: list | None = None, held: list | None = None) -> None:
+    """Rows of the alphas al[todo], one alpha at a time in a working copy of the model (interpolate.weight_writer:
+    the values of plan.at); the outputs of up to SCRATCH_BYTES of alphas are held and summarised together
+    (ev.summary), with `held` [(alpha index, {split: outputs})] of alphas evaluated already."""
+    fixed = {n: t for n, t in plan.fixed.items() if n not in plan.buf_a}
+    if ev.work is None:
+        ev.load({})
+        ev.write = weight_writer({**plan.a, **plan.buf_a}, {**plan.b, **plan.buf_b}, ev.slots, al, SCRATCH_BYTES)
+    held = held or []
+    size = nbytes(o for _, outs in held for v in outs.values() for o in v)
+    for i in todo:
+        ev.load(fixed)  # as the model left them: a forward may change a buffer
+        ev.write(i)
+        if plan.bn == "recompute":
+            mixed = {n: ev.slots[n] for n in plan.params}
+            ev.load(_bn_statistics(ev.model, plan, mixed, {n: ev.slots[n] for n in plan.buf_a}, train, ev.device))
+        outs = {name: ev.outputs(bs, probe if (i, j) == (todo.start, 0) else None)
+                for j, (name, bs) in enumerate(data_b.items())}
+        held.append((i, outs))
+        size += nbytes(o for v in outs.values() for o in v)
+        if size > SCRATCH_BYTES or i == todo.stop - 1:
+            for name, bs in data_b.items():
+                for (k, _), r in zip(held, ev.summary([o[name] for _, o in held], bs)):
+                    rows[name][k] = r
+            held, size = [], 0
+
+
+def _batched(ev: _Evaluator, plan: _Plan, al: np.ndarray, data_b: dict, train: list, chunk: int,
+             batched: bool | str, rows: dict, notes: list[str]) -> str:
+    """Rows of every alpha, `chunk` alphas per vmapped call; on a failure of vmap (batched="auto") the rest one
+    alpha at a time, with a note. Returns the mode."""
+    for c0 in range(0, len(al), chunk):
+        idx = list(range(c0, min(len(al), c0 + chunk)))
+        params, bufs = plan.at(al[idx])
+        if plan.bn == "recompute":
+            stats = [_bn_statistics(ev.model, plan, {n: t[i] for n, t in params.items()},
+                                    {n: t[i] for n, t in bufs.items()}, train, ev.device) for i in range(len(idx))]
+            bufs.update({n: torch.stack([s[n] for s in stats]) for n in stats[0]})
+        fixed = {n: t for n, t in plan.fixed.items() if n not in bufs}
+        for name, bs in data_b.items():
+            try:
+                done = ev.batched(params, bufs, fixed, bs)
+            except Exception as exc:  # noqa: BLE001 - any failure of vmap: fall back, and say why
+                if batched is True:
+                    raise
+                notes.append(f"evaluated one alpha at a time: the model cannot run under torch.func.vmap "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
+                _one_at_a_time(ev, plan, al, range(c0, len(al)), data_b, train, rows)
+                return "one alpha at a time"
+            for i, r in zip(idx, done):
+                rows[name][i] = r
+    notes.append(f"all {len(al)} alphas evaluated as one batched model (torch.func.vmap over stacked parameters"
+                 f"{f', {chunk} alphas per call' if chunk < len(al) else ''})")
+    return "batched"
+
+
+def _alpha0_is_a(plan: _Plan, model: nn.Module, device: torch.device) -> bool:
+    """True if the model at alpha 0 is model A as it is: its own tensors on `device`, no buffer recomputed or
+    interpolated, and B's parameters finite (so that 1 * a + 0 * b == a); checked for a small model only (for a
+    large one the check costs more than the working copy it may save)."""
+    return plan.bn != "recompute" and not plan.buf_a and _param_bytes(plan) <= SCRATCH_BYTES and all(
+        t.device == device for t in [*model.parameters(), *model.buffers()]) and all(
+        bool(torch.isfinite(t).all()) for t in plan.b.values())
+
+
+def _evaluate(ev: _Evaluator, plan: _Plan, al: np.ndarray, data_b: dict, train: list, batched: bool | str,
+              memory_mb: int, notes: list[str]) -> tuple[dict, str]:
+    """(loss, examples, error) of every alpha on every split ({split: [len(al)] rows}) and the mode it ran in.
+    batched="auto" on a CPU evaluates the first alpha one at a time, measuring its largest activation, and goes
+    on one alpha at a time (with a note) where that exceeds CPU_BATCH_BYTES, batched otherwise."""
+    rows: dict[str, list] = {s: [None] * len(al) for s in data_b}
+    if ev.device.type == "cpu":  # on the CPU once (a GPU gets one batch at a time, as it is used)
+        data_b = {s: [b.to(ev.device) for b in bs] for s, bs in data_b.items()}
+    if not batched:
+        _one_at_a_time(ev, plan, al, range(len(al)), data_b, train, rows)
+        return rows, "one alpha at a time"
+    if batched == "auto" and ev.device.type == "cpu":
+        largest = [0]
+        held = None
+        if _alpha0_is_a(plan, ev.model, ev.device):  # evaluated as it is: no working copy for a batched path
+            held = [(0, {name: ev.outputs(bs, largest if j == 0 else None, ev.model)
+                         for j, (name, bs) in enumerate(data_b.items())})]
+        else:
+            _one_at_a_time(ev, plan, al, range(1), data_b, train, rows, largest)
+        if largest[0] > CPU_BATCH_BYTES:
+            notes.append(f"evaluated one alpha at a time: on a CPU that is faster than one batched model where an "
+                         f"alpha's largest activation ({largest[0] / 1024:.0f} KiB) exceeds CPU_BATCH_BYTES "
+                         f"({CPU_BATCH_BYTES >> 10} KiB)")
+            _one_at_a_time(ev, plan, al, range(1, len(al)), data_b, train, rows, held=held)
+            return rows, "one alpha at a time"
+        chunk = _per_call(plan, largest[0], len(al), memory_mb, ev.device)
+    else:
+        chunk = _alphas_per_call(ev.model, data_b, plan, len(al), memory_mb, ev.device)
+    return rows, _batched(ev, plan, al, data_b, train, chunk, batched, rows, notes)
 
 
 @torch.no_grad()
@@ -306,18 +433,20 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
       default top-1 error when the labels fit the logits; False: no error column.
     alphas: a number of points (default 11) or a grid from exactly 0 to exactly 1.
     train_data: training batches for the BatchNorm statistics (needed when the model has BatchNorm and
-      bn="recompute"). batched: "auto" (one batched model, falling back to one alpha at a time with a note),
-      True (fail instead of falling back) or False (one alpha at a time). memory_mb: the stacked parameters and
-      activations of one batched call stay below this (more alphas are done in several calls); on a CPU a call
-      also keeps its largest activation under CPU_CALL_BYTES, as a batched call that outgrows the cache was
-      measured slower than one alpha at a time (bench/linear_path.py).
+      bn="recompute"). batched: "auto" (one batched model, falling back to one alpha at a time with a note; on a
+      CPU one alpha at a time, with a note, when an alpha's largest activation exceeds CPU_BATCH_BYTES, where that
+      was measured faster: bench/linear_path.py), True (batched; fail instead of falling back) or False (one alpha
+      at a time). memory_mb: the stacked parameters and activations of one batched call stay below this, more
+      alphas are done in several calls; on a CPU a batched call also keeps its largest activation under
+      CPU_CALL_BYTES (larger temporaries were measured slower: fresh pages at every call). One alpha at a time
+      needs a working copy of model A and at most SCRATCH_BYTES besides.
     definition / threshold: the barrier definition of the verdict (lmc_core.analysis.barrier.DEFINITIONS) and the
       stability threshold (2: Frankle et al. 2020).
 
     Returns a PathResult: `curve` (split, alpha, loss, error, examples), `barriers` (split, metric, definition,
-    barrier, instability, unit, convex), `verdicts`, `notes` and `mode`. Raises TypeError/ValueError naming the
-    argument for models of different architectures, unusable data, BatchNorm without train_data and unequal
-    integer buffers.
+    barrier, instability, unit, convex), `verdicts` (the three built on first access), `notes` and `mode`. Raises
+    TypeError/ValueError naming the argument for models of different architectures, unusable data, BatchNorm
+    without train_data, unequal integer buffers and a definition or threshold out of range.
     """
     check_pair(model_a, model_b)
     al = _alphas(alphas)
@@ -335,40 +464,12 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     train = D.batches(train_data, batch_size, "train_data") if plan.bn == "recompute" else []
     data_b = {name: D.batches(s, batch_size, f"data[{name!r}]") for name, s in splits.items()}
     ev = _Evaluator(model_a, loss_fn, error_fn, dev)
-    chunk = _alphas_per_call(model_a, data_b, plan, len(al), memory_mb, dev) if batched else len(al)
-    rows: dict[str, list] = {s: [None] * len(al) for s in splits}
-    mode = "batched" if batched else "one alpha at a time"
     with eval_mode(model_a, model_b):
-        for c0 in range(0, len(al), chunk):
-            idx = list(range(c0, min(len(al), c0 + chunk)))
-            params, bufs = plan.at(al[idx])
-            if plan.bn == "recompute":
-                stats = [_bn_statistics(model_a, plan, {n: t[i] for n, t in params.items()},
-                                        {n: t[i] for n, t in bufs.items()}, train, dev) for i in range(len(idx))]
-                bufs.update({n: torch.stack([s[n] for s in stats]) for n in stats[0]})
-            fixed = {n: t for n, t in plan.fixed.items() if n not in bufs}
-            for name, bs in data_b.items():
-                done = None
-                if mode == "batched":
-                    try:
-                        done = ev.batched(params, bufs, fixed, bs)
-                    except Exception as exc:  # noqa: BLE001 - any failure of vmap: fall back, and say why
-                        if batched is True:
-                            raise
-                        mode = "one alpha at a time"
-                        notes.append(f"evaluated one alpha at a time: the model cannot run under torch.func.vmap "
-                                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
-                if done is None:
-                    done = [ev.single({n: t[i] for n, t in params.items()}, {n: t[i] for n, t in bufs.items()},
-                                      fixed, bs) for i in range(len(idx))]
-                for i, r in zip(idx, done):
-                    rows[name][i] = r
-    if mode == "batched":
-        notes.append(f"all {len(al)} alphas evaluated as one batched model (torch.func.vmap over stacked parameters"
-                     f"{f', {chunk} alphas per call' if chunk < len(al) else ''})")
-    records = [{"split": s, "alpha": float(a), "loss": r[0], "error": r[2], "examples": r[1]}
-               for s in splits for a, r in zip(al, rows[s])]
-    return path_result(pd.DataFrame(records), notes, mode, definition, threshold)
+        rows, mode = _evaluate(ev, plan, al, data_b, train, batched, memory_mb, notes)
+    cols = [(s, float(a), *r) for s in splits for a, r in zip(al, rows[s])]  # split, alpha, loss, examples, error
+    return path_result(lambda: pd.DataFrame({k: np.array([c[i] for c in cols], dtype=t) for k, i, t in (
+        ("split", 0, object), ("alpha", 1, np.float64), ("loss", 2, np.float64), ("error", 4, np.float64),
+        ("examples", 3, np.int64))}), notes, mode, definition, threshold)
 
 
 @torch.no_grad()
