@@ -61,8 +61,10 @@ def panels(p: Params) -> dict[str, Params]:
     return out
 
 
+# eval_tokens sized by the barrier's evaluation noise (bench/eval_precision.py): 12,000 tokens left a pair's barrier a
+# standard error of 0.20-0.27 points of error (% of loss); 24,000 bring it to about a tenth of the 2-point criterion
 QUICK = Params(level="char", model_overrides={"d_model": 64, "d_ff": 64}, steps=3000, decay_frac=0.25,
-               variant={"level": "word", "vocab_cap": 1000, "steps": 1500, "copies": 2})
+               variant={"level": "word", "vocab_cap": 1000, "steps": 1500, "copies": 2}, eval_tokens=24000)
 
 
 class InstabilityAtInit(Study):

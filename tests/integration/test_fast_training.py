@@ -124,3 +124,16 @@ def test_the_studies_choose_precision_masks_and_compile_before_any_training():
         quick.replace(compile=True).validate()
     tc = train_config(quick.replace(compile=True, dropout_masks="hash"), 100)
     assert tc.compile and tc.dropout_masks == "hash"
+
+
+@pytest.mark.skipif(not trainer_mod.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
+def test_bf16_on_a_cpu_repeats_itself_and_copy_k_equals_a_lone_bf16_run(stream):
+    bf16 = {"precision": "bf16", **HASH}
+    ens = train_copies(tiny_spec(SEEDS, **bf16), stream, "cpu", progress=False)
+    again = train_copies(tiny_spec(SEEDS, **bf16), stream, "cpu", progress=False)
+    assert same(ens.state, again.state)
+    for k, s in enumerate(SEEDS):
+        one = train_copies(tiny_spec([s], **bf16), stream, "cpu", progress=False)
+        close(copy_state(ens.state, k), one.state)
+    fp32 = train_copies(tiny_spec(SEEDS, **HASH), stream, "cpu", progress=False)
+    assert not same(fp32.state, ens.state), "precision='bf16' trained in fp32"
