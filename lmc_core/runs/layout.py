@@ -258,7 +258,10 @@ def write_result(directory: Path, res: TrainResult, spec_json: dict, identity: d
                            res.dynamics, skip=skip)
     save_tensors(d / RESULT, tensors, {"steps": res.steps, "diverged": res.diverged})
     write_history(d / "history.csv", res.history.assign(**(extra or {})))
-    write_json(d / DONE, {"hash": d.name, "steps": res.steps})
+    done = {"hash": d.name, "steps": res.steps}
+    if getattr(res, "dropout_masks", ""):  # which generator drew the dropout masks (runs stored since 2026-12)
+        done["dropout_masks"] = res.dropout_masks
+    write_json(d / DONE, done)
 
 
 def is_done(directory: Path) -> bool:

@@ -124,7 +124,8 @@ def select_copies(res: TrainResult, copies: list[int]) -> TrainResult:
     return TrainResult(state={n: t.index_select(0, idx) for n, t in res.state.items()},
                        opt_state={n: t.index_select(0, idx) for n, t in res.opt_state.items()},
                        steps=[res.steps[c] for c in copies], history=h.reset_index(drop=True),
-                       diverged={where[c]: s for c, s in res.diverged.items() if c in where}, dynamics=dyn)
+                       diverged={where[c]: s for c, s in res.diverged.items() if c in where}, dynamics=dyn,
+                       dropout_masks=res.dropout_masks)
 
 
 def history_of(run_dir: Path) -> pd.DataFrame:

@@ -54,6 +54,7 @@ class TrainResult:
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     diverged: dict[int, int] = field(default_factory=dict)  # copy -> step at which it diverged (frozen)
     dynamics: dict[str, torch.Tensor] = field(default_factory=dict)  # dyn.steps [E], dyn.prob [E, K, N]
+    dropout_masks: str = ""  # the mask generator the run drew from: "generator", "hash" or "none" (no dropout)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -167,6 +168,12 @@ class Trainer:
                 return compiled(chunk, drop)
         return loss_of
 
+    def masks_used(self) -> str:
+        """The mask generator this run draws from: 'generator', 'hash', or 'none' for a model without dropout."""
+        if self.family.dropout(self.cfg) <= 0:
+            return "none"
+        return self.masks or default_masks(self.device)
+
     def front(self) -> int:
         """The training front: the slowest copy that still trains (frozen ones stay behind)."""
         live = self.steps[~self.frozen]
@@ -250,4 +257,4 @@ class Trainer:
         state = {n: t.detach().cpu().clone() for n, t in self.model.state_dict().items()}
         return TrainResult(state=state, opt_state={n: t.cpu() for n, t in self.opt.state_dict().items()},
                            steps=steps.tolist(), history=history_frame(self.log), diverged=dict(self.diverged),
-                           dynamics=self.dynamics_tensors())
+                           dynamics=self.dynamics_tensors(), dropout_masks=self.masks_used())

@@ -137,3 +137,15 @@ def test_bf16_on_a_cpu_repeats_itself_and_copy_k_equals_a_lone_bf16_run(stream):
         close(copy_state(ens.state, k), one.state)
     fp32 = train_copies(tiny_spec(SEEDS, **HASH), stream, "cpu", progress=False)
     assert not same(fp32.state, ens.state), "precision='bf16' trained in fp32"
+
+
+def test_a_stored_run_says_which_generator_drew_its_masks(stream, tmp_path):
+    from lmc_core.runs.store import RunStore
+
+    store = RunStore(tmp_path)
+    assert train_copies(tiny_spec(SEEDS), stream, "cpu", progress=False).dropout_masks == "generator"
+    for spec, want in ((tiny_spec(SEEDS[:1], **HASH), "hash"), (tiny_spec(SEEDS[:1]), "generator"),
+                       (tiny_spec(SEEDS[:1], model=tiny_model(dropout=0.0)), "none")):
+        run = store.get(spec, stream, "cpu", progress=False)
+        done = (run.path / "DONE.json").read_text()
+        assert f'"dropout_masks": "{want}"' in done, done
