@@ -96,3 +96,21 @@ def uniform(keys: torch.Tensor, site: int, shape: tuple[int, ...]) -> torch.Tens
     z = _lowbias32(_lowbias32(idx ^ lo) + hi)  # [K, n]
     u = _srl32(z, 8).to(torch.float32) * (1.0 / (1 << 24))  # top 24 bits
     return u.view(k, *shape)
+
+
+def uniform_splitmix(keys: torch.Tensor, site: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Uniform [0, 1) float32 of shape [K, *shape]; row k depends only on (keys[k], site): SplitMix64 per element.
+
+    The labels the Fisher penalty samples (train.fisher) come from this, as they did before the dropout masks moved
+    to `uniform`'s 32-bit hash: stored runs with a sampled Fisher penalty keep their weights. Integer arithmetic
+    wraps mod 2**64.
+    """
+    k = keys.shape[0]
+    n = 1
+    for s in shape:
+        n *= s
+    key = _splitmix(keys + signed(mix(site)))  # [K]
+    idx = torch.arange(1, n + 1, device=keys.device, dtype=torch.int64)
+    z = _splitmix(key.view(k, 1) + idx.view(1, n) * _GOLDEN)  # [K, n]
+    u = _srl(z, 40).to(torch.float32) * (1.0 / (1 << 24))  # top 24 bits
+    return u.view(k, *shape)

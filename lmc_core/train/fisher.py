@@ -15,7 +15,7 @@ def sampled_labels(logits: torch.Tensor, seeds: list[int], steps: list[int]) -> 
     Gumbel-max trick on counter-based uniforms: a pure function of (seed, step), independent of K."""
     keys = torch.tensor([rng.signed(rng.mix(s, t, FISHER_SITE)) for s, t in zip(seeds, steps)],
                         dtype=torch.int64, device=logits.device)
-    u = rng.uniform(keys, FISHER_SITE, tuple(logits.shape[1:])).clamp_(1e-7, 1 - 1e-7)
+    u = rng.uniform_splitmix(keys, FISHER_SITE, tuple(logits.shape[1:])).clamp_(1e-7, 1 - 1e-7)
     gumbel = -torch.log(-torch.log(u))
     return (logits.detach().float() + gumbel).argmax(-1)
 

@@ -149,3 +149,23 @@ def test_a_stored_run_says_which_generator_drew_its_masks(stream, tmp_path):
         run = store.get(spec, stream, "cpu", progress=False)
         done = (run.path / "DONE.json").read_text()
         assert f'"dropout_masks": "{want}"' in done, done
+
+
+def test_the_fisher_penalty_samples_its_labels_as_before_the_masks_moved_to_32_bits():
+    """Runs stored with a sampled Fisher penalty keep their weights: its uniforms are SplitMix64 per element,
+    checked here against a pure-Python SplitMix64 (element i of copy k: the key's hash plus i times the golden
+    ratio, hashed, top 24 bits)."""
+    m64 = (1 << 64) - 1
+
+    def splitmix(z):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m64
+        return z ^ (z >> 31)
+
+    seeds = [rng.mix(5, 9), rng.mix(6, 2)]
+    keys = torch.tensor([rng.signed(s) for s in seeds], dtype=torch.int64)
+    got = rng.uniform_splitmix(keys, 3, (4, 5))
+    for k, s in enumerate(seeds):
+        key = splitmix((s + rng.mix(3)) & m64)
+        want = [(splitmix((key + (i + 1) * 0x9E3779B97F4A7C15) & m64) >> 40) / (1 << 24) for i in range(20)]
+        assert got[k].flatten().tolist() == pytest.approx(want, abs=0), k
