@@ -89,6 +89,13 @@ def synthetic_state(cfg: EncoderConfig, k: int) -> dict[str, torch.Tensor]:
     return stack_pretrained(cfg, k, backbone, head_seeds=list(range(k)))
 
 
+def copies_and_batches(cfg, k: int, task, args, dev: torch.device) -> tuple[dict, list]:
+    """K copies' starting weights (MiniLM, or random MiniLM-shaped with task None) and their timed batches."""
+    if task is None:
+        return synthetic_state(cfg, k), synthetic_batches(k, args.batch, args.steps + 1, dev)
+    return load_minilm(cfg, k, head_seeds=list(range(k))), batches(task, k, args.batch, args.steps + 1, dev)
+
+
 def _rate(times: list[float], copies_per_step: int) -> float:
     """Copy-steps/s from per-step seconds (median: robust on a shared, loaded CPU)."""
     return copies_per_step / statistics.median(times)
@@ -196,11 +203,7 @@ def main() -> None:
     for mode in args.modes:
         cfg = EncoderConfig(n_classes=3, **MODES[mode])
         for k in args.ks:
-            if task is None:
-                state, data = synthetic_state(cfg, k), synthetic_batches(k, args.batch, args.steps + 1, dev)
-            else:
-                state = load_minilm(cfg, k, head_seeds=list(range(k)))
-                data = batches(task, k, args.batch, args.steps + 1, dev)
+            state, data = copies_and_batches(cfg, k, task, args, dev)
             t_ens, t_loop, ens, loop = side_by_side(cfg, state, mode, data, dev, dropout_mode)
             r_ens, r_loop = _rate(t_ens, k), _rate(t_loop, k)
             n_train = sum(p[0].numel() for p in ens.parameters() if p.requires_grad)
@@ -226,11 +229,7 @@ def _precision_table(args, task, dev, dropout_mode) -> None:
     for mode in args.modes:
         cfg = EncoderConfig(n_classes=3, **MODES[mode])
         for k in args.ks:
-            if task is None:
-                state, data = synthetic_state(cfg, k), synthetic_batches(k, args.batch, args.steps + 1, dev)
-            else:
-                state = load_minilm(cfg, k, head_seeds=list(range(k)))
-                data = batches(task, k, args.batch, args.steps + 1, dev)
+            state, data = copies_and_batches(cfg, k, task, args, dev)
             times, models = precision_side_by_side(cfg, state, mode, data, dev, dropout_mode)
             r32, r16 = _rate(times["fp32"], k), _rate(times["bf16"], k)
             with torch.no_grad():

@@ -7,6 +7,8 @@ nothing reads the global RNG, and a resumed run needs no generator state.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 _MASK64 = (1 << 64) - 1
@@ -82,10 +84,7 @@ def uniform(keys: torch.Tensor, site: int, shape: tuple[int, ...]) -> torch.Tens
     dropout's multiplication at about a sixth of SplitMix64-per-element's cost on a CPU, and compiled and eager
     modes give the same numbers. Raises ValueError if a row has more than MAX_ELEMENTS elements.
     """
-    k = keys.shape[0]
-    n = 1
-    for s in shape:
-        n *= s
+    k, n = keys.shape[0], math.prod(shape)
     if n > MAX_ELEMENTS:
         raise ValueError(f"a dropout site of {n} elements per copy exceeds the counter's {MAX_ELEMENTS}; use a "
                          "smaller batch or fewer micro-batch elements (TrainConfig.accum)")
@@ -105,10 +104,7 @@ def uniform_splitmix(keys: torch.Tensor, site: int, shape: tuple[int, ...]) -> t
     to `uniform`'s 32-bit hash: stored runs with a sampled Fisher penalty keep their weights. Integer arithmetic
     wraps mod 2**64.
     """
-    k = keys.shape[0]
-    n = 1
-    for s in shape:
-        n *= s
+    k, n = keys.shape[0], math.prod(shape)
     key = _splitmix(keys + signed(mix(site)))  # [K]
     idx = torch.arange(1, n + 1, device=keys.device, dtype=torch.int64)
     z = _splitmix(key.view(k, 1) + idx.view(1, n) * _GOLDEN)  # [K, n]
