@@ -1,22 +1,21 @@
 """Typed, frozen configuration; a run's identity is the hash of its non-default fields.
 
-This module imports nothing from the package: every other module may import it. Rebuilding a RunSpec from
+This module imports only lmc_core.domains (the parameter checks, re-exported here): every other module may import
+it. Rebuilding a RunSpec from
 its stored JSON needs the registered families (`lmc_core.families.registry.spec_from_dict`)."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import numbers
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .domains import (MAX_BATCH, MAX_STEPS, MAX_VOCAB, MAX_WIDTH, ConfigError, check_choice, check_int,  # noqa: F401
+                      check_real)
+
 # Bump when a change to the code alters trained weights, so old runs are not reused.
 STORE_FORMAT = 2  # 2: pre-norm blocks lost the dropout inside the MLP (GPT-2 has none)
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message says what to change."""
 
 
 # the MLP activations of the transformer (lmc_core.nn.activations.ACTIVATIONS; "gelu" is the tanh approximation)
@@ -59,8 +58,10 @@ class ModelConfig:
         if self.n_out < 0 or (self.n_out and self.tie_embeddings):
             raise ConfigError(f"n_out={self.n_out} must be >= 0, and 0 with tied embeddings (the output is the "
                               "embedding table)")
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "context"):
-            _positive(name, getattr(self, name))
+        check_int("vocab_size", self.vocab_size, 1, MAX_VOCAB)
+        check_int("n_out", self.n_out, 0, MAX_VOCAB)
+        for name in ("d_model", "n_layers", "n_heads", "d_ff", "context"):
+            check_int(name, getattr(self, name), 1, MAX_WIDTH)
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
@@ -116,8 +117,7 @@ class DataConfig:
     def validate(self) -> "DataConfig":
         """Raise ConfigError if a field is out of range."""
         _choice("level", self.level, ("word", "char", "bpe", "gpt2"))
-        if self.vocab_cap < 2:
-            raise ConfigError(f"vocab_cap={self.vocab_cap} must be at least 2")
+        check_int("vocab_cap", self.vocab_cap, 2, MAX_VOCAB)
         if self.level == "bpe" and self.vocab_cap < 257:
             raise ConfigError(f"vocab_cap={self.vocab_cap} is too small for a byte-level BPE (256 bytes and "
                               "<|endoftext|>); 4096 is a small vocabulary, 50257 GPT-2's")
@@ -194,9 +194,9 @@ class TrainConfig:
         if self.compile and self.fisher > 0:
             raise ConfigError(f"compile=True cannot train with the Fisher penalty (fisher={self.fisher}): its double "
                               "backward does not compile; set compile=False or fisher=0")
-        _positive("steps", self.steps)
-        _positive("batch_size", self.batch_size)
-        _positive("accum", self.accum)
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_int("accum", self.accum, 1, MAX_BATCH)
         if self.batch_size % self.accum:
             raise ConfigError(f"batch_size={self.batch_size} must be divisible by accum={self.accum}")
         check_real("lr", self.lr, 0, None, lo_open=True)
@@ -294,57 +294,8 @@ class RunSpec:
         return len(self.seeds)
 
 
-def check_choice(name: str, value: Any, allowed) -> Any:
-    """Raise ConfigError unless value is one of `allowed`; returns the value."""
-    if value not in tuple(allowed):
-        raise ConfigError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
-    return value
-
-
-def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-    """Raise ConfigError unless value is an integer (not a bool) in [lo, hi]; returns it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{name}={value!r} must be an integer{_range_words(lo, hi)}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"{name}={value!r} is out of range: it must be an integer{_range_words(lo, hi)}")
-    return int(value)
-
-
-def check_real(name: str, value: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-               hi_open: bool = False) -> float:
-    """Raise ConfigError unless value is a finite real number in the interval [lo, hi] (open ends as asked)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={value!r} must be a number{_interval_words(lo, hi, lo_open, hi_open)}") from None
-    if isinstance(value, bool) or v != v or v in (float("inf"), float("-inf")):
-        raise ConfigError(f"{name}={value!r} must be a finite number{_interval_words(lo, hi, lo_open, hi_open)}")
-    if lo is not None and (v < lo or (lo_open and v == lo)) or hi is not None and (v > hi or (hi_open and v == hi)):
-        raise ConfigError(f"{name}={value!r} is out of range: it must lie in{_interval_words(lo, hi, lo_open, hi_open)}")
-    return v
-
-
-def _range_words(lo, hi) -> str:
-    if lo is not None and hi is not None:
-        return f" from {lo} to {hi}"
-    return f" >= {lo}" if lo is not None else (f" <= {hi}" if hi is not None else "")
-
-
-def _interval_words(lo, hi, lo_open, hi_open) -> str:
-    if lo is None and hi is None:
-        return ""
-    left = "(" if lo_open or lo is None else "["
-    right = ")" if hi_open or hi is None else "]"
-    return f" {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
-
-
 def _choice(name: str, value: Any, allowed: tuple) -> None:
     check_choice(name, value, allowed)
-
-
-def _positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{name}={value!r} must be a positive integer")
 
 
 def non_default(cfg: Any) -> Any:

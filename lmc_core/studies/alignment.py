@@ -27,8 +27,8 @@ from . import alignment_mlp as mlp
 from .alignment_summary import describe
 from .base import Study
 from ..publish.tb import tensorboard_logs
-from .params import (ALPHAS, DEFINITION, POSITIVE, RATE, Bool, Choice, Int, ListOf, Mapping, Real, StudyParams, Text,
-                     param)
+from .params import (ALPHAS, BATCH, DEFINITION, EXAMPLES, MAX_BATCH, MAX_STEPS, MAX_UNITS, RATE, STEPS, UNITS, WIDTH,
+                     Bool, Choice, Int, ListOf, Mapping, Real, StudyParams, Text, param)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # the grid jobs' training data; a recipe is no part of a run's hash (runs.dispatch), so stored jobs load under it
@@ -36,15 +36,17 @@ RECIPE = "lmc_core.data.vectors:train_examples"
 
 
 def _slurm(name: str, v) -> None:
+    """a dict of submitit options (or the same as a YAML/JSON string)"""
     if not isinstance(v, (dict, str)):
         raise ConfigError(f"{name}={v!r} must be a mapping of submitit options (or the same as a YAML/JSON string)")
 
 
 def lr_range_ok(g) -> bool:
-    """True for [lowest lr, highest lr, number of log-spaced values] with 0 < lowest <= highest."""
+    """True for [lowest lr, highest lr, number of log-spaced values] with 0 < lowest <= highest < inf and
+    1 <= number <= MAX_UNITS."""
     try:
         lo, hi, n = g
-        return isinstance(n, int) and not isinstance(n, bool) and 0 < lo <= hi and n >= 1
+        return isinstance(n, int) and not isinstance(n, bool) and 0 < lo <= hi < float("inf") and 1 <= n <= MAX_UNITS
     except (TypeError, ValueError):
         return False
 
@@ -54,10 +56,10 @@ class Params(StudyParams):
     """Notebook 04's parameters: the MLP grid (study 5's setting on MNIST-1D), the width sweep, the LM pairs."""
 
     dataset: str = param("mnist1d", "vector dataset of the MLP part (mnist1d works offline)", Choice(VECTOR_DATASETS))
-    hidden: list = param([128, 128, 128], "hidden units per layer of the MLP", ListOf(Int(1)))
-    batch_size: int = param(100, "examples per step (per copy)", POSITIVE)
-    steps: int = param(800, "training steps of every MLP", POSITIVE)
-    warmup_steps: int = param(10, "SGD's linear warm-up before its cosine decay (study 5: 10)", Int(0))
+    hidden: list = param([128, 128, 128], "hidden units per layer of the MLP", ListOf(WIDTH))
+    batch_size: int = param(100, "examples per step (per copy)", BATCH)
+    steps: int = param(800, "training steps of every MLP", STEPS)
+    warmup_steps: int = param(10, "SGD's linear warm-up before its cosine decay (study 5: 10)", Int(0, MAX_STEPS))
     lr_grid: dict = param({"sgd": [0.005, 1.0, 5], "adam": [5e-5, 1e-1, 6], "adamw": [5e-5, 1e-1, 6]},
                           "per optimizer [lowest lr, highest lr, number of log-spaced values]", Mapping())
     optimizers: list = param(list(OPTIMIZERS), "optimizers of the grid", ListOf(Choice(OPTIMIZERS)))
@@ -65,21 +67,21 @@ class Params(StudyParams):
                          ListOf(Real(0)))
     fisher_mode: str = param("empirical", "the penalty's labels: true (empirical, study 5's MNIST form) or sampled",
                              Choice(("empirical", "sampled")))
-    fisher_batch: int = param(0, "the penalty on the first n examples of each batch (0: all)", Int(0))
-    fisher_every: int = param(1, "the penalty on every n-th step", POSITIVE)
+    fisher_batch: int = param(0, "the penalty on the first n examples of each batch (0: all)", Int(0, MAX_BATCH))
+    fisher_every: int = param(1, "the penalty on every n-th step", STEPS)
     sgd_momentum: float = param(0.9, "SGD's momentum (study 5: 0.9)", Real(0, 1, hi_open=True))
     adamw_weight_decay: float = param(0.25, "AdamW's decoupled weight decay (study 5: 0.25)", Real(0))
-    pairs: int = param(3, "pairs of independently initialised models per cell (the independent units)", Int(2))
+    pairs: int = param(3, "pairs of independently initialised models per cell (the independent units)", Int(2, MAX_UNITS))
     alphas: int = param(11, "points on every path, endpoints included", ALPHAS)
-    match_examples: int = param(1000, "training examples activation matching correlates", POSITIVE)
+    match_examples: int = param(1000, "training examples activation matching correlates", EXAMPLES)
     wm_restarts: int = param(4, "runs of weight matching, half from its anchored start and half from the identity "
-                                "(the best objective is kept)", POSITIVE)
+                                "(the best objective is kept)", UNITS)
     definition: str = param("mean", "barrier definition of the tables and figures (findings read `chord`)", DEFINITION)
     trained_margin_pp: float = param(10.0, "a cell is trained when its endpoints' mean test error is within this "
                                      "many points of its optimizer's best cell", Real(0, 100))
-    widths: list = param([128, 256, 512], "hidden units per layer of the width sweep", ListOf(Int(1)))
+    widths: list = param([128, 256, 512], "hidden units per layer of the width sweep", ListOf(WIDTH))
     width_optimizers: list = param(["sgd"], "optimizers of the width sweep", ListOf(Choice(OPTIMIZERS), 0))
-    width_pairs: int = param(3, "pairs per width", POSITIVE)
+    width_pairs: int = param(3, "pairs per width", UNITS)
     executor: str = param("inprocess", "where the grids train: inprocess, local (processes) or slurm",
                           Choice(EXECUTORS))
     slurm: dict | str = param({}, "submitit options for executor='slurm', e.g. {'partition': 'gpu'}", _slurm)
@@ -87,23 +89,23 @@ class Params(StudyParams):
     lm_model: str = param("tinygpt", "model preset of the LMs (pre-norm, learned positions)", Text())
     lm_overrides: dict = param({"context": 64, "n_layers": 2}, "model fields changed from the preset", Mapping())
     lm_level: str = param("char", "tokenisation of the Shakespeare corpus", Choice(("char", "word", "bpe", "gpt2")))
-    lm_steps: int = param(1500, "training steps of the LMs (cosine-decaying rate)", POSITIVE)
-    lm_batch: int = param(16, "windows per LM step", POSITIVE)
+    lm_steps: int = param(1500, "training steps of the LMs (cosine-decaying rate)", STEPS)
+    lm_batch: int = param(16, "windows per LM step", BATCH)
     lm_lr: float = param(5e-3, "AdamW's peak learning rate of the LMs", RATE)
-    lm_warmup: int = param(100, "LM warm-up steps (at most half the run)", Int(0))
-    lm_pairs: int = param(4, "pairs of independently initialised LMs (the independent units)", Int(2))
-    lm_evals: int = param(12, "test-loss evaluations during LM training", POSITIVE)
-    lm_eval_tokens: int = param(8192, "test tokens every LM path is evaluated on", POSITIVE)
-    lm_match_tokens: int = param(4096, "training tokens activation matching correlates", POSITIVE)
+    lm_warmup: int = param(100, "LM warm-up steps (at most half the run)", Int(0, MAX_STEPS))
+    lm_pairs: int = param(4, "pairs of independently initialised LMs (the independent units)", Int(2, MAX_UNITS))
+    lm_evals: int = param(12, "test-loss evaluations during LM training", UNITS)
+    lm_eval_tokens: int = param(8192, "test tokens every LM path is evaluated on", EXAMPLES)
+    lm_match_tokens: int = param(4096, "training tokens activation matching correlates", EXAMPLES)
     lm_floor_fractions: list = param([0.5], "shorter runs (fractions of lm_steps) that show where the loss flattens",
                                      ListOf(Real(0, 1, lo_open=True, hi_open=True)))
     lm_floor_tol: float = param(0.02, "nats: a full-length run whose test loss is less than this below the longest "
                                 "shorter run's has its endpoints at their floor (ours)", Real(0))
-    lm_learn_steps: int = param(100, "steps of the learned residual map", POSITIVE)
+    lm_learn_steps: int = param(100, "steps of the learned residual map", STEPS)
     lm_learn_lr: float = param(1e-2, "Adam's step of the learned residual map", RATE)
     lm_learn_units: bool = param(False, "learn the MLP permutations too (Sinkhorn, straight-through)", Bool())
-    lm_learn_batch: int = param(16, "windows per learning step", POSITIVE)
-    lm_heldout_batches: int = param(4, "held-out training batches that judge the learned map", POSITIVE)
+    lm_learn_batch: int = param(16, "windows per learning step", BATCH)
+    lm_heldout_batches: int = param(4, "held-out training batches that judge the learned map", UNITS)
 
     def check(self) -> None:
         for o in self.optimizers:
@@ -190,6 +192,10 @@ class Alignment(Study):
             yield "lm_floor", *figs.lm_floor_figure(data["lm_floor"], p.profile)
             yield "lm_loss_vs_alpha", *figs.lm_curves_figure(data["lm_curves"], p.profile)
             yield "lm_vs_theus", *figs.lm_barrier_figure(data["lm"], p.profile)
+
+    def omitted(self, p: Params) -> dict:
+        parts = ("lm_floor", "lm_loss_vs_alpha", "lm_vs_theus", "lm", "lm_curves")
+        return {} if p.run_lm else dict.fromkeys(parts, "run_lm = False turns the transformer part off")
 
     def csvs(self, p: Params, data: dict) -> dict:
         out = {"mlp_barriers": data["mlp"], "mlp_curves": data["mlp_curves"], "width_barriers": data["width"]}

@@ -58,13 +58,44 @@ class Summary:
                 **self.numbers}
 
 
+class Omitted:
+    """What a notebook shows for a figure or table that a switch of this run left out: one line saying which
+    switch, in Markdown (a notebook's `display`) and as text."""
+
+    def __init__(self, name: str, reason: str):
+        self.name, self.reason = name, reason
+
+    def _repr_markdown_(self) -> str:
+        return f"*`{self.name}` is not made in this run: {self.reason}.*"
+
+    def __repr__(self) -> str:
+        return f"{self.name}: not made in this run ({self.reason})"
+
+
+class Shown(dict):
+    """A result's figures or tables by name. A name that a switch of this run left out (`omitted`: name -> the
+    switch, e.g. "run_lm = False") gives an Omitted note instead of a KeyError, so every notebook cell runs whatever
+    the switches; any other missing name is a KeyError listing the names there are."""
+
+    def __init__(self, *args, omitted: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.omitted = dict(omitted or {})
+
+    def __missing__(self, name: str):
+        if name in self.omitted:
+            return Omitted(name, self.omitted[name])
+        raise KeyError(f"{name!r}: this run has {sorted(self)}")
+
+
 @dataclass
 class StudyResult:
-    """What a study produces: named tables, named figures, the files written and the summary."""
+    """What a study produces: named tables, named figures, the files written and the summary.
+
+    figures and tables are `Shown` mappings: a name the study's switches left out reads as an Omitted note."""
 
     params: dict
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=Shown)
+    figures: dict[str, Any] = field(default_factory=Shown)
     files: list[Path] = field(default_factory=list)
     summary: str = ""
     headline: str = ""
@@ -168,7 +199,10 @@ class Study(ABC):
 
     def publish(self, p: StudyParams, fig_dir: Path, data: dict) -> StudyResult:
         """Figures, tables, CSVs and the summary of computed `data`, written as one set."""
-        res = StudyResult(params=p.as_dict(), tables={k: v for k, v in data.items() if isinstance(v, pd.DataFrame)})
+        omitted = self.omitted(p)
+        res = StudyResult(params=p.as_dict(), tables=Shown({k: v for k, v in data.items()
+                                                            if isinstance(v, pd.DataFrame)}, omitted=omitted),
+                          figures=Shown(omitted={f"{self.prefix}_{k}": v for k, v in omitted.items()}))
         res.tensorboard = data.get("tensorboard", "")
         for name, fig, d in self.figures(p, data):
             res.add_figure(f"{self.prefix}_{name}", fig, d)
@@ -191,6 +225,11 @@ class Study(ABC):
     @abstractmethod
     def findings(self, p: StudyParams, data: dict) -> Summary:
         """The run's findings through the findings layer."""
+
+    def omitted(self, p: StudyParams) -> dict[str, str]:
+        """Figures (name without the prefix) and tables this run's switches leave out -> the switch in words,
+        e.g. {"lm_floor": "run_lm = False"}: the notebook's cells for them show that line instead of failing."""
+        return {}
 
     def csvs(self, p: StudyParams, data: dict) -> dict[str, pd.DataFrame]:
         """Tables written as CSV besides the figures' own (name without the prefix -> table)."""

@@ -32,7 +32,8 @@ from .base import Study
 from ..publish.paths import runs_table
 from ..publish.tb import tensorboard_logs
 from .lm_setup import check_model_overrides
-from .params import ALPHAS, DEFINITION, POSITIVE, RATE, Choice, Int, Mapping, param
+from .params import (ALPHAS, BATCH, DEFINITION, EXAMPLES, MAX_SEED, MAX_STEPS, MAX_UNITS, RATE, STEPS, Choice, Int,
+                     Mapping, param)
 
 
 @dataclass(frozen=True)
@@ -42,17 +43,17 @@ class Params(enc.EncoderParams):
 
     lm_model: str = param("tinygpt", "the LM's preset (a pre-norm GPT)", Choice(tuple(MODEL_PRESETS)))
     lm_overrides: dict = param({"context": 64, "n_layers": 2}, "the LM's fields to change", Mapping())
-    batch_size: int = param(16, "LM sequences per step", POSITIVE)
-    pretrain_steps: int = param(1500, "pretraining steps (a checkpoint at half)", Int(2))
+    batch_size: int = param(16, "LM sequences per step", BATCH)
+    pretrain_steps: int = param(1500, "pretraining steps (a checkpoint at half)", Int(2, MAX_STEPS))
     pretrain_lr: float = param(3e-3, "pretraining's peak learning rate", RATE)
-    warmup: int = param(100, "pretraining's warm-up steps (fine-tuning: at most a fifth of its steps)", POSITIVE)
-    finetune_steps: int = param(400, "fine-tuning steps (a checkpoint at half)", Int(2))
+    warmup: int = param(100, "pretraining's warm-up steps (fine-tuning: at most a fifth of its steps)", STEPS)
+    finetune_steps: int = param(400, "fine-tuning steps (a checkpoint at half)", Int(2, MAX_STEPS))
     finetune_lr: float = param(1e-3, "fine-tuning's peak learning rate", RATE)
     scratch_lr: float = param(1e-3, "the from-scratch arm's peak learning rate", RATE)
-    lm_pairs: int = param(4, "LM pairs per comparison", Int(2))
-    lm_eval_tokens: int = param(16384, "test tokens (windows from every unseen play)", POSITIVE)
+    lm_pairs: int = param(4, "LM pairs per comparison", Int(2, MAX_UNITS))
+    lm_eval_tokens: int = param(16384, "test tokens (windows from every unseen play)", EXAMPLES)
     alphas: int = param(11, "points on each LM path, endpoints included", ALPHAS)
-    eval_seed: int = param(0, "seed of the LM's evaluation windows", Int(0))
+    eval_seed: int = param(0, "seed of the LM's evaluation windows", Int(0, MAX_SEED))
     definition: str = param(B.DEFAULT, "the barrier definition of the figures and the threshold findings",
                             DEFINITION)
 
@@ -147,6 +148,10 @@ class Finetuning(Study):
             yield "encoder_loss_vs_alpha", *figs.paths_figure(data["curves"], "encoder", p.profile, ends)
             yield "forgetting", *figs.forgetting_figure(data["forgetting"], p.profile)
         yield "distance_vs_barrier", *figs.distance_figure(data["comparisons"], p.definition, p.profile)
+
+    def omitted(self, p: Params) -> dict:
+        parts = ("encoder_loss_vs_alpha", "forgetting", "encoder_endpoints")
+        return {} if p.run_encoder else dict.fromkeys(parts, "run_encoder = False turns the MiniLM part off")
 
     def csvs(self, p: Params, data: dict) -> dict:
         out = {"comparisons": data["comparisons"], "curves": data["curves"]}

@@ -20,7 +20,9 @@ from ..ensemble import copy_state
 from ..families import family_of
 from ..families.encoder import TASKS, TextDataConfig, text_examples
 from ..runs.finetune import enc_spec, train_encoder
-from .params import ALPHAS, POSITIVE, Bool, Choice, Int, ListOf, Mapping, StudyParams, param
+from .params import (ALPHAS, BATCH, EXAMPLES, MAX_STEPS, MAX_UNITS, MAX_WIDTH, STEPS, UNITS, WIDTH, Bool, Choice, Int,
+                     ListOf, Mapping, StudyParams, param)
+
 
 MODES = ("full", "adapter", "lora")
 MODE_NAMES = {"full": "full", "adapter": "adapter", "lora": "LoRA"}
@@ -35,19 +37,19 @@ class EncoderParams(StudyParams):
     enc_task: str = param("verse_prose", "the main classification task", Choice(TASKS))
     enc_task2: str = param("genre", "the second task of the two-task pair", Choice(TASKS))
     enc_layers: int = param(4, "MiniLM's first layers kept (1-6)", Int(1, 6))
-    max_length: int = param(24, "tokens per passage", POSITIVE)
-    enc_steps: int = param(60, "MiniLM fine-tuning steps", POSITIVE)
-    enc_batch: int = param(16, "passages per step", POSITIVE)
+    max_length: int = param(24, "tokens per passage", WIDTH)
+    enc_steps: int = param(60, "MiniLM fine-tuning steps", STEPS)
+    enc_batch: int = param(16, "passages per step", BATCH)
     enc_lr: dict = param({"full": 2e-4, "adapter": 2e-3, "lora": 2e-3}, "learning rate per tuning mode", Mapping())
-    enc_warmup: int = param(6, "warm-up steps", Int(0))
-    enc_pairs: int = param(2, "pairs per tuning mode (SGD noise)", Int(2))
-    half_pairs: int = param(1, "pairs of the data-halves comparison", POSITIVE)
-    enc_eval: int = param(128, "test passages evaluated along each path", POSITIVE)
-    enc_train_sample: int = param(128, "training passages of the forgetting and cartography sample", POSITIVE)
+    enc_warmup: int = param(6, "warm-up steps", Int(0, MAX_STEPS))
+    enc_pairs: int = param(2, "pairs per tuning mode (SGD noise)", Int(2, MAX_UNITS))
+    half_pairs: int = param(1, "pairs of the data-halves comparison", UNITS)
+    enc_eval: int = param(128, "test passages evaluated along each path", EXAMPLES)
+    enc_train_sample: int = param(128, "training passages of the forgetting and cartography sample", EXAMPLES)
     enc_alphas: int = param(7, "points on each MiniLM path, endpoints included", ALPHAS)
     modes: list = param(["full", "lora"], "tuning modes (full is required)", ListOf(Choice(MODES)))
-    adapter: int = param(24, "Houlsby adapters' bottleneck width", Int(1))
-    lora_rank: int = param(8, "LoRA's rank", Int(1))
+    adapter: int = param(24, "Houlsby adapters' bottleneck width", Int(1, MAX_WIDTH))
+    lora_rank: int = param(8, "LoRA's rank", Int(1, MAX_WIDTH))
     enc_controls: bool = param(False, "also train the data-halves and two-task runs", Bool())
 
     def check(self) -> None:

@@ -43,10 +43,12 @@ from . import generalization_figures as figs
 from .base import Study
 from ..publish.tb import tensorboard_logs
 from .generalization_report import describe, group_findings
-from .params import ALPHAS, DEFINITION, POSITIVE, RATE, Bool, Choice, Int, ListOf, Maybe, Real, StudyParams, Text, param
+from .params import (ALPHAS, BATCH, DEFINITION, EXAMPLES, MAX_EXAMPLES, MAX_UNITS, MAX_VOCAB, RATE, RESAMPLES, STEPS,
+                     UNITS, WIDTH, Bool, Choice, Int, ListOf, Maybe, Real, StudyParams, Text, param)
 
 
 def _slurm(name: str, v) -> None:
+    """a dict of submitit options (or the same as a YAML/JSON string)"""
     if not isinstance(v, (dict, str)):
         raise ConfigError(f"{name}={v!r} must be a dict of submitit options (or the same as a YAML/JSON string)")
 
@@ -56,51 +58,51 @@ class Params(StudyParams):
     """Notebook 05's parameters: the task, the encoder, the fine-tunes, the analysis and the control."""
 
     words: int = param(10, "words per passage (tokens: words + 2)", Int(4, 126))
-    vocab_size: int = param(512, "our encoder's compact vocabulary (0: MiniLM's WordPiece ids)", Int(0))
-    phrase: list = param(["my", "lord"], "the two words of the phrase the rule looks for", ListOf(Text(), 2))
+    vocab_size: int = param(512, "our encoder's compact vocabulary (0: MiniLM's WordPiece ids)", Int(0, MAX_VOCAB))
+    phrase: list = param(["my", "lord"], "the two words of the phrase the rule looks for", ListOf(Text(), 2, 2))
     epsilon: float = param(0.05, "share of training passages only the rule fits (both words out of order)", Real(0, 1))
-    train_size: int = param(20000, "training passages", Int(2))
-    eval_size: int = param(2000, "passages of each evaluation split", Int(2))
+    train_size: int = param(20000, "training passages", Int(2, MAX_EXAMPLES))
+    eval_size: int = param(2000, "passages of each evaluation split", Int(2, MAX_EXAMPLES))
     encoder: str = param("pretrained", "our masked-LM-pretrained encoder or the shipped MiniLM", Choice(("pretrained", "minilm")))
-    d_model: int = param(32, "our encoder's width", POSITIVE)
-    n_layers: int = param(2, "our encoder's layers", POSITIVE)
-    n_heads: int = param(4, "our encoder's attention heads", POSITIVE)
-    d_ff: int = param(128, "our encoder's MLP width", POSITIVE)
+    d_model: int = param(32, "our encoder's width", WIDTH)
+    n_layers: int = param(2, "our encoder's layers", WIDTH)
+    n_heads: int = param(4, "our encoder's attention heads", WIDTH)
+    d_ff: int = param(128, "our encoder's MLP width", WIDTH)
     dropout: float = param(0.1, "our encoder's dropout (and attention dropout)", Real(0, 1, hi_open=True))
-    pretrain_steps: int = param(800, "masked-LM pretraining steps", POSITIVE)
+    pretrain_steps: int = param(800, "masked-LM pretraining steps", STEPS)
     pretrain_lr: float = param(2e-3, "pretraining learning rate (AdamW, cosine)", RATE)
-    pretrain_batch: int = param(64, "pretraining batch size", POSITIVE)
-    minilm_layers: int = param(6, "MiniLM's layers kept (encoder='minilm')", POSITIVE)
+    pretrain_batch: int = param(64, "pretraining batch size", BATCH)
+    minilm_layers: int = param(6, "MiniLM's layers kept (encoder='minilm')", WIDTH)
     models: int = param(32, "fine-tunes (the independent units: each its own head, data-order and dropout seed)",
-                        Int(4))
-    finetune_steps: int = param(800, "fine-tuning steps", POSITIVE)
+                        Int(4, MAX_UNITS))
+    finetune_steps: int = param(800, "fine-tuning steps", STEPS)
     finetune_lr: float = param(2e-3, "fine-tuning learning rate (AdamW, cosine)", RATE)
-    batch_size: int = param(32, "fine-tuning batch size", POSITIVE)
+    batch_size: int = param(32, "fine-tuning batch size", BATCH)
     weight_decay: float = param(0.01, "fine-tuning weight decay", Real(0))
-    eval_examples: int = param(1400, "in-distribution test passages of every barrier", POSITIVE)
+    eval_examples: int = param(1400, "in-distribution test passages of every barrier", EXAMPLES)
     alphas: int = param(10, "points on each path, endpoints included (Juneja et al.: 10)", ALPHAS)
     definition: str = param("subchord", "barrier definition of the matrix (subchord: Juneja's mod_BH)", DEFINITION)
-    kmax: int = param(6, "largest k of the eigengap and of the stability", Int(2))
+    kmax: int = param(6, "largest k of the eigengap and of the stability", Int(2, MAX_UNITS))
     delta: float | None = param(None, "affinity scale in nats (None: the median barrier)", Maybe(Real(0, lo_open=True)))
-    resamples: int = param(20, "subsamples (80 % of the models) per k of the stability", POSITIVE)
-    null_resamples: int = param(999, "permuted matrices of each eigengap null", POSITIVE)
-    permutations: int = param(999, "mode-label permutations of the agreement and across-minus-within nulls", POSITIVE)
-    plane_points: int = param(11, "grid points per axis of the plane", Int(2))
-    plane_range: list = param([-0.5, 1.5], "the plane's extent along each axis (units of |B - A|)", ListOf(Real(), 2))
+    resamples: int = param(20, "subsamples (80 % of the models) per k of the stability", RESAMPLES)
+    null_resamples: int = param(999, "permuted matrices of each eigengap null", RESAMPLES)
+    permutations: int = param(999, "mode-label permutations of the agreement and across-minus-within nulls", RESAMPLES)
+    plane_points: int = param(11, "grid points per axis of the plane", Int(2, MAX_UNITS))
+    plane_range: list = param([-0.5, 1.5], "the plane's extent along each axis (units of |B - A|)", ListOf(Real(), 2, 2))
     sharpness_eps: float = param(5e-4, "epsilon of the sharpness box", RATE)
     sharpness_lr: float = param(1e-2, "step of the projected gradient ascent", RATE)
-    sharpness_batches: int = param(8, "training batches of the sharpness", POSITIVE)
-    sharpness_passes: int = param(10, "at most this many ascent passes", POSITIVE)
+    sharpness_batches: int = param(8, "training batches of the sharpness", UNITS)
+    sharpness_passes: int = param(10, "at most this many ascent passes", UNITS)
     dynamics: list = param([0.5], "fractions of fine-tuning at which the clusters are computed again",
                            ListOf(Real(0, 1, lo_open=True, hi_open=True), 0))
-    dynamics_examples: int = param(160, "in-distribution passages of the barriers during fine-tuning", POSITIVE)
+    dynamics_examples: int = param(160, "in-distribution passages of the barriers during fine-tuning", EXAMPLES)
     control: bool = param(True, "run the control (LM continuation, one cluster expected)", Bool())
-    control_models: int = param(8, "fine-tunes of the control", POSITIVE)
-    control_steps: int = param(300, "the control's fine-tuning steps", POSITIVE)
+    control_models: int = param(8, "fine-tunes of the control", UNITS)
+    control_steps: int = param(300, "the control's fine-tuning steps", STEPS)
     control_lr: float = param(1e-2, "the control's fine-tuning learning rate", RATE)
     control_id_fraction: float = param(0.1, "share of the held-out plays kept as the control's test text",
                                        Real(0, 1, lo_open=True, hi_open=True))
-    control_eval_tokens: int = param(2048, "test tokens of the control's barriers", POSITIVE)
+    control_eval_tokens: int = param(2048, "test tokens of the control's barriers", EXAMPLES)
     executor: str = param("inprocess", "where the fine-tunes train: inprocess, local (processes) or slurm",
                           Choice(EXECUTORS))
     slurm: dict = param({}, "submitit options for executor='slurm', e.g. {'partition': 'gpu'}", _slurm)

@@ -30,43 +30,45 @@ from ..runs.layout import tensorboard_dir
 from . import grokking_figures as figs
 from .base import Study
 from .grokking_summary import describe
-from .params import ALPHAS, DEFINITION, POSITIVE, RATE, Bool, Int, ListOf, Real, StudyParams, param
+from .params import (ALPHAS, DEFINITION, MAX_BATCH, MAX_MODULUS, MAX_SEED, MAX_STEPS, MAX_UNITS, RATE, STEPS, UNITS,
+                     WIDTH, Bool, Int, ListOf, Real, StudyParams, param)
+
 
 @dataclass(frozen=True)
 class Params(StudyParams):
     """Notebook 06's parameters; the defaults are the paper setting (one GPU)."""
 
-    p: int = param(113, "the modulus: residues 0..p-1, predict (a + b) mod p", Int(3))
+    p: int = param(113, "the modulus: residues 0..p-1, predict (a + b) mod p", Int(3, MAX_MODULUS))
     train_frac: float = param(0.3, "share of the p² pairs for training", Real(0, 1, lo_open=True, hi_open=True))
-    data_seed: int = param(0, "seed of the train/test split", Int(0))
-    d_model: int = param(128, "residual width", POSITIVE)
-    n_heads: int = param(4, "attention heads (d_model must be divisible by it)", POSITIVE)
-    d_mlp: int = param(512, "MLP width", POSITIVE)
+    data_seed: int = param(0, "seed of the train/test split", Int(0, MAX_SEED))
+    d_model: int = param(128, "residual width", WIDTH)
+    n_heads: int = param(4, "attention heads (d_model must be divisible by it)", WIDTH)
+    d_mlp: int = param(512, "MLP width", WIDTH)
     lr: float = param(1e-3, "AdamW learning rate", RATE)
-    betas: list = param([0.9, 0.98], "AdamW betas", ListOf(Real(0, 1, hi_open=True), 2))
-    warmup: int = param(10, "linear warm-up steps", POSITIVE)
-    fisher_batch: int = param(0, "training pairs the Fisher penalty is computed on (0: the full batch)", Int(0))
+    betas: list = param([0.9, 0.98], "AdamW betas", ListOf(Real(0, 1, hi_open=True), 2, 2))
+    warmup: int = param(10, "linear warm-up steps", STEPS)
+    fisher_batch: int = param(0, "training pairs the Fisher penalty is computed on (0: the full batch)", Int(0, MAX_BATCH))
     weight_decay: list = param([2.0, 1.0, 0.5, 0.25, 0.0], "the grid's weight decays", ListOf(Real(0)))
     fisher: list = param([1.0, 0.5, 0.25, 0.0], "the grid's Fisher penalty weights λ", ListOf(Real(0)))
-    fisher_every: int = param(1, "compute the Fisher penalty every this many steps", POSITIVE)
-    steps: int = param(40000, "full-batch training steps", POSITIVE)
-    eval_every: int = param(100, "steps between evaluations of train and test accuracy", POSITIVE)
-    checkpoints: int = param(8, "checkpoints kept over training (the barrier before and after grokking)", POSITIVE)
+    fisher_every: int = param(1, "compute the Fisher penalty every this many steps", STEPS)
+    steps: int = param(40000, "full-batch training steps", STEPS)
+    eval_every: int = param(100, "steps between evaluations of train and test accuracy", STEPS)
+    checkpoints: int = param(8, "checkpoints kept over training (the barrier before and after grokking)", UNITS)
     alphas: int = param(11, "points on each path, endpoints included", ALPHAS)
     definition: str = param(B.DEFAULT, "the barrier definition of the findings", DEFINITION)
-    seeds: int = param(3, "seeds per cell of the grid", POSITIVE)
+    seeds: int = param(3, "seeds per cell of the grid", UNITS)
     connect_setting: list = param([1.0, 0.0], "[weight decay, λ] of the connectivity setting",
-                                  ListOf(Real(0), 2))
-    connect_seeds: int = param(5, "seeds of the connectivity setting (all pairs of its grokked seeds)", Int(3))
+                                  ListOf(Real(0), 2, 2))
+    connect_seeds: int = param(5, "seeds of the connectivity setting (all pairs of its grokked seeds)", Int(3, MAX_UNITS))
     control_setting: list = param([0.0, 0.0], "[weight decay, λ] of the control (never groks)",
-                                  ListOf(Real(0), 2))
-    trajectory_pairs: int = param(3, "pairs followed over the checkpoints", POSITIVE)
+                                  ListOf(Real(0), 2, 2))
+    trajectory_pairs: int = param(3, "pairs followed over the checkpoints", UNITS)
     key_factor: float = param(2.0, "a key frequency carries this many times the uniform share", RATE)
-    learn_steps: int = param(200, "steps of the learned alignment", POSITIVE)
+    learn_steps: int = param(200, "steps of the learned alignment", STEPS)
     learn_lr: float = param(1e-2, "learning rate of the learned alignment", RATE)
     learn_units: bool = param(False, "the learned alignment also learns the MLP permutation", Bool())
     grok_evals: int = param(20, "a grok holds the accuracy for this many consecutive evaluations (0: to the end)",
-                            Int(0))
+                            Int(0, MAX_STEPS))
 
     def check(self) -> None:
         grid = [[float(w), float(f)] for w in self.weight_decay for f in self.fisher]

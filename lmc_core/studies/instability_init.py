@@ -25,7 +25,8 @@ from . import instability_init_figures as figs
 from .base import Study
 from .lm_setup import (LMParams, add_word_equivalent, chars_per_word, copy_seeds, eval_splits, lm_spec,
                        load_study_corpus, pairs_of)
-from .params import POSITIVE, Int, Maybe, Mapping, param
+from .params import MAX_UNITS, STEPS, UNITS, Int, Mapping, Maybe, param
+
 
 WORD_METRICS = ("loss_word", "ppl_word")
 VARIANT_KEYS = ("level", "vocab_cap", "steps", "epochs", "copies", "inits", "model_overrides", "decay_frac",
@@ -36,9 +37,9 @@ VARIANT_KEYS = ("level", "vocab_cap", "steps", "epochs", "copies", "inits", "mod
 class Params(LMParams):
     """Notebook 01's parameters (LMParams plus these)."""
 
-    inits: int = param(3, "initialisations (the independent units)", POSITIVE)
-    copies: int = param(4, "copies per initialisation (every pair of them is scored)", Int(2))
-    floor_steps: int = param(100, "the noise floor: a copy against itself this many steps before the end", POSITIVE)
+    inits: int = param(3, "initialisations (the independent units)", UNITS)
+    copies: int = param(4, "copies per initialisation (every pair of them is scored)", Int(2, MAX_UNITS))
+    floor_steps: int = param(100, "the noise floor: a copy against itself this many steps before the end", STEPS)
     variant: dict | None = param(None, "settings of a second panel, e.g. {'level': 'word', 'steps': 1500}",
                                  Maybe(Mapping()))
 

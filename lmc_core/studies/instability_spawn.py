@@ -26,7 +26,7 @@ from . import instability_spawn_figures as figs
 from .base import Study
 from .instability_init_figures import schedule_words
 from .lm_setup import LMParams, eval_splits, lm_spec, load_study_corpus, pairs_of
-from .params import POSITIVE, Int, ListOf, Real, param
+from .params import MAX_SEED, MAX_UNITS, UNITS, Int, ListOf, Real, param
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,9 @@ class Params(LMParams):
 
     spawn: list = param([0, 5, 10, 25, 50, 100, 250], "spawn points: steps (ints) or fractions of training "
                         "(floats in [0, 1))", ListOf(Real(0)))
-    parents: int = param(2, "parents (the independent units), each its own initialisation and data order", POSITIVE)
-    children: int = param(3, "copies spawned per parent and spawn point (every pair is scored)", Int(2))
-    parent_seed: int = param(100, "the parents' data/dropout seeds start here", Int(0))
+    parents: int = param(2, "parents (the independent units), each its own initialisation and data order", UNITS)
+    children: int = param(3, "copies spawned per parent and spawn point (every pair is scored)", Int(2, MAX_UNITS))
+    parent_seed: int = param(100, "the parents' data/dropout seeds start here", Int(0, MAX_SEED))
 
     def check(self) -> None:
         super().check()

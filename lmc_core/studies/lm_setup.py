@@ -16,8 +16,8 @@ from ..data.batches import Examples
 from ..data.loader import spread_windows
 from ..publish.paths import resolve
 from ..train.trainer import resolve_precision
-from .params import (ALPHAS, DEFINITION, POSITIVE, RATE, Bool, Choice, Int, Mapping, Maybe, Real, StudyParams, Text,
-                     param)
+from .params import (ALPHAS, BATCH, DEFINITION, EXAMPLES, MAX_SEED, MAX_STEPS, MAX_VOCAB, RATE, Bool, Choice, Int,
+                     Mapping, Maybe, Real, StudyParams, Text, param)
 
 
 @dataclass(frozen=True)
@@ -31,24 +31,24 @@ class LMParams(StudyParams):
     model_overrides: dict = param({}, "model fields to change, e.g. {'d_model': 64}", Mapping())
     corpus: str = param("shakespeare", "corpus (shakespeare works offline; ptb needs data_path)", Choice(CORPORA))
     level: str = param("word", "tokens: word | char | bpe | gpt2", Choice(LEVELS))
-    vocab_cap: int = param(10000, "word level: the vocabulary's cap", Int(2))
+    vocab_cap: int = param(10000, "word level: the vocabulary's cap", Int(2, MAX_VOCAB))
     data_path: str | None = param(None, "corpus='ptb': a folder with ptb.train.txt, ptb.valid.txt, ptb.test.txt",
                                   Maybe(Text()))
     optimizer: str = param("sgd", "sgd | adam | adamw", Choice(("sgd", "adam", "adamw")))
     lr: float = param(2.5, "peak learning rate", RATE)
     gamma: float = param(0.95, "StepLR factor per epoch (decay_frac = 0)", Real(0, 1, lo_open=True))
     clip_norm: float = param(0.5, "per-copy gradient-norm clipping", RATE)
-    batch_size: int = param(16, "sequences per step", POSITIVE)
-    first_seed: int = param(1, "the first data/dropout seed", Int(0))
+    batch_size: int = param(16, "sequences per step", BATCH)
+    first_seed: int = param(1, "the first data/dropout seed", Int(0, MAX_SEED))
     definition: str = param(B.DEFAULT, "the barrier definition of the headline", DEFINITION)
-    eval_batch: int = param(32, "windows per evaluation batch", POSITIVE)
-    epochs: int = param(0, "training length in epochs (0: use steps)", Int(0))
-    steps: int = param(1000, "training length in steps (when epochs = 0)", Int(0))
+    eval_batch: int = param(32, "windows per evaluation batch", BATCH)
+    epochs: int = param(0, "training length in epochs (0: use steps)", Int(0, MAX_STEPS))
+    steps: int = param(1000, "training length in steps (when epochs = 0)", Int(0, MAX_STEPS))
     decay_frac: float = param(0.0, "share of training over which the rate decays to 0 (0: StepLR)",
                               Real(0, 1, hi_open=True))
-    eval_seed: int = param(0, "seed of the evaluation windows", Int(0))
+    eval_seed: int = param(0, "seed of the evaluation windows", Int(0, MAX_SEED))
     alphas: int = param(21, "points on each path, endpoints included", ALPHAS)
-    eval_tokens: int | None = param(12000, "evaluation tokens per split (None: the whole split)", Maybe(POSITIVE))
+    eval_tokens: int | None = param(12000, "evaluation tokens per split (None: the whole split)", Maybe(EXAMPLES))
     precision: str = param("fp32", "training precision: fp32, bf16 (autocast) or auto (bf16 on a GPU or a CPU with "
                            "bf16 instructions, else fp32); the barriers are evaluated in fp32 either way",
                            Choice(("fp32", "bf16", "auto")))

@@ -35,7 +35,10 @@ from ..runs.layout import tensorboard_dir
 from ..train.trainer import resolve_precision
 from . import model_sizes_figures as figs
 from .base import Study
-from .params import ALPHAS, DEFINITION, POSITIVE, RATE, Bool, Choice, Int, ListOf, Mapping, Maybe, StudyParams, param
+from .params import (ALPHAS, BATCH, DEFINITION, EXAMPLES, MAX_SEED, MAX_STEPS, MAX_VOCAB, RATE, STEPS, UNITS,
+                     Bool, Choice, Int, ListOf, Mapping, Maybe, StudyParams, param)
+
+
 from .reference import STUDY2_PARAMS as STUDY_PARAMS, STUDY2_RECIPES as STUDY_RECIPES, STUDY2_TRAIN_CHARS
 
 STUDY_SIZES = tuple(STUDY_RECIPES)
@@ -48,28 +51,28 @@ class Params(StudyParams):
 
     sizes: list = param(list(STUDY_SIZES), "the ladder's sizes, each at most once", ListOf(Choice(STUDY_SIZES)))
     recipes: dict = param({}, f"per size, changes to the study's recipe of {RECIPE_KEYS}", Mapping())
-    pairs: int = param(3, "pairs per size, each from its own initialisation (the independent units)", POSITIVE)
-    init_seed: int = param(0, "pair i shares the init seed init_seed + i", Int(0))
+    pairs: int = param(3, "pairs per size, each from its own initialisation (the independent units)", UNITS)
+    init_seed: int = param(0, "pair i shares the init seed init_seed + i", Int(0, MAX_SEED))
     lr: float = param(6e-4, "peak learning rate (Adam, warm-up from min_lr, cosine back to it)", RATE)
     min_lr: float = param(6e-5, "the schedule's floor", RATE)
     tokenizer: str = param("auto", "subword sizes: 'bpe' (offline), 'gpt2' (GPT-2's, needs the hub) or 'auto'",
                            Choice(("auto", "bpe", "gpt2")))
-    bpe_vocab: int = param(50257, "entries of the byte-level BPE (256 bytes + <|endoftext|> at least)", Int(257))
-    train_chars: int | None = param(STUDY2_TRAIN_CHARS, "characters of the training plays (None: all)", Maybe(POSITIVE))
+    bpe_vocab: int = param(50257, "entries of the byte-level BPE (256 bytes + <|endoftext|> at least)", Int(257, MAX_VOCAB))
+    train_chars: int | None = param(STUDY2_TRAIN_CHARS, "characters of the training plays (None: all)", Maybe(EXAMPLES))
     alphas: int = param(30, "points on each path, endpoints included", ALPHAS)
-    eval_chars: int | None = param(None, "leading characters of each split evaluated (None: all)", Maybe(POSITIVE))
-    eval_batch: int = param(16, "windows per evaluation batch", POSITIVE)
+    eval_chars: int | None = param(None, "leading characters of each split evaluated (None: all)", Maybe(EXAMPLES))
+    eval_batch: int = param(16, "windows per evaluation batch", BATCH)
     definition: str = param(B.DEFAULT, "the barrier definition of the findings", DEFINITION)
     precision: str = param("auto", "'auto' (bf16 on a GPU or a CPU with bf16 instructions, else fp32), 'fp32' or "
                            "'bf16'", Choice(("auto", "fp32", "bf16")))
     finetune: bool = param(True, "also fine-tune pairs from one pretrained model", Bool())
     ft_model: str = param("auto", "'ours' (notebook 03's pretrained LM, offline), 'gpt2' (needs the hub) or 'auto'",
                           Choice(("auto", "gpt2", "ours")))
-    ft_steps: int = param(300, "fine-tuning steps (the study: 300)", POSITIVE)
-    ft_batch: int = param(8, "fine-tuning batch (the study: 8)", POSITIVE)
-    ft_warmup: int = param(30, "fine-tuning warm-up steps, below ft_steps", Int(0))
+    ft_steps: int = param(300, "fine-tuning steps (the study: 300)", STEPS)
+    ft_batch: int = param(8, "fine-tuning batch (the study: 8)", BATCH)
+    ft_warmup: int = param(30, "fine-tuning warm-up steps, below ft_steps", Int(0, MAX_STEPS))
     ft_lr: float = param(6e-4, "fine-tuning peak learning rate", RATE)
-    ft_pairs: int = param(3, "fine-tuned pairs (all from the one pretrained model)", POSITIVE)
+    ft_pairs: int = param(3, "fine-tuned pairs (all from the one pretrained model)", UNITS)
     ft_lm_profile: str | None = param(None, "ft_model='ours': the notebook-03 profile whose pretrained LM is used "
                                       "(None: this profile's)", Maybe(Choice(PROFILE_NAMES)))
 
@@ -86,8 +89,8 @@ class Params(StudyParams):
             raise ConfigError(f"ft_warmup={self.ft_warmup!r} must be an integer in [0, ft_steps)")
         for size in self.sizes:
             r = recipe(self, size)
-            for key in ("steps", "batch", "accum"):
-                POSITIVE(f"recipes[{size!r}][{key!r}]", r[key])
+            for key, dom in (("steps", STEPS), ("batch", BATCH), ("accum", BATCH)):
+                dom(f"recipes[{size!r}][{key!r}]", r[key])
             Int(0, r["steps"] - 1)(f"recipes[{size!r}]['warmup'] (in [0, steps))", r["warmup"])
             size_spec(self, size, vocab=300, level="char").validate()  # model overrides, context, optimiser
 

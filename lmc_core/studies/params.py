@@ -21,111 +21,24 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from ..analysis import barrier as B
-from ..config import ConfigError, check_choice, check_int, check_real
+# the domain checks and bounds live in lmc_core.domains (the lowest layer); studies import them from here
+from ..domains import (MAX_BATCH, MAX_EXAMPLES, MAX_MODULUS, MAX_RESAMPLES, MAX_SEED, MAX_STEPS,  # noqa: F401
+                       MAX_UNITS, MAX_VOCAB, MAX_WIDTH, Bool, Choice, ConfigError, Int, ListOf, Mapping, Maybe, Real,
+                       Text, Threads, domain_words)
 from ..publish.paths import PROFILES
 
 MAX_ALPHAS = 1001  # more points than anyone can read off a curve; a typo like 10**9 would never finish
 
 
-# ----------------------------------------------------------------------------------------- domain checks
-@dataclass(frozen=True)
-class Int:
-    """An integer (not a bool) in [lo, hi]."""
-
-    lo: int | None = None
-    hi: int | None = None
-
-    def __call__(self, name: str, v: Any) -> None:
-        check_int(name, v, self.lo, self.hi)
-
-
-@dataclass(frozen=True)
-class Real:
-    """A finite number in the interval [lo, hi] (ends open as asked)."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def __call__(self, name: str, v: Any) -> None:
-        check_real(name, v, self.lo, self.hi, self.lo_open, self.hi_open)
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One of the given values."""
-
-    options: tuple
-
-    def __call__(self, name: str, v: Any) -> None:
-        check_choice(name, v, self.options)
-
-
-@dataclass(frozen=True)
-class Bool:
-    """True or False."""
-
-    def __call__(self, name: str, v: Any) -> None:
-        if not isinstance(v, bool):
-            raise ConfigError(f"{name}={v!r} must be True or False")
-
-
-@dataclass(frozen=True)
-class Text:
-    """A string."""
-
-    def __call__(self, name: str, v: Any) -> None:
-        if not isinstance(v, str):
-            raise ConfigError(f"{name}={v!r} must be a string")
-
-
-@dataclass(frozen=True)
-class Maybe:
-    """None, or a value that passes `inner`."""
-
-    inner: Callable
-
-    def __call__(self, name: str, v: Any) -> None:
-        if v is not None:
-            self.inner(name, v)
-
-
-@dataclass(frozen=True)
-class ListOf:
-    """A list (or tuple) of at least `min_len` items, each passing `item`."""
-
-    item: Callable
-    min_len: int = 1
-
-    def __call__(self, name: str, v: Any) -> None:
-        if not isinstance(v, (list, tuple)) or len(v) < self.min_len:
-            raise ConfigError(f"{name}={v!r} must be a list of at least {self.min_len} item(s)")
-        for i, x in enumerate(v):
-            self.item(f"{name}[{i}]", x)
-
-
-@dataclass(frozen=True)
-class Mapping:
-    """A dict (its keys and values checked by the study's `check`, which knows what they mean)."""
-
-    def __call__(self, name: str, v: Any) -> None:
-        if not isinstance(v, dict):
-            raise ConfigError(f"{name}={v!r} must be a dict")
-
-
-@dataclass(frozen=True)
-class Threads:
-    """torch's CPU threads: a positive integer or "auto" (every core)."""
-
-    def __call__(self, name: str, v: Any) -> None:
-        if v != "auto":
-            check_int(name, v, 1)
-
-
 ALPHAS = Int(2, MAX_ALPHAS)  # points on a path, endpoints included
 DEFINITION = Choice(B.DEFINITIONS)
-POSITIVE = Int(1)
+POSITIVE = Int(1)  # a count with no size attached (use a bounded domain below for anything that costs)
+UNITS = Int(1, MAX_UNITS)
+STEPS = Int(1, MAX_STEPS)
+WIDTH = Int(1, MAX_WIDTH)
+BATCH = Int(1, MAX_BATCH)
+EXAMPLES = Int(1, MAX_EXAMPLES)
+RESAMPLES = Int(1, MAX_RESAMPLES)
 RATE = Real(0, None, lo_open=True)
 
 

@@ -29,30 +29,30 @@ from ..data import load_corpus
 from ..data.vectors import VectorDataConfig, load_vectors
 from ..publish.plotting import curves_with_band
 from .base import Study, Summary, folders, set_threads
-from .params import ALPHAS, DEFINITION, POSITIVE, RATE, StudyParams, param
+from .params import ALPHAS, BATCH, DEFINITION, EXAMPLES, RATE, STEPS, UNITS, WIDTH, StudyParams, param
 
 
 @dataclass(frozen=True)
 class Params(StudyParams):
     """Notebook 00's settings: the MLP pairs (Git Re-Basin's setting on MNIST-1D) and the GPT-2 checkpoints."""
 
-    pairs: int = param(4, "pairs of independently initialised MLPs", POSITIVE)
-    width: int = param(512, "hidden units of each of the MLP's two hidden layers", POSITIVE)
-    steps: int = param(3000, "SGD steps per MLP", POSITIVE)
+    pairs: int = param(4, "pairs of independently initialised MLPs", UNITS)
+    width: int = param(512, "hidden units of each of the MLP's two hidden layers", WIDTH)
+    steps: int = param(3000, "SGD steps per MLP", STEPS)
     lr: float = param(0.05, "SGD learning rate of the MLPs (momentum 0.9)", RATE)
-    batch_size: int = param(128, "MLP batch size", POSITIVE)
+    batch_size: int = param(128, "MLP batch size", BATCH)
     alphas: int = param(25, "points on each path, endpoints included", ALPHAS)
     definition: str = param(B.DEFAULT, "the barrier definition of the findings", DEFINITION)
-    lm_pairs: int = param(2, "pairs of GPT-2 checkpoints", POSITIVE)
-    lm_d: int = param(128, "GPT-2 width (n_embd)", POSITIVE)
-    lm_layers: int = param(4, "GPT-2 layers", POSITIVE)
-    lm_heads: int = param(4, "GPT-2 attention heads", POSITIVE)
-    lm_context: int = param(64, "GPT-2 context (characters)", POSITIVE)
-    lm_steps: int = param(2000, "AdamW steps per GPT-2", POSITIVE)
-    lm_batch: int = param(32, "GPT-2 batch size (windows)", POSITIVE)
+    lm_pairs: int = param(2, "pairs of GPT-2 checkpoints", UNITS)
+    lm_d: int = param(128, "GPT-2 width (n_embd)", WIDTH)
+    lm_layers: int = param(4, "GPT-2 layers", WIDTH)
+    lm_heads: int = param(4, "GPT-2 attention heads", WIDTH)
+    lm_context: int = param(64, "GPT-2 context (characters)", WIDTH)
+    lm_steps: int = param(2000, "AdamW steps per GPT-2", STEPS)
+    lm_batch: int = param(32, "GPT-2 batch size (windows)", BATCH)
     lm_lr: float = param(1e-3, "GPT-2 AdamW learning rate", RATE)
-    lm_eval_tokens: int = param(16384, "test characters the GPT-2 paths are evaluated on", POSITIVE)
-    align_tokens: int = param(4096, "training characters the GPT-2 spec is checked on", POSITIVE)
+    lm_eval_tokens: int = param(16384, "test characters the GPT-2 paths are evaluated on", EXAMPLES)
+    align_tokens: int = param(4096, "training characters the GPT-2 spec is checked on", EXAMPLES)
 
     def check(self) -> None:
         if self.lm_d % self.lm_heads:
