@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .check import check_finite
+from .check import check_finite, check_real
 from .lap import assign, assign_heads, score
 from .spec import HeadGroup, PermutationSpec, Permutations, unflatten
 
@@ -25,8 +25,14 @@ Features = dict[str, list[torch.Tensor]]  # flat permutation name -> activations
 def correlation(xa: torch.Tensor, xb: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Pearson correlation [n, n] (float64) between the columns of xa [N, n] and xb [N, n].
 
-    A constant unit (e.g. a dead ReLU) correlates 0 with everything.
+    A constant unit (e.g. a dead ReLU) correlates 0 with everything. eps: finite, > 0 (added to the product of
+    the standard deviations; ArgumentError otherwise). ValueError unless xa and xb are [N, n] with the same shape
+    and N >= 1.
     """
+    check_real("eps", eps, 0.0, lo_open=True)
+    if xa.dim() != 2 or xa.shape != xb.shape or xa.shape[0] < 1:
+        raise ValueError(f"correlation needs activations [N, n] of one shape with N >= 1 rows; got "
+                         f"{tuple(xa.shape)} and {tuple(xb.shape)}")
     xa, xb = xa.double(), xb.double()
     xa = xa - xa.mean(0)
     xb = xb - xb.mean(0)
@@ -61,6 +67,13 @@ def activation_matching(spec: PermutationSpec, features_a: Features, features_b:
             if len(features_a[n]) != len(features_b[n]):
                 raise ValueError(f"{n!r}: {len(features_a[n])} activation sites for A, {len(features_b[n])} for B")
             pairs = list(zip(features_a[n], features_b[n]))
+            if not pairs:
+                raise ValueError(f"no activations for permutation {n!r} (an empty list of sites)")
+            for i, (xa, xb) in enumerate(pairs):
+                if xa.dim() != 2 or xa.shape != xb.shape or xa.shape[0] < 1:
+                    raise ValueError(f"{n!r} site {i}: activations must be [N, units] of one shape with N >= 1 for A "
+                                     f"and B; got {tuple(xa.shape)} and {tuple(xb.shape)} (were both collected on "
+                                     "the same non-empty inputs?)")
             costs.append((sum(correlation(xa, xb) for xa, xb in pairs) / len(pairs)).cpu().numpy())
         ps = [assign(costs[0])] if len(names) == 1 else list(assign_heads(costs[0], costs[1], g.n_heads))
         flat.update(zip(names, ps))

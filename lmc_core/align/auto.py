@@ -76,20 +76,26 @@ class ModuleSpec:
     spec: the groups; axes count the copy axis that `stacked` adds (axis 1 is a parameter's first axis).
     views: parameters seen in another shape while matching (a Linear after a flatten: [out, C, H*W]).
     sites: per group, where activation matching reads its units (auto specs only). notes: what stays in place.
+    ties: {alias: first name} of tied parameters (one tensor under several names): the spec names the tensor once,
+    under its first name; `stacked` leaves the aliases out and `unstacked` gives them the first name's value.
     """
 
     spec: PermutationSpec
     views: dict = field(default_factory=dict)
     sites: dict = field(default_factory=dict)
     graph: torch.fx.GraphModule | None = None
+    ties: dict = field(default_factory=dict)
 
     def stacked(self, module_state: dict) -> State:
-        """A module's state dict as the K=1 state the spec acts on (copy axis added, views applied, detached)."""
-        return {n: t.detach().reshape(self.views.get(n, t.shape))[None] for n, t in module_state.items()}
+        """A module's state dict as the K=1 state the spec acts on (copy axis added, views applied, detached;
+        tied aliases left out)."""
+        return {n: t.detach().reshape(self.views.get(n, t.shape))[None] for n, t in module_state.items()
+                if n not in self.ties}
 
     def unstacked(self, state: State, like: dict) -> dict:
-        """Inverse of stacked(): tensors shaped like `like` (a module's state dict)."""
-        return {n: state[n][0].reshape(like[n].shape) for n in like}
+        """Inverse of stacked(): tensors shaped like `like` (a module's state dict; an alias of a tied tensor gets
+        its first name's value)."""
+        return {n: state[self.ties.get(n, n)][0].reshape(like[n].shape) for n in like}
 
 
 class _Vars:
@@ -137,8 +143,9 @@ class _Vars:
 class _Tracer:
     """Walks the traced graph once, giving every tensor node its unit set: (var, axis, block) or None."""
 
-    def __init__(self, gm: torch.fx.GraphModule, module_state: dict):
+    def __init__(self, gm: torch.fx.GraphModule, module_state: dict, ties: dict | None = None):
         self.gm, self.vars = gm, _Vars()
+        self.ties = ties or {}  # alias -> first name: a tied tensor's places are the first name's
         self.chan: dict[torch.fx.Node, tuple[int, int, int] | None] = {}
         self.views: dict[str, tuple[int, ...]] = {}
         self.sites: dict[int, list[Site]] = {}
@@ -155,11 +162,16 @@ class _Tracer:
         c = self.chan.get(arg) if isinstance(arg, torch.fx.Node) else None
         return None if c is not None and c[0] == "attr" else c
 
+    def place(self, v: int, param: str, axis: int, where: str) -> None:
+        """`param`'s axis carries the units of v (a tied alias counts as its first name: one tensor, one place)."""
+        self.vars.place(v, self.ties.get(param, param), axis, where)
+
     def consume(self, node, c, param: str, axis: int, where: str, n_in: int) -> None:
         """The input axis `axis` of `param` reads the units of c (blocked units: the weight is viewed); the
         node's input is where activation matching reads those units."""
         if c is None:
             return
+        param = self.ties.get(param, param)
         v, _, block = c
         self.sites.setdefault(v, []).append(Site(node.args[0].name, c[1], block))
         if block > 1:
@@ -167,7 +179,7 @@ class _Tracer:
             if axis != len(shape) - 1:
                 raise UnsupportedModelError(f"{where}: reads flattened units on an axis other than the last; {HAND}")
             self.views[param] = shape[:-1] + (n_in // block, block)
-        self.vars.place(v, param, axis, where)
+        self.place(v, param, axis, where)
 
     def run(self) -> None:
         for node in self.gm.graph.nodes:
@@ -231,7 +243,7 @@ class _Tracer:
                 raise UnsupportedModelError(f"{where}: its input's units are not on axis 1; {HAND}")
             for t in ("weight", "bias", "running_mean", "running_var"):
                 if p + t in self.state:
-                    self.vars.place(c[0], p + t, 0, where)
+                    self.place(c[0], p + t, 0, where)
             return c
         if isinstance(m, nn.LayerNorm):
             if c is None:
@@ -242,7 +254,7 @@ class _Tracer:
                     raise UnsupportedModelError(f"{where}: normalises flattened units; {HAND}")
                 for t in ("weight", "bias"):
                     if p + t in self.state:
-                        self.vars.place(c[0], p + t, k, where)
+                        self.place(c[0], p + t, k, where)
             return c
         if isinstance(m, ELEMENTWISE_MODULES):
             return c
@@ -257,7 +269,7 @@ class _Tracer:
     def create(self, size: int, name: str, places: list, axis: int):
         v = self.vars.new(size, name)
         for param, ax in places:
-            self.vars.place(v, param, ax, f"module {name!r}")
+            self.place(v, param, ax, f"module {name!r}")
         return (v, axis, 1)
 
     def binary(self, node, where: str, shp):
@@ -279,7 +291,7 @@ class _Tracer:
             if k < 0 or s[k] == 1:
                 continue  # broadcast along the units: nothing to permute
             if c is not None and c[0] == "attr":  # a parameter added to the units (e.g. a learned position table)
-                self.vars.place(v, c[1], k, where)
+                self.place(v, c[1], k, where)
             elif c is None:
                 self.vars.fix(v)  # the model's input or an untracked tensor: the units must stay in place
         return (v, axis_out, block)
@@ -353,7 +365,9 @@ def auto_spec(model: nn.Module, sample, concrete_args: dict | None = None) -> Mo
 
     sample: the model's input — a tensor, a tuple of positional inputs, or a dict of keyword inputs.
     Returns a ModuleSpec (groups named after the layer that creates their units; a residual stream after the
-    first layer that writes it). Raises UnsupportedModelError naming what it could not follow.
+    first layer that writes it; a tied tensor — e.g. input and output embeddings — named once, under its first name,
+    its uses through every name joined). Raises UnsupportedModelError naming what it could not follow, and
+    ValueError naming `sample` when the model cannot run on it.
     """
     try:
         gm = torch.fx.symbolic_trace(model, concrete_args=concrete_args)
@@ -364,14 +378,24 @@ def auto_spec(model: nn.Module, sample, concrete_args: dict | None = None) -> Mo
         else ((sample,), {})
     was = model.training
     gm.eval()
-    with torch.no_grad():
-        if kwargs:
-            names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
-            args = tuple(kwargs[n] for n in names if n in kwargs)
-        ShapeProp(gm).propagate(*args)
-    gm.train(was)
+    try:
+        with torch.no_grad():
+            if kwargs:
+                names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
+                args = tuple(kwargs[n] for n in names if n in kwargs)
+            try:
+                gm(*args)  # a sample the model cannot take: say so (ShapeProp would print a traceback first)
+            except Exception as exc:  # noqa: BLE001 - any failure of the forward pass
+                lines = str(exc).strip().splitlines()
+                raise ValueError(f"sample: {type(model).__name__} cannot run on it ({type(exc).__name__}"
+                                 f"{': ' + lines[0][:200] if lines else ''}); give one batch of the model's own "
+                                 "inputs") from None
+            ShapeProp(gm).propagate(*args)
+    finally:
+        gm.train(was)
     state = dict(model.state_dict())
-    tr = _Tracer(gm, state)
+    ties = tied_names(model)
+    tr = _Tracer(gm, state, ties)
     tr.run()
     groups, sites, notes = [], {}, []
     roots: dict[int, list[tuple[str, int]]] = {}
@@ -385,4 +409,19 @@ def auto_spec(model: nn.Module, sample, concrete_args: dict | None = None) -> Mo
             continue
         groups.append(UnitGroup(name, tr.vars.size[r], tuple(Axis(p, a + 1) for p, a in places)))
         sites[name] = [s for v in members for s in tr.sites.get(v, [])]
-    return ModuleSpec(PermutationSpec(tuple(groups), tuple(notes)), tr.views, sites, gm)
+    return ModuleSpec(PermutationSpec(tuple(groups), tuple(notes)), tr.views, sites, gm, ties)
+
+
+def tied_names(model: nn.Module) -> dict[str, str]:
+    """{alias: first name} of every parameter or buffer of the state dict a module holds under several names (tied
+    weights); the first name is the one named_parameters() / named_buffers() keep."""
+    state = model.state_dict()
+    first: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for n, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        if n in state:
+            if id(t) in first:
+                out[n] = first[id(t)]
+            else:
+                first[id(t)] = n
+    return out

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from .. import rng
+from ..domains import ConfigError, check_int, check_real  # noqa: F401 - check_int / check_real used by the package
 from .spec import HeadGroup, PermutationSpec, State, apply_permutation, identity_permutation, random_permutation
 
 CHECK_SITE = 0x5BEC  # generator site of the check's random permutations
@@ -20,6 +21,11 @@ CHECK_SITE = 0x5BEC  # generator site of the check's random permutations
 
 class SpecError(ValueError):
     """A permutation spec changes the model's outputs (the message names the groups and their parameters)."""
+
+
+# An argument of an alignment function of the wrong type or out of its domain: the ConfigError of lmc_core.domains
+# (the message names the argument and its domain), under the name the alignment functions document.
+ArgumentError = ConfigError
 
 
 class NonFiniteWeightsError(ValueError):
@@ -71,12 +77,22 @@ def check_spec(spec: PermutationSpec, state: State, forward: Callable[[State], t
     forward: the model's outputs (any tensor) on a fixed sample batch for a state, in eval mode. Passes when the
     largest absolute change is at most atol + rtol * max|outputs| (fp32 rounding of a reordered sum). Raises
     SpecError naming every group that changes the outputs on its own, and the parameters it acts on (with
-    raise_on_failure=False, returns the SpecCheck instead). The weights must be finite (checked).
+    raise_on_failure=False, returns the SpecCheck instead). seed: any integer; rtol, atol: finite, >= 0 (ArgumentError
+    otherwise). The weights must be finite (checked); ValueError when the outputs on the sample are empty or not
+    finite (the check would compare nothing, or NaN).
     """
+    seed = check_int("seed", seed)
+    rtol, atol = check_real("rtol", rtol, 0.0), check_real("atol", atol, 0.0)
     check_finite(state, "the model whose spec is checked")
     spec.check(state)
     with torch.no_grad():
         ref = forward(state).detach().double()
+        if ref.numel() == 0:
+            raise ValueError(f"the model's outputs on the sample are empty (shape {tuple(ref.shape)}): the spec is "
+                             "checked on them; give a sample with at least one example")
+        if not bool(torch.isfinite(ref).all()):
+            raise ValueError("the model's outputs on the sample are not finite although its weights are: give a "
+                             "finite sample of the model's usual scale (the spec check compares the outputs)")
         tol = atol + rtol * float(ref.abs().max()) if ref.numel() else atol
         perms = random_permutation(spec, rng.generator(seed, CHECK_SITE))
         diff = float((forward(apply_permutation(state, spec, perms)).double() - ref).abs().max())

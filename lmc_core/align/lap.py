@@ -4,9 +4,15 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .check import check_int
+
 
 def assign(cost: np.ndarray) -> np.ndarray:
-    """p maximising sum_i cost[i, p[i]] for a square cost matrix."""
+    """p maximising sum_i cost[i, p[i]] for a square cost matrix (ValueError otherwise, or for non-finite costs)."""
+    if cost.ndim != 2 or cost.shape[0] != cost.shape[1]:
+        raise ValueError(f"assign needs a square cost matrix [n, n]; got shape {tuple(cost.shape)}")
+    if not np.isfinite(cost).all():
+        raise ValueError("the cost matrix holds NaN or infinite values (are the weights or activations finite?)")
     rows, cols = linear_sum_assignment(cost, maximize=True)
     p = np.empty(cost.shape[0], dtype=np.int64)
     p[rows] = cols
@@ -24,9 +30,14 @@ def assign_heads(c_qk: np.ndarray, c_vo: np.ndarray, n_heads: int) -> tuple[np.n
     c_qk, c_vo: [H*hd, H*hd] unit-to-unit costs. For every (head i of A, head j of B) the two
     within-head assignments are solved; their optimal scores are the cost of pairing i with j, and
     one assignment over heads picks the pairing. The objective is a sum over heads of independent
-    within-head terms, so this is the exact joint optimum. Returns the flat (qk, vo) indices.
+    within-head terms, so this is the exact joint optimum. Returns the flat (qk, vo) indices. n_heads: an integer
+    >= 1 dividing the number of units (ArgumentError / ValueError otherwise).
     """
+    n_heads = check_int("n_heads", n_heads, 1)
     n = c_qk.shape[0]
+    if c_qk.shape != (n, n) or c_vo.shape != (n, n) or n % n_heads:
+        raise ValueError(f"assign_heads needs two square cost matrices of n_heads={n_heads} x head_dim units; got "
+                         f"{tuple(c_qk.shape)} and {tuple(c_vo.shape)}")
     hd = n // n_heads
     blocks_qk = c_qk.reshape(n_heads, hd, n_heads, hd)
     blocks_vo = c_vo.reshape(n_heads, hd, n_heads, hd)

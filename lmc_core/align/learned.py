@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.nn.utils.parametrizations import orthogonal
 
+from .check import check_int, check_real
 from .lap import assign
 from .orthogonal import ResidualSpec, along, apply_residual_map, nearest_orthogonal, permutation_matrix
 from .spec import RESIDUAL, PermutationSpec, State, UnitGroup
@@ -37,7 +38,9 @@ LossFn = Callable[[State, dict], torch.Tensor]
 
 
 def sinkhorn(logits: torch.Tensor, iters: int = 20) -> torch.Tensor:
-    """Doubly stochastic matrix [n, n] from logits [n, n]: alternate row and column normalisation in log space."""
+    """Doubly stochastic matrix [n, n] from logits [n, n]: alternate row and column normalisation in log space.
+    iters: an integer >= 1 (ArgumentError otherwise)."""
+    iters = check_int("iters", iters, 1)
     z = logits
     for _ in range(iters):
         z = z - torch.logsumexp(z, 1, keepdim=True)
@@ -110,6 +113,21 @@ def _midpoint(a: State, b: State) -> State:
     return {n: 0.5 * (a[n] + b[n]) if a[n].is_floating_point() else a[n] for n in a}
 
 
+def _check_learning(batches, heldout, steps=200, lr=1e-2, perm_lr=0.1, init_scale=5.0, **_):
+    """learned_alignment's arguments checked (ArgumentError / ValueError naming the argument); the numbers returned."""
+    steps = check_int("steps", steps, 1)
+    lr = check_real("lr", lr, 0.0, lo_open=True)
+    perm_lr = check_real("perm_lr", perm_lr, 0.0, lo_open=True)
+    init_scale = check_real("init_scale", init_scale, 0.0, lo_open=True)
+    if not isinstance(heldout, (list, tuple)) or not heldout:
+        raise ValueError(f"heldout must be a non-empty list of batches (the result is judged on them); got "
+                         f"{heldout!r:.80}")
+    if hasattr(batches, "__len__") and len(batches) < steps:
+        raise ValueError(f"batches holds {len(batches)} batches but steps={steps} consumes one per step: give at least "
+                         f"{steps} batches (or an endless iterator), or lower steps")
+    return steps, lr, perm_lr, init_scale
+
+
 def learned_alignment(a: State, b: State, loss_fn: LossFn, batches: Iterable[dict], heldout: list[dict],
                       pspec: PermutationSpec | None = None, rspec: ResidualSpec | None = None, steps: int = 200,
                       lr: float = 1e-2, perm_lr: float = 0.1, init_scale: float = 5.0, progress: Callable[[int, float], None] | None = None
@@ -121,13 +139,14 @@ def learned_alignment(a: State, b: State, loss_fn: LossFn, batches: Iterable[dic
     other than the residual stream are learned as relaxed permutations (None: no permutations learned); rspec:
     the residual map of its group is learned (None: none). lr: Adam's step for the residual map, perm_lr for the
     Sinkhorn logits (which start at init_scale on the diagonal: the identity). Returns T(B) with hard maps, and what happened.
-    Raises ValueError if there is nothing to learn or `steps` < 1.
+    Raises ArgumentError (a ValueError) unless steps is an integer >= 1 and lr, perm_lr, init_scale finite numbers
+    > 0; ValueError if there is nothing to learn, `heldout` is empty, `batches` has a length below `steps` (all
+    before any learning) or an iterator of batches runs out before `steps` (naming the step).
     """
-    if steps < 1:
-        raise ValueError(f"steps={steps} must be >= 1")
     groups = [g for g in (pspec.groups if pspec is not None else ()) if isinstance(g, UnitGroup) and g.name != RESIDUAL]
     if rspec is None and not groups:
         raise ValueError("nothing to learn: give a residual spec or a permutation spec with unit groups")
+    steps, lr, perm_lr, init_scale = _check_learning(batches, heldout, steps, lr, perm_lr, init_scale)
     t0 = time.perf_counter()
     maps = _Maps(rspec, groups, init_scale)
     groups_ = [{"params": [q for n, q in maps.named_parameters() if not n.startswith("logits")], "lr": lr},
@@ -138,7 +157,11 @@ def learned_alignment(a: State, b: State, loss_fn: LossFn, batches: Iterable[dic
     info = LearnedInfo(heldout_start=_mean_loss(loss_fn, a, b, heldout))
     it = iter(batches)
     for step in range(steps):
-        batch = next(it)
+        try:
+            batch = next(it)
+        except StopIteration:
+            raise ValueError(f"batches ran out after {step} of steps={steps} (one batch per step): give at least "
+                             f"{steps} batches (or an endless iterator), or lower steps") from None
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(_midpoint(a, maps.apply(b, hard=False)), batch).mean()
         loss.backward()
@@ -163,7 +186,11 @@ def learned_from_best(a: State, candidates: dict[str, State], loss_fn: LossFn, b
                       heldout: list[dict], **kw) -> tuple[State, LearnedInfo, str]:
     """learned_alignment started from the closed-form alignment (a value of `candidates`: name -> T(B)) whose
     midpoint loss on `heldout` is lowest (the first on a tie); returns T(B), what happened and the start's name.
-    kw: learned_alignment's own (pspec, rspec, steps, lr, ...)."""
+    kw: learned_alignment's own (pspec, rspec, steps, lr, ...), checked before any loss is computed; ValueError
+    for no candidates."""
+    if not candidates:
+        raise ValueError("candidates is empty: give at least one closed-form alignment {name: T(B)} to start from")
+    _check_learning(batches, heldout, **kw)
     mids = {name: _mean_loss(loss_fn, a, tb, heldout) for name, tb in candidates.items()}
     start = min(mids, key=mids.get)
     out, info = learned_alignment(a, candidates[start], loss_fn, batches, heldout, **kw)

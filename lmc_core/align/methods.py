@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .check import check_int
 from .spec import PermutationSpec, Permutations, identity_permutation
 from .weight_matching import MatchInfo, weight_matching
 
@@ -75,9 +76,10 @@ def match_weights(spec: PermutationSpec, a, b, seed: int = 0, restarts: int = RE
                   ) -> tuple[Permutations, MatchInfo]:
     """Weight matching (align.weight_matching) `restarts` times, keeping the permutations with the highest objective:
     restarts r < ceil(restarts / 2) from the anchored start, the others from the identity, each with its own sweep
-    order (an `init` in kw is the start of every restart); the MatchInfo of the kept run, with `restarts` recorded."""
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts={restarts!r} must be a positive integer")
+    order (an `init` in kw is the start of every restart); the MatchInfo of the kept run, with `restarts` recorded.
+    ArgumentError (a ValueError) unless seed is an integer and restarts an integer >= 1."""
+    seed = check_int("seed", seed)
+    restarts = check_int("restarts", restarts, 1)
     init = kw.pop("init", None)
 
     def start(r: int) -> Permutations | None:

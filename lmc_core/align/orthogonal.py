@@ -20,11 +20,23 @@ which is why `apply_residual_map` with a permutation matrix equals `apply_permut
 
 Closed-form alignment of B to A (`residual_alignment`):
 - from residual activations of both models on the same inputs: the orthogonal Q minimising
-  ‖X_B Q − X_A‖_F (orthogonal Procrustes, Schönemann 1966, `scipy.linalg.orthogonal_procrustes`), or for an
-  invertible group the least-squares M = argmin ‖X_B M − X_A‖_F (`torch.linalg.lstsq`);
+  ‖X_B Q − X_A‖_F (orthogonal Procrustes, Schönemann 1966), or for an invertible group the least-squares
+  M = argmin ‖X_B M − X_A‖_F (`torch.linalg.lstsq`);
 - from the weights: the orthogonal Q maximising Σ_places ⟨A, B·Q⟩ (the weight-matching objective with the
   residual permutation widened to all orthogonal maps; again a Procrustes problem over the stacked places),
   alternated with weight matching of the other permutations (heads, MLP units) until the objective stops rising.
+
+Unused directions (`polar`): Procrustes fixes Q only on the directions the cross-covariance C = X_Bᵀ X_A uses.
+After LayerNorm folding every write is centred, so the stream's mean direction 1/√d is never used by either model
+(C's last singular value is rounding, ~1e-17 of the largest), and an SVD would map it to ±1/√d with a sign
+chosen by rounding — the function is the same either way, but the reads' component along it, and so every
+weight-space comparison after alignment (distances, cosines, interpolated weights), would not be. The convention:
+singular values at most NULL_RTOL × the largest count as unused, and on those directions Q is the orthogonal map
+between B's unused directions and A's that is closest to the identity (largest trace: U₀ polar(U₀ᵀV₀) V₀ᵀ, which
+depends on the two subspaces only, not on the bases an SVD picks). For two folded models both are the mean
+direction and Q maps it to itself (+1/√d to +1/√d). If B's unused directions are orthogonal to A's (U₀ᵀV₀ has
+a singular value below NULL_RTOL), they are paired instead through the bases obtained by orthonormalising the
+projections of the coordinate axes e_1, e_2, ... onto each subspace, again independent of the SVD.
 """
 from __future__ import annotations
 
@@ -34,13 +46,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.linalg import orthogonal_procrustes
 
+from .check import check_int, check_real
 from .spec import RESIDUAL, Axis, PermutationSpec, Permutations, State, apply_permutation
 from .methods import match_weights
 from .weight_matching import weight_matching
 
 GROUPS = ("orthogonal", "invertible")
+NULL_RTOL = 1e-9  # singular values of a cross-covariance at most this x the largest: unused directions (see polar)
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,7 @@ class ResidualSpec:
     notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
+        check_int("size", self.size, 1)
         if self.group not in GROUPS:
             raise ValueError(f"group={self.group!r}; choose one of {list(GROUPS)}")
 
@@ -133,22 +147,32 @@ def nearest_orthogonal(m: torch.Tensor) -> torch.Tensor:
 
 
 def random_orthogonal(d: int, generator: torch.Generator) -> torch.Tensor:
-    """A Haar-random orthogonal [d, d] matrix (float64; QR of a Gaussian with the signs fixed, Mezzadri 2007)."""
+    """A Haar-random orthogonal [d, d] matrix (float64; QR of a Gaussian with the signs fixed, Mezzadri 2007).
+    d: an integer >= 1 (ArgumentError otherwise)."""
+    d = check_int("d", d, 1)
     q, r = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
     return q * torch.sign(torch.diagonal(r))[None]
 
 
 def random_invertible(d: int, generator: torch.Generator, condition: float = 4.0) -> torch.Tensor:
-    """A random invertible [d, d] matrix with singular values log-spaced in [1/sqrt(c), sqrt(c)] (condition c)."""
+    """A random invertible [d, d] matrix with singular values log-spaced in [1/sqrt(c), sqrt(c)] (condition c).
+    d: an integer >= 1; condition: a finite number >= 1 (ArgumentError otherwise)."""
+    d = check_int("d", d, 1)
+    condition = check_real("condition", condition, 1.0)
     u, v = random_orthogonal(d, generator), random_orthogonal(d, generator)
     s = torch.logspace(-0.5, 0.5, d, base=condition, dtype=torch.float64)
     return u @ torch.diag(s) @ v.T
 
 
 def procrustes(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Orthogonal Q [d, d] minimising ‖source Q − target‖_F (source, target [N, d]; Schönemann 1966), float64."""
-    q, _ = orthogonal_procrustes(source.detach().double().cpu().numpy(), target.detach().double().cpu().numpy())
-    return torch.from_numpy(q)
+    """Orthogonal Q [d, d] minimising ‖source Q − target‖_F (source, target [N, d]; Schönemann 1966), float64: the
+    polar factor of sourceᵀ target, with the module's convention on directions the activations do not use (`polar`:
+    the identity on the folded stream's mean direction). ValueError unless both are [N, d] of one shape, N >= 1."""
+    if source.dim() != 2 or source.shape != target.shape or source.shape[0] < 1:
+        raise ValueError(f"procrustes needs source and target activations [N, d] of one shape with N >= 1; got "
+                         f"{tuple(source.shape)} and {tuple(target.shape)}")
+    x, y = source.detach().double().cpu(), target.detach().double().cpu()
+    return polar(x.T @ y)
 
 
 def least_squares_map(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -181,9 +205,45 @@ def weight_procrustes(spec: ResidualSpec, a: State, b: State, only: set[str] | N
 
 def polar(cross: torch.Tensor) -> torch.Tensor:
     """The orthogonal Q maximising tr(Qᵀ C) for C [d, d]: U Vᵀ of C = U S Vᵀ (the solution of orthogonal Procrustes
-    from its cross-covariance C = sourceᵀ target; float64)."""
-    u, _, vh = torch.linalg.svd(cross.double())
-    return u @ vh
+    from its cross-covariance C = sourceᵀ target; float64). Where C is rank-deficient (singular values <= NULL_RTOL
+    x the largest) the maximiser is not unique; Q is then fixed by the module's convention (its docstring): on the
+    unused directions, the orthogonal map from B's (U₀) to A's (V₀) closest to the identity, so the result does
+    not depend on the signs or bases the SVD picks."""
+    c = cross.detach().double()
+    u, s, vh = torch.linalg.svd(c)
+    if s.numel() == 0 or not float(s[0]) > 0:
+        return torch.eye(c.shape[0], dtype=torch.float64)  # nothing used: the identity (closest to itself)
+    r = int((s > NULL_RTOL * s[0]).sum())
+    if r == c.shape[0]:
+        return u @ vh
+    # the unused directions of B (U₀) and of A (V₀): subspaces the SVD fixes, in bases it does not
+    return u[:, :r] @ vh[:r] + _null_map(u[:, r:], vh[r:].T)
+
+
+def _canonical(basis: torch.Tensor) -> torch.Tensor:
+    """The basis of span(basis) [d, k] from the projections of e_1, e_2, ... orthonormalised in order (depends on
+    the subspace only)."""
+    proj = basis @ basis.T
+    out: list[torch.Tensor] = []
+    for j in range(proj.shape[0]):
+        v = proj[:, j].clone()
+        for w in out:
+            v -= (w @ v) * w
+        if float(v.norm()) > 1e-6:
+            out.append(v / v.norm())
+        if len(out) == basis.shape[1]:
+            break
+    return torch.stack(out, 1)
+
+
+def _null_map(u0: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    """U₀ R V₀ᵀ with the orthogonal R maximising tr(U₀ R V₀ᵀ): the map from span(U₀) onto span(V₀) closest to the
+    identity; when the two subspaces are (nearly) orthogonal somewhere, their canonical bases paired in order."""
+    m = u0.T @ v0
+    um, sm, vmh = torch.linalg.svd(m)
+    if float(sm.min()) > NULL_RTOL ** 0.5:
+        return u0 @ (um @ vmh) @ v0.T
+    return _canonical(u0) @ _canonical(v0).T
 
 
 @dataclass
@@ -219,9 +279,13 @@ def residual_alignment(pspec: PermutationSpec, rspec: ResidualSpec, a: State, b:
     the residual map touches (embeddings, biases, the unembedding), alternating Procrustes for the map with weight
     matching for the other permutations; every step maximises the objective given the rest, so it never falls.
     group: the maps searched — the spec's group by default, or "orthogonal" within an invertible group (an
-    orthogonal map is invertible too; ValueError for "invertible" within an orthogonal group). Returns T(B) and
-    what was found.
+    orthogonal map is invertible too; ValueError for "invertible" within an orthogonal group). rounds: an integer
+    >= 0 (rounds of the alternation; 0 keeps the better start), seed: an integer, tol: a finite number >= 0
+    (ArgumentError otherwise, before any work). Returns T(B) and what was found.
     """
+    rounds = check_int("rounds", rounds, 0)
+    seed = check_int("seed", seed)
+    tol = check_real("tol", tol, 0.0)
     group = group or rspec.group
     if group not in GROUPS or (rspec.group == "orthogonal" and group != "orthogonal"):
         raise ValueError(f"group={group!r}: this residual stream keeps its function under {rspec.group} maps; search "

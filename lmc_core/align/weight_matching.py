@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .. import rng
-from .check import check_finite
+from .check import check_finite, check_int, check_real
 from .lap import assign, assign_heads, score
 from .spec import HeadGroup, PermutationSpec, Permutations, State, flatten, identity_permutation, unflatten
 
@@ -201,8 +201,15 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, max_sweeps: int =
     afterwards; None leaves torch's setting): the work is many small products, for which extra
     threads gain little and, on a busy machine, stall at every operation (2 threads were 4-6x
     slower than 1 on a loaded 2-core CPU). Raises NonFiniteWeightsError naming the model and parameter when
-    either state holds NaN or infinite values (before any matching).
+    either state holds NaN or infinite values, and ArgumentError (a ValueError) unless max_sweeps is an integer >= 1
+    (0 would return the identity unmatched), tol a finite number >= 0, seed an integer and threads None or an
+    integer >= 1 — all before any matching.
     """
+    max_sweeps = check_int("max_sweeps", max_sweeps, 1)
+    tol = check_real("tol", tol, 0.0)
+    seed = check_int("seed", seed)
+    if threads is not None:
+        threads = check_int("threads", threads, 1)
     check_finite(a, "model A (a)")
     check_finite(b, "model B (b)")
     before = torch.get_num_threads()

@@ -5,6 +5,11 @@ The spec comes from the model's family (lmc_core's own models), from the caller 
 align.auto.ModuleSpec) or from torch.fx (`align.auto.auto_spec`). Before it is used, every spec is checked on
 model A (align.check.check_spec: a random permutation must leave the outputs on the sample unchanged; the largest
 change is reported, a failing spec refused naming its parameters), and both models' weights must be finite.
+
+Before any work the arguments are checked: `seed` an integer, `max_sweeps` >= 1, the sample non-empty, finite and
+accepted by model A (its outputs finite), else a ValueError naming the argument. Tied parameters (one tensor under
+several names, e.g. input and output embeddings) are matched and permuted once, under their first name, and stay
+tied in the result; a spec that permutes the names of one tied tensor differently is refused (SpecError naming them).
 """
 from __future__ import annotations
 
@@ -16,9 +21,11 @@ import torch.fx
 from torch import nn
 
 from ..align import PermutationSpec, activation_matching, apply_permutation, match_weights
-from ..align.auto import ModuleSpec, auto_spec
+from ..align.auto import ModuleSpec, auto_spec, tied_names
 from ..align.methods import ALIASES
-from ..align.check import check_finite, check_spec
+from ..align.check import SpecError, check_finite, check_spec
+from ..align.spec import Axis, HeadGroup, UnitGroup
+from ..config import check_choice, check_int
 from . import path_data as D
 from .alignment_result import Alignment
 from .paths import check_pair, eval_mode, family_config
@@ -29,6 +36,91 @@ METHODS = tuple(ALIASES)  # align.methods: "weight" -> weight matching (best of 
 def _inputs(sample) -> tuple[tuple, dict]:
     b = D.parse_batch(sample, "sample")
     return b.args, b.kwargs
+
+
+def _named_inputs(sample, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
+    """(how the caller names it, value) of every input of the sample: sample, sample[0] or sample['key']."""
+    if isinstance(sample, torch.Tensor):
+        return [("sample", sample)]
+    if kwargs:
+        return [(f"sample[{k!r}]", v) for k, v in kwargs.items()]
+    return [(f"sample[{i}]", v) for i, v in enumerate(args)]
+
+
+def _check_sample(named: list[tuple[str, Any]]) -> None:
+    """Raise ValueError naming the input when a tensor of the sample is empty or holds NaN / infinite values."""
+    for name, t in named:
+        if not isinstance(t, torch.Tensor):
+            continue
+        if t.numel() == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(t.shape)}): the sample must hold at least one example "
+                             "(the spec is checked and activations are read on it)")
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            raise ValueError(f"{name} is not finite ({n_nan} NaN, {n_inf} infinite of {t.numel()} values): give a "
+                             "sample of finite inputs")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _run_sample(model: nn.Module, which: str, args: tuple, kwargs: dict) -> None:
+    """Run `model` once on the sample (eval mode, no grad): ValueError naming `sample` when the model cannot take it
+    (a wrong width, dtype or range), or naming the model when its outputs are empty or not finite."""
+    try:
+        with eval_mode(model), torch.no_grad():
+            out = model(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any failure of the forward pass is a sample the model cannot take
+        raise ValueError(f"sample: {which} cannot run on it ({_first_line(exc)}); give one batch of the model's own "
+                         "inputs (the shapes, dtype and value range its forward() takes)") from None
+    out = D.logits_of(out)
+    if out.numel() == 0:
+        raise ValueError(f"sample: {which} returns an empty output on it (shape {tuple(out.shape)}): give a sample "
+                         "with at least one example")
+    if (out.is_floating_point() or out.is_complex()) and not bool(torch.isfinite(out).all()):
+        raise ValueError(f"{which}'s outputs on the sample are not finite although its weights are (an overflow?): "
+                         "give a sample of the model's usual scale")
+
+
+def _untie_spec(ms: ModuleSpec, ties: dict[str, str]) -> ModuleSpec:
+    """The spec acting on each tied tensor once, under its first name: places of an alias move to that name.
+    SpecError when two names of one tensor are permuted differently (no permutation can respect the tie)."""
+    if not ties:
+        return ms
+    places: dict[str, set] = {}
+    for flat, _, axes in ms.spec.flat_groups():
+        for ax in axes:
+            places.setdefault(ax.param, set()).add((flat, ax.axis, ax.offset))
+    for canon in sorted(set(ties.values())):
+        names = [canon] + sorted(a for a, c in ties.items() if c == canon)
+        used = {n: places[n] for n in names if places.get(n)}
+        if len({frozenset(v) for v in used.values()}) > 1:
+            what = "; ".join(f"{n!r}: " + (", ".join(f"{f!r} axis {a}" + (f" offset {o}" if o else "")
+                                                     for f, a, o in sorted(used[n])) if n in used else "nothing")
+                             for n in names)
+            raise SpecError(f"tied parameters {names} (one tensor under {len(names)} names) are permuted differently "
+                            f"by the spec ({what}): a permutation can respect the tie only if every name is permuted "
+                            "alike. List the same groups and axes for every name (or only the first name), or untie "
+                            "the weights.")
+
+    def canon_axes(axes):
+        out = []
+        for ax in axes:
+            c = Axis(ties.get(ax.param, ax.param), ax.axis, ax.offset)
+            if c not in out:
+                out.append(c)
+        return tuple(out)
+
+    groups = []
+    for g in ms.spec.groups:
+        if isinstance(g, HeadGroup):
+            groups.append(HeadGroup(g.name, g.n_heads, g.head_dim, canon_axes(g.qk), canon_axes(g.vo)))
+        else:
+            groups.append(UnitGroup(g.name, g.size, canon_axes(g.axes)))
+    views = {ties.get(n, n): v for n, v in sorted(ms.views.items(), key=lambda kv: kv[0] in ties, reverse=True)}
+    return ModuleSpec(type(ms.spec)(tuple(groups), ms.spec.notes), views, ms.sites, ms.graph, dict(ties))
 
 
 def _features(ms: ModuleSpec, module_state: dict, args: tuple, kwargs: dict) -> dict[str, list[torch.Tensor]]:
@@ -85,12 +177,17 @@ def align_models(model_a: nn.Module, model_b: nn.Module, sample: Any, method: st
       <A, pi(B)>) or "activation" (one assignment per group on the correlation of the units' activations on
       the sample; sec. 3.1). spec: None (the family's, else torch.fx auto_spec), a PermutationSpec (axis 0 is the
       copy axis lmc_core adds: axis 1 is a parameter's first axis) or a ModuleSpec.
+    seed: any integer (the check's random permutation and weight matching's sweep orders); max_sweeps: an integer
+    >= 1, weight matching's sweeps per restart. Tied parameters are matched and permuted once and stay tied.
     Raises NonFiniteWeightsError (model and parameter named) for NaN/infinite weights, UnsupportedModelError when
     auto_spec cannot follow the model, SpecError when the spec changes A's outputs (its groups and parameters
-    named), ValueError for two different architectures or an unknown method.
+    named) or permutes two names of one tied tensor differently, ConfigError (a ValueError) for a bad method, seed or
+    max_sweeps, ValueError for two different architectures (or ties) and for a sample that is empty, not finite or
+    not accepted by model A — all before any matching.
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}; choose one of {list(METHODS)}")
+    check_choice("method", method, METHODS)
+    seed = check_int("seed", seed)
+    max_sweeps = check_int("max_sweeps", max_sweeps, 1)
     check_pair(model_a, model_b)
     sd_a, sd_b = model_a.state_dict(), model_b.state_dict()
     check_finite(sd_a, "model_a")
@@ -99,15 +196,27 @@ def align_models(model_a: nn.Module, model_b: nn.Module, sample: Any, method: st
     if cfg is not None:
         from .family_align import family_alignment
 
+        inputs = sample[0] if isinstance(sample, (tuple, list)) and sample else sample
+        if isinstance(inputs, torch.Tensor):  # anything else: family_alignment says what the family takes
+            _check_sample([("sample" if inputs is sample else "sample[0]", inputs)])
+            _run_sample(model_a, "model_a", (inputs[None],), {})
         return family_alignment(cfg, model_a, model_b, sample, method, seed, max_sweeps,
                                 spec.spec if isinstance(spec, ModuleSpec) else spec)
     args, kwargs = _inputs(sample)
-    ms = _as_module_spec(spec, model_a, sample)
+    _check_sample(_named_inputs(sample, args, kwargs))
+    ties = tied_names(model_a)
+    if tied_names(model_b) != ties:
+        raise ValueError(f"model_a and model_b tie different parameters (model_a: {ties or 'none'}; model_b: "
+                         f"{tied_names(model_b) or 'none'}): alignment needs one architecture")
+    _run_sample(model_a, "model_a", args, kwargs)
+    ms = _untie_spec(_as_module_spec(spec, model_a, sample), ties)
+    sd_a = {n: t for n, t in sd_a.items() if n not in ties}  # a tied tensor once, under its first name
+    sd_b = {n: t for n, t in sd_b.items() if n not in ties}
     a, b = ms.stacked(sd_a), ms.stacked(sd_b)
 
     def forward(model: nn.Module, like: dict):
         def run(state):
-            with eval_mode(model):
+            with eval_mode(model):  # functional_call ties the aliases to their first name's value
                 return D.logits_of(torch.func.functional_call(model, ms.unstacked(state, like), args, kwargs))
         return run
 
@@ -122,6 +231,7 @@ def align_models(model_a: nn.Module, model_b: nn.Module, sample: Any, method: st
     permuted = apply_permutation(b, ms.spec, perms)
     ref = forward(model_b, sd_b)(b)
     moved = float((forward(model_b, sd_b)(permuted).double() - ref.double()).abs().max())
-    out = copy.deepcopy(model_b)
-    out.load_state_dict(ms.unstacked(permuted, sd_b))
+    out = copy.deepcopy(model_b)  # a deep copy keeps B's ties: loading the first name sets every alias
+    new = ms.unstacked(permuted, sd_b)
+    out.load_state_dict({**new, **{alias: new[first] for alias, first in ties.items()}})
     return Alignment(out, perms, ms, method, log, chk, moved, list(ms.spec.notes))

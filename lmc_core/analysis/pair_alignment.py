@@ -24,12 +24,26 @@ from ..align.learned import learned_from_best
 from ..align.methods import (ACTIVATION, CONTROL, LEARNED, ORTHOGONAL_ACTIVATIONS, ORTHOGONAL_WEIGHTS, RESTARTS,
                              UNALIGNED, WEIGHT, WEIGHT_RMS)
 from ..align.orthogonal import permutation_matrix, residual_alignment, residual_features
+from ..config import ConfigError, check_choice, check_int, check_real
 from ..ensemble import copy_state, stack_states
 from ..rng import generator
 from . import barrier as B
 from .criteria import LEARNED_FRACTION
 from .diagnostics import weight_distance
 from .interpolate import interpolate_states
+
+def _check_alphas(alphas, ends: bool = False) -> None:
+    """ConfigError unless alphas is a non-empty sequence of finite numbers (from 0 to 1 with ends=True)."""
+    try:
+        values = [float(a) for a in alphas]
+    except (TypeError, ValueError):
+        raise ConfigError(f"alphas={alphas!r:.80} must be a sequence of numbers") from None
+    if not values or not all(np.isfinite(values)):
+        raise ConfigError(f"alphas={alphas!r:.80} must be a non-empty sequence of finite numbers")
+    if ends and (values[0] != 0.0 or values[-1] != 1.0 or len(values) < 2):
+        raise ConfigError(f"alphas must run from 0 to 1 (the endpoints' numbers are read at the first and last); got "
+                          f"{values[0]} ... {values[-1]}")
+
 
 PERMUTATION_METHODS = (UNALIGNED, WEIGHT, ACTIVATION, CONTROL)
 SHORT = {UNALIGNED: "unaligned", WEIGHT: "wm", ACTIVATION: "am", CONTROL: "control"}  # classifier_pair's columns
@@ -39,7 +53,10 @@ RESIDUAL_METHODS = (WEIGHT_RMS, ORTHOGONAL_WEIGHTS, ORTHOGONAL_ACTIVATIONS, LEAR
 def permutation_ends(fam, cfg, a, b, x_match, seed: int, restarts: int = RESTARTS) -> tuple[dict, dict]:
     """{method: (A, T(B))} for PERMUTATION_METHODS of two K=1 states, and what matching found: the permutations
     ("perms_wm", "perms_am"), weight matching's sweeps and seconds (of the kept restart). x_match: the inputs
-    activation matching correlates; seed: weight matching's first sweep order and the control's permutation."""
+    activation matching correlates; seed: weight matching's first sweep order and the control's permutation (an
+    integer); restarts: an integer >= 1 (ConfigError otherwise, before any matching)."""
+    seed = check_int("seed", seed)
+    restarts = check_int("restarts", restarts, 1)
     pspec = fam.perm_spec(cfg)
     perms_wm, wm = match_weights(pspec, a, b, seed=seed, restarts=restarts)
     perms_am, _ = activation_matching(pspec, fam.activations(cfg, a, x_match), fam.activations(cfg, b, x_match))
@@ -55,7 +72,10 @@ def path_curves(fam, cfg, ends: dict, kinds, examples, alphas, batch_size: int, 
                 ) -> tuple[pd.DataFrame, dict]:
     """The curves (ident..., kind, split "test", alpha, loss, error) of the straight paths A -> T(B) of `kinds`
     (ends: {kind: (A, T(B))}) on `examples`, evaluated as one stacked state of len(kinds) x len(alphas) models, which
-    is returned too (kind j's point q is its copy j * len(alphas) + q)."""
+    is returned too (kind j's point q is its copy j * len(alphas) + q). alphas: a non-empty sequence of finite
+    numbers; batch_size: an integer >= 1 (ConfigError otherwise, before any evaluation)."""
+    _check_alphas(alphas)
+    batch_size = check_int("batch_size", batch_size, 1)
     path = stack_states([interpolate_states(*ends[k], alphas) for k in kinds])
     r = fam.evaluate(cfg, path, examples, batch_size=batch_size, device=device)
     n = len(alphas)
@@ -72,7 +92,13 @@ def classifier_pair(fam, cfg, a, b, x_match, test, alphas, seed: int, restarts: 
     `definition` barrier and the chord barrier of the three non-control paths (short names unaligned, wm, am,
     control), barriers relative to the endpoints' loss (%), midpoint losses, the error at the aligned path's
     midpoint, cosine similarity before and after weight matching, matching's sweeps and seconds — the curves, and
-    the predictions [N] of the weight-matched path's midpoint as a model."""
+    the predictions [N] of the weight-matched path's midpoint as a model. alphas: finite numbers from 0 to 1 (the
+    endpoints' numbers are read at the first and last); seed an integer; restarts an integer >= 1; definition one of
+    barrier.DEFINITIONS (ConfigError otherwise, before any matching)."""
+    _check_alphas(alphas, ends=True)
+    seed = check_int("seed", seed)
+    restarts = check_int("restarts", restarts, 1)
+    check_choice("definition", definition, B.DEFINITIONS)
     ends, info = permutation_ends(fam, cfg, a, b, x_match, seed, restarts)
     cd, path = path_curves(fam, cfg, ends, PERMUTATION_METHODS, test, alphas, 1024, device)
     n, mid = len(alphas), int(np.argmin(np.abs(np.asarray(alphas) - 0.5)))
@@ -107,13 +133,27 @@ class Learning:
     heldout: int = 4
     units: bool = False
 
+    def __post_init__(self):
+        check_int("steps", self.steps, 1)
+        check_real("lr", self.lr, 0.0, lo_open=True)
+        check_int("batch", self.batch, 1)
+        check_int("heldout", self.heldout, 1)
+        if not isinstance(self.units, (bool, np.bool_)):
+            raise ConfigError(f"units={self.units!r} must be True or False")
+
 
 def residual_ends(fam, cfg, a, b, perms: dict, x_match, train_windows, seed: int, learn: Learning
                   ) -> tuple[dict, Any, dict]:
     """{method: (A, T(B))} for RESIDUAL_METHODS, all in the RMSNorm form, the config of that form, and the pair's
     numbers: seconds of each fit, and how much of A's residual stream B's explains (1 - |X_B M - X_A|^2 / |X_A|^2 on
     the matching windows) after the residual permutation of weight / activation matching and after the Procrustes
-    rotation. perms: permutation_ends' info (its weight- and activation-matching permutations)."""
+    rotation. perms: permutation_ends' info (its weight- and activation-matching permutations). seed: an integer;
+    learn: a Learning (ConfigError / TypeError otherwise, before any work)."""
+    seed = check_int("seed", seed)
+    if not isinstance(learn, Learning):
+        raise TypeError(f"learn must be a pair_alignment.Learning, got {type(learn).__name__}")
+    if len(train_windows) < 1:
+        raise ValueError("train_windows is empty: the learned map trains on windows drawn from it")
     pspec = fam.perm_spec(cfg)
     folded, af, rspec = fam.residual_maps(cfg, a)
     bf = fam.residual_maps(cfg, b)[1]

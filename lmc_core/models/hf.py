@@ -18,17 +18,29 @@ At import, the converted model's outputs are compared with transformers' own on 
 logits for GPT-2, last hidden states for the encoders); a difference beyond fp32 rounding is refused
 (ConversionError with the max |difference|). Nothing is downloaded: transformers is called with
 local_files_only=True.
+
+Precision: the returned model is float32, as every lmc_core family model, whatever the checkpoint's dtype (fp16 and
+bf16 values are exact in float32). The parity check therefore runs transformers' model in float32 too (a float32
+copy of an fp16/bf16 model): comparing an fp16 forward with our float32 one would measure fp16 rounding, not the
+converter.
+
+A folder is checked before transformers reads it: config.json must parse, a weights file must exist, and every
+*.safetensors file must be complete (its header's tensors must fit the file); a truncated or unreadable file is
+refused naming it (ConversionError), never with the reader's bare error.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
+import itertools
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import ModelConfig
+from ..config import ModelConfig, check_int
 from ..nn.activations import HF_ACTIVATIONS
 from .convert import ConversionError, from_gpt2, gpt2_config
 from .transformer import TransformerLM
@@ -46,8 +58,18 @@ def _transformers():
     return transformers
 
 
+def _float32(model):
+    """`model` itself if its floating parameters and buffers are float32, else a float32 copy (for the parity check:
+    ours is float32, so theirs runs in float32 too; an fp16/bf16 checkpoint's values are exact in float32)."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    if all(t.dtype == torch.float32 for t in tensors if t.is_floating_point()):
+        return model
+    return copy.deepcopy(model).float()
+
+
 def gpt2_from_hf(model, context: int | None = None, check: bool = True) -> TransformerLM:
-    """A K=1 TransformerLM from a transformers GPT2LMHeadModel (or GPT2Model: tied unembedding), checked."""
+    """A K=1 float32 TransformerLM from a transformers GPT2LMHeadModel (or GPT2Model: tied unembedding), checked
+    (in float32, see the module docstring)."""
     cfg = gpt2_config(model.config, context)
     sd = dict(model.state_dict())
     if not cfg.tie_embeddings:
@@ -91,6 +113,7 @@ def _compare(ours: torch.Tensor, theirs: torch.Tensor, what: str) -> float:
 @torch.no_grad()
 def _parity_gpt2(model, ours: TransformerLM) -> float:
     tok = _tokens(ours.cfg.vocab_size, ours.cfg.context)
+    model = _float32(model)
     was = model.training
     model.eval()
     try:
@@ -99,6 +122,52 @@ def _parity_gpt2(model, ours: TransformerLM) -> float:
         model.train(was)
     theirs = out.logits if hasattr(out, "logits") else out.last_hidden_state @ model.wte.weight.T
     return _compare(ours(tok[None])[0].view(*theirs.shape), theirs, "GPT-2's next-token logits")
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _check_safetensors(path: Path) -> None:
+    """Raise ConversionError naming `path` unless it is a complete safetensors file: an 8-byte header length, a JSON
+    header of that length, and every tensor's data_offsets within the file (a truncated copy fails here)."""
+    size = path.stat().st_size
+
+    def bad(why: str):
+        raise ConversionError(f"{str(path)!r} is truncated or corrupt ({why}): the checkpoint cannot be read; save "
+                              "the model again with save_pretrained() or copy the file completely")
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            bad(f"{size} bytes, shorter than the 8-byte header length")
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            bad(f"its header claims {n} bytes, the file has {size - 8} after the length")
+        try:
+            header = json.loads(f.read(n))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            bad("its header is not a safetensors header")
+    need = 8 + n + max(ends, default=0)
+    if need > size:
+        bad(f"its tensors need {need} bytes, the file has {size}")
+
+
+def _check_folder(folder: Path) -> list[str]:
+    """The weights files of a save_pretrained folder (FileNotFoundError when there are none); every safetensors
+    file among them checked complete (ConversionError naming it)."""
+    present = [n for n in WEIGHT_FILES if (folder / n).is_file()]
+    if not present:
+        raise FileNotFoundError(f"{str(folder)!r} holds no weights ({' or '.join(WEIGHT_FILES)}): give a folder "
+                                "written by a transformers model's save_pretrained()")
+    for f in sorted(folder.glob("*.safetensors")):
+        _check_safetensors(f)
+    return present
 
 
 OPT_POSITION_OFFSET = 2  # OPT's learned position table starts at row 2 (its padding convention)
@@ -161,6 +230,8 @@ def opt_from_hf(model, context: int | None = None, check: bool = True) -> Transf
     ours.eval()
     if check:
         tok = _tokens(cfg.vocab_size, cfg.context)
+        model = _float32(model)
+        sd = {k: v.float() for k, v in sd.items()}
         was = model.training
         model.eval()
         try:
@@ -175,7 +246,10 @@ def opt_from_hf(model, context: int | None = None, check: bool = True) -> Transf
 @torch.no_grad()
 def encoder_from_hf(model, n_classes: int = 2, head_seed: int = 0, check: bool = True):
     """A K=1 EncoderClassifier (encoder family) from a transformers BertModel / RobertaModel (a fresh classifier
-    head with n_classes outputs from head_seed), its last hidden states checked against transformers'."""
+    head with n_classes outputs from head_seed), its last hidden states checked against transformers' (in float32).
+    n_classes: an integer >= 2; head_seed: an integer (ConfigError otherwise)."""
+    n_classes = check_int("n_classes", n_classes, 2)
+    head_seed = check_int("head_seed", head_seed)
     from .encoder import EncoderClassifier
     from .pretrained import bert_from_hf, hf_encoder_config, position_offset, stack_pretrained
 
@@ -193,7 +267,8 @@ def encoder_from_hf(model, n_classes: int = 2, head_seed: int = 0, check: bool =
         tok = _tokens(min(cfg.vocab_size, 1000), cfg.max_positions)
         tok[tok == cfg.pad_token_id] = (cfg.pad_token_id + 1) % cfg.vocab_size  # no padding in the check
         mask = torch.ones_like(tok)
-        body = getattr(model, "base_model", model).eval()
+        full = _float32(model)
+        body = getattr(full, "base_model", full).eval()
         theirs = body(input_ids=tok, attention_mask=mask).last_hidden_state
         _compare(ours.features(tok[None], mask[None])[0][0], theirs, "encoder's last hidden states")
     return ours
@@ -204,16 +279,31 @@ def load_hf(source: Any, context: int | None = None, n_classes: int = 2, head_se
 
     GPT-2 and OPT -> TransformerLM (lm family; `context`: the positions used, default all); BERT / RoBERTa ->
     EncoderClassifier (encoder family; a fresh n_classes head from head_seed). check: compare outputs with
-    transformers' on a fixed token batch (ConversionError beyond fp32 rounding). Raises FileNotFoundError for a
-    folder without config.json and ConversionError for another model type or a setting we cannot reproduce.
+    transformers' on a fixed token batch (ConversionError beyond fp32 rounding; both models run in float32). The
+    model returned is float32 whatever the checkpoint's dtype (fp16 / bf16 checkpoints load exactly).
+    context: None or an integer >= 1; n_classes: an integer >= 2; head_seed: an integer; check: a bool
+    (ConfigError otherwise, before anything is read). Raises FileNotFoundError for a folder without config.json or
+    without a weights file, and ConversionError for an unreadable config.json, a truncated or corrupt weights file
+    (named), another model type or a setting we cannot reproduce.
     """
+    if context is not None:
+        context = check_int("context", context, 1)
+    n_classes = check_int("n_classes", n_classes, 2)
+    head_seed = check_int("head_seed", head_seed)
+    if not isinstance(check, bool):
+        raise ConversionError(f"check={check!r} must be True or False")
     tf = _transformers()
     if isinstance(source, (str, Path)):
         folder = Path(source)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{str(source)!r} holds no config.json: give a folder written by a transformers "
                                     "model's save_pretrained()")
-        kind = tf.AutoConfig.from_pretrained(str(folder), local_files_only=True).model_type
+        weights = _check_folder(folder)
+        try:
+            kind = tf.AutoConfig.from_pretrained(str(folder), local_files_only=True).model_type
+        except Exception as exc:  # noqa: BLE001 - a config transformers cannot read: name the file
+            raise ConversionError(f"{str(folder / 'config.json')!r} cannot be read by transformers "
+                                  f"({_first_line(exc)}): save the model again with save_pretrained()") from None
         cls = {"gpt2": tf.GPT2LMHeadModel, "opt": tf.OPTForCausalLM, "bert": tf.BertModel,
                "roberta": tf.RobertaModel}.get(kind)
         if cls is None:
@@ -222,6 +312,10 @@ def load_hf(source: Any, context: int | None = None, n_classes: int = 2, head_se
         tf.utils.logging.disable_progress_bar()  # a bar per loaded checkpoint says nothing here
         try:
             model = cls.from_pretrained(str(folder), local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - any reader failure: name the files it read
+            raise ConversionError(f"transformers could not read the checkpoint in {str(folder)!r} (weights "
+                                  f"{weights}; {_first_line(exc)}): save the model again with save_pretrained() or "
+                                  "copy the folder completely") from None
         finally:
             if bars:
                 tf.utils.logging.enable_progress_bar()

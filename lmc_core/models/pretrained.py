@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..config import ConfigError
+from ..config import ConfigError, check_int
 from ..data import hub
 from ..data.minilm import MINILM_PIP, PretrainedUnavailableError, minilm_dir, minilm_tokenizer, tokenize  # noqa: F401
 from .encoder import EncoderClassifier, EncoderConfig
@@ -117,8 +117,11 @@ def _hf_name(n: str) -> str:
 
 
 def stack_pretrained(cfg: EncoderConfig, k: int, pretrained: State, head_seeds: Sequence[int] | None = None) -> State:
-    """A K-copy state: `pretrained` (K=1) in every copy, every other tensor drawn from head_seeds[k]."""
-    seeds = list(range(k)) if head_seeds is None else [int(s) for s in head_seeds]
+    """A K-copy state: `pretrained` (K=1) in every copy, every other tensor drawn from head_seeds[k].
+    k: an integer >= 1; head_seeds: None or k integers (ConfigError otherwise)."""
+    k = check_int("k", k, 1)
+    seeds = list(range(k)) if head_seeds is None else [check_int(f"head_seeds[{i}]", s)
+                                                        for i, s in enumerate(head_seeds)]
     if len(seeds) != k:
         raise ConfigError(f"need {k} head seeds (one per copy), got {len(seeds)}")
     model = EncoderClassifier(cfg, k)
@@ -136,8 +139,10 @@ def stack_pretrained(cfg: EncoderConfig, k: int, pretrained: State, head_seeds: 
 
 def load_minilm(cfg: EncoderConfig | None = None, k: int = 1, head_seeds: Sequence[int] | None = None) -> State:
     """K copies of the shipped MiniLM: pretrained backbone and pooler in every copy, a fresh classifier
-    (and adapters / LoRA) per copy from head_seeds (default 0..K-1)."""
+    (and adapters / LoRA) per copy from head_seeds (default 0..K-1). k: an integer >= 1 (ConfigError otherwise)."""
     from safetensors.torch import load_file
+
+    k = check_int("k", k, 1)
 
     folder = minilm_dir()
     base = minilm_config()
@@ -175,7 +180,9 @@ def _require_online(name: str, what: str) -> None:
 def from_pretrained_bert(name: str = "bert-base-uncased", k: int = 1, head_seeds: Sequence[int] | None = None,
                          **overrides: Any) -> tuple[EncoderConfig, State]:
     """(config, K-copy state) of a BERT or RoBERTa checkpoint from the hub ("bert-base-uncased",
-    "roberta-base", ...; "minilm" = the offline MiniLM); fails at once offline."""
+    "roberta-base", ...; "minilm" = the offline MiniLM); fails at once offline. k: an integer >= 1 (ConfigError
+    otherwise, before anything is loaded)."""
+    k = check_int("k", k, 1)
     if name.lower() in _MINILM_NAMES:
         cfg = minilm_config(**overrides)
         return cfg, load_minilm(cfg, k, head_seeds)
@@ -214,8 +221,13 @@ def hub_tokenizer(name: str) -> Any:
 def from_pretrained_gpt2(name: str = "gpt2", k: int = 1, context: int | None = None) -> tuple[Any, State]:
     """(ModelConfig, K-copy state) of a GPT-2 checkpoint from the hub ("gpt2", "gpt2-medium", ...) imported into
     the pre-norm TransformerLM family (the GPT-2 Shakespeare study fine-tuned GPT-2 124M); fails at once
-    offline, naming the offline default (our own Shakespeare LM, pretrained by notebook 03)."""
+    offline, naming the offline default (our own Shakespeare LM, pretrained by notebook 03). k: an integer >= 1;
+    context: None or an integer >= 1 (ConfigError otherwise, before anything is loaded)."""
     from .convert import from_gpt2, gpt2_config
+
+    k = check_int("k", k, 1)
+    if context is not None:
+        context = check_int("context", context, 1)
 
     try:
         _require_online(name, "from_pretrained_gpt2")

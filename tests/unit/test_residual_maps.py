@@ -79,14 +79,25 @@ def test_a_permutation_matrix_acts_like_the_residual_permutation():
         torch.testing.assert_close(by_matrix[n], by_index[n], rtol=0, atol=1e-6)
 
 
+def mean_fixing_orthogonal(d, generator):
+    """A random orthogonal map of the mean-zero subspace (it fixes the direction 1/sqrt(d)): how the streams of two
+    folded models can differ, since folding centres every write and leaves the mean direction unused in both."""
+    n = torch.full((d, 1), d ** -0.5, dtype=torch.float64)
+    basis = torch.linalg.qr(torch.cat([n, torch.eye(d, dtype=torch.float64)[:, : d - 1]], 1))[0]
+    return basis @ torch.block_diag(torch.ones(1, 1, dtype=torch.float64), random_orthogonal(d - 1, generator)) @ basis.T
+
+
 @pytest.mark.parametrize("method", ["weights", "activations"])
 def test_a_planted_orthogonal_map_and_permutations_are_recovered(method):
-    """B = A with its residual stream rotated and its heads and MLP units permuted: alignment returns A exactly."""
+    """B = A with its residual stream rotated and its heads and MLP units permuted: alignment returns A exactly.
+    The rotation fixes the stream's mean direction, as between any two folded models: with an arbitrary one, B's
+    unused direction is not A's and the activations say nothing about how to map it (it used to pass by the
+    SVD's luck; the convention is tested in test_faults_align)."""
     fam = family_of(LM)
     cfg, a, rspec = fam.residual_maps(LM, noisy(LM, 1))
     pspec = fam.perm_spec(cfg)
     rest = without_residual(pspec)
-    q = random_orthogonal(LM.d_model, rng.generator(9))
+    q = mean_fixing_orthogonal(LM.d_model, rng.generator(9))
     b = apply_permutation(apply_residual_map(a, rspec, q), rest, random_permutation(rest, rng.generator(8)))
     x = tokens(LM)
     torch.testing.assert_close(logits(cfg, b, x), logits(cfg, a, x), rtol=1e-4, atol=1e-5)
