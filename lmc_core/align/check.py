@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from ..domains import MAX_SEED
 from .. import rng
 from ..domains import ConfigError, check_int, check_real  # noqa: F401 - check_int / check_real used by the package
 from .spec import HeadGroup, PermutationSpec, State, apply_permutation, identity_permutation, random_permutation
@@ -81,7 +82,7 @@ def check_spec(spec: PermutationSpec, state: State, forward: Callable[[State], t
     otherwise). The weights must be finite (checked); ValueError when the outputs on the sample are empty or not
     finite (the check would compare nothing, or NaN).
     """
-    seed = check_int("seed", seed)
+    seed = check_int("seed", seed, 0, MAX_SEED)
     rtol, atol = check_real("rtol", rtol, 0.0), check_real("atol", atol, 0.0)
     check_finite(state, "the model whose spec is checked")
     spec.check(state)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..domains import MAX_WIDTH
 from .check import check_int
 
 
@@ -33,7 +34,7 @@ def assign_heads(c_qk: np.ndarray, c_vo: np.ndarray, n_heads: int) -> tuple[np.n
     within-head terms, so this is the exact joint optimum. Returns the flat (qk, vo) indices. n_heads: an integer
     >= 1 dividing the number of units (ArgumentError / ValueError otherwise).
     """
-    n_heads = check_int("n_heads", n_heads, 1)
+    n_heads = check_int("n_heads", n_heads, 1, MAX_WIDTH)
     n = c_qk.shape[0]
     if c_qk.shape != (n, n) or c_vo.shape != (n, n) or n % n_heads:
         raise ValueError(f"assign_heads needs two square cost matrices of n_heads={n_heads} x head_dim units; got "

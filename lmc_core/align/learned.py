@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.nn.utils.parametrizations import orthogonal
 
+from ..domains import MAX_STEPS
 from .check import check_int, check_real
 from .lap import assign
 from .orthogonal import ResidualSpec, along, apply_residual_map, nearest_orthogonal, permutation_matrix
@@ -40,7 +41,7 @@ LossFn = Callable[[State, dict], torch.Tensor]
 def sinkhorn(logits: torch.Tensor, iters: int = 20) -> torch.Tensor:
     """Doubly stochastic matrix [n, n] from logits [n, n]: alternate row and column normalisation in log space.
     iters: an integer >= 1 (ArgumentError otherwise)."""
-    iters = check_int("iters", iters, 1)
+    iters = check_int("iters", iters, 1, MAX_STEPS)
     z = logits
     for _ in range(iters):
         z = z - torch.logsumexp(z, 1, keepdim=True)
@@ -115,7 +116,7 @@ def _midpoint(a: State, b: State) -> State:
 
 def _check_learning(batches, heldout, steps=200, lr=1e-2, perm_lr=0.1, init_scale=5.0, **_):
     """learned_alignment's arguments checked (ArgumentError / ValueError naming the argument); the numbers returned."""
-    steps = check_int("steps", steps, 1)
+    steps = check_int("steps", steps, 1, MAX_STEPS)
     lr = check_real("lr", lr, 0.0, lo_open=True)
     perm_lr = check_real("perm_lr", perm_lr, 0.0, lo_open=True)
     init_scale = check_real("init_scale", init_scale, 0.0, lo_open=True)

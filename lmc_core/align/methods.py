@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..domains import MAX_SEED, MAX_UNITS
 from .check import check_int
 from .spec import PermutationSpec, Permutations, identity_permutation
 from .weight_matching import MatchInfo, weight_matching
@@ -78,8 +79,8 @@ def match_weights(spec: PermutationSpec, a, b, seed: int = 0, restarts: int = RE
     restarts r < ceil(restarts / 2) from the anchored start, the others from the identity, each with its own sweep
     order (an `init` in kw is the start of every restart); the MatchInfo of the kept run, with `restarts` recorded.
     ArgumentError (a ValueError) unless seed is an integer and restarts an integer >= 1."""
-    seed = check_int("seed", seed)
-    restarts = check_int("restarts", restarts, 1)
+    seed = check_int("seed", seed, 0, MAX_SEED)
+    restarts = check_int("restarts", restarts, 1, MAX_UNITS)
     init = kw.pop("init", None)
 
     def start(r: int) -> Permutations | None:

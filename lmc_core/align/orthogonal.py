@@ -47,6 +47,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..domains import MAX_SEED, MAX_STEPS, MAX_WIDTH
 from .check import check_int, check_real
 from .spec import RESIDUAL, Axis, PermutationSpec, Permutations, State, apply_permutation
 from .methods import match_weights
@@ -73,7 +74,7 @@ class ResidualSpec:
     notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
-        check_int("size", self.size, 1)
+        check_int("size", self.size, 1, MAX_WIDTH)
         if self.group not in GROUPS:
             raise ValueError(f"group={self.group!r}; choose one of {list(GROUPS)}")
 
@@ -149,7 +150,7 @@ def nearest_orthogonal(m: torch.Tensor) -> torch.Tensor:
 def random_orthogonal(d: int, generator: torch.Generator) -> torch.Tensor:
     """A Haar-random orthogonal [d, d] matrix (float64; QR of a Gaussian with the signs fixed, Mezzadri 2007).
     d: an integer >= 1 (ArgumentError otherwise)."""
-    d = check_int("d", d, 1)
+    d = check_int("d", d, 1, MAX_WIDTH)
     q, r = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
     return q * torch.sign(torch.diagonal(r))[None]
 
@@ -157,7 +158,7 @@ def random_orthogonal(d: int, generator: torch.Generator) -> torch.Tensor:
 def random_invertible(d: int, generator: torch.Generator, condition: float = 4.0) -> torch.Tensor:
     """A random invertible [d, d] matrix with singular values log-spaced in [1/sqrt(c), sqrt(c)] (condition c).
     d: an integer >= 1; condition: a finite number >= 1 (ArgumentError otherwise)."""
-    d = check_int("d", d, 1)
+    d = check_int("d", d, 1, MAX_WIDTH)
     condition = check_real("condition", condition, 1.0)
     u, v = random_orthogonal(d, generator), random_orthogonal(d, generator)
     s = torch.logspace(-0.5, 0.5, d, base=condition, dtype=torch.float64)
@@ -283,8 +284,8 @@ def residual_alignment(pspec: PermutationSpec, rspec: ResidualSpec, a: State, b:
     >= 0 (rounds of the alternation; 0 keeps the better start), seed: an integer, tol: a finite number >= 0
     (ArgumentError otherwise, before any work). Returns T(B) and what was found.
     """
-    rounds = check_int("rounds", rounds, 0)
-    seed = check_int("seed", seed)
+    rounds = check_int("rounds", rounds, 0, MAX_STEPS)
+    seed = check_int("seed", seed, 0, MAX_SEED)
     tol = check_real("tol", tol, 0.0)
     group = group or rspec.group
     if group not in GROUPS or (rspec.group == "orthogonal" and group != "orthogonal"):

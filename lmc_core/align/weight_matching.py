@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..domains import MAX_SEED, MAX_STEPS, MAX_THREADS
 from .. import rng
 from .check import check_finite, check_int, check_real
 from .lap import assign, assign_heads, score
@@ -205,11 +206,11 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, max_sweeps: int =
     (0 would return the identity unmatched), tol a finite number >= 0, seed an integer and threads None or an
     integer >= 1 — all before any matching.
     """
-    max_sweeps = check_int("max_sweeps", max_sweeps, 1)
+    max_sweeps = check_int("max_sweeps", max_sweeps, 1, MAX_STEPS)
     tol = check_real("tol", tol, 0.0)
-    seed = check_int("seed", seed)
+    seed = check_int("seed", seed, 0, MAX_SEED)
     if threads is not None:
-        threads = check_int("threads", threads, 1)
+        threads = check_int("threads", threads, 1, MAX_THREADS)
     check_finite(a, "model A (a)")
     check_finite(b, "model B (b)")
     before = torch.get_num_threads()

@@ -20,6 +20,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from ..domains import MAX_SEED, MAX_STEPS
 from ..align import PermutationSpec, activation_matching, apply_permutation, match_weights
 from ..align.auto import ModuleSpec, auto_spec, tied_names
 from ..align.methods import ALIASES
@@ -186,8 +187,8 @@ def align_models(model_a: nn.Module, model_b: nn.Module, sample: Any, method: st
     not accepted by model A — all before any matching.
     """
     check_choice("method", method, METHODS)
-    seed = check_int("seed", seed)
-    max_sweeps = check_int("max_sweeps", max_sweeps, 1)
+    seed = check_int("seed", seed, 0, MAX_SEED)
+    max_sweeps = check_int("max_sweeps", max_sweeps, 1, MAX_STEPS)
     check_pair(model_a, model_b)
     sd_a, sd_b = model_a.state_dict(), model_b.state_dict()
     check_finite(sd_a, "model_a")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..domains import MAX_BATCH, MAX_SEED, MAX_STEPS, MAX_UNITS
 from ..align import RESIDUAL, activation_matching, apply_permutation, match_weights, random_permutation
 from ..align.learned import learned_from_best
 from ..align.methods import (ACTIVATION, CONTROL, LEARNED, ORTHOGONAL_ACTIVATIONS, ORTHOGONAL_WEIGHTS, RESTARTS,
@@ -55,8 +56,8 @@ def permutation_ends(fam, cfg, a, b, x_match, seed: int, restarts: int = RESTART
     ("perms_wm", "perms_am"), weight matching's sweeps and seconds (of the kept restart). x_match: the inputs
     activation matching correlates; seed: weight matching's first sweep order and the control's permutation (an
     integer); restarts: an integer >= 1 (ConfigError otherwise, before any matching)."""
-    seed = check_int("seed", seed)
-    restarts = check_int("restarts", restarts, 1)
+    seed = check_int("seed", seed, 0, MAX_SEED)
+    restarts = check_int("restarts", restarts, 1, MAX_UNITS)
     pspec = fam.perm_spec(cfg)
     perms_wm, wm = match_weights(pspec, a, b, seed=seed, restarts=restarts)
     perms_am, _ = activation_matching(pspec, fam.activations(cfg, a, x_match), fam.activations(cfg, b, x_match))
@@ -75,7 +76,7 @@ def path_curves(fam, cfg, ends: dict, kinds, examples, alphas, batch_size: int, 
     is returned too (kind j's point q is its copy j * len(alphas) + q). alphas: a non-empty sequence of finite
     numbers; batch_size: an integer >= 1 (ConfigError otherwise, before any evaluation)."""
     _check_alphas(alphas)
-    batch_size = check_int("batch_size", batch_size, 1)
+    batch_size = check_int("batch_size", batch_size, 1, MAX_BATCH)
     path = stack_states([interpolate_states(*ends[k], alphas) for k in kinds])
     r = fam.evaluate(cfg, path, examples, batch_size=batch_size, device=device)
     n = len(alphas)
@@ -96,8 +97,8 @@ def classifier_pair(fam, cfg, a, b, x_match, test, alphas, seed: int, restarts: 
     endpoints' numbers are read at the first and last); seed an integer; restarts an integer >= 1; definition one of
     barrier.DEFINITIONS (ConfigError otherwise, before any matching)."""
     _check_alphas(alphas, ends=True)
-    seed = check_int("seed", seed)
-    restarts = check_int("restarts", restarts, 1)
+    seed = check_int("seed", seed, 0, MAX_SEED)
+    restarts = check_int("restarts", restarts, 1, MAX_UNITS)
     check_choice("definition", definition, B.DEFINITIONS)
     ends, info = permutation_ends(fam, cfg, a, b, x_match, seed, restarts)
     cd, path = path_curves(fam, cfg, ends, PERMUTATION_METHODS, test, alphas, 1024, device)
@@ -134,10 +135,10 @@ class Learning:
     units: bool = False
 
     def __post_init__(self):
-        check_int("steps", self.steps, 1)
+        check_int("steps", self.steps, 1, MAX_STEPS)
         check_real("lr", self.lr, 0.0, lo_open=True)
-        check_int("batch", self.batch, 1)
-        check_int("heldout", self.heldout, 1)
+        check_int("batch", self.batch, 1, MAX_BATCH)
+        check_int("heldout", self.heldout, 1, MAX_UNITS)
         if not isinstance(self.units, (bool, np.bool_)):
             raise ConfigError(f"units={self.units!r} must be True or False")
 
@@ -149,7 +150,7 @@ def residual_ends(fam, cfg, a, b, perms: dict, x_match, train_windows, seed: int
     the matching windows) after the residual permutation of weight / activation matching and after the Procrustes
     rotation. perms: permutation_ends' info (its weight- and activation-matching permutations). seed: an integer;
     learn: a Learning (ConfigError / TypeError otherwise, before any work)."""
-    seed = check_int("seed", seed)
+    seed = check_int("seed", seed, 0, MAX_SEED)
     if not isinstance(learn, Learning):
         raise TypeError(f"learn must be a pair_alignment.Learning, got {type(learn).__name__}")
     if len(train_windows) < 1:

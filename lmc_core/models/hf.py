@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from ..domains import MAX_SEED, MAX_VOCAB, MAX_WIDTH
 from ..config import ModelConfig, check_int
 from ..nn.activations import HF_ACTIVATIONS
 from .convert import ConversionError, from_gpt2, gpt2_config
@@ -248,8 +249,8 @@ def encoder_from_hf(model, n_classes: int = 2, head_seed: int = 0, check: bool =
     """A K=1 EncoderClassifier (encoder family) from a transformers BertModel / RobertaModel (a fresh classifier
     head with n_classes outputs from head_seed), its last hidden states checked against transformers' (in float32).
     n_classes: an integer >= 2; head_seed: an integer (ConfigError otherwise)."""
-    n_classes = check_int("n_classes", n_classes, 2)
-    head_seed = check_int("head_seed", head_seed)
+    n_classes = check_int("n_classes", n_classes, 2, MAX_VOCAB)
+    head_seed = check_int("head_seed", head_seed, 0, MAX_SEED)
     from .encoder import EncoderClassifier
     from .pretrained import bert_from_hf, hf_encoder_config, position_offset, stack_pretrained
 
@@ -287,9 +288,9 @@ def load_hf(source: Any, context: int | None = None, n_classes: int = 2, head_se
     (named), another model type or a setting we cannot reproduce.
     """
     if context is not None:
-        context = check_int("context", context, 1)
-    n_classes = check_int("n_classes", n_classes, 2)
-    head_seed = check_int("head_seed", head_seed)
+        context = check_int("context", context, 1, MAX_WIDTH)
+    n_classes = check_int("n_classes", n_classes, 2, MAX_VOCAB)
+    head_seed = check_int("head_seed", head_seed, 0, MAX_SEED)
     if not isinstance(check, bool):
         raise ConversionError(f"check={check!r} must be True or False")
     tf = _transformers()

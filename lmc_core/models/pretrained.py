@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..domains import MAX_UNITS, MAX_WIDTH
 from ..config import ConfigError, check_int
 from ..data import hub
 from ..data.minilm import MINILM_PIP, PretrainedUnavailableError, minilm_dir, minilm_tokenizer, tokenize  # noqa: F401
@@ -119,7 +120,7 @@ def _hf_name(n: str) -> str:
 def stack_pretrained(cfg: EncoderConfig, k: int, pretrained: State, head_seeds: Sequence[int] | None = None) -> State:
     """A K-copy state: `pretrained` (K=1) in every copy, every other tensor drawn from head_seeds[k].
     k: an integer >= 1; head_seeds: None or k integers (ConfigError otherwise)."""
-    k = check_int("k", k, 1)
+    k = check_int("k", k, 1, MAX_UNITS)
     seeds = list(range(k)) if head_seeds is None else [check_int(f"head_seeds[{i}]", s)
                                                         for i, s in enumerate(head_seeds)]
     if len(seeds) != k:
@@ -142,7 +143,7 @@ def load_minilm(cfg: EncoderConfig | None = None, k: int = 1, head_seeds: Sequen
     (and adapters / LoRA) per copy from head_seeds (default 0..K-1). k: an integer >= 1 (ConfigError otherwise)."""
     from safetensors.torch import load_file
 
-    k = check_int("k", k, 1)
+    k = check_int("k", k, 1, MAX_UNITS)
 
     folder = minilm_dir()
     base = minilm_config()
@@ -182,7 +183,7 @@ def from_pretrained_bert(name: str = "bert-base-uncased", k: int = 1, head_seeds
     """(config, K-copy state) of a BERT or RoBERTa checkpoint from the hub ("bert-base-uncased",
     "roberta-base", ...; "minilm" = the offline MiniLM); fails at once offline. k: an integer >= 1 (ConfigError
     otherwise, before anything is loaded)."""
-    k = check_int("k", k, 1)
+    k = check_int("k", k, 1, MAX_UNITS)
     if name.lower() in _MINILM_NAMES:
         cfg = minilm_config(**overrides)
         return cfg, load_minilm(cfg, k, head_seeds)
@@ -225,9 +226,9 @@ def from_pretrained_gpt2(name: str = "gpt2", k: int = 1, context: int | None = N
     context: None or an integer >= 1 (ConfigError otherwise, before anything is loaded)."""
     from .convert import from_gpt2, gpt2_config
 
-    k = check_int("k", k, 1)
+    k = check_int("k", k, 1, MAX_UNITS)
     if context is not None:
-        context = check_int("context", context, 1)
+        context = check_int("context", context, 1, MAX_WIDTH)
 
     try:
         _require_online(name, "from_pretrained_gpt2")

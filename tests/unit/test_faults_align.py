@@ -137,7 +137,8 @@ def test_outputs_that_overflow_are_named_as_such():
 @pytest.mark.parametrize("kw, name", [({"max_sweeps": 0}, "max_sweeps"), ({"max_sweeps": -1}, "max_sweeps"),
                                       ({"max_sweeps": 2.5}, "max_sweeps"), ({"max_sweeps": True}, "max_sweeps"),
                                       ({"seed": 1.5}, "seed"), ({"seed": "0"}, "seed"),
-                                      ({"method": "bogus"}, "method")])
+                                      ({"max_sweeps": 10**12}, "max_sweeps"), ({"seed": 2**64}, "seed"),
+                                      ({"seed": -1}, "seed"), ({"method": "bogus"}, "method")])
 def test_align_models_checks_its_numbers_before_any_work(kw, name, monkeypatch):
     def no_work(*a, **k):
         raise AssertionError("work started before the arguments were checked")
@@ -159,6 +160,8 @@ def test_weight_matching_refuses_zero_sweeps_and_bad_numbers():
             weight_matching(ms.spec, a, b, **kw)
     with pytest.raises(ArgumentError, match="restarts=0"):
         match_weights(ms.spec, a, b, restarts=0)
+    with pytest.raises(ArgumentError, match="restarts=.* out of range"):  # a size has an upper bound too
+        match_weights(ms.spec, a, b, restarts=10**9)
     with pytest.raises(ArgumentError, match="seed="):
         match_weights(ms.spec, a, b, seed=None)
     perms, info = weight_matching(ms.spec, a, b, max_sweeps=1)  # the smallest valid value still matches
