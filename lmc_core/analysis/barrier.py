@@ -14,20 +14,26 @@ A barrier or instability that is not finite is never called stable or unstable (
 """
 from __future__ import annotations
 
-import functools
+import numbers
 
 import numpy as np
+
+from ..config import ConfigError, check_choice, check_real
+from ..domains import MAX_ALPHAS  # the bound of linear_path, alpha_grid, interpolate_states and the studies
 
 DEFINITIONS = ("mean", "chord", "subchord", "midpoint")
 DEFAULT = "mean"
 STABILITY_THRESHOLD_PCT = 2.0
-SUBCHORD_DENSE = 128  # up to this many points, `subchord` looks at all point triples in one array operation
 
 
 def check_alphas(alphas) -> np.ndarray:
     """The alphas as float64 [n]; ValueError unless they increase strictly from 0 to 1 (n >= 2, endpoints
     included)."""
-    a = np.asarray(alphas, dtype=np.float64)
+    raw = np.asarray(alphas)
+    if raw.dtype.kind not in "iuf":
+        raise ValueError(f"alphas must be numbers (a 1-D grid from 0 to 1), got {raw.dtype} values "
+                         f"{raw.ravel().tolist()[:4]}")
+    a = raw.astype(np.float64)
     if a.ndim != 1 or a.size < 2 or not np.all(np.isfinite(a)):
         raise ValueError(f"alphas must be a 1-D grid of at least 2 finite points from 0 to 1, got {a.tolist()[:8]}")
     if not (np.all(np.diff(a) > 0) and np.isclose(a[0], 0.0) and np.isclose(a[-1], 1.0)):
@@ -40,24 +46,46 @@ def _curve(alphas, values) -> tuple[np.ndarray, np.ndarray]:
     v = np.asarray(values, dtype=np.float64)
     if a.shape != v.shape:
         raise ValueError("alphas and values must be 1-D of the same length >= 2")
+    if a.size > MAX_ALPHAS:
+        raise ValueError(f"alphas: {a.size} points; at most MAX_ALPHAS = {MAX_ALPHAS}")
     return a, v
 
 
 def barrier(alphas, values, definition: str = DEFAULT) -> float:
-    """Barrier height of the curve values(alphas) under one definition."""
+    """Barrier height of the curve values(alphas) under one definition (NaN where a value is not finite).
+    ValueError for a grid that does not increase from 0 to 1 or has more than MAX_ALPHAS points, ConfigError for an
+    unknown definition."""
+    check_choice("definition", definition, DEFINITIONS)
     a, v = _curve(alphas, values)
-    if definition not in DEFINITIONS:
-        raise ValueError(f"unknown barrier definition {definition!r}; choose one of {list(DEFINITIONS)}")
     return height(a, v, definition)
 
 
-@functools.lru_cache(maxsize=16)
-def _triples(grid: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every point triple i < k < j of a grid (its float64 bytes) and the weight w of k on the chord (i, j)."""
-    a = np.frombuffer(grid, dtype=np.float64)
-    i, k, j = np.ix_(np.arange(a.size), np.arange(a.size), np.arange(a.size))
-    i, k, j = np.nonzero((i < k) & (k < j))
-    return i, k, j, (a[k] - a[i]) / (a[j] - a[i])
+def subchord(a: np.ndarray, v: np.ndarray) -> float:
+    """`subchord` of a checked, finite curve in O(n^2) time and memory (n <= MAX_ALPHAS: 8 MB arrays at most):
+    max(0, max over i < k < j of v[k] - chord_ij(a[k])).
+
+    For fixed k and i < k the lowest chord (i, j), j > k, at a[k] is the one of least slope from i, so
+    min_j chord_ij(a[k]) = v[i] + (a[k] - a[i]) * min_{j > k} slope(i, j): a suffix minimum over j of the slope
+    matrix, then a minimum over i. The winning triple of every k is then measured by the definition's own formula,
+    v[k] - ((1 - w) v[i] + w v[j]) with w = (a[k] - a[i]) / (a[j] - a[i]), so the value is that of the O(n^3)
+    search over every triple (the test suite compares them on random curves)."""
+    n = a.size
+    if n < 3:
+        return 0.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        slope = (v[None, :] - v[:, None]) / (a[None, :] - a[:, None])  # [i, j]: slope of the chord (i, j)
+        slope[np.tril_indices(n)] = np.inf  # only j > i
+        least = np.full((n, n), np.inf)  # [i, k]: min over j > k of slope(i, j)
+        least[:, :-1] = np.minimum.accumulate(slope[:, :0:-1], axis=1)[:, ::-1]
+        low = v[:, None] + (a[None, :] - a[:, None]) * least  # [i, k]: the lowest chord from i at a[k]
+    low[np.tril_indices(n)] = np.inf  # only i < k
+    k = np.arange(1, n - 1)
+    i = np.argmin(low[:, k], axis=0)
+    rows = slope[i]  # [len(k), n]: slopes from each k's i
+    rows[np.arange(n)[None, :] <= k[:, None]] = np.inf  # only j > k
+    j = np.argmin(rows, axis=1)
+    w = (a[k] - a[i]) / (a[j] - a[i])
+    return float(max(0.0, np.max(v[k] - ((1 - w) * v[i] + w * v[j]))))
 
 
 def height(a: np.ndarray, v: np.ndarray, definition: str) -> float:
@@ -73,22 +101,7 @@ def height(a: np.ndarray, v: np.ndarray, definition: str) -> float:
     if definition == "midpoint":
         return float(np.interp(0.5, a, v) - ends)
     if definition == "subchord":
-        # the height of every point k above the chord of every pair (i, j) around it, i < k < j
-        best = 0.0
-        if a.size <= SUBCHORD_DENSE:  # every triple, in blocks whose arrays stay small (no page faults per call)
-            i, k, j, w = _triples(a.tobytes())
-            for s in range(0, i.size, 8192):
-                b = slice(s, s + 8192)
-                best = max(best, float(np.max(v[k[b]] - ((1 - w[b]) * v[i[b]] + w[b] * v[j[b]]), initial=best)))
-            return best
-        k, j = np.ix_(np.arange(a.size), np.arange(a.size))
-        for i in range(a.size - 2):
-            inside = (i < k) & (k < j)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                w = (a[k] - a[i]) / (a[j] - a[i])
-                height_ = v[k] - ((1 - w) * v[i] + w * v[j])
-            best = max(best, float(np.max(np.where(inside, height_, -np.inf))))
-        return best
+        return subchord(a, v)
     raise ValueError(f"unknown barrier definition {definition!r}; choose one of {list(DEFINITIONS)}")
 
 
@@ -104,8 +117,7 @@ SCALES = ("relative", "absolute")
 def instability(alphas, values, definition: str = DEFAULT, scale: str = "relative") -> float:
     """Barrier relative to the endpoints' mean in percent (scale "relative"), or in percentage points
     of a rate such as the error (scale "absolute": 100 x barrier)."""
-    if scale not in SCALES:
-        raise ValueError(f"scale={scale!r}; choose one of {list(SCALES)}")
+    check_choice("scale", scale, SCALES)
     b = barrier(alphas, values, definition)
     if scale == "absolute":
         return 100.0 * b
@@ -117,7 +129,18 @@ def instability(alphas, values, definition: str = DEFAULT, scale: str = "relativ
 
 
 def is_stable(instability_value: float, threshold: float = STABILITY_THRESHOLD_PCT) -> bool | None:
-    """Frankle et al.'s criterion: instability below the threshold (2); None if it is not finite."""
+    """Frankle et al.'s criterion: instability below the threshold (2); None if it is not finite. ConfigError
+    unless threshold is a finite number > 0."""
+    check_threshold(threshold)
     if instability_value is None or not np.isfinite(instability_value):
         return None
     return bool(instability_value < threshold)
+
+
+def check_threshold(threshold) -> float:
+    """The stability threshold as a float; ConfigError unless it is a real number (not a bool or a string), finite
+    and > 0 (in the instability's unit: % of the endpoints' mean for a loss, percentage points for the error)."""
+    if isinstance(threshold, (bool, str, bytes)) or not isinstance(threshold, numbers.Real):
+        raise ConfigError(f"threshold={threshold!r} must be a finite number > 0, in the instability's unit (% of the "
+                          "endpoints' mean for a loss, percentage points for the error; Frankle et al. 2020: 2)")
+    return check_real("threshold", threshold, 0, None, lo_open=True)

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as sps
 
+from ..config import check_int, check_real
 from . import stats as S
 from .criteria import CONVEX_TOL, Criterion
 
@@ -65,12 +66,15 @@ VERDICTS = {
     NOT_ABOVE_CHANCE: "the statistic does not exceed its permutation null",
 }
 NO_VERDICT = (TOO_FEW, NOT_FINITE, NOT_TESTABLE)
+_no_pairs = "nothing was measured (no pairs): nothing to judge"  # the reason of a finding over no values
 INTERVAL_NAME = {"bootstrap-t": "studentized-bootstrap interval", "welch bootstrap-t": "Welch-studentized "
                  "bootstrap interval", "models bootstrap-t": "model-resampling bootstrap-t interval"}
 
 
 def is_convex(chord_instability: float, tol: float = CONVEX_TOL) -> bool:
-    """True if a path's chord barrier (in instability units) is at most `tol`: no barrier."""
+    """True if a path's chord barrier (in instability units) is at most `tol` (a finite number >= 0): no barrier."""
+    if tol != CONVEX_TOL:
+        check_real("tol", tol, 0, None)
     return bool(np.isfinite(chord_instability) and chord_instability <= tol)
 
 
@@ -112,7 +116,7 @@ class Finding:
         """'2.85 points [2.61, 3.13] (95 % studentized-bootstrap interval over 5 initialisations, 30 pairs)'."""
         d, u = self.digits, (f" {self.unit}" if self.unit else "")
         if not np.isfinite(self.estimate):
-            return "not finite"
+            return "no value (no pairs)" if self.reason == _no_pairs else "not finite"
         est = f"{self.estimate:.{d}f}{u}"
         units = _plural(self.n_units, self.unit_name) + (f", {self.n_pairs} pairs" if self.n_pairs > self.n_units else "")
         if self.interval == "range" and self.n_units > 1:
@@ -212,30 +216,13 @@ def _convex(f: Finding) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- the rules
-def _summary(values, units) -> tuple[np.ndarray, int, bool]:
-    v = np.asarray(values, dtype=float).ravel()
-    finite = v.size > 0 and bool(np.all(np.isfinite(v)))
-    means, _ = S.unit_means(v, units) if finite else (v, None)
-    return means, int(v.size), finite
-
-
-def _spread(means: np.ndarray) -> tuple[float, float, str]:
-    """(low, high, method): the studentized-bootstrap interval from MIN_UNITS units, else the range."""
-    if means.size >= S.MIN_UNITS:
-        lo, hi = S.studentized_interval(means)
-        return float(lo), float(hi), "bootstrap-t"
-    if means.size >= 1:
-        return float(means.min()), float(means.max()), "range"
-    return float("nan"), float("nan"), ""
-
-
-def _sd(x: np.ndarray) -> float:
-    return float(np.std(x, ddof=1)) if x.size > 1 else float("nan")
+_summary, _spread, _sd = S.unit_summary, S.spread, S.sd  # numbers in, numbers out (stats.py)
 
 
 def estimate(values, units=None, *, question: str, metric: str, unit: str, unit_name: str = "pair",
              digits: int = 2, reference: str = "") -> Finding:
     """A number with its interval over the units (or their range below MIN_UNITS), and no verdict."""
+    S.check_args(digits)
     means, n_pairs, finite = _summary(values, units)
     est = float(means.mean()) if finite else float("nan")
     lo, hi, how = _spread(means) if finite else (float("nan"), float("nan"), "")
@@ -256,13 +243,18 @@ def threshold(values, chord=None, units=None, *, criterion: Criterion, question:
               bounds: tuple | None = None) -> Finding:
     """The verdict of per-pair barriers `values` (in criterion.unit) against criterion.threshold; `chord`: the
     pairs' chord barriers in the same unit, for the convex tag (a pair with chord <= convex_tol has no barrier);
-    `bounds`: (low, high) the quantity can take (e.g. (0, 100) for an error barrier `mean` in points; None: any)."""
+    `bounds`: (low, high) the quantity can take (e.g. (0, 100) for an error barrier `mean` in points; None: any).
+    No values: not testable, saying nothing was measured. ConfigError for digits, convex_tol or bounds out of their
+    domain."""
+    S.check_args(digits, convex_tol, bounds)
     f = _clip(estimate(values, units, question=question, metric=metric, unit=criterion.unit, unit_name=unit_name,
                        digits=digits, reference=reference), bounds)
     c = np.asarray(values if chord is None else chord, dtype=float).ravel()
     convex = int(np.sum(np.isfinite(c) & (c <= convex_tol))) if chord is not None else 0
     f = replace(f, criterion=criterion.words(), source=criterion.source, convex_pairs=convex)
     means, _, finite = _summary(values, units)
+    if f.n_pairs == 0:
+        return replace(f, verdict=NOT_TESTABLE, reason=_no_pairs)
     if not finite or not np.all(np.isfinite(c)):
         return replace(f, verdict=NOT_FINITE)
     if convex == f.n_pairs:
@@ -303,8 +295,11 @@ def paired(differences, units=None, *, question: str, metric: str, unit: str, ex
            unit_name: str = "pair", digits: int = 2, reference: str = "") -> Finding:
     """The sign of paired differences (first minus second), summarised per unit, by an exact sign-flip test —
     one-sided when the claim names a direction (`expected`: "higher" | "lower"), else two-sided."""
+    S.check_args(digits, expected=expected)
     f = estimate(differences, units, question=question, metric=metric, unit=unit, unit_name=unit_name,
                  digits=digits, reference=reference)
+    if f.n_pairs == 0:
+        return replace(f, verdict=NOT_TESTABLE, reason=_no_pairs)
     if f.verdict == NOT_FINITE or f.n_units == 0:
         return replace(f, verdict=NOT_FINITE)
     means, _, _ = _summary(differences, units)
@@ -326,11 +321,15 @@ def arms(a, b, *, question: str, metric: str, unit: str, names: tuple[str, str] 
     names the claimed direction of a relative to b. The interval is Welch-studentized from MIN_UNITS per arm.
     convex_tol: the values are barriers, and one at most this is a convex path's, so 0 (no barrier): bumps within
     the tolerance, which a rebuild on another CPU may move, never decide the test."""
+    S.check_args(digits, convex_tol, expected=expected)
     x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
     if convex_tol is not None:
         x, y = (np.where(np.isfinite(v) & (v <= convex_tol), 0.0, v) for v in (x, y))
     n = int(x.size + y.size)
     q = f"{question} ({names[0]} − {names[1]})"
+    if x.size == 0 or y.size == 0:
+        return Finding(q, metric, unit, float("nan"), NOT_TESTABLE, n_units=n, unit_name=unit_name, n_pairs=n,
+                       reason=f"nothing was measured in arm {names[0] if x.size == 0 else names[1]}: nothing to judge")
     if x.size == 0 or y.size == 0 or (not ranks and not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)))):
         return Finding(q, metric, unit, float("nan"), NOT_FINITE, n_units=n, unit_name=unit_name, n_pairs=n)
     if ranks and not (np.isfinite(x).any() or np.isfinite(y).any()):
@@ -367,6 +366,7 @@ def shared_pairs(values, model_a, model_b, chord=None, *, criterion: Criterion |
     """Pairs that share models (e.g. all pairs among m seeds): the mean over pairs with its bootstrap-t interval over
     models (stats.shared_pairs_interval), judged against `criterion` when given; the units are the models. The
     detectable effect uses the spread of the models' mean barriers (an approximation: they are not independent)."""
+    S.check_args(digits, bounds=bounds)
     v = np.asarray(values, dtype=float).ravel()
     unit = criterion.unit if criterion is not None else unit
     m = len(set(np.asarray(model_a).tolist()) | set(np.asarray(model_b).tolist()))
@@ -374,7 +374,9 @@ def shared_pairs(values, model_a, model_b, chord=None, *, criterion: Criterion |
                 unit_name=unit_name, n_pairs=int(v.size), digits=digits)
     if criterion is not None:
         f = replace(f, criterion=criterion.words(), source=criterion.source)
-    if v.size == 0 or not np.all(np.isfinite(v)):
+    if v.size == 0:
+        return replace(f, verdict=NOT_TESTABLE, reason=_no_pairs)
+    if not np.all(np.isfinite(v)):
         return replace(f, verdict=NOT_FINITE)
     c = None if chord is None else np.asarray(chord, dtype=float).ravel()
     convex = int(np.sum(c <= CONVEX_TOL)) if c is not None else 0
@@ -402,6 +404,8 @@ def onset(ks: Sequence, per_k: Sequence[Finding], *, question: str, metric: str,
     k judged unstable and the first k from which every k is judged stable (or has no barrier). Not testable when
     the first k is not judged unstable (no instability to lose); too few units when a k has too few."""
     ks, per_k = list(ks), list(per_k)
+    if not per_k or len(ks) != len(per_k):
+        raise ValueError(f"onset: give one finding per spawn point; got {len(ks)} ks, {len(per_k)} findings")
     base = Finding(question, metric, unit, float("nan"), n_units=min(f.n_units for f in per_k),
                    unit_name=per_k[0].unit_name, n_pairs=per_k[0].n_pairs, criterion=per_k[0].criterion,
                    source=per_k[0].source, digits=0)
@@ -428,10 +432,13 @@ def argmin(grid: Sequence[float], matrix, *, question: str, metric: str, unit: s
     """Where a measure is lowest along a grid (e.g. learning rates), from `matrix` [units x cells] paired by unit:
     a cell is worse than the best when the interval of its paired difference to the best lies above 0; the set
     of cells not worse is the argmin's confidence set. interior: the set avoids both ends; edge: it is one end."""
+    S.check_args(digits)
     m = np.asarray(matrix, dtype=float)
     grid = [float(g) for g in grid]
     n = int(m.shape[0]) if m.ndim == 2 else 0
     base = Finding(question, metric, unit, float("nan"), n_units=n, unit_name=unit_name, n_pairs=n, digits=digits)
+    if m.ndim == 2 and m.shape[0] == 0:
+        return replace(base, verdict=NOT_TESTABLE, reason=_no_pairs)
     if m.ndim != 2 or m.shape[1] != len(grid) or not np.all(np.isfinite(m)):
         return replace(base, verdict=NOT_FINITE)
     best = int(np.argmin(m.mean(0)))
@@ -474,6 +481,8 @@ def structure(observed: float, null, *, question: str, metric: str, unit: str = 
     """An observed statistic against its permutation null [N]: above chance when p <= ALPHA. The smallest effect
     the design could detect is the null's (1 - ALPHA) quantile: an observed value at least that large would have
     been called above chance."""
+    S.check_args(digits)
+    check_int("n_units", n_units, 0)
     d = np.asarray(null, dtype=float)
     d = d[np.isfinite(d)]
     f = Finding(question, metric, unit, float(observed), n_units=n_units, unit_name=unit_name, n_pairs=n_units,

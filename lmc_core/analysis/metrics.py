@@ -11,6 +11,7 @@ import pandas as pd
 from . import barrier as B
 from . import findings as F
 from .criteria import FRANKLE as FRANKLE_CRITERION, RELATIVE_LOSS, Criterion
+from ..config import check_choice, check_int
 from .findings import is_convex
 
 METRICS = ("loss", "ppl", "error")
@@ -44,7 +45,7 @@ def _metric_rows(ident: dict, metric: str, a: np.ndarray, v: np.ndarray) -> list
     ends = 0.5 * (v[0] + v[-1])
     heights = {d: B.height(a, v, d) for d in B.DEFINITIONS}
     chord = _scaled(heights["chord"], ends, scale)
-    top = float(np.nanmax(v))
+    top = float(np.nanmax(v)) if not np.isnan(v).all() else float("nan")  # all NaN: a path not finite
     rows = []
     for definition in B.DEFINITIONS:
         inst = _scaled(heights[definition], ends, scale)
@@ -55,18 +56,22 @@ def _metric_rows(ident: dict, metric: str, a: np.ndarray, v: np.ndarray) -> list
 
 
 def barrier_table(curves: pd.DataFrame, by: tuple[str, ...] = ("pair",),
-                  metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
+                  metrics: tuple[str, ...] = METRICS, required: tuple[str, ...] = ()) -> pd.DataFrame:
     """The one barrier-table builder (lmc_core's families and any nn.Module's paths alike). One row per (*by, split,
     metric, definition): barrier height, instability and its unit, whether it is
     below the 2 threshold (None when the barrier is not finite), and beside every definition the path's `chord`
-    instability and whether the path is convex (chord at most verdict.CONVEX_TOL: no barrier)."""
+    instability and whether the path is convex (chord at most verdict.CONVEX_TOL: no barrier).
+
+    A metric whose values in a group are all NaN is taken as one the group does not have (another panel's) and has
+    no rows, unless it is in `required` (a metric the group was measured in, e.g. a path's loss): then its rows are
+    NaN and its verdict "not finite", never a convex path."""
     rows = []
     keys = [*by, "split"]
     present = [m for m in metrics if m in curves]
     for ident, alpha, values in _groups(curves, keys, present):
         a = None
         for metric, v in zip(present, values):
-            if np.isnan(v).all():  # a metric this group does not have (another panel's)
+            if metric not in required and np.isnan(v).all():  # a metric this group does not have (another panel's)
                 continue
             a = B.check_alphas(alpha) if a is None else a
             rows += _metric_rows(ident, metric, a, v)
@@ -105,7 +110,8 @@ def _groups(curves: pd.DataFrame, keys: list[str], metrics: list[str]):
 
 
 def threshold_words(unit: str, threshold: float = B.STABILITY_THRESHOLD_PCT) -> str:
-    """'2 % threshold' or '2-point threshold', as fits the unit."""
+    """'2 % threshold' or '2-point threshold', as fits the unit (ConfigError unless threshold is a number > 0)."""
+    B.check_threshold(threshold)
     return f"{threshold:g} % threshold" if unit.startswith("%") else f"{threshold:g}-point threshold"
 
 
@@ -120,7 +126,8 @@ def mean_se(values) -> tuple[float, float, int]:
 
 
 def fmt_spread(mean: float, se: float, digits: int = 1) -> str:
-    """'m ± se' (or just 'm' when there is no spread)."""
+    """'m ± se' (or just 'm' when there is no spread); digits: an integer from 0 to 15."""
+    check_int("digits", digits, 0, 15)
     if not np.isfinite(mean):
         return "not finite"
     return f"{mean:.{digits}f}" + ("" if not np.isfinite(se) else f" ± {se:.{digits}f}")
@@ -138,6 +145,9 @@ def judge_barriers(barriers: pd.DataFrame, split: str, metric: str, definition: 
     """The threshold Finding of a barrier table (barrier_table) for one split and metric under `definition`: the
     instabilities summarised per `unit_col` unit (e.g. "init"), judged by criterion_of(metric), convex paths
     tagged from the table's chord column (findings.threshold)."""
+    check_choice("definition", definition, B.DEFINITIONS)
+    if barriers.empty:
+        raise ValueError("barriers: the table has no rows (no pairs): nothing to judge")
     rows = barriers[(barriers.split == split) & (barriers.metric == metric) & (barriers.definition == definition)]
     if rows.empty:
         raise ValueError(f"no barriers for split={split!r}, metric={metric!r}, definition={definition!r}")

@@ -13,12 +13,16 @@ calls `model(**batch)` without its label entry (`labels`, `label`, `y` or `targe
 """
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from ..config import check_int
 
 LABEL_KEYS = ("labels", "label", "y", "targets")
 IGNORE_INDEX = -100  # label value that counts in neither loss nor error (PyTorch's and Hugging Face's convention)
@@ -104,9 +108,11 @@ def _cut(data, batch_size: int) -> list:
 
 
 def batches(data: Any, batch_size: int, where: str = "data", limit: int | None = None) -> list[Batch]:
-    """One split as a list of parsed batches (read once; at most `limit` batches)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    """One split as a list of parsed batches (read once; at most `limit` batches). ConfigError unless batch_size is
+    an integer >= 1 and limit None or an integer >= 1."""
+    check_int("batch_size", batch_size, 1)
+    if limit is not None:
+        check_int("limit", limit, 1)
     if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
         raw = _cut(data, batch_size)
     elif isinstance(data, torch.Tensor) or _is_tensor_dict(data):
@@ -142,10 +148,29 @@ def logits_of(out: Any) -> torch.Tensor:
                     ".logits, or a tuple whose first element is the logits)")
 
 
+def check_labels(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """The labels' positions kept (not IGNORE_INDEX) as a bool mask, or None when every position is kept;
+    ValueError naming `data` unless they are integer class indices in [0, n_classes) (or IGNORE_INDEX)."""
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"data: the default loss needs integer class labels (torch.long); got {y.dtype} labels. "
+                         "Convert them (y.long()) or pass loss_fn=callable(outputs, batch) for soft targets")
+    flat = y.reshape(-1)
+    keep = flat != IGNORE_INDEX
+    kept = flat if bool(keep.all()) else flat[keep]
+    if kept.numel():
+        lo, hi = int(kept.min()), int(kept.max())
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"data: the labels run from {lo} to {hi}, but the model has {n_classes} outputs "
+                             f"(classes 0 to {n_classes - 1}; {IGNORE_INDEX} marks a position to ignore): give labels "
+                             "that fit the model's outputs, or pass loss_fn")
+    return None if kept is flat else keep
+
+
 def cross_entropy(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Per-example (per-position for sequences) cross-entropy of logits [..., C] with labels [...] (nats).
 
-    Positions labelled IGNORE_INDEX are dropped. Raises ValueError without labels or with mismatched shapes."""
+    Positions labelled IGNORE_INDEX are dropped. Raises ValueError without labels, with mismatched shapes, or with
+    labels that are not integer class indices in [0, C) (check_labels)."""
     y = batch.labels
     if y is None:
         raise ValueError("the default loss (cross-entropy on logits) needs labels: give (x, y) batches, a dict with "
@@ -154,9 +179,9 @@ def cross_entropy(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         raise ValueError(f"the default loss needs logits [..., C] and labels [...] of the same leading shape; got "
                          f"logits {tuple(outputs.shape)} and labels {tuple(y.shape)}. For another output layout "
                          "(e.g. a causal LM, whose labels are shifted) pass loss_fn=callable(outputs, batch)")
+    keep = check_labels(y, outputs.shape[-1])
     ce = F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]).float(), y.reshape(-1), reduction="none")
-    keep = y.reshape(-1) != IGNORE_INDEX
-    return ce if bool(keep.all()) else ce[keep]
+    return ce if keep is None else ce[keep]
 
 
 @functools.lru_cache(maxsize=1)
@@ -183,27 +208,38 @@ def cross_entropy_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return F.cross_entropy(xt, y.expand(a, padded), reduction="none")[:, :m]
 
 
+def _nan_where_undefined(wrong: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The 0/1 errors `wrong` [...] as float64, NaN where the logits [..., C] hold a NaN (their argmax is no
+    prediction: such an error is not a value)."""
+    bad = torch.isnan(logits).any(-1)
+    wrong = wrong.double()
+    return wrong.masked_fill_(bad, float("nan")) if bool(bad.any()) else wrong
+
+
 def top1_error(outputs: torch.Tensor, batch: Batch) -> torch.Tensor | None:
-    """Per-example top-1 error (1.0 wrong, 0.0 right) where labels fit the logits; None otherwise."""
+    """Per-example top-1 error (1.0 wrong, 0.0 right; NaN where the logits hold a NaN) where labels fit the logits;
+    None otherwise."""
     y = batch.labels
     if y is None or y.is_floating_point() or outputs.shape[:-1] != y.shape:
         return None
-    wrong = (outputs.argmax(-1) != y).reshape(-1)
+    wrong = _nan_where_undefined(outputs.argmax(-1) != y, outputs).reshape(-1)
     keep = y.reshape(-1) != IGNORE_INDEX
-    return (wrong if bool(keep.all()) else wrong[keep]).double()
+    return wrong if bool(keep.all()) else wrong[keep]
 
 
 def default_metrics(outputs: torch.Tensor, batch: Batch, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The default loss (cross_entropy, float32) and top-1 error (top1_error, bool) of the outputs [A, ..., C] of
-    A models on one batch whose integer labels fit them: [A, kept positions] each, with the same values. `cache`
-    keeps each batch's labels and kept positions between calls (keyed by id(batch))."""
+    """The default loss (cross_entropy, float32) and top-1 error (top1_error: bool, or float64 with NaN where the
+    logits hold a NaN) of the outputs [A, ..., C] of A models on one batch whose integer labels fit them: [A, kept
+    positions] each, with the same values. `cache` keeps each batch's labels and kept positions between calls (keyed
+    by id(batch)); the labels are checked once per batch (check_labels: ValueError naming `data`)."""
     if id(batch) not in cache:
         flat = batch.labels.reshape(-1)
-        keep = flat != IGNORE_INDEX
-        cache[id(batch)] = (flat, None if bool(keep.all()) else keep)
+        cache[id(batch)] = (flat, check_labels(flat, outputs.shape[-1]))
     flat, keep = cache[id(batch)]
     logits = outputs.reshape(outputs.shape[0], -1, outputs.shape[-1])
     ce, wrong = cross_entropy_rows(logits, flat), logits.argmax(-1) != flat
+    if bool(torch.isnan(ce).any()):  # a NaN logit makes its row's cross-entropy NaN: its error is no value either
+        wrong = _nan_where_undefined(wrong, logits)
     return (ce, wrong) if keep is None else (ce[:, keep], wrong[:, keep])
 
 
@@ -222,6 +258,50 @@ def largest_output(box: list):
         if isinstance(out, torch.Tensor):
             box[0] = max(box[0], out.numel() * out.element_size())
     return hook
+
+
+@torch.no_grad()
+def bn_statistics(model: nn.Module, state: dict, bn_modules: list[str], train: list[Batch], device) -> dict:
+    """BatchNorm running statistics {name: tensor} of the BatchNorm layers `bn_modules` of `model` with the
+    parameters and buffers `state` (one alpha's; loaded non-strictly into a copy), from the training batches:
+    those of one batch holding every training example, per channel the mean and the unbiased variance of the
+    layer's input over all examples (and positions), whatever the sizes of the batches (each batch weighs by its
+    examples: Chan et al.'s pairwise update in float64, so a short last batch is not over-weighted as by torch's
+    per-batch average, momentum=None). The BatchNorm layers run in train mode (each batch normalised by its own
+    statistics, as in training), every other module in eval mode."""
+    work = copy.deepcopy(model).to(device)
+    work.load_state_dict(state, strict=False)
+    work.eval()
+    bns = [work.get_submodule(n) for n in bn_modules]
+    acc: list[list | None] = [None] * len(bns)  # per layer: [examples, mean, sum of squared deviations] (float64)
+
+    def pooled(j: int):
+        def hook(_module, inputs):
+            x = inputs[0].detach()
+            dims = [0, *range(2, x.dim())]
+            n, xd = x.numel() // max(x.shape[1], 1), x.double()
+            mean = xd.mean(dims)
+            m2 = (xd - mean.view(1, -1, *[1] * (x.dim() - 2))).square_().sum(dims)
+            if acc[j] is None:
+                acc[j] = [n, mean, m2]
+            else:
+                count, mu, s2 = acc[j]
+                total, delta = count + n, mean - mu
+                acc[j] = [total, mu + delta * (n / total), s2 + m2 + delta.square() * (count * n / total)]
+        return hook
+
+    for j, m in enumerate(bns):
+        m.train()
+        m.register_forward_pre_hook(pooled(j))
+    for b in train:
+        b = b.to(device)
+        work(*b.args, **b.kwargs)
+    out = {}
+    for n, m, (count, mu, s2) in zip(bn_modules, bns, acc):
+        p = f"{n}." if n else ""
+        out[p + "running_mean"] = mu.to(m.running_mean.dtype)
+        out[p + "running_var"] = (s2 / max(count - 1, 1)).to(m.running_var.dtype)
+    return out
 
 
 LossFn = Callable[[torch.Tensor, Any], torch.Tensor]

@@ -15,23 +15,25 @@ import pandas as pd
 
 from . import barrier as B
 from . import findings as F
-from ..config import check_real
+from ..config import check_choice
 from .metrics import barrier_table, criterion_of
 
 METRICS = ("loss", "error")
 
 
-def barrier_rows(curve: pd.DataFrame) -> pd.DataFrame:
-    """One row per (split, metric, definition) of one pair's curve (metrics.barrier_table, the one builder; a metric
-    whose values are all NaN has no rows)."""
-    return barrier_table(curve, (), METRICS)
+def barrier_rows(curve: pd.DataFrame, required: tuple[str, ...] = ("loss",)) -> pd.DataFrame:
+    """One row per (split, metric, definition) of one pair's curve (metrics.barrier_table, the one builder). A
+    metric that was measured (`required`: the loss always, the error where the path had one) has rows even when its
+    values are all NaN: NaN barriers, verdict "not finite"; any other metric whose values are all NaN (an error
+    without labels) has none."""
+    return barrier_table(curve, (), METRICS, required)
 
 
 def _judge(inst: Sequence[float], chord: Sequence[float], split: str, metric: str, definition: str,
            threshold: float | None = None, units=None, unit_name: str = "pair") -> F.Finding:
     crit = criterion_of(metric)
     if threshold is not None and threshold != crit.threshold:
-        check_real("threshold", threshold, 0, None, lo_open=True)
+        threshold = B.check_threshold(threshold)
         crit = replace(crit, threshold=float(threshold), source=f"a threshold of {threshold:g} set by the caller")
     return F.threshold(inst, chord, units, criterion=crit, question=f"{metric} ({split})",
                        metric=f"barrier `{definition}`", unit_name=unit_name)
@@ -92,17 +94,17 @@ class PathResult:
 
 
 def path_result(curve, notes: list, mode: str, definition: str = B.DEFAULT,
-                threshold: float | None = None) -> PathResult:
+                threshold: float | None = None, required: tuple[str, ...] = ("loss",)) -> PathResult:
     """Barriers and verdicts of one pair's curve (a DataFrame, or a function that makes it): the arguments checked
-    now, the tables built on first access (PathResult.__getattr__)."""
-    if definition not in B.DEFINITIONS:
-        raise ValueError(f"definition={definition!r}; choose one of {list(B.DEFINITIONS)}")
-    if threshold is not None and any(threshold != criterion_of(m).threshold for m in METRICS):
-        check_real("threshold", threshold, 0, None, lo_open=True)
+    now (ConfigError for a definition or a threshold out of their domain), the tables built on first access
+    (PathResult.__getattr__). required: the metrics the path measured (barrier_rows: all NaN is "not finite")."""
+    check_choice("definition", definition, B.DEFINITIONS)
+    if threshold is not None:
+        B.check_threshold(threshold)
 
     def tables() -> dict:
         c = curve() if callable(curve) else curve
-        bars = barrier_rows(c)
+        bars = barrier_rows(c, required)
         inst: dict[tuple, dict] = {}  # (split, metric) -> {definition: instability}, in the table's order
         if not bars.empty:
             for s, m, d, i in zip(*(bars[k].to_numpy() for k in ("split", "metric", "definition", "instability"))):
@@ -121,15 +123,29 @@ def judge_paths(results: Sequence[PathResult], split: str | None = None, metric:
     """The finding over several pairs' paths (findings.threshold): the instability summarised per independent unit
     (`units`: one label per pair, e.g. the shared initialisation; None: every pair its own unit), its 95 %
     interval from stats.MIN_UNITS units on (else the range and no verdict), judged by Frankle et al.'s 2 points for
-    the error and 2 % of the endpoints' mean for the loss."""
+    the error and 2 % of the endpoints' mean for the loss. A path whose curve is not finite makes the finding "not
+    finite". Raises ValueError for no results ("no pairs"), ConfigError for a metric, definition or threshold out of
+    their domains, KeyError when a path has no such split or metric."""
+    results = list(results)
     if not results:
-        raise ValueError("judge_paths needs at least one PathResult")
-    definition = definition or results[0].definition
-    split = split or results[0].barriers["split"].iloc[0]
+        raise ValueError("judge_paths: results is empty — there are no pairs to judge (give one PathResult per pair)")
+    check_choice("metric", metric, METRICS)
+    definition = check_choice("definition", definition, B.DEFINITIONS) if definition is not None \
+        else results[0].definition
+    if threshold is not None:
+        B.check_threshold(threshold)
+    bad = [type(r).__name__ for r in results if not isinstance(r, PathResult)]
+    if bad:
+        raise TypeError(f"judge_paths: results must be PathResults (of linear_path); got {bad[:3]}")
+    if split is None:
+        if results[0].barriers.empty:
+            raise KeyError("judge_paths: the first path has no barriers (no split to judge)")
+        split = results[0].barriers["split"].iloc[0]
     inst, chord = [], []
     for r in results:
         b = r.barriers
-        g = b[(b.split == split) & (b.metric == metric)].set_index("definition")["instability"]
+        g = b[(b.split == split) & (b.metric == metric)].set_index("definition")["instability"] if not b.empty \
+            else pd.Series(dtype=float)
         if g.empty:
             raise KeyError(f"a path has no {metric} barrier on split {split!r}")
         inst.append(g[definition])

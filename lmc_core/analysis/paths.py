@@ -31,18 +31,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..config import check_choice, check_int
+from . import barrier as B
 from . import path_data as D
-from .interpolate import alpha_grid, nbytes, stacked_mix, weight_writer
+from .interpolate import check_finite_weights, nbytes, path_alphas, stacked_mix, weight_writer
 from .path_result import PathResult, path_result
 
 BN_TYPES = (nn.modules.batchnorm._BatchNorm,)  # noqa: SLF001 - the common base of BatchNorm1d/2d/3d
-
-
-def _alphas(alphas) -> np.ndarray:
-    a = alpha_grid(int(alphas)) if np.isscalar(alphas) else np.asarray(alphas, dtype=np.float64)
-    if a.ndim != 1 or a.size < 2 or not np.all(np.diff(a) > 0) or a[0] != 0.0 or a[-1] != 1.0:
-        raise ValueError("alphas: give a number of points (>= 2) or an increasing grid from exactly 0 to exactly 1")
-    return a
 
 
 @contextlib.contextmanager
@@ -139,7 +134,7 @@ class _Plan:
                                  "barriers; REPAIR, Jordan et al. 2023). Pass train_data=<training batches>, or "
                                  "bn='interpolate' to interpolate them (reported in the notes)")
             notes.append("BatchNorm running statistics " + (
-                "recomputed at every alpha on train_data (cumulative mean over its batches, eval mode elsewhere)"
+                "recomputed at every alpha on train_data (those of all its examples as one batch, eval mode elsewhere)"
                 if bn == "recompute" else "interpolated like parameters (bn='interpolate'; not recomputed)"))
 
     def to(self, device) -> "_Plan":
@@ -154,28 +149,6 @@ class _Plan:
         return {n: mixed[n] for n in self.params}, {n: mixed[n] for n in self.buf_a}
 
 
-@torch.no_grad()
-def _bn_statistics(model: nn.Module, plan: _Plan, params: dict, buffers: dict, train: list[D.Batch], device) -> dict:
-    """BatchNorm running statistics of the model with these (single-alpha) parameters, from the training batches:
-    the cumulative mean over batches (momentum None), every other module in eval mode."""
-    work = copy.deepcopy(model).to(device)
-    work.load_state_dict({**plan.fixed, **buffers, **params}, strict=False)
-    work.eval()
-    bns = [work.get_submodule(n) for n in plan.bn_modules]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    for b in train:
-        b = b.to(device)
-        work(*b.args, **b.kwargs)
-    out = {}
-    for n, m in zip(plan.bn_modules, bns):
-        p = f"{n}." if n else ""
-        out[p + "running_mean"], out[p + "running_var"] = m.running_mean.clone(), m.running_var.clone()
-    return out
-
-
 class _Evaluator:
     """Loss and error of many alphas on one split, batched or one alpha at a time."""
 
@@ -186,6 +159,7 @@ class _Evaluator:
         self.slots: dict[str, torch.Tensor] = {}  # its parameters and buffers by name
         self.write = None  # i -> None: alpha i's weights into the working copy (interpolate.weight_writer)
         self.labels: dict = {}  # D.default_metrics' cache of each batch's labels
+        self.has_error = False  # an error was measured (default top-1 error where labels fit, or error_fn)
 
     def call(self, params: dict, buffers: dict, b: D.Batch) -> torch.Tensor:
         return D.logits_of(torch.func.functional_call(self.model, {**buffers, **params}, b.args, b.kwargs))
@@ -204,6 +178,7 @@ class _Evaluator:
             err = None
         else:
             err = torch.as_tensor(self.error_fn(out, b.raw)).double()
+        self.has_error = self.has_error or err is not None
         return loss, err
 
     def default(self, out: torch.Tensor, b: D.Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -213,6 +188,7 @@ class _Evaluator:
         if self.loss_fn is not None or self.error_fn is not None or y is None or y.is_floating_point() \
                 or out.shape[1:-1] != y.shape:
             return None
+        self.has_error = True
         return D.default_metrics(out, b, self.labels)
 
     def batched(self, params: dict, buffers: dict, fixed: dict, data: list[D.Batch]) -> list[tuple]:
@@ -333,7 +309,8 @@ def _one_at_a_time(ev: _Evaluator, plan: _Plan, al: np.ndarray, todo: range, dat
         ev.write(i)
         if plan.bn == "recompute":
             mixed = {n: ev.slots[n] for n in plan.params}
-            ev.load(_bn_statistics(ev.model, plan, mixed, {n: ev.slots[n] for n in plan.buf_a}, train, ev.device))
+            state = {**plan.fixed, **{n: ev.slots[n] for n in plan.buf_a}, **mixed}
+            ev.load(D.bn_statistics(ev.model, state, plan.bn_modules, train, ev.device))
         outs = {name: ev.outputs(bs, probe if (i, j) == (todo.start, 0) else None)
                 for j, (name, bs) in enumerate(data_b.items())}
         held.append((i, outs))
@@ -353,8 +330,9 @@ def _batched(ev: _Evaluator, plan: _Plan, al: np.ndarray, data_b: dict, train: l
         idx = list(range(c0, min(len(al), c0 + chunk)))
         params, bufs = plan.at(al[idx])
         if plan.bn == "recompute":
-            stats = [_bn_statistics(ev.model, plan, {n: t[i] for n, t in params.items()},
-                                    {n: t[i] for n, t in bufs.items()}, train, ev.device) for i in range(len(idx))]
+            stats = [D.bn_statistics(ev.model, {**plan.fixed, **{n: t[i] for n, t in bufs.items()},
+                                                **{n: t[i] for n, t in params.items()}}, plan.bn_modules, train,
+                                     ev.device) for i in range(len(idx))]
             bufs.update({n: torch.stack([s[n] for s in stats]) for n in stats[0]})
         fixed = {n: t for n, t in plan.fixed.items() if n not in bufs}
         for name, bs in data_b.items():
@@ -376,11 +354,10 @@ def _batched(ev: _Evaluator, plan: _Plan, al: np.ndarray, data_b: dict, train: l
 
 def _alpha0_is_a(plan: _Plan, model: nn.Module, device: torch.device) -> bool:
     """True if the model at alpha 0 is model A as it is: its own tensors on `device`, no buffer recomputed or
-    interpolated, and B's parameters finite (so that 1 * a + 0 * b == a); checked for a small model only (for a
+    interpolated (the interpolation is exact at 0: interpolate.lerp_rows); checked for a small model only (for a
     large one the check costs more than the working copy it may save)."""
     return plan.bn != "recompute" and not plan.buf_a and _param_bytes(plan) <= SCRATCH_BYTES and all(
-        t.device == device for t in [*model.parameters(), *model.buffers()]) and all(
-        bool(torch.isfinite(t).all()) for t in plan.b.values())
+        t.device == device for t in [*model.parameters(), *model.buffers()])
 
 
 def _evaluate(ev: _Evaluator, plan: _Plan, al: np.ndarray, data_b: dict, train: list, batched: bool | str,
@@ -443,24 +420,46 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     definition / threshold: the barrier definition of the verdict (lmc_core.analysis.barrier.DEFINITIONS) and the
       stability threshold (2: Frankle et al. 2020).
 
+    Every point is evaluated with the weights of interpolate.lerp_rows (interpolate_states' values, bit for bit, in
+    any precision: exact at 0 and 1, a model with itself flat). A curve with a value that is not finite (a loss_fn
+    returning NaN, logits that overflow; the error of a NaN logit is NaN, not a 0/1) has NaN barriers and the
+    verdict "not finite", never "no barrier".
+
     Returns a PathResult: `curve` (split, alpha, loss, error, examples), `barriers` (split, metric, definition,
-    barrier, instability, unit, convex), `verdicts` (the three built on first access), `notes` and `mode`. Raises
-    TypeError/ValueError naming the argument for models of different architectures, unusable data, BatchNorm
-    without train_data, unequal integer buffers and a definition or threshold out of range.
+    barrier, instability, unit, convex), `verdicts` (the three built on first access), `notes` and `mode`. Raises,
+    before any evaluation, TypeError/ValueError naming the argument for models of different architectures, unusable
+    data, BatchNorm without train_data, unequal integer buffers, NonFiniteWeightsError (a ValueError naming the model
+    and the parameter) for NaN or infinite weights, and ConfigError for alphas (a count from 2 to
+    barrier.MAX_ALPHAS or a grid from exactly 0 to exactly 1), batch_size or memory_mb (integers >= 1), bn, batched,
+    definition or threshold (a finite number > 0) out of their domains; ValueError naming `data` for labels that are
+    not integer classes of the model's outputs (at the first batch evaluated).
     """
     check_pair(model_a, model_b)
-    al = _alphas(alphas)
+    al = path_alphas(alphas)
+    check_int("batch_size", batch_size, 1)
+    check_int("memory_mb", memory_mb, 1)
+    check_choice("bn", bn, ("recompute", "interpolate"))
+    check_choice("batched", batched, (True, False, "auto"))
+    check_choice("definition", definition, B.DEFINITIONS)
+    B.check_threshold(threshold)
     cfg = family_config(model_a)
     splits = data if D.is_split_dict(data) or (cfg is not None and isinstance(data, dict)) else {"eval": data}
     if cfg is not None:
         from .family_paths import family_curve
 
+        check_finite_weights(model_a, "model_a")
+        check_finite_weights(model_b, "model_b")
         curve, notes, mode = family_curve(cfg, model_a, model_b, splits, al, batch_size, device)
-        return path_result(curve, notes, mode, definition, threshold)
+        return path_result(curve, notes, mode, definition, threshold, required=("loss", "error"))
     dev = torch.device(device) if device is not None else next(
         iter([*model_a.parameters(), *model_a.buffers()]), torch.empty(0)).device
     notes: list[str] = []
-    plan = _Plan(model_a, model_b, bn, train_data, notes).to(dev)
+    plan = _Plan(model_a, model_b, bn, train_data, notes)
+    recomputed = {n for n in plan.fixed if plan.bn == "recompute" and n.rsplit(".", 1)[-1] in (
+        "running_mean", "running_var") and n.rpartition(".")[0] in plan.bn_modules}
+    check_finite_weights(model_a, "model_a", recomputed)
+    check_finite_weights(model_b, "model_b", recomputed)
+    plan.to(dev)
     train = D.batches(train_data, batch_size, "train_data") if plan.bn == "recompute" else []
     data_b = {name: D.batches(s, batch_size, f"data[{name!r}]") for name, s in splits.items()}
     ev = _Evaluator(model_a, loss_fn, error_fn, dev)
@@ -469,16 +468,22 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     cols = [(s, float(a), *r) for s in splits for a, r in zip(al, rows[s])]  # split, alpha, loss, examples, error
     return path_result(lambda: pd.DataFrame({k: np.array([c[i] for c in cols], dtype=t) for k, i, t in (
         ("split", 0, object), ("alpha", 1, np.float64), ("loss", 2, np.float64), ("error", 4, np.float64),
-        ("examples", 3, np.int64))}), notes, mode, definition, threshold)
+        ("examples", 3, np.int64))}), notes, mode, definition, threshold,
+        required=("loss", "error") if ev.has_error else ("loss",))
 
 
 @torch.no_grad()
 def path_outputs(model_a: nn.Module, model_b: nn.Module, batch: Any, alphas=3, batched: bool = True) -> torch.Tensor:
     """Outputs [len(alphas), ...] of the interpolated models on one batch (a tensor, a tuple (x, ...) or a dict of
     model inputs), in eval mode; parameters and differing floating-point buffers (BatchNorm statistics included)
-    are interpolated. batched: one vmap call, else one alpha at a time."""
+    are interpolated (interpolate.lerp_rows: the weights of interpolate_states, bit for bit). batched: one vmap
+    call (True), else one alpha at a time (False). Raises as linear_path for alphas, batched and non-finite
+    weights."""
     check_pair(model_a, model_b)
-    al = _alphas(alphas)
+    al = path_alphas(alphas)
+    check_choice("batched", batched, (True, False))
+    check_finite_weights(model_a, "model_a")
+    check_finite_weights(model_b, "model_b")
     plan = _Plan(model_a, model_b, "interpolate", None, [])
     b = D.parse_batch(batch, "batch")
     ev = _Evaluator(model_a, None, None, None)

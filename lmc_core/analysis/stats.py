@@ -28,12 +28,46 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import stats as sps
 
+from ..config import check_choice, check_int, check_real
+
 CONFIDENCE = 0.95  # every interval printed
 ALPHA = 0.05  # every test's level (an exact test rejects at p <= ALPHA)
 POWER = 0.80  # the power at which the smallest detectable effect is stated
 MIN_UNITS = 5  # fewer independent units: the range is printed and no verdict drawn (coverage: module docstring)
 N_BOOT = 1999  # bootstrap-t resamples
 N_PERM = 9999  # permutations of a Monte Carlo permutation test (exact enumeration below that many)
+MAX_RESAMPLES = 1_000_000  # bootstrap resamples / permutations one call may ask for (memory: resamples x units)
+ALTERNATIVES = ("two-sided", "greater", "less")
+
+
+def _check(confidence: float | None = None, n_resamples: int | None = None, seed: int | None = None,
+           alternative: str | None = None, name: str = "n_resamples") -> None:
+    """ConfigError naming the parameter: confidence a number in (0, 1), n_resamples an integer from 1 to
+    MAX_RESAMPLES, seed an integer >= 0, alternative one of ALTERNATIVES."""
+    if confidence is not None:
+        check_real("confidence", confidence, 0, 1, lo_open=True, hi_open=True)
+    if n_resamples is not None:
+        check_int(name, n_resamples, 1, MAX_RESAMPLES)
+    if seed is not None:
+        check_int("seed", seed, 0)
+    if alternative is not None:
+        check_choice("alternative", alternative, ALTERNATIVES)
+
+
+def check_args(digits: int = 2, convex_tol=None, bounds=None, expected="") -> None:
+    """The findings layer's arguments: ConfigError naming digits (an integer from 0 to 15), convex_tol (a finite
+    number >= 0), bounds ((low, high), either None) or expected (None, "higher" or "lower") out of its domain."""
+    check_int("digits", digits, 0, 15)
+    if convex_tol is not None:
+        check_real("convex_tol", convex_tol, 0, None)
+    if bounds is not None:
+        if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2):
+            raise ValueError(f"bounds={bounds!r}: give (low, high), either None for no bound")
+        lo, hi = (None if b is None else check_real("bounds", b) for b in bounds)
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"bounds={bounds!r}: low must not exceed high")
+    if expected != "":
+        check_choice("expected", expected, (None, "higher", "lower"))
 
 
 def unit_means(values, units=None) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +82,30 @@ def unit_means(values, units=None) -> tuple[np.ndarray, np.ndarray]:
     keys = list(dict.fromkeys(u.tolist()))
     groups = [v[u == k] for k in keys]
     return np.array([g.mean() for g in groups]), np.array([g.size for g in groups])
+
+
+def unit_summary(values, units) -> tuple[np.ndarray, int, bool]:
+    """(the units' means, the number of values, whether there are values and all are finite); the values
+    themselves when they are not."""
+    v = np.asarray(values, dtype=float).ravel()
+    finite = v.size > 0 and bool(np.all(np.isfinite(v)))
+    means, _ = unit_means(v, units) if finite else (v, None)
+    return means, int(v.size), finite
+
+
+def spread(means: np.ndarray) -> tuple[float, float, str]:
+    """(low, high, method): the studentized-bootstrap interval from MIN_UNITS units, else the range."""
+    if means.size >= MIN_UNITS:
+        lo, hi = studentized_interval(means)
+        return float(lo), float(hi), "bootstrap-t"
+    if means.size >= 1:
+        return float(means.min()), float(means.max()), "range"
+    return float("nan"), float("nan"), ""
+
+
+def sd(x: np.ndarray) -> float:
+    """The sample standard deviation (ddof 1; NaN below 2 values)."""
+    return float(np.std(x, ddof=1)) if x.size > 1 else float("nan")
 
 
 def units_of_pairs(model_a: Sequence, model_b: Sequence) -> np.ndarray:
@@ -93,7 +151,9 @@ def studentized_interval(x, confidence: float = CONFIDENCE, n_resamples: int = N
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap-t interval of the mean of x [..., n] along the last axis (Efron & Tibshirani 1993, eq. 12.22):
     [m - t*_(1-a/2) se, m - t*_(a/2) se] with t* = (m* - m) / se* over resamples. Returns (low, high) [...];
-    NaN for n < 2; [m, m] when every value is equal (nothing varies). Deterministic for a given seed."""
+    NaN for n < 2; [m, m] when every value is equal (nothing varies). Deterministic for a given seed. ConfigError
+    for confidence outside (0, 1), n_resamples outside [1, MAX_RESAMPLES] or a negative seed."""
+    _check(confidence, n_resamples, seed)
     x = np.asarray(x, dtype=float)
     n = x.shape[-1]
     est = x.mean(-1)
@@ -110,7 +170,8 @@ def studentized_difference(a, b, confidence: float = CONFIDENCE, n_resamples: in
                            ) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap-t interval of mean(a) - mean(b) of two independent arms a [..., n_a], b [..., n_b], studentized by
     Welch's standard error (each arm resampled on its own; Davison & Hinkley 1997, §3.9). NaN if an arm has fewer
-    than 2 values."""
+    than 2 values. ConfigError as studentized_interval."""
+    _check(confidence, n_resamples, seed)
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     est = a.mean(-1) - b.mean(-1)
     if a.shape[-1] < 2 or b.shape[-1] < 2:
@@ -158,7 +219,8 @@ def shared_pairs_interval(values, model_a, model_b, confidence: float = CONFIDEN
     """Interval of the mean over pairs that share models (e.g. all pairs among m models): a U-statistic of order 2.
     Bootstrap-t over models: resample the m models with replacement, take the mean over the pairs of distinct
     draws, studentize by the jackknife standard error over models (Arvesen 1969, *Ann. Math. Stat.* 40:2076).
-    Returns (low, high, m); NaN below 3 models."""
+    Returns (low, high, m); NaN below 3 models. ConfigError as studentized_interval."""
+    _check(confidence, n_resamples, seed)
     W, models = pair_matrix(values, model_a, model_b)
     m = len(models)
     if m < 3 or np.sum(np.isfinite(W)) < 4:
@@ -177,7 +239,9 @@ def shared_pairs_interval(values, model_a, model_b, confidence: float = CONFIDEN
 
 def sign_flip_test(differences, alternative: str = "two-sided", seed: int = 0) -> tuple[float, float]:
     """Exact sign-flip permutation test that paired differences [n] are symmetric about 0 (Fisher 1935; via
-    scipy.stats.permutation_test, exact while 2^n <= N_PERM). Returns (p, the smallest p this n can reach)."""
+    scipy.stats.permutation_test, exact while 2^n <= N_PERM). Returns (p, the smallest p this n can reach).
+    ConfigError for an unknown alternative or a negative seed."""
+    _check(seed=seed, alternative=alternative)
     d = np.asarray(differences, dtype=float)
     if d.size == 0:
         return float("nan"), float("nan")
@@ -192,6 +256,8 @@ def sign_flip_test(differences, alternative: str = "two-sided", seed: int = 0) -
 
 def min_p_sign_flip(n: int, alternative: str = "two-sided") -> float:
     """The smallest p an exact sign-flip test of n differences can give: 1/2^n one-sided, 2/2^n two-sided."""
+    check_int("n", n, 0)
+    _check(alternative=alternative)
     return min(1.0, (2.0 if alternative == "two-sided" else 1.0) / 2 ** n)
 
 
@@ -199,7 +265,9 @@ def two_sample_test(a, b, alternative: str = "two-sided", seed: int = 0, ranks: 
                     ) -> tuple[float, float]:
     """Permutation test of mean(a) - mean(b) for two independent arms (exact while the relabellings fit N_PERM;
     scipy.stats.permutation_test). ranks=True tests the mean ranks instead (Mann-Whitney; values may be inf, e.g.
-    a grok step never reached). alternative: "greater" means a above b. Returns (p, smallest reachable p)."""
+    a grok step never reached). alternative: "greater" means a above b. Returns (p, smallest reachable p).
+    ConfigError for an unknown alternative or a negative seed."""
+    _check(seed=seed, alternative=alternative)
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.size == 0 or b.size == 0:
         return float("nan"), float("nan")
@@ -236,12 +304,16 @@ def _exact_two_sample(a: np.ndarray, b: np.ndarray, alternative: str) -> float:
 def min_p_two_sample(n_a: int, n_b: int, alternative: str = "two-sided") -> float:
     """The smallest p an exact two-sample permutation test can give: 1 / C(n_a + n_b, n_a) one-sided (twice that
     two-sided)."""
+    check_int("n_a", n_a, 0)
+    check_int("n_b", n_b, 0)
+    _check(alternative=alternative)
     return min(1.0, (2.0 if alternative == "two-sided" else 1.0) / math.comb(n_a + n_b, n_a))
 
 
 def permutation_p(observed: float, null, alternative: str = "greater") -> float:
     """p of an observed statistic against a Monte Carlo permutation null [N]: (1 + #{null >= observed}) / (1 + N)
     (Phipson & Smyth 2010, never 0); "less" counts null <= observed."""
+    check_choice("alternative", alternative, ("greater", "less"))
     d = np.asarray(null, dtype=float)
     d = d[np.isfinite(d)]
     if not np.isfinite(observed) or d.size == 0:
@@ -253,7 +325,9 @@ def permutation_p(observed: float, null, alternative: str = "greater") -> float:
 def label_permutation_null(statistic: Callable[[np.ndarray], float], labels, n_permutations: int = 999,
                            seed: int = 0) -> np.ndarray:
     """statistic(permuted labels) for n_permutations random permutations of `labels` [m] (the null of no
-    association between the labels and whatever `statistic` compares them with)."""
+    association between the labels and whatever `statistic` compares them with). ConfigError for n_permutations
+    outside [1, MAX_RESAMPLES] or a negative seed."""
+    _check(n_resamples=n_permutations, seed=seed, name="n_permutations")
     lab = np.asarray(labels)
     rng = np.random.default_rng(seed)
     return np.array([statistic(rng.permutation(lab)) for _ in range(n_permutations)])
@@ -262,7 +336,12 @@ def label_permutation_null(statistic: Callable[[np.ndarray], float], labels, n_p
 def detectable_effect(sd: float, n: int, alternative: str = "two-sided", n_b: int | None = None) -> float:
     """The smallest true effect (in the units of `sd`, the unit-level standard deviation) that a t-test over n
     units (or two arms of n and n_b) detects with probability POWER at level ALPHA (statsmodels' TTestPower /
-    TTestIndPower, Cohen 1988). inf with fewer than 2 units per arm or no spread to scale by."""
+    TTestIndPower, Cohen 1988). inf with fewer than 2 units per arm or no spread to scale by. ConfigError for an
+    unknown alternative or a count that is not an integer >= 0."""
+    check_int("n", n, 0)
+    if n_b is not None:
+        check_int("n_b", n_b, 0)
+    _check(alternative=alternative)
     from statsmodels.stats.power import TTestIndPower, TTestPower
 
     if not np.isfinite(sd) or sd <= 0 or n < 2 or (n_b is not None and n_b < 2):

@@ -133,15 +133,18 @@ def test_batchnorm_statistics_are_recomputed_never_copied_from_a():
         linear_path(ca, cb, (xi, yi))
     r = linear_path(ca, cb, (xi, yi), train_data=(xi, yi), batch_size=16, alphas=3)
     assert any("recomputed" in n for n in r.notes)
-    ref = cnn(0)  # A with statistics recomputed by hand on the same batches (cumulative mean)
+    ref = cnn(0)  # A with statistics recomputed by hand on the same batches: each layer's input pooled over all
+    seen = {}  # examples (mean and unbiased variance), the batches run in train mode
     for m in ref.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
             m.train()
+            m.register_forward_pre_hook(lambda mod, inp: seen.setdefault(mod, []).append(inp[0].double()))
     with torch.no_grad():
         for i in range(0, len(xi), 16):
             ref(xi[i : i + 16])
+        for m, xs in seen.items():
+            x = torch.cat(xs)
+            m.running_var, m.running_mean = (t.float() for t in torch.var_mean(x, (0, 2, 3), correction=1))
         ref.eval()
         want = nn.functional.cross_entropy(ref(xi), yi, reduction="none").double().mean()
     assert r.curve.loss.iloc[0] == pytest.approx(float(want), rel=1e-5)
