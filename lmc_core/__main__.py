@@ -20,6 +20,21 @@ class UsageError(Exception):
     """Bad command-line input; reported with exit code 2."""
 
 
+def check_dir_option(value: Path | None, option: str, writable: bool = True) -> Path | None:
+    """A folder option (``--store-dir`` ...) as given, checked before any work: UsageError naming the option if it
+    is (under) a file, or not writable (unless writable=False: a run store of finished runs can be read-only)."""
+    from lmc_core.config import ConfigError
+    from lmc_core.publish.outputs import check_output_dir
+
+    if value is None:
+        return None
+    try:
+        check_output_dir(value, option, writable=writable)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return value
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: help text, argument setup and handler."""
@@ -81,6 +96,9 @@ def _run_figures(args: argparse.Namespace) -> int:
     """Execute the notebooks and print the index path."""
     from lmc_core.publish.reports import NotebookRunError, run_notebooks
 
+    check_dir_option(args.figures_dir, "--figures-dir")
+    check_dir_option(args.reports_dir, "--reports-dir")
+    check_dir_option(args.store_dir, "--store-dir", writable=False)
     try:
         written = run_notebooks(
             args.profile,
@@ -175,12 +193,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"error: give a command, one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from lmc_core.config import ConfigError
+    from lmc_core.files import StoreAccessError
+
     try:
         return COMMANDS[args.command].run(args)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:  # bad input, named by the check that found it
         args._parser.print_usage(sys.stderr)
         print(f"{args._parser.prog}: error: {exc}", file=sys.stderr)
         return 2
+    except (StoreAccessError, PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        # a folder or file the command needs is in the way or not writable: no traceback, the path named
+        print(f"{args._parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -18,13 +18,19 @@ def select_state(state: State, idx: list[int]) -> State:
 
 
 def stack_states(states: list[State]) -> State:
-    """Concatenate states along the copy axis (K1 + K2 + ...)."""
+    """Concatenate states along the copy axis (K1 + K2 + ...), in the first state's key order.
+
+    The order of the keys is no part of the architecture: a state loaded from the store (keys in file order) stacks
+    with one trained now (the model's order). ValueError naming the differing keys if the states hold different
+    parameters."""
     if not states:
         raise ValueError("stack_states needs at least one state")
     names = list(states[0])
     for s in states[1:]:
-        if list(s) != names:
-            raise ValueError("cannot stack states of different architectures")
+        if s.keys() != states[0].keys():
+            only_a, only_b = sorted(set(names) - set(s)), sorted(set(s) - set(names))
+            raise ValueError(f"cannot stack states of different architectures (only in the first: {only_a[:5]}; "
+                             f"only in another: {only_b[:5]})")
     return {n: torch.cat([s[n] for s in states], 0) for n in names}
 
 

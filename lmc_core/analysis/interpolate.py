@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..domains import MAX_BATCH
 from ..align.check import NonFiniteWeightsError
 from ..config import check_int
 from .barrier import MAX_ALPHAS
@@ -255,7 +256,7 @@ def check_alpha_list(alphas) -> list[float]:
 def _check_eval(max_tokens, batch_size, memory_mb=None) -> None:
     if max_tokens is not None:
         check_int("max_tokens", max_tokens, 1)
-    check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, 1, MAX_BATCH)
     if memory_mb is not None:
         check_int("memory_mb", memory_mb, 0)  # 0: one copy per group
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import check_int
+from ..domains import MAX_BATCH
 
 LABEL_KEYS = ("labels", "label", "y", "targets")
 IGNORE_INDEX = -100  # label value that counts in neither loss nor error (PyTorch's and Hugging Face's convention)
@@ -110,7 +111,7 @@ def _cut(data, batch_size: int) -> list:
 def batches(data: Any, batch_size: int, where: str = "data", limit: int | None = None) -> list[Batch]:
     """One split as a list of parsed batches (read once; at most `limit` batches). ConfigError unless batch_size is
     an integer >= 1 and limit None or an integer >= 1."""
-    check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, 1, MAX_BATCH)
     if limit is not None:
         check_int("limit", limit, 1)
     if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):

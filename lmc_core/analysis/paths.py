@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..config import check_choice, check_int
+from ..domains import MAX_BATCH
 from . import barrier as B
 from . import path_data as D
 from .interpolate import check_finite_weights, nbytes, path_alphas, stacked_mix, weight_writer
@@ -436,7 +437,7 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     """
     check_pair(model_a, model_b)
     al = path_alphas(alphas)
-    check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, 1, MAX_BATCH)
     check_int("memory_mb", memory_mb, 1)
     check_choice("bn", bn, ("recompute", "interpolate"))
     check_choice("batched", batched, (True, False, "auto"))

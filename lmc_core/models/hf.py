@@ -40,8 +40,8 @@ from typing import Any
 
 import torch
 
-from ..domains import MAX_SEED, MAX_VOCAB, MAX_WIDTH
 from ..config import ModelConfig, check_int
+from ..domains import MAX_SEED, MAX_VOCAB, MAX_WIDTH
 from ..nn.activations import HF_ACTIVATIONS
 from .convert import ConversionError, from_gpt2, gpt2_config
 from .transformer import TransformerLM

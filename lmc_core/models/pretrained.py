@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ..domains import MAX_UNITS, MAX_WIDTH
 from ..config import ConfigError, check_int
+from ..domains import MAX_UNITS, MAX_WIDTH
 from ..data import hub
 from ..data.minilm import MINILM_PIP, PretrainedUnavailableError, minilm_dir, minilm_tokenizer, tokenize  # noqa: F401
 from .encoder import EncoderClassifier, EncoderConfig

@@ -1,24 +1,50 @@
 """A study's files (figures as PNG + PDF + CSV, tables, summary) written as one set, swapped in as a whole.
 
-1. Every file is written into a hidden staging folder beside the destination (a failure or Ctrl-C
-   here leaves the previous set untouched).
-2. A journal (`.swap-<prefix>.json`, written atomically) records the complete staged set and the
-   old files of the same prefix that the new set does not have.
-3. The staged files are renamed into place (each rename atomic), the old ones removed, the journal
-   deleted last.
-An interruption in step 3 leaves the journal: `complete_swaps(folder)` (called before every read of
-a figure folder by this package, and before the next write) finishes the swap, so no reader ever
-sees old and new files of one set side by side.
+1. Every file is written into a hidden staging folder beside the destination (`.staging-*`; a failure or
+   Ctrl-C here leaves the previous set untouched and the folder is removed).
+2. A journal (`.swap-<prefix>.json`, written atomically) records the complete staged set and the old files
+   of the same prefix that the new set does not have. Writing it is the commit point: from then on the new
+   set *is* the result, and whoever finds the journal finishes the swap (roll forward, never back).
+3. The staged files are renamed into place (each rename atomic), the old ones removed, the journal deleted
+   last.
+
+Why a journal and not one atomic switch (a versioned folder and one rename, or a symlink): readers address
+figures as `figures/<profile>/04_x.png`, and `figures/quick` is a folder committed to git, file by file, that
+the README and the HTML reports link into; a symlink in its place would change what is committed (and what
+git, GitHub and a browser show), and one rename of the whole folder would have to copy every other notebook's
+files into the new folder and would lose a set that another notebook (`figures --jobs N`) swaps in meanwhile.
+So the files stay plain files in the committed folder, and wholeness is kept by the journal and a lock:
+
+- The swap (journal, renames, removal) runs under an exclusive lock on the folder (`flock` on the folder
+  itself: no lock file, released by the system when a process dies). A Ctrl-C during the renames makes the
+  writer finish the swap before it stops; only a process killed outright leaves a journal.
+- Every reader in this package reads through `reading(folder)` / `read_set` (or calls `complete_swaps`
+  first): it finishes any journalled swap, then holds a shared lock while it reads, so it waits for a swap in
+  progress and never sees old and new files of one set side by side.
+- Leftovers are cleaned by the next run (`complete_swaps`, called before every write): journals are
+  finished, staging folders that no live writer holds (each writer holds a lock on its own staging folder)
+  are removed. Without `flock` (Windows) staging folders are removed once older than a day.
+
+Readers outside the package (git, a file browser) see plain files: between the commit point and the end of a
+swap interrupted by a hard kill they can see a mixed set until the next reader or run of the package finishes it.
 """
+
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; swaps are then journalled but not locked
+    fcntl = None
 
 import pandas as pd
 
@@ -79,15 +105,22 @@ class Outputs:
 
     def commit(self, out_dir: str | os.PathLike, prefix: str | None = None) -> list[Path]:
         """Write the whole set into out_dir and swap it in (see the module docstring). With `prefix` (a notebook
-        number such as "01"), files of that prefix the new set does not contain are removed in the same swap."""
+        number such as "01"), files of that prefix the new set does not contain are removed in the same swap.
+
+        Returns the paths of the set's files. ConfigError if out_dir is (under) a file or not writable,
+        StoreAccessError if a file cannot be written; any error or Ctrl-C while the files are written leaves
+        the previous set as it was."""
         out = check_output_dir(out_dir)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            complete_swaps(out)
-            stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+            with _locked(out):
+                _complete(out)  # leftovers of an interrupted run
+                stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+                stage_lock = _hold(stage)  # taken before the folder's lock is let go: a cleaner sees it held
         except OSError as e:
             raise access_error(out, e, "write into") from None
         journal = out / f".swap-{prefix or stage.name}.json"
+        committed = False
         try:
             for name, write in self._items:
                 path = stage / name
@@ -98,24 +131,77 @@ class Outputs:
             missing = [name for name, _ in self._items if not (stage / name).is_file()]
             if missing:
                 raise RuntimeError(f"figure set incomplete, nothing replaced: {missing}")
-            stale = sorted(p.name for p in out.glob(f"{prefix}_*") if p.is_file() and p.name not in self.names) \
-                if prefix else []
-            atomic_write(journal, lambda tmp: Path(tmp).write_text(json.dumps(
-                {"stage": stage.name, "files": self.names, "remove": stale}), encoding="utf-8"))
+            with _locked(out):
+                stale = sorted(p.name for p in out.glob(f"{prefix}_*") if p.is_file() and p.name not in self.names) \
+                    if prefix else []
+                atomic_write(journal, lambda tmp: Path(tmp).write_text(json.dumps(
+                    {"stage": stage.name, "files": self.names, "remove": stale}), encoding="utf-8"))
+                committed = True
+                _finish(out, journal)
         except BaseException:
-            if not journal.exists():  # the swap never started: the old set stands
+            if not committed:  # the swap never started: the old set stands
                 shutil.rmtree(stage, ignore_errors=True)
+            else:  # interrupted (Ctrl-C) during the renames: the new set is committed, so finish it first
+                with contextlib.suppress(BaseException):
+                    with _locked(out):
+                        _finish(out, journal)
             raise
-        _finish(out, journal)
+        finally:
+            _release(stage_lock)
         return [out / name for name in self.names]
 
 
+# ----------------------------------------------------------------------------- locks
+@contextlib.contextmanager
+def _locked(folder: Path, shared: bool = False) -> Iterator[None]:
+    """Hold an exclusive (or shared) flock on `folder` itself (nothing without fcntl)."""
+    fd = _hold(folder, shared)
+    try:
+        yield
+    finally:
+        _release(fd)
+
+
+_NO_LOCKS = -1  # _hold's answer where the file system has no flock (some network file systems)
+
+
+def _hold(folder: Path, shared: bool = False, wait: bool = True) -> int | None:
+    """An open descriptor of `folder` holding its flock; None if not `wait` and another holds it; _NO_LOCKS
+    without flock (Windows, some network file systems)."""
+    if fcntl is None:
+        return _NO_LOCKS
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return _NO_LOCKS
+        raise
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _release(fd: int | None) -> None:
+    if fd is not None and fd >= 0:
+        os.close(fd)  # closing the descriptor releases its flock
+
+
+# ----------------------------------------------------------------------------- finishing swaps, reading sets
 def _finish(out: Path, journal: Path) -> None:
-    """Carry out a journalled swap (idempotent: every step can be repeated after an interruption)."""
-    plan = json.loads(journal.read_text(encoding="utf-8"))
+    """Carry out a journalled swap (idempotent: every step can be repeated after an interruption, by anyone)."""
+    try:
+        plan = json.loads(journal.read_text(encoding="utf-8"))
+    except FileNotFoundError:  # finished meanwhile
+        return
     stage = out / plan["stage"]
     for name in plan["files"]:
-        if (stage / name).exists():
+        with contextlib.suppress(FileNotFoundError):  # renamed already
             os.replace(stage / name, out / name)
     for name in plan["remove"]:
         (out / name).unlink(missing_ok=True)
@@ -123,23 +209,78 @@ def _finish(out: Path, journal: Path) -> None:
     journal.unlink(missing_ok=True)
 
 
-def complete_swaps(folder: str | os.PathLike) -> list[str]:
-    """Finish every figure-set swap an interruption left half done in `folder` (and drop staging folders older
-    than a day that were never journalled: their swap never started). Returns the journals completed."""
-    out = Path(folder)
-    if not out.is_dir():
-        return []
+def _complete(out: Path) -> list[str]:
+    """complete_swaps with the folder's exclusive lock held."""
     done = []
     for journal in sorted(out.glob(".swap-*.json")):
         try:
             _finish(out, journal)
-        except (ValueError, KeyError):  # an unreadable journal cannot have been written: atomic_write
+        except (ValueError, KeyError, TypeError):  # an unreadable journal cannot have been written: atomic_write
             journal.unlink(missing_ok=True)
+        except OSError as e:
+            raise access_error(out, e, "finish the interrupted figure swap in") from None
         done.append(journal.name)
-    for stage in out.glob(".staging-*"):  # a recent one may belong to a study that is writing right now
-        if stage.is_dir() and time.time() - stage.stat().st_mtime > 86400:
-            shutil.rmtree(stage, ignore_errors=True)
+    for stage in out.glob(".staging-*"):
+        if not stage.is_dir():
+            continue
+        try:
+            fd = _hold(stage, wait=False)
+        except FileNotFoundError:
+            continue
+        if fd == _NO_LOCKS:  # no way to tell a live writer: only old ones
+            if time.time() - stage.stat().st_mtime > 86400:
+                shutil.rmtree(stage, ignore_errors=True)
+        elif fd is not None:  # no writer holds it: left by an interrupted run
+            try:
+                shutil.rmtree(stage, ignore_errors=True)
+            finally:
+                _release(fd)
     return done
+
+
+def complete_swaps(folder: str | os.PathLike) -> list[str]:
+    """Finish every figure-set swap an interruption left half done in `folder` and remove the staging folders
+    of interrupted runs (waiting for a swap in progress). Returns the journals completed. StoreAccessError if
+    a swap cannot be finished (permissions)."""
+    out = Path(folder)
+    if not out.is_dir():
+        return []
+    try:
+        with _locked(out):
+            return _complete(out)
+    except PermissionError as e:
+        raise access_error(out, e, "finish the interrupted figure swap in") from None
+
+
+@contextlib.contextmanager
+def reading(folder: str | os.PathLike) -> Iterator[Path]:
+    """Read a figure folder as whole sets: swaps an interruption left half done are finished first, then a
+    shared lock is held for the block, so no swap runs while the block reads (every file read belongs to one
+    whole set, old or new). Yields the folder as a Path (which may not exist)."""
+    out = Path(folder)
+    while True:
+        complete_swaps(out)
+        if not out.is_dir():
+            yield out
+            return
+        fd = _hold(out, shared=True)
+        if not any(out.glob(".swap-*.json")):  # none interrupted between the two locks
+            break
+        _release(fd)
+    try:
+        yield out
+    finally:
+        _release(fd)
+
+
+def read_set(folder: str | os.PathLike, prefix: str | None = None) -> dict[str, bytes]:
+    """The files of a figure folder (those of notebook `prefix`, e.g. "01", or all) as {file name: content},
+    read as one whole set (`reading`); hidden files (staging folders, journals) are not part of it."""
+    with reading(folder) as out:
+        if not out.is_dir():
+            return {}
+        return {p.name: p.read_bytes() for p in sorted(out.glob(f"{prefix}_*" if prefix else "*"))
+                if p.is_file() and not p.name.startswith(".")}
 
 
 def _plain(v):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..config import RunSpec, Seeds, to_dict
+from ..config import RunSpec, Seeds, check_int, to_dict
 from ..ensemble import State, stack_states
 from ..train import TrainState
 from .checkpoints import train_once, train_resumable
@@ -73,9 +73,23 @@ def parent_checkpoints(store: RunStore, spec: RunSpec, ks: list[int], tokens: to
     return train_once(d, load, train, "parent run")
 
 
-def parent_checkpoint(store: RunStore, spec: RunSpec, k: int) -> TrainState:
-    """The stored parent checkpoint at spawn step k (weights, optimizer state, steps, the parent's loss log)."""
-    return load_checkpoint(checkpoint_path(ckpt_dir(parent_dir(store, spec)), k))
+def parent_checkpoint(store: RunStore, spec: RunSpec, k: int, tokens: torch.Tensor | None = None,
+                      device: str | torch.device = "auto", progress: bool = True) -> TrainState:
+    """The stored parent checkpoint at spawn step k (weights, optimizer state, steps, the parent's loss log).
+
+    With the parent's training tokens, a damaged or missing checkpoint is moved aside and made again, bit for
+    bit (parent_checkpoints: the parent trained from its newest valid checkpoint before k). Without them,
+    CorruptFileError after moving a damaged one aside (pass `tokens` to rebuild it)."""
+    check_int("k", k, 0, spec.train.steps - 1)
+    if tokens is not None:
+        return parent_checkpoints(store, spec, [k], tokens, device, progress)[k]
+    path = checkpoint_path(ckpt_dir(parent_dir(store, spec)), k)
+    try:
+        return load_checkpoint(path)
+    except CorruptFileError as e:
+        quarantine(path)
+        raise CorruptFileError(f"{e}; moved aside. Give the parent's training tokens "
+                               "(parent_checkpoint(store, spec, k, tokens)) to make it again") from None
 
 
 def _load_parent_checkpoints(d: Path, ks, out: dict) -> list[int]:

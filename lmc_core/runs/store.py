@@ -3,22 +3,37 @@ file). A corrupt or partial file is moved aside (numbered, never overwritten) an
 file that cannot be read (permissions) is an error naming it, never mistaken for corruption."""
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+import struct
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from ..config import ConfigError, RunSpec, config_hash, non_default, to_dict
+from ..config import ConfigError, RunSpec, check_int, config_hash, non_default, to_dict
 from ..families import family_of, spec_from_dict
 from ..train import TrainResult, TrainState
 from .checkpoints import train_once, train_resumable
-from ..files import CorruptFileError, discard_result, read_json, write_json
-from .layout import (StoreLayout, ckpt_dir, checkpoint_path, is_done, load_checkpoint, prune_resume_points,
+from ..files import CorruptFileError, discard_result, quarantine, read_json, write_json
+from .layout import (RESULT, StoreLayout, ckpt_dir, checkpoint_path, is_done, load_checkpoint, prune_resume_points,
                      read_history, read_result, write_result)
+from .lock import run_lock
 
 State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Rebuild:
+    """How a run of this store was trained in this process (RunStore.get's arguments): enough to train a damaged
+    kept checkpoint again, bit for bit."""
+
+    train_data: object
+    device: object
+    init_state: State | None
+    monitor: dict | None
+    dynamics: str | None
 
 
 @dataclass
@@ -41,9 +56,14 @@ class RunStore:
 
     def __init__(self, root: str | os.PathLike = "runs"):
         self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise ConfigError(f"store_dir {root} is a file, not a folder; choose a folder for the run store")
+        for p in (self.root, *self.root.parents):  # the store, or the first of its parents that exists
+            if p.exists():
+                if not p.is_dir():
+                    raise ConfigError(f"store_dir={str(root)!r}: {p} is a file, not a folder; choose a folder for "
+                                      "the run store")
+                break
         self.layout = StoreLayout(self.root)
+        self._rebuild: dict[str, _Rebuild] = {}  # config hash -> how get() was asked to train it
 
     def path(self, spec: RunSpec) -> Path:
         """Directory of a run."""
@@ -76,6 +96,8 @@ class RunStore:
         """
         spec.validate()
         d = self.path(spec)
+        if train_data is not None:
+            self._rebuild[config_hash(spec)] = _Rebuild(train_data, device, init_state, monitor, dynamics)
 
         def train() -> StoredRun:
             if train_data is None:
@@ -103,13 +125,75 @@ class RunStore:
         d = self.path(spec)
         skip = family_of(spec.model).frozen_keys(spec.model) if not spec.init_from else set()
         write_result(d, res, to_dict(spec), non_default(spec), skip, spec.train.store_optimizer)
-        return StoredRun(spec, res.state, res.opt_state, res.steps, res.history, d, True, res.diverged, res.dynamics)
+        state = res.state
+        order = _stored_order(d / RESULT)
+        if order is not None and set(order) == set(state):
+            # nothing left out as frozen: a later load gives the file's order; so does a run trained now, so that
+            # a retrained run (a damaged one) gives the same numbers as the loaded one down to summation order
+            state = {n: state[n] for n in order}
+        return StoredRun(spec, state, res.opt_state, res.steps, res.history, d, True, res.diverged, res.dynamics)
 
-    def checkpoint(self, spec: RunSpec, step: int) -> State:
-        """The weights of a stored run's kept checkpoint at `step` (spec.train.checkpoints), frozen parameters
-        rebuilt from the initialisation."""
-        ckpt = load_checkpoint(checkpoint_path(ckpt_dir(self.path(spec)), step))
+    def checkpoint(self, spec: RunSpec, step: int, train_data=None, device: str | torch.device | None = None,
+                   progress: bool = False, *, init_state: State | None = None, monitor: dict | None = None,
+                   dynamics: str | None = None) -> State:
+        """The weights [K, ...] of a stored run's kept checkpoint at `step` (one of spec.train.checkpoints), frozen
+        parameters rebuilt from the initialisation.
+
+        A damaged or missing checkpoint is moved aside and trained again, bit for bit (every missing kept
+        checkpoint at once, from the newest valid one before it that holds its optimizer state, else from the
+        start), holding the run's lock: with the training data given here, or remembered from this store's
+        `get` of the same spec in this process (with its device, init_state, monitor and dynamics; the arguments
+        given here take precedence). ConfigError (a ValueError) if `step` is not a kept checkpoint of spec;
+        CorruptFileError (after moving the file aside) if it is damaged and no training data are known.
+        """
+        spec.validate()
+        check_int("step", step, 0, spec.train.steps)
+        if step not in spec.train.checkpoints:
+            raise ConfigError(f"step={step!r} is not a kept checkpoint of run {config_hash(spec)}; its kept "
+                             f"checkpoints (spec.train.checkpoints) are {list(spec.train.checkpoints)}")
+        d = self.path(spec)
+        path = checkpoint_path(ckpt_dir(d), step)
+        try:
+            ckpt = load_checkpoint(path)
+        except CorruptFileError as e:
+            known = self._rebuild.get(config_hash(spec))
+            if train_data is None and known is None:
+                quarantine(path)
+                raise CorruptFileError(f"{e}; moved aside. It is trained again when the run is asked for with its "
+                                       "training data: RunStore.get(spec, train_data, ...) first, or "
+                                       "RunStore.checkpoint(spec, step, train_data)") from None
+            print(f"run store: {e}; training the run's kept checkpoints again")
+            ckpt = self._rebuild_checkpoints(spec, step, known, train_data, device, progress, init_state, monitor,
+                                             dynamics)
         return family_of(spec.model).complete_state(spec.model, [s.init for s in spec.seeds], ckpt.state)
+
+    def _rebuild_checkpoints(self, spec: RunSpec, step: int, known: _Rebuild | None, train_data, device, progress,
+                             init_state, monitor, dynamics):
+        """Train the run again up to its last damaged or missing kept checkpoint (holding the run's lock; damaged
+        ones moved aside), writing only those; returns the checkpoint at `step`."""
+        if known is not None:
+            train_data = known.train_data if train_data is None else train_data
+            device = known.device if device is None else device
+            init_state = known.init_state if init_state is None else init_state
+            monitor = known.monitor if monitor is None else monitor
+            dynamics = known.dynamics if dynamics is None else dynamics
+        d = ckpt_dir(self.path(spec))
+        with run_lock(self.path(spec), what="run (its kept checkpoints)"):
+            missing = []
+            for s in sorted(set(spec.train.checkpoints)):
+                p = checkpoint_path(d, s)
+                try:
+                    load_checkpoint(p)
+                except CorruptFileError:
+                    quarantine(p)
+                    missing.append(s)
+            if missing:
+                redo = replace(spec, train=replace(spec.train, checkpoints=tuple(missing)))
+                start = TrainState(init_state) if init_state is not None else None
+                train_resumable(redo, train_data, "auto" if device is None else device, d, progress, start=start,
+                                until=max(missing), resume_at_most=min(missing), monitor=monitor, dynamics=dynamics)
+                prune_resume_points(d, recent=0)  # the resume points of this partial run
+            return load_checkpoint(checkpoint_path(d, step))
 
 
 def select_copies(res: TrainResult, copies: list[int]) -> TrainResult:
@@ -126,6 +210,21 @@ def select_copies(res: TrainResult, copies: list[int]) -> TrainResult:
                        steps=[res.steps[c] for c in copies], history=h.reset_index(drop=True),
                        diverged={where[c]: s for c, s in res.diverged.items() if c in where}, dynamics=dyn,
                        dropout_masks=res.dropout_masks)
+
+
+def _stored_order(path: Path) -> list[str] | None:
+    """The weight names (without `model.`) of a stored result in the order loading it gives (the file's data
+    order), read from the safetensors header alone; None if the header cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, struct.error):
+        return None
+    names = [k for k in header if k != "__metadata__"]
+    names.sort(key=lambda k: header[k]["data_offsets"][0])
+    prefixed = any(k.startswith("model.") for k in names)
+    return [k[6:] for k in names if k.startswith("model.")] if prefixed else None
 
 
 def history_of(run_dir: Path) -> pd.DataFrame:

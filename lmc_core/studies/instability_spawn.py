@@ -115,7 +115,8 @@ class InstabilitySpawn(Study):
                     c = interpolation_curve(spec.model, copy_state(states[k], a), copy_state(states[k], b), ev,
                                             alpha_grid(p.alphas), None, p.eval_batch, ctx.device)
                     curves.append(c.assign(parent=j, k=k, k_frac=k / T, pair=f"{j}:{a}-{b}"))
-            histories.append(parent_checkpoint(ctx.store, spec, max(ks)).log)
+            # the parent's loss log; a damaged checkpoint is moved aside and trained again from an earlier one
+            histories.append(parent_checkpoint(ctx.store, spec, max(ks), corpus.train, ctx.device, p.progress).log)
         curves = pd.concat(curves, ignore_index=True)
         barriers = barrier_table(curves, ("parent", "k", "k_frac", "pair"), METRICS)
         run = pd.DataFrame([{"parents": p.parents, "parent": config_hash(parent_identity(s)), "T": T,
