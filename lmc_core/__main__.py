@@ -171,6 +171,28 @@ def _run_readme(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- params
+def _configure_params(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--check", action="store_true", help="only say whether docs/parameters.md is current (exit 1 if not)")
+
+
+@command("params", "refresh docs/parameters.md's tables of every study parameter and its domain", _configure_params)
+def _run_params(args: argparse.Namespace) -> int:
+    """Rewrite (or, with --check, compare) the generated block of docs/parameters.md."""
+    from .publish import params_doc
+    from .studies.params import StudyParams
+    from .studies.registry import MODULES, studies
+
+    package = studies()[: len(MODULES)]
+    if args.check:
+        current = params_doc.current_block() == params_doc.study_tables(package, StudyParams)
+        print(f"{params_doc.DOC}: {'current' if current else 'stale: run python -m lmc_core params'}")
+        return 0 if current else 1
+    changed = params_doc.refresh(package, StudyParams)
+    print(f"{params_doc.DOC}: {'refreshed' if changed else 'already current'}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with one subparser per registered command."""

@@ -30,7 +30,7 @@ from ..ensemble import State, copy_state, stack_states
 from ..families import family_of
 from .interpolate import interpolate_states
 from ..config import check_choice, check_int, check_real
-from ..files import CorruptFileError, load_tensors, save_tensors
+from ..files import CorruptFileError, load_tensors, quarantine, save_tensors
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
@@ -83,7 +83,7 @@ def barrier_matrix(cfg, state: State, examples, alphas, definition: str = "subch
         try:
             return load_tensors(cache)[0]["matrix"].numpy()
         except CorruptFileError:
-            pass
+            quarantine(Path(cache))  # kept aside (never overwritten), recomputed below
     pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
     alphas = np.asarray(alphas, dtype=float)
     # the endpoints (alpha 0 and 1) are the models themselves: evaluated once per model, not once per pair

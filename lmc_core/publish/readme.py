@@ -58,9 +58,7 @@ def summary_blocks(readme: str) -> dict[str, str]:
 def render(readme: str, figures_dir: Path) -> str:
     """The README with every summary block replaced by the summary file of its notebook (blocks whose
     summary file does not exist are left as they are)."""
-    from .outputs import complete_swaps
-
-    complete_swaps(figures_dir)  # never read a figure set half swapped
+    from .outputs import reading
 
     def repl(m: re.Match) -> str:
         f = Path(figures_dir) / f"{m.group(2)}_summary.md"
@@ -68,9 +66,10 @@ def render(readme: str, figures_dir: Path) -> str:
             return m.group(0)
         return m.group(1) + f.read_text(encoding="utf-8").strip() + "\n" + m.group(4)
 
-    table = findings_table(figures_dir)
-    readme = _FINDINGS.sub(lambda m: m.group(1) + table + m.group(3), readme) if table else readme
-    return _BLOCK.sub(repl, readme)
+    with reading(figures_dir):  # whole figure sets only: a half-done swap is finished, none runs while we read
+        table = findings_table(figures_dir)
+        readme = _FINDINGS.sub(lambda m: m.group(1) + table + m.group(3), readme) if table else readme
+        return _BLOCK.sub(repl, readme)
 
 
 def update_readme(root: Path, profile: str = "quick") -> list[str]:

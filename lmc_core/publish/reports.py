@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from . import paths
+from .outputs import check_output_dir
 from .paths import check_profile, repo_root
 from .report_html import collapse_cr, export_html, inside
 from .report_index import write_index
@@ -200,7 +201,8 @@ def run_notebooks(
     figures_dir = _abs(figures_dir, home / "figures" / profile)
     reports_dir = _abs(reports_dir, home / "reports" / profile)
     store_dir = _abs(store_dir, home / "runs")
-    for d in (figures_dir, reports_dir, store_dir):
+    for d, name in ((figures_dir, "figures_dir"), (reports_dir, "reports_dir"), (store_dir, "store_dir")):
+        check_output_dir(d, name, writable=name != "store_dir")  # a file in the way: ConfigError naming it
         d.mkdir(parents=True, exist_ok=True)
 
     if progress:

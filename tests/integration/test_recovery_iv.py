@@ -365,3 +365,17 @@ def test_run_store_under_a_file_names_store_dir(tmp_path):
     for root in (f, f / "sub"):
         with pytest.raises(ConfigError, match="store_dir=.*is a file"):
             RunStore(root)
+
+
+@pytest.mark.parametrize("which", ["figures_dir", "reports_dir", "store_dir"])
+def test_run_notebooks_refuses_a_folder_that_is_a_file_before_running_anything(tmp_path, which, monkeypatch):
+    """The Python route of `make figures` (publish.reports.run_notebooks) checks its folders as the CLI does."""
+    from lmc_core.config import ConfigError
+    from lmc_core.publish import reports
+
+    f = tmp_path / "a_file"
+    f.write_text("not a folder")
+    folders = {k: tmp_path / k for k in ("figures_dir", "reports_dir", "store_dir")} | {which: f / "sub"}
+    monkeypatch.setitem(__import__("sys").modules, "papermill", None)  # importing papermill would mean it ran on
+    with pytest.raises(ConfigError, match=f"{which}=.*is a file"):
+        reports.run_notebooks("smoke", notebooks=["01"], progress=False, **folders)

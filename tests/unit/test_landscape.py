@@ -75,6 +75,18 @@ def test_barrier_matrix_is_the_per_pair_barrier_and_is_cached(trained, tmp_path)
     assert np.array_equal(barrier_matrix(cfg, {n: t * 0 for n, t in state.items()}, ex, alphas, cache=cache), m)
 
 
+def test_a_damaged_cached_matrix_is_moved_aside_and_recomputed(trained, tmp_path):
+    cfg, state, data = trained
+    alphas = alpha_grid(4)
+    ex = family_of(cfg).eval_examples(cfg, data)
+    cache = tmp_path / "m.safetensors"
+    m = barrier_matrix(cfg, state, ex, alphas, cache=cache)
+    cache.write_bytes(cache.read_bytes()[:-7])  # truncated
+    again = barrier_matrix(cfg, state, ex, alphas, cache=cache)
+    assert np.array_equal(again, m) and cache.exists()
+    assert (tmp_path / "m.safetensors.corrupt").exists(), "the damaged file was overwritten, not kept aside"
+
+
 def test_plane_reproduces_the_three_models_at_their_coordinates(trained):
     cfg, state, data = trained
     a, b, c = (copy_state(state, i) for i in range(3))

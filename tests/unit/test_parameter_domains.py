@@ -77,3 +77,14 @@ def test_a_list_parameter_of_exactly_two_items_refuses_three():
 def test_the_docs_table_is_current():
     assert params_doc.current_block() == params_doc.study_tables(STUDIES, P.StudyParams), \
         "docs/parameters.md is stale: run python -m lmc_core params"
+
+
+def test_the_cli_says_whether_the_docs_table_is_current(tmp_path, monkeypatch, capsys):
+    from lmc_core.__main__ import main
+
+    assert main(["params", "--check"]) == 0 and "current" in capsys.readouterr().out
+    stale = tmp_path / "parameters.md"
+    stale.write_text("# x\n<!-- study-parameters -->\nold\n<!-- /study-parameters -->\n")
+    monkeypatch.setattr(params_doc, "current_block", lambda path=None: "old\n")
+    assert main(["params", "--check"]) == 1 and "stale" in capsys.readouterr().out
+    assert params_doc.refresh(STUDIES, P.StudyParams, stale) and "### 01_instability_at_init" in stale.read_text()
