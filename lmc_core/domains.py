@@ -25,6 +25,7 @@ MAX_RESAMPLES = 1_000_000  # bootstrap resamples and permutations
 MAX_SEED = 2**63 - 1  # seeds are 64-bit
 MAX_MODULUS = 4096  # grokking's modulus p: p**2 pairs (16.8 M) are the data set
 MAX_THREADS = 4096  # torch CPU threads
+MAX_PLANE_POINTS = 201  # grid points per axis of a 2-D plane: points**2 models are evaluated (40,401 at most)
 MAX_ALPHAS = 1001  # points on a path, endpoints included: more than anyone can read off a curve (a typo such as
 # 10**6 would ask for a model per point)
 

@@ -24,6 +24,7 @@ from scipy.cluster.vq import kmeans2
 from scipy.linalg import eigh
 
 from ..config import check_int, check_real
+from ..domains import MAX_RESAMPLES, MAX_UNITS
 
 
 @dataclass
@@ -92,7 +93,7 @@ def spectral_clusters(d: np.ndarray, k: int | None = None, delta: float | None =
                          "overflowing loss): drop that model or fix the evaluation before clustering")
     if k is not None:
         check_int("k", k, 1, len(d))
-    check_int("kmax", kmax, 1)
+    check_int("kmax", kmax, 1, MAX_UNITS)
     delta = default_delta(d) if delta is None else check_real("delta", delta, 0, None, lo_open=True)
     a = affinity((d + d.T) / 2, delta)
     ev, vec = laplacian_spectrum(a)
@@ -115,7 +116,7 @@ def adjusted_rand(a, b) -> float:
 def stability(d: np.ndarray, clustering: Clustering, resamples: int = 20, frac: float = 0.8, seed: int = 0) -> np.ndarray:
     """Adjusted Rand index between the clustering of random subsets (frac of the models, same k and delta) and
     the full clustering restricted to the same models, for each resample."""
-    check_int("resamples", resamples, 1)
+    check_int("resamples", resamples, 1, MAX_RESAMPLES)
     check_real("frac", frac, 0, 1, lo_open=True)
     rng = np.random.default_rng(seed)
     m = len(d)

@@ -30,6 +30,7 @@ from ..ensemble import State, copy_state, stack_states
 from ..families import family_of
 from .interpolate import interpolate_states
 from ..config import check_choice, check_int, check_real
+from ..domains import MAX_BATCH, MAX_EXAMPLES, MAX_PLANE_POINTS, MAX_STEPS
 from ..files import CorruptFileError, load_tensors, quarantine, save_tensors
 
 
@@ -37,7 +38,7 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
     """Expected calibration error of top-1 confidences [N] in [0, 1] and correctness [N] (0/1), with `bins` >= 1
     equal-width bins (Guo et al. 2017, eq. 3; Naeini et al. 2015). Raises ValueError on empty, mismatched,
     non-finite or out-of-range input."""
-    check_int("bins", bins, 1)
+    check_int("bins", bins, 1, MAX_EXAMPLES)
     conf = np.asarray(confidence, dtype=float)
     corr = np.asarray(correct, dtype=float)
     if conf.ndim != 1 or conf.shape != corr.shape or conf.size == 0:
@@ -75,7 +76,7 @@ def barrier_matrix(cfg, state: State, examples, alphas, definition: str = "subch
     B.check_alphas(alphas)
     if pairs_per_batch is None:
         pairs_per_batch = 16 if torch.device(device).type == "cuda" else 1
-    check_int("pairs_per_batch", pairs_per_batch, 1)
+    check_int("pairs_per_batch", pairs_per_batch, 1, MAX_BATCH)
     m = next(iter(state.values())).shape[0]
     if m < 2:
         raise ValueError(f"a barrier matrix needs at least 2 models; the state holds {m}")
@@ -137,7 +138,7 @@ def plane(cfg, a: State, b: State, c: State, examples, lo: float = -0.5, hi: flo
           device="cpu", keys: set[str] | None = None) -> dict:
     """Loss, accuracy and ECE [points, points] on the plane through three K=1 states (see module docstring),
     the grid coordinates, and where the three models lie on it."""
-    check_int("points", points, 2)
+    check_int("points", points, 2, MAX_PLANE_POINTS)
     check_real("lo", lo)
     check_real("hi", hi)
     if not lo < hi:
@@ -190,7 +191,7 @@ def sharpness(cfg, state: State, batches: list[dict], eps: float = 5e-4, lr: flo
     check_real("lr", lr, 0, None, lo_open=True)
     if not batches:
         raise ValueError("sharpness needs at least one training batch (batches is empty)")
-    check_int("passes", passes, 1)
+    check_int("passes", passes, 1, MAX_STEPS)
     check_real("tol", tol, 0, None)
     fam = family_of(cfg)
     model = fam.model_from_state(cfg, state, device)

@@ -43,8 +43,8 @@ from . import generalization_figures as figs
 from .base import Study
 from ..publish.tb import tensorboard_logs
 from .generalization_report import describe, group_findings
-from .params import (ALPHAS, BATCH, DEFINITION, EXAMPLES, MAX_EXAMPLES, MAX_UNITS, MAX_VOCAB, RATE, RESAMPLES, STEPS,
-                     UNITS, WIDTH, Bool, Choice, Int, ListOf, Maybe, Real, StudyParams, Text, param)
+from .params import (ALPHAS, BATCH, DEFINITION, EXAMPLES, MAX_EXAMPLES, MAX_PLANE_POINTS, MAX_UNITS, MAX_VOCAB, RATE,
+                     RESAMPLES, STEPS, UNITS, WIDTH, Bool, Choice, Int, ListOf, Maybe, Real, StudyParams, Text, param)
 
 
 def _slurm(name: str, v) -> None:
@@ -87,7 +87,7 @@ class Params(StudyParams):
     resamples: int = param(20, "subsamples (80 % of the models) per k of the stability", RESAMPLES)
     null_resamples: int = param(999, "permuted matrices of each eigengap null", RESAMPLES)
     permutations: int = param(999, "mode-label permutations of the agreement and across-minus-within nulls", RESAMPLES)
-    plane_points: int = param(11, "grid points per axis of the plane", Int(2, MAX_UNITS))
+    plane_points: int = param(11, "grid points per axis of the plane", Int(2, MAX_PLANE_POINTS))
     plane_range: list = param([-0.5, 1.5], "the plane's extent along each axis (units of |B - A|)", ListOf(Real(), 2, 2))
     sharpness_eps: float = param(5e-4, "epsilon of the sharpness box", RATE)
     sharpness_lr: float = param(1e-2, "step of the projected gradient ascent", RATE)

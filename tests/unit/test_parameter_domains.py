@@ -88,3 +88,16 @@ def test_the_cli_says_whether_the_docs_table_is_current(tmp_path, monkeypatch, c
     monkeypatch.setattr(params_doc, "current_block", lambda path=None: "old\n")
     assert main(["params", "--check"]) == 1 and "stale" in capsys.readouterr().out
     assert params_doc.refresh(STUDIES, P.StudyParams, stale) and "### 01_instability_at_init" in stale.read_text()
+
+
+def test_the_landscape_functions_bound_their_sizes():
+    import numpy as np
+
+    from lmc_core import ece, plane, spectral_clusters
+
+    with pytest.raises(ConfigError, match="points"):
+        plane(None, {}, {}, {}, None, points=202)  # 202**2 models: refused before anything is read
+    with pytest.raises(ConfigError, match="kmax"):
+        spectral_clusters(np.ones((3, 3)) - np.eye(3), kmax=10**6)
+    with pytest.raises(ConfigError, match="bins"):
+        ece(np.array([0.5]), np.array([1]), bins=10**12)
