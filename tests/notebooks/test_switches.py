@@ -25,12 +25,16 @@ SWITCHES = {  # notebook -> (study module, the switches its notebook or its stud
     "01_instability_at_init": ("instability_init", [{"variant": None}, {"tensorboard": True}]),
     "02_instability_during_training": ("instability_spawn", [{"tensorboard": True}]),
     "03_finetuning": ("finetuning", [{"run_encoder": False}, {"modes": ["full"]}, {"enc_controls": False}]),
-    "04_alignment_and_fisher": ("alignment", [{"run_lm": False}, {"lm_learn_units": True}, {"tensorboard": True}]),
-    "05_generalization_strategies": ("generalization", [{"control": False}, {"tensorboard": True}]),
+    "04_alignment_and_fisher": ("alignment", [{"run_lm": False}, {"lm_learn_units": True}, {"width_optimizers": []},
+                                              {"tensorboard": True}]),
+    "05_generalization_strategies": ("generalization", [{"control": False}, {"dynamics": []},
+                                                        {"encoder": "minilm", "vocab_size": 0, "finetune_lr": 2e-5, "minilm_layers": 1},
+                                                        {"executor": "local"},
+                                                        {"tensorboard": True}]),
     "06_grokking": ("grokking", [{"grok_evals": 0}, {"learn_units": True}, {"tensorboard": True}]),
     "07_model_sizes": ("model_sizes", [{"finetune": False}, {"sizes": ["tinygpt"]}, {"tensorboard": True}]),
 }
-NOTEBOOK_LEVEL = {"tensorboard"}  # set in the parameters cell itself; everything else goes through `overrides`
+NOTEBOOK_LEVEL = {"tensorboard", "executor"}  # set in the parameters cell itself; the rest goes through `overrides`
 TESTED_ELSEWHERE = {  # boolean parameters whose switch a smoke notebook run would only make slow
     "progress": "progress bars only",
     "compile": "tests/integration/test_fast_training.py trains compiled runs (a cold compile takes about a minute)",
