@@ -221,7 +221,8 @@ _summary, _spread, _sd = S.unit_summary, S.spread, S.sd  # numbers in, numbers o
 
 def estimate(values, units=None, *, question: str, metric: str, unit: str, unit_name: str = "pair",
              digits: int = 2, reference: str = "") -> Finding:
-    """A number with its interval over the units (or their range below MIN_UNITS), and no verdict."""
+    """A number with its interval over the units (or their range below MIN_UNITS), and no verdict. ConfigError (as
+    every function here: stats.check_args) for digits out of its domain or units without one label per value."""
     S.check_args(digits)
     means, n_pairs, finite = _summary(values, units)
     est = float(means.mean()) if finite else float("nan")
@@ -244,8 +245,8 @@ def threshold(values, chord=None, units=None, *, criterion: Criterion, question:
     """The verdict of per-pair barriers `values` (in criterion.unit) against criterion.threshold; `chord`: the
     pairs' chord barriers in the same unit, for the convex tag (a pair with chord <= convex_tol has no barrier);
     `bounds`: (low, high) the quantity can take (e.g. (0, 100) for an error barrier `mean` in points; None: any).
-    No values: not testable, saying nothing was measured. ConfigError for digits, convex_tol or bounds out of their
-    domain."""
+    No values: not testable, saying nothing was measured. ConfigError (a ValueError) for digits, convex_tol or bounds
+    out of their domain, or units without one label per value."""
     S.check_args(digits, convex_tol, bounds)
     f = _clip(estimate(values, units, question=question, metric=metric, unit=criterion.unit, unit_name=unit_name,
                        digits=digits, reference=reference), bounds)
@@ -294,7 +295,8 @@ def _alternative(expected: str | None) -> str:
 def paired(differences, units=None, *, question: str, metric: str, unit: str, expected: str | None = None,
            unit_name: str = "pair", digits: int = 2, reference: str = "") -> Finding:
     """The sign of paired differences (first minus second), summarised per unit, by an exact sign-flip test —
-    one-sided when the claim names a direction (`expected`: "higher" | "lower"), else two-sided."""
+    one-sided when the claim names a direction (`expected`: "higher" | "lower"), else two-sided. ConfigError for
+    digits or expected out of their domain or units without one label per value."""
     S.check_args(digits, expected=expected)
     f = estimate(differences, units, question=question, metric=metric, unit=unit, unit_name=unit_name,
                  digits=digits, reference=reference)
@@ -365,7 +367,8 @@ def shared_pairs(values, model_a, model_b, chord=None, *, criterion: Criterion |
                  ) -> Finding:
     """Pairs that share models (e.g. all pairs among m seeds): the mean over pairs with its bootstrap-t interval over
     models (stats.shared_pairs_interval), judged against `criterion` when given; the units are the models. The
-    detectable effect uses the spread of the models' mean barriers (an approximation: they are not independent)."""
+    detectable effect uses the spread of the models' mean barriers (an approximation: they are not independent).
+    ConfigError for digits or bounds out of their domain, or model_a and model_b of different lengths."""
     S.check_args(digits, bounds=bounds)
     v = np.asarray(values, dtype=float).ravel()
     unit = criterion.unit if criterion is not None else unit
@@ -480,7 +483,7 @@ def structure(observed: float, null, *, question: str, metric: str, unit: str = 
               unit_name: str = "model", digits: int = 3, null_name: str = "relabellings") -> Finding:
     """An observed statistic against its permutation null [N]: above chance when p <= ALPHA. The smallest effect
     the design could detect is the null's (1 - ALPHA) quantile: an observed value at least that large would have
-    been called above chance."""
+    been called above chance. ConfigError for digits out of its domain."""
     S.check_args(digits)
     check_int("n_units", n_units, 0)
     d = np.asarray(null, dtype=float)

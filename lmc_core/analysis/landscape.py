@@ -5,7 +5,7 @@
 - `plane`: the plane through three models: basis u = theta2 - theta1 and the part of
   theta3 - theta1 orthogonal to it (Gram-Schmidt), both in units of |u| (equal scales on the two
   axes); loss, accuracy and ECE on a grid of points.
-- `ece`: expected calibration error with 10 equal-width bins of the top-1 probability,
+- `ece`: expected calibration error with 10 (at most MAX_ECE_BINS) equal-width bins of the top-1 probability,
   sum_b n_b / N * |accuracy_b - confidence_b|.
 - `sharpness`: epsilon-sharpness after Keskar et al. 2017 as Juneja et al. implement it: starting
   from theta0, one pass of projected gradient *ascent* over `batches` fixed training batches
@@ -29,16 +29,22 @@ from . import barrier as B
 from ..ensemble import State, copy_state, stack_states
 from ..families import family_of
 from .interpolate import interpolate_states
-from ..config import check_choice, check_int, check_real
-from ..domains import MAX_BATCH, MAX_EXAMPLES, MAX_PLANE_POINTS, MAX_STEPS
+from ..config import ConfigError, check_choice, check_int, check_real
+from ..domains import MAX_BATCH, MAX_PLANE_POINTS, MAX_STEPS
 from ..files import CorruptFileError, load_tensors, quarantine, save_tensors
 
 
+MAX_ECE_BINS = 1_000_000  # ece's bins: bins 10**-6 wide, far finer than any calibration plot (Guo et al. use 15)
+
+
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of top-1 confidences [N] in [0, 1] and correctness [N] (0/1), with `bins` >= 1
-    equal-width bins (Guo et al. 2017, eq. 3; Naeini et al. 2015). Raises ValueError on empty, mismatched,
-    non-finite or out-of-range input."""
-    check_int("bins", bins, 1, MAX_EXAMPLES)
+    """Expected calibration error of top-1 confidences [N] in [0, 1] and correctness [N] (0/1), with `bins`
+    equal-width bins, an integer from 1 to MAX_ECE_BINS (10**6) (Guo et al. 2017, eq. 3; Naeini et al. 2015):
+    sum over the non-empty bins b of n_b / N * |accuracy_b - confidence_b|; confidence c lies in bin
+    min(floor(c * bins), bins - 1) (so 1 in the last). Time O(N log N) whatever `bins`: empty bins cost nothing,
+    each bin of 3 or more examples one step (its means). Raises ConfigError (a ValueError) naming bins out of
+    range, ValueError on empty, mismatched, non-finite or out-of-range input."""
+    check_int("bins", bins, 1, MAX_ECE_BINS)
     conf = np.asarray(confidence, dtype=float)
     corr = np.asarray(correct, dtype=float)
     if conf.ndim != 1 or conf.shape != corr.shape or conf.size == 0:
@@ -49,13 +55,23 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
                          f"{np.nanmax(conf):.3g}]{' and NaN' if np.isnan(conf).any() else ''}")
     if not np.all(np.isin(corr, (0.0, 1.0))):
         raise ValueError("correct must hold 0/1 (or booleans): whether each top-1 prediction is right")
-    idx = np.minimum((conf * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.sum() / len(conf) * abs(corr[m].mean() - conf[m].mean())
-    return float(total)
+    idx = np.minimum((conf * bins).astype(np.int64), bins - 1)
+    # the examples grouped by bin (a stable sort keeps their order within a bin), so that each bin's means are
+    # those of its examples in their order (numpy's pairwise sums, bit for bit the per-bin masks' means), and only
+    # the non-empty bins are visited
+    order = np.argsort(idx.astype(np.uint16) if bins <= 1 << 16 else idx, kind="stable")  # 16 bits: a radix sort
+    sorted_idx, conf, corr = idx[order], conf[order], corr[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_idx[1:] != sorted_idx[:-1])))
+    counts = np.diff(np.append(starts, conf.size))
+    gap = np.empty(starts.size)
+    small = counts <= 2  # the mean of one or two numbers does not depend on the order of summation: vectorised
+    one, two = starts[small], np.where(counts[small] == 2, starts[small] + 1, starts[small])
+    gap[small] = np.abs((corr[one] + corr[two]) / 2 - (conf[one] + conf[two]) / 2)  # (x + x) / 2 is x exactly
+    for q in np.flatnonzero(~small):
+        lo, hi = starts[q], starts[q] + counts[q]
+        gap[q] = abs(corr[lo:hi].mean() - conf[lo:hi].mean())
+    terms = counts / conf.size * gap
+    return float(np.cumsum(terms)[-1])  # summed in bin order, as a loop over the bins adds them
 
 
 def _evaluate(cfg, states: State, examples, device, keep=("examples",)):
@@ -70,10 +86,14 @@ def barrier_matrix(cfg, state: State, examples, alphas, definition: str = "subch
     Each pair's alphas are always one batched model; with alpha 0 and 1 on the grid, the endpoints are the models
     themselves and are evaluated once per model. `pairs_per_batch` pairs' paths are evaluated together;
     None picks 1 on a CPU (measured: batching more pairs is slower there, bench/barrier_matrix.py) and 16
-    on a GPU."""
+    on a GPU. `alphas`: as linear_path's, a number of points (an integer from 2 to MAX_ALPHAS) or a grid of 2 to
+    MAX_ALPHAS finite numbers increasing strictly from exactly 0 to exactly 1; ValueError / ConfigError naming
+    `alphas` otherwise, before any evaluation."""
+    from .interpolate import path_alphas  # the check of linear_path's alphas
+
     check_choice("definition", definition, B.DEFINITIONS)
     check_choice("metric", metric, ("loss", "error"))
-    B.check_alphas(alphas)
+    alphas = path_alphas(alphas)
     if pairs_per_batch is None:
         pairs_per_batch = 16 if torch.device(device).type == "cuda" else 1
     check_int("pairs_per_batch", pairs_per_batch, 1, MAX_BATCH)
@@ -134,15 +154,21 @@ def matrix_key(run_ids: list[str], step: int, examples: int, alphas, definition:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+PLANE_CHUNK = 32  # plane's grid points built and evaluated as one batched model
+
+
 def plane(cfg, a: State, b: State, c: State, examples, lo: float = -0.5, hi: float = 1.5, points: int = 15,
           device="cpu", keys: set[str] | None = None) -> dict:
     """Loss, accuracy and ECE [points, points] on the plane through three K=1 states (see module docstring),
-    the grid coordinates, and where the three models lie on it."""
+    the grid coordinates, and where the three models lie on it. The points**2 models are built and evaluated
+    PLANE_CHUNK (32) at a time, so memory holds at most 32 model copies (plus their stacked copy) whatever
+    `points` (an integer from 2 to MAX_PLANE_POINTS, 201). ConfigError naming points, lo or hi out of their
+    domain; ValueError when a, b and c do not span a plane."""
     check_int("points", points, 2, MAX_PLANE_POINTS)
     check_real("lo", lo)
     check_real("hi", hi)
     if not lo < hi:
-        raise ValueError(f"lo={lo} must be below hi={hi}")
+        raise ConfigError(f"lo={lo} must be below hi={hi}: give the grid's ends in increasing order")
     names = sorted(keys if keys is not None else a)
     flat = lambda s: torch.cat([s[n].double().reshape(-1) for n in names])  # noqa: E731
     va, vb, vc = flat(a), flat(b), flat(c)
@@ -158,8 +184,8 @@ def plane(cfg, a: State, b: State, c: State, examples, lo: float = -0.5, hi: flo
     e2 = v_perp / float(v_perp.norm())
     xs = np.linspace(lo, hi, points)
     grid = [(x, y) for y in xs for x in xs]
-    states = []
-    for x, y in grid:
+
+    def state_at(x: float, y: float) -> State:
         vec = va + unit * (x * e1 + y * e2)
         st, off = {}, 0
         for n in names:
@@ -169,10 +195,13 @@ def plane(cfg, a: State, b: State, c: State, examples, lo: float = -0.5, hi: flo
         for n in a:
             if n not in st:
                 st[n] = a[n]
-        states.append(st)
+        return st
+
     loss, acc, cal = [], [], []
-    for c0 in range(0, len(states), 32):
-        r = _evaluate(cfg, stack_states(states[c0 : c0 + 32]), examples, device, keep=("examples", "confidence"))
+    for c0 in range(0, len(grid), PLANE_CHUNK):  # PLANE_CHUNK models built and evaluated at a time, then dropped
+        chunk = stack_states([state_at(x, y) for x, y in grid[c0 : c0 + PLANE_CHUNK]])
+        r = _evaluate(cfg, chunk, examples, device, keep=("examples", "confidence"))
+        del chunk
         loss += list(r.loss)
         acc += list(r.accuracy)
         cal += [ece(r.confidence[q], r.per_example_correct[q]) for q in range(len(r.loss))]

@@ -1,4 +1,6 @@
-"""What `linear_path` evaluates on: splits of batches, the inputs and labels of a batch, default losses.
+"""What `linear_path` evaluates on: splits of batches, the inputs and labels of a batch, default losses; the
+BatchNorm statistics of training batches; the checks of the models and of the data they run on (check_pair,
+check_batched, first_forward).
 
 A split is one of
 - a tuple of tensors `(x, y)` (or `(x,)`): one data set, cut into batches of `batch_size` along axis 0;
@@ -13,16 +15,18 @@ calls `model(**batch)` without its label entry (`labels`, `label`, `y` or `targe
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import check_int
+from ..config import ConfigError, check_choice, check_int
 from ..domains import MAX_BATCH
 
 LABEL_KEYS = ("labels", "label", "y", "targets")
@@ -261,15 +265,93 @@ def largest_output(box: list):
     return hook
 
 
+class CannotRunError(ValueError):
+    """The model cannot run on a split of data (a wrong width, dtype or range): raised at the first forward pass on
+    it, naming the argument (`data`, `train_data`) and keeping the first line of the model's own error."""
+
+
+_NOT_DATA = (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))  # the device's, not the data's fault
+
+
+def cannot_run(where: str, model: nn.Module, exc: BaseException) -> CannotRunError:
+    """The CannotRunError naming `where` for the failure `exc` of the first forward pass of `model` on it."""
+    text = str(exc).strip().splitlines()
+    first = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    return CannotRunError(f"{where}: {type(model).__name__} cannot run on it ({first}); give batches of the model's "
+                          "own inputs (the shapes, dtype and value range its forward() takes)")
+
+
+@contextlib.contextmanager
+def first_forward(where: str, model: nn.Module, first: bool = True):
+    """Around a forward pass: when `first` (the first pass on `where`'s data), any failure becomes a CannotRunError
+    naming `where` (out of memory excepted); any other pass's failure propagates as it is."""
+    if not first:
+        yield
+        return
+    try:
+        yield
+    except _NOT_DATA:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of the first forward pass is data the model cannot take
+        raise cannot_run(where, model, exc) from None
+
+
+def examples_of(b: Batch) -> int | None:
+    """The number of examples of a batch: the first axis of its first input tensor (None without one)."""
+    t = next((v for v in (*b.args, *b.kwargs.values()) if isinstance(v, torch.Tensor) and v.dim()), None)
+    return None if t is None else int(t.shape[0])
+
+
+def _concat(b: Batch, c: Batch) -> Batch | None:
+    """The batch of b's examples followed by c's (inputs and labels; None where they cannot be joined: other than
+    tensors with one first axis, or different keys)."""
+    if len(b.args) != len(c.args) or b.kwargs.keys() != c.kwargs.keys() or (b.labels is None) != (c.labels is None):
+        return None
+    pairs = [*zip(b.args, c.args), *((b.kwargs[k], c.kwargs[k]) for k in b.kwargs)]
+    nb, nc = examples_of(b), examples_of(c)
+    if not all(isinstance(u, torch.Tensor) and isinstance(v, torch.Tensor) and u.dim() and v.dim()
+               and u.shape[1:] == v.shape[1:] and u.shape[0] == nb and v.shape[0] == nc for u, v in pairs):
+        return None
+    cat = lambda u, v: torch.cat([u, v.to(u.device)])  # noqa: E731
+    k = len(b.args)
+    joined = [cat(u, v) for u, v in pairs]
+    labels = None if b.labels is None else cat(b.labels, c.labels) if b.labels.dim() and c.labels.dim() else None
+    return Batch(tuple(joined[:k]), dict(zip(b.kwargs, joined[k:])), labels, None)
+
+
+def no_single_batches(train: list[Batch]) -> list[Batch]:
+    """The training batches with no batch of one example (BatchNorm in train mode cannot normalise one example per
+    channel): a batch of one is joined to the batch before it (the first, to the one after it), so 257 examples in
+    batches of 128 are 128 + 129. Batches that cannot be joined (inputs that are not tensors) are kept as they are."""
+    out: list[Batch] = []
+    for b in train:
+        if out and (examples_of(out[-1]) == 1 or examples_of(b) == 1):
+            joined = _concat(out[-1], b)
+            if joined is not None:
+                out[-1] = joined
+                continue
+        out.append(b)
+    return out
+
+
 @torch.no_grad()
-def bn_statistics(model: nn.Module, state: dict, bn_modules: list[str], train: list[Batch], device) -> dict:
+def bn_statistics(model: nn.Module, state: dict, bn_modules: list[str], train: list[Batch], device,
+                  unused: set[str] | None = None, where: str = "train_data") -> dict:
     """BatchNorm running statistics {name: tensor} of the BatchNorm layers `bn_modules` of `model` with the
-    parameters and buffers `state` (one alpha's; loaded non-strictly into a copy), from the training batches:
-    those of one batch holding every training example, per channel the mean and the unbiased variance of the
-    layer's input over all examples (and positions), whatever the sizes of the batches (each batch weighs by its
-    examples: Chan et al.'s pairwise update in float64, so a short last batch is not over-weighted as by torch's
-    per-batch average, momentum=None). The BatchNorm layers run in train mode (each batch normalised by its own
-    statistics, as in training), every other module in eval mode."""
+    parameters and buffers `state` (one alpha's; loaded non-strictly into a copy), from the training batches, as in
+    training: every BatchNorm layer runs in train mode (each batch normalised by its own statistics), every other
+    module in eval mode, and each layer's statistics are the mean and the unbiased variance per channel of the
+    inputs it received over all examples (and positions), pooled over the batches by their example counts (Chan et
+    al.'s pairwise update in float64; a short last batch is not over-weighted as by torch's per-batch average,
+    momentum=None). So:
+    - a BatchNorm layer no other BatchNorm layer precedes (the first of a path through the model) gets exactly the
+      statistics of one batch holding every training example, whatever the batch sizes;
+    - a deeper layer receives inputs normalised per batch by the layers before it (as in training), so its
+      statistics depend on the batching (batch_size) and differ from those of one batch of every example.
+    Batches of one example are joined to a neighbour first (no_single_batches: train mode needs two values per
+    channel). A layer the forward pass never runs gets no statistics: it is left out of the result (so keeps the
+    ones it has; they cannot affect the outputs) and its name is added to `unused`. CannotRunError naming `where`
+    if the model cannot run on the first batch."""
     work = copy.deepcopy(model).to(device)
     work.load_state_dict(state, strict=False)
     work.eval()
@@ -294,15 +376,72 @@ def bn_statistics(model: nn.Module, state: dict, bn_modules: list[str], train: l
     for j, m in enumerate(bns):
         m.train()
         m.register_forward_pre_hook(pooled(j))
-    for b in train:
+    for k, b in enumerate(no_single_batches(train)):
         b = b.to(device)
-        work(*b.args, **b.kwargs)
+        with first_forward(where, model, k == 0):
+            work(*b.args, **b.kwargs)
     out = {}
-    for n, m, (count, mu, s2) in zip(bn_modules, bns, acc):
+    for n, m, a in zip(bn_modules, bns, acc):
+        if a is None:  # never ran: its statistics cannot affect the outputs
+            if unused is not None:
+                unused.add(n)
+            continue
+        count, mu, s2 = a
         p = f"{n}." if n else ""
         out[p + "running_mean"] = mu.to(m.running_mean.dtype)
         out[p + "running_var"] = (s2 / max(count - 1, 1)).to(m.running_var.dtype)
     return out
+
+
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module):
+    """Every module in eval mode inside the block; each submodule's own mode restored afterwards."""
+    modes = [[(m, m.training) for m in model.modules()] for model in models]
+    try:
+        for model in models:
+            model.eval()
+        yield
+    finally:
+        for ms in modes:
+            for m, t in ms:
+                m.training = t
+
+
+def check_pair(model_a: nn.Module, model_b: nn.Module) -> None:
+    """Raise TypeError/ValueError unless both are modules of one class with the same parameter names and shapes."""
+    if not isinstance(model_a, nn.Module) or not isinstance(model_b, nn.Module):
+        raise TypeError(f"linear_path takes two torch.nn.Module models; got {type(model_a).__name__} and "
+                        f"{type(model_b).__name__}")
+    if type(model_a) is not type(model_b):
+        raise ValueError(f"model_a is a {type(model_a).__name__}, model_b a {type(model_b).__name__}: a linear path "
+                         "needs two models of the same architecture")
+    sa, sb = model_a.state_dict(), model_b.state_dict()
+    if set(sa) != set(sb):
+        raise ValueError(f"the models differ in their parameters/buffers: {sorted(set(sa) ^ set(sb))[:5]}")
+    bad = [f"{n}: {tuple(sa[n].shape)} vs {tuple(sb[n].shape)}" for n in sa if sa[n].shape != sb[n].shape]
+    if bad:
+        raise ValueError(f"the models differ in shape: {bad[:3]}")
+
+
+def check_batched(batched, allowed: tuple = (True, False, "auto")):
+    """ConfigError naming `batched` unless it is exactly one of `allowed` (a bool, not 1 or 0; or the string "auto")."""
+    if not (isinstance(batched, (bool, np.bool_)) or (isinstance(batched, str) and batched in allowed)):
+        raise ConfigError(f"batched={batched!r} is not valid; choose one of {list(allowed)} (a bool, not "
+                          f"{type(batched).__name__})")
+    return check_choice("batched", bool(batched) if isinstance(batched, np.bool_) else batched, allowed)
+
+
+def family_config(model: nn.Module):
+    """The config of an lmc_core family model with K = 1 (None for any other module)."""
+    from ..families import FAMILIES
+
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not any(type(cfg) is f.config_type for f in FAMILIES):
+        return None
+    if getattr(model, "k", 1) != 1:
+        raise ValueError(f"linear_path takes single models; this {type(model).__name__} holds K={model.k} copies "
+                         "(use lmc_core.extract(model, k))")
+    return cfg
 
 
 LossFn = Callable[[torch.Tensor, Any], torch.Tensor]

@@ -12,8 +12,12 @@ Buffers are handled deliberately, and the result's `notes` say how:
 - tied parameters are one parameter and interpolated once;
 - BatchNorm running statistics are recomputed at every alpha from `train_data` (bn="recompute", the default when
   the model has BatchNorm: interpolated statistics are a known cause of false barriers, Jordan et al. 2023,
-  "REPAIR"), or interpolated like parameters when asked (bn="interpolate"); never copied from A;
-- other floating-point buffers are used as they are when equal in both models and interpolated when not;
+  "REPAIR"), as in training (path_data.bn_statistics: the first BatchNorm layer of a path gets the statistics of one
+  batch holding every example; deeper layers see inputs normalised per batch, as in training, pooled by example
+  count), or interpolated like parameters when asked (bn="interpolate"); a BatchNorm layer the forward pass never
+  runs keeps model A's statistics (they cannot affect the outputs; said in the notes);
+- other floating-point buffers are used as they are when equal in both models (an equal -inf mask included) and
+  interpolated when not; only the parameters and the interpolated buffers must be finite;
 - integer and boolean buffers (position ids, masks) must be equal in both models, or the call is refused naming
   them.
 
@@ -22,7 +26,6 @@ their family: all alphas as one K-copy ensemble (analysis.interpolate.interpolat
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 from typing import Any
 
@@ -35,126 +38,18 @@ from ..config import check_choice, check_int
 from ..domains import MAX_BATCH
 from . import barrier as B
 from . import path_data as D
-from .interpolate import check_finite_weights, nbytes, path_alphas, stacked_mix, weight_writer
+from .interpolate import (MAX_MEMORY_MB, PathPlan, check_finite_weights, fixed_buffers, nbytes, path_alphas,
+                          weight_writer)
+from .path_data import check_batched, check_pair, eval_mode, family_config  # noqa: F401 - align_models' too
 from .path_result import PathResult, path_result
-
-BN_TYPES = (nn.modules.batchnorm._BatchNorm,)  # noqa: SLF001 - the common base of BatchNorm1d/2d/3d
-
-
-@contextlib.contextmanager
-def eval_mode(*models: nn.Module):
-    """Every module in eval mode inside the block; each submodule's own mode restored afterwards."""
-    modes = [[(m, m.training) for m in model.modules()] for model in models]
-    try:
-        for model in models:
-            model.eval()
-        yield
-    finally:
-        for ms in modes:
-            for m, t in ms:
-                m.training = t
-
-
-def check_pair(model_a: nn.Module, model_b: nn.Module) -> None:
-    """Raise TypeError/ValueError unless both are modules of one class with the same parameter names and shapes."""
-    if not isinstance(model_a, nn.Module) or not isinstance(model_b, nn.Module):
-        raise TypeError(f"linear_path takes two torch.nn.Module models; got {type(model_a).__name__} and "
-                        f"{type(model_b).__name__}")
-    if type(model_a) is not type(model_b):
-        raise ValueError(f"model_a is a {type(model_a).__name__}, model_b a {type(model_b).__name__}: a linear path "
-                         "needs two models of the same architecture")
-    sa, sb = model_a.state_dict(), model_b.state_dict()
-    if set(sa) != set(sb):
-        raise ValueError(f"the models differ in their parameters/buffers: {sorted(set(sa) ^ set(sb))[:5]}")
-    bad = [f"{n}: {tuple(sa[n].shape)} vs {tuple(sb[n].shape)}" for n in sa if sa[n].shape != sb[n].shape]
-    if bad:
-        raise ValueError(f"the models differ in shape: {bad[:3]}")
-
-
-def family_config(model: nn.Module):
-    """The config of an lmc_core family model with K = 1 (None for any other module)."""
-    from ..families import FAMILIES
-
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not any(type(cfg) is f.config_type for f in FAMILIES):
-        return None
-    if getattr(model, "k", 1) != 1:
-        raise ValueError(f"linear_path takes single models; this {type(model).__name__} holds K={model.k} copies "
-                         "(use lmc_core.extract(model, k))")
-    return cfg
-
-
-class _Plan:
-    """Which tensors are interpolated, which are fixed, and what the notes say about them."""
-
-    def __init__(self, model_a: nn.Module, model_b: nn.Module, bn: str, train_data, notes: list[str]):
-        self.params = [n for n, _ in model_a.named_parameters()]  # tied parameters appear once
-        every = [n for n, _ in model_a.named_parameters(remove_duplicate=False)]
-        tied = sorted(set(every) - set(self.params))
-        if tied:
-            notes.append(f"tied parameters interpolated once: {tied}")
-        pa, pb = dict(model_a.named_parameters()), dict(model_b.named_parameters())
-        self.a = {n: pa[n].detach() for n in self.params}
-        self.b = {n: pb[n].detach() for n in self.params}
-        ba, bb = dict(model_a.named_buffers()), dict(model_b.named_buffers())
-        self.bn_modules = [n for n, m in model_a.named_modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
-        bn_stats = {f"{m}.{s}" if m else s for m in self.bn_modules for s in ("running_mean", "running_var")}
-        bn_counts = {f"{m}.num_batches_tracked" if m else "num_batches_tracked" for m in self.bn_modules}
-        self.fixed, self.buf_a, self.buf_b = {}, {}, {}
-        unequal_int, interpolated = [], []
-        for n, t in ba.items():
-            u = bb[n]
-            if n in bn_counts:
-                self.fixed[n] = t.detach()
-            elif n in bn_stats and bn == "recompute":
-                self.fixed[n] = t.detach()  # replaced at every alpha
-            elif t.is_floating_point() or t.is_complex():
-                if torch.equal(t, u):
-                    self.fixed[n] = t.detach()
-                else:
-                    self.buf_a[n], self.buf_b[n] = t.detach(), u.detach()
-                    if n not in bn_stats:
-                        interpolated.append(n)
-            elif not torch.equal(t, u):
-                unequal_int.append(n)
-            else:
-                self.fixed[n] = t.detach()
-        if unequal_int:
-            raise ValueError(f"integer/boolean buffers differ between the models: {unequal_int[:5]} (e.g. position "
-                             "ids or masks); a path between them is not defined: make them equal in both models")
-        if interpolated:
-            notes.append(f"floating-point buffers that differ between the models were interpolated: {interpolated}")
-        self.bn = bn if self.bn_modules else "none"
-        if self.bn_modules:
-            if bn not in ("recompute", "interpolate"):
-                raise ValueError(f"bn={bn!r}; choose 'recompute' (running statistics from train_data at every alpha) "
-                                 "or 'interpolate'")
-            if bn == "recompute" and train_data is None:
-                raise ValueError(f"the model has BatchNorm layers {self.bn_modules[:4]}: their running statistics must be"
-                                 " recomputed at every alpha (interpolated statistics are a known cause of false "
-                                 "barriers; REPAIR, Jordan et al. 2023). Pass train_data=<training batches>, or "
-                                 "bn='interpolate' to interpolate them (reported in the notes)")
-            notes.append("BatchNorm running statistics " + (
-                "recomputed at every alpha on train_data (those of all its examples as one batch, eval mode elsewhere)"
-                if bn == "recompute" else "interpolated like parameters (bn='interpolate'; not recomputed)"))
-
-    def to(self, device) -> "_Plan":
-        """Every tensor of the plan on `device` (evaluation on another device than the models')."""
-        for d in (self.a, self.b, self.fixed, self.buf_a, self.buf_b):
-            d.update({n: t.to(device) for n, t in d.items()})
-        return self
-
-    def at(self, alphas: np.ndarray) -> tuple[dict, dict]:
-        """Stacked parameters and varying buffers [len(alphas), ...] at these alphas (exact at 0 and 1)."""
-        mixed = stacked_mix({**self.a, **self.buf_a}, {**self.b, **self.buf_b}, alphas)
-        return {n: mixed[n] for n in self.params}, {n: mixed[n] for n in self.buf_a}
-
 
 class _Evaluator:
     """Loss and error of many alphas on one split, batched or one alpha at a time."""
 
-    def __init__(self, model, loss_fn, error_fn, device):
+    def __init__(self, model, loss_fn, error_fn, device, where: dict[str, str] | None = None):
         self.model, self.device = model, device
+        self.where = where or {}  # split name -> the argument it came from ("data", "data['test']")
+        self.checked: set[str] = set()  # splits the model has run on (a failure there is the data's: CannotRunError)
         self.loss_fn, self.error_fn = loss_fn, error_fn
         self.work: nn.Module | None = None  # a copy of the model for one alpha at a time
         self.slots: dict[str, torch.Tensor] = {}  # its parameters and buffers by name
@@ -192,15 +87,40 @@ class _Evaluator:
         self.has_error = True
         return D.default_metrics(out, b, self.labels)
 
-    def batched(self, params: dict, buffers: dict, fixed: dict, data: list[D.Batch]) -> list[tuple]:
+    def first(self, split: str | None, j: int):
+        """D.first_forward around the forward pass of batch j of `split`: its first on that split (j == 0, not run
+        before) turns a failure into a CannotRunError naming the argument."""
+        return D.first_forward(self.where.get(split, "data"), self.model,
+                               split is not None and j == 0 and split not in self.checked)
+
+    def vmapped(self, params: dict, buffers: dict, fixed: dict, b: D.Batch, split: str | None, j: int
+                ) -> torch.Tensor:
+        """The outputs [A, ...] of the A alphas of `params` on batch j of `split` as one vmapped call. A failure on
+        the first batch of a split not run before is tried again without vmap at the first alpha: CannotRunError
+        naming the split's argument if the model cannot run on it there either, vmap's failure as it is otherwise."""
+        try:
+            out = torch.func.vmap(lambda p, bf: self.call(p, {**fixed, **bf}, b))(params, buffers)
+        except Exception:
+            if j == 0 and split is not None and split not in self.checked:
+                with self.first(split, 0):  # the data's fault, or vmap's?
+                    self.call({k: t[0] for k, t in params.items()}, {**fixed, **{k: t[0] for k, t in buffers.items()}},
+                              b)
+            raise
+        if split is not None:
+            self.checked.add(split)
+        return out
+
+    def batched(self, params: dict, buffers: dict, fixed: dict, data: list[D.Batch], split: str | None = None
+                ) -> list[tuple]:
         """All alphas of `params` ([A, ...] each) as one vmapped call per batch; the default loss and error are
-        computed for every alpha at once, a custom loss_fn / error_fn alpha by alpha."""
+        computed for every alpha at once, a custom loss_fn / error_fn alpha by alpha (vmapped: CannotRunError
+        naming the split's argument if the model cannot run on its first batch)."""
         n = next(iter(params.values())).shape[0]
         loss_sum, err_sum = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
         count, err_count = 0, 0
-        for b in data:
+        for j, b in enumerate(data):
             b = b.to(self.device)
-            out = torch.func.vmap(lambda p, bf: self.call(p, {**fixed, **bf}, b))(params, buffers)  # [A, ...]
+            out = self.vmapped(params, buffers, fixed, b, split, j)  # [A, ...]
             done = self.default(out, b)
             if done is not None:
                 loss_sum += done[0].double().sum(1).cpu()
@@ -217,19 +137,25 @@ class _Evaluator:
         err = (err_sum / err_count).tolist() if err_count else [float("nan")] * n
         return [(float(x), count, e) for x, e in zip((loss_sum / max(count, 1)).tolist(), err)]
 
-    def outputs(self, data: list[D.Batch], probe: list | None = None, model: nn.Module | None = None) -> list:
-        """The output tensor of `model` (default: the working copy as loaded) on every batch; `probe`: a list that
-        receives the bytes of the largest activation of the first batch."""
+    def outputs(self, data: list[D.Batch], probe: list | None = None, model: nn.Module | None = None,
+                split: str | None = None) -> list:
+        """The output tensor of `model` (default: the working copy as loaded) on every batch of `split`; `probe`: a
+        list that receives the bytes of the largest activation of the first batch. CannotRunError naming the split's
+        argument if the model cannot run on its first batch (the first time)."""
         model, outs = self.work if model is None else model, []
         for j, b in enumerate(data):
             b = b if self.device.type == "cpu" else b.to(self.device)  # _evaluate moved it
             hooks = [m.register_forward_hook(D.largest_output(probe)) for m in model.modules()] \
                 if probe is not None and j == 0 else []
             try:
-                outs.append(D.logits_of(model(*b.args, **b.kwargs)))
+                with self.first(split, j):
+                    out = model(*b.args, **b.kwargs)
             finally:
                 for h in hooks:
                     h.remove()
+            if split is not None:
+                self.checked.add(split)
+            outs.append(D.logits_of(out))
         return outs
 
     def summary(self, outs: list[list], data: list[D.Batch]) -> list[tuple]:
@@ -267,22 +193,25 @@ CPU_BATCH_BYTES = 96 << 10  # batched="auto" on a CPU: one alpha at a time where
 
 
 @torch.no_grad()
-def _alphas_per_call(model: nn.Module, data: dict, plan: _Plan, n: int, memory_mb: int, device) -> int:
+def _alphas_per_call(ev: _Evaluator, data: dict, plan: PathPlan, n: int, memory_mb: int) -> int:
     """How many alphas one vmapped call evaluates: the stacked parameters and the largest activation (measured
-    with forward hooks on one batch) under memory_mb, and on a CPU the largest activation under CPU_CALL_BYTES."""
-    largest = [0]
-    b = next(iter(data.values()))[0].to(device)
+    with forward hooks on one batch of the first split: CannotRunError naming it if the model cannot run on it)
+    under memory_mb, and on a CPU the largest activation under CPU_CALL_BYTES."""
+    model, device, largest = ev.model, ev.device, [0]
+    split = next(iter(data))
+    b = data[split][0].to(device)
     hooks = [m.register_forward_hook(D.largest_output(largest)) for m in model.modules()]
     try:
-        with eval_mode(model):
+        with eval_mode(model), ev.first(split, 0):
             torch.func.functional_call(model, {**plan.fixed, **plan.buf_a, **plan.a}, b.args, b.kwargs)  # model A
     finally:
         for h in hooks:
             h.remove()
+    ev.checked.add(split)
     return _per_call(plan, largest[0], n, memory_mb, device)
 
 
-def _per_call(plan: _Plan, largest: int, n: int, memory_mb: int, device) -> int:
+def _per_call(plan: PathPlan, largest: int, n: int, memory_mb: int, device) -> int:
     chunk = (memory_mb << 20) // (_param_bytes(plan) + 4 * largest + 1)
     if torch.device(device).type == "cpu":
         chunk = min(chunk, CPU_CALL_BYTES // max(largest, 1))
@@ -290,11 +219,11 @@ def _per_call(plan: _Plan, largest: int, n: int, memory_mb: int, device) -> int:
     return -(-n // -(-n // chunk))  # as many calls, of equal sizes (equal allocations reuse each other's memory)
 
 
-def _param_bytes(plan: _Plan) -> int:
+def _param_bytes(plan: PathPlan) -> int:
     return nbytes([*plan.a.values(), *plan.buf_a.values()])
 
 
-def _one_at_a_time(ev: _Evaluator, plan: _Plan, al: np.ndarray, todo: range, data_b: dict, train: list,
+def _one_at_a_time(ev: _Evaluator, plan: PathPlan, al: np.ndarray, todo: range, data_b: dict, train: list,
                    rows: dict, probe: list | None = None, held: list | None = None) -> None:
     """Rows of the alphas al[todo], one alpha at a time in a working copy of the model (interpolate.weight_writer:
     the values of plan.at); the outputs of up to SCRATCH_BYTES of alphas are held and summarised together
@@ -311,8 +240,8 @@ def _one_at_a_time(ev: _Evaluator, plan: _Plan, al: np.ndarray, todo: range, dat
         if plan.bn == "recompute":
             mixed = {n: ev.slots[n] for n in plan.params}
             state = {**plan.fixed, **{n: ev.slots[n] for n in plan.buf_a}, **mixed}
-            ev.load(D.bn_statistics(ev.model, state, plan.bn_modules, train, ev.device))
-        outs = {name: ev.outputs(bs, probe if (i, j) == (todo.start, 0) else None)
+            ev.load(D.bn_statistics(ev.model, state, plan.bn_modules, train, ev.device, plan.bn_unused))
+        outs = {name: ev.outputs(bs, probe if (i, j) == (todo.start, 0) else None, split=name)
                 for j, (name, bs) in enumerate(data_b.items())}
         held.append((i, outs))
         size += nbytes(o for v in outs.values() for o in v)
@@ -323,7 +252,7 @@ def _one_at_a_time(ev: _Evaluator, plan: _Plan, al: np.ndarray, todo: range, dat
             held, size = [], 0
 
 
-def _batched(ev: _Evaluator, plan: _Plan, al: np.ndarray, data_b: dict, train: list, chunk: int,
+def _batched(ev: _Evaluator, plan: PathPlan, al: np.ndarray, data_b: dict, train: list, chunk: int,
              batched: bool | str, rows: dict, notes: list[str]) -> str:
     """Rows of every alpha, `chunk` alphas per vmapped call; on a failure of vmap (batched="auto") the rest one
     alpha at a time, with a note. Returns the mode."""
@@ -333,12 +262,14 @@ def _batched(ev: _Evaluator, plan: _Plan, al: np.ndarray, data_b: dict, train: l
         if plan.bn == "recompute":
             stats = [D.bn_statistics(ev.model, {**plan.fixed, **{n: t[i] for n, t in bufs.items()},
                                                 **{n: t[i] for n, t in params.items()}}, plan.bn_modules, train,
-                                     ev.device) for i in range(len(idx))]
-            bufs.update({n: torch.stack([s[n] for s in stats]) for n in stats[0]})
+                                     ev.device, plan.bn_unused) for i in range(len(idx))]
+            bufs.update({n: torch.stack([s[n] for s in stats]) for n in stats[0]})  # layers that ran (all alphas)
         fixed = {n: t for n, t in plan.fixed.items() if n not in bufs}
         for name, bs in data_b.items():
             try:
-                done = ev.batched(params, bufs, fixed, bs)
+                done = ev.batched(params, bufs, fixed, bs, name)
+            except D.CannotRunError:
+                raise  # the data's fault, not vmap's: no fallback
             except Exception as exc:  # noqa: BLE001 - any failure of vmap: fall back, and say why
                 if batched is True:
                     raise
@@ -353,7 +284,7 @@ def _batched(ev: _Evaluator, plan: _Plan, al: np.ndarray, data_b: dict, train: l
     return "batched"
 
 
-def _alpha0_is_a(plan: _Plan, model: nn.Module, device: torch.device) -> bool:
+def _alpha0_is_a(plan: PathPlan, model: nn.Module, device: torch.device) -> bool:
     """True if the model at alpha 0 is model A as it is: its own tensors on `device`, no buffer recomputed or
     interpolated (the interpolation is exact at 0: interpolate.lerp_rows); checked for a small model only (for a
     large one the check costs more than the working copy it may save)."""
@@ -361,11 +292,12 @@ def _alpha0_is_a(plan: _Plan, model: nn.Module, device: torch.device) -> bool:
         t.device == device for t in [*model.parameters(), *model.buffers()])
 
 
-def _evaluate(ev: _Evaluator, plan: _Plan, al: np.ndarray, data_b: dict, train: list, batched: bool | str,
+def _evaluate(ev: _Evaluator, plan: PathPlan, al: np.ndarray, data_b: dict, train: list, batched: bool | str,
               memory_mb: int, notes: list[str]) -> tuple[dict, str]:
     """(loss, examples, error) of every alpha on every split ({split: [len(al)] rows}) and the mode it ran in.
     batched="auto" on a CPU evaluates the first alpha one at a time, measuring its largest activation, and goes
-    on one alpha at a time (with a note) where that exceeds CPU_BATCH_BYTES, batched otherwise."""
+    on one alpha at a time (with a note) where that exceeds CPU_BATCH_BYTES, batched otherwise. The first forward
+    pass on each split (and on train_data) raises CannotRunError naming it if the model cannot run on it."""
     rows: dict[str, list] = {s: [None] * len(al) for s in data_b}
     if ev.device.type == "cpu":  # on the CPU once (a GPU gets one batch at a time, as it is used)
         data_b = {s: [b.to(ev.device) for b in bs] for s, bs in data_b.items()}
@@ -376,7 +308,7 @@ def _evaluate(ev: _Evaluator, plan: _Plan, al: np.ndarray, data_b: dict, train: 
         largest = [0]
         held = None
         if _alpha0_is_a(plan, ev.model, ev.device):  # evaluated as it is: no working copy for a batched path
-            held = [(0, {name: ev.outputs(bs, largest if j == 0 else None, ev.model)
+            held = [(0, {name: ev.outputs(bs, largest if j == 0 else None, ev.model, name)
                          for j, (name, bs) in enumerate(data_b.items())})]
         else:
             _one_at_a_time(ev, plan, al, range(1), data_b, train, rows, largest)
@@ -388,7 +320,7 @@ def _evaluate(ev: _Evaluator, plan: _Plan, al: np.ndarray, data_b: dict, train: 
             return rows, "one alpha at a time"
         chunk = _per_call(plan, largest[0], len(al), memory_mb, ev.device)
     else:
-        chunk = _alphas_per_call(ev.model, data_b, plan, len(al), memory_mb, ev.device)
+        chunk = _alphas_per_call(ev, data_b, plan, len(al), memory_mb)
     return rows, _batched(ev, plan, al, data_b, train, chunk, batched, rows, notes)
 
 
@@ -409,12 +341,18 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
       tensor (its `.logits` for a Hugging Face model) and `batch` the batch as given; default cross-entropy on
       logits [..., C] with integer labels [...] (nats). error_fn: likewise for the per-example error (0/1);
       default top-1 error when the labels fit the logits; False: no error column.
-    alphas: a number of points (default 11) or a grid from exactly 0 to exactly 1.
+    alphas: a number of points (default 11; an integer, also numpy's or a 0-d array) or a grid from exactly 0 to
+      exactly 1.
     train_data: training batches for the BatchNorm statistics (needed when the model has BatchNorm and
-      bn="recompute"). batched: "auto" (one batched model, falling back to one alpha at a time with a note; on a
+      bn="recompute"; path_data.bn_statistics: every BatchNorm layer in train mode, as in training, each layer's
+      statistics pooled over the batches by example count, so the first BatchNorm layer of a path gets those of one
+      batch holding every example, while deeper layers see inputs normalised per batch and depend on batch_size;
+      a batch of one example is joined to the one before; a layer that never runs keeps model A's statistics, said
+      in the notes). batched: "auto" (one batched model, falling back to one alpha at a time with a note; on a
       CPU one alpha at a time, with a note, when an alpha's largest activation exceeds CPU_BATCH_BYTES, where that
       was measured faster: bench/linear_path.py), True (batched; fail instead of falling back) or False (one alpha
-      at a time). memory_mb: the stacked parameters and activations of one batched call stay below this, more
+      at a time; exactly a bool or "auto", not 1 or 0). memory_mb (1 to MAX_MEMORY_MB, 16 TiB in MiB): the
+      stacked parameters and activations of one batched call stay below this, more
       alphas are done in several calls; on a CPU a batched call also keeps its largest activation under
       CPU_CALL_BYTES (larger temporaries were measured slower: fresh pages at every call). One alpha at a time
       needs a working copy of model A and at most SCRATCH_BYTES besides.
@@ -430,42 +368,52 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     barrier, instability, unit, convex), `verdicts` (the three built on first access), `notes` and `mode`. Raises,
     before any evaluation, TypeError/ValueError naming the argument for models of different architectures, unusable
     data, BatchNorm without train_data, unequal integer buffers, NonFiniteWeightsError (a ValueError naming the model
-    and the parameter) for NaN or infinite weights, and ConfigError for alphas (a count from 2 to
-    barrier.MAX_ALPHAS or a grid from exactly 0 to exactly 1), batch_size or memory_mb (integers >= 1), bn, batched,
-    definition or threshold (a finite number > 0) out of their domains; ValueError naming `data` for labels that are
-    not integer classes of the model's outputs (at the first batch evaluated).
+    and the parameter) for NaN or infinite parameters or buffers that differ between the models (a buffer equal in
+    both, such as a -inf mask, is held fixed and may hold infinities), and ConfigError for alphas (a count from 2
+    to barrier.MAX_ALPHAS or a grid from exactly 0 to exactly 1), batch_size (1 to MAX_BATCH), memory_mb (1 to
+    MAX_MEMORY_MB), bn, batched, definition or threshold (a finite number > 0) out of their domains. At the first
+    batch evaluated: path_data.CannotRunError (a ValueError) naming `data` (`data['name']`) or `train_data` when
+    the model cannot run on it (a wrong width or dtype: the model's own error's first line is kept), ValueError
+    naming `data` for labels that are not integer classes of the model's outputs. A failure on a later batch
+    propagates as it is.
     """
     check_pair(model_a, model_b)
     al = path_alphas(alphas)
     check_int("batch_size", batch_size, 1, MAX_BATCH)
-    check_int("memory_mb", memory_mb, 1)
+    check_int("memory_mb", memory_mb, 1, MAX_MEMORY_MB)
     check_choice("bn", bn, ("recompute", "interpolate"))
-    check_choice("batched", batched, (True, False, "auto"))
+    batched = check_batched(batched)
     check_choice("definition", definition, B.DEFINITIONS)
     B.check_threshold(threshold)
     cfg = family_config(model_a)
-    splits = data if D.is_split_dict(data) or (cfg is not None and isinstance(data, dict)) else {"eval": data}
+    named = D.is_split_dict(data) or (cfg is not None and isinstance(data, dict))
+    splits = data if named else {"eval": data}
     if cfg is not None:
         from .family_paths import family_curve
 
-        check_finite_weights(model_a, "model_a")
-        check_finite_weights(model_b, "model_b")
+        held = fixed_buffers(model_a, model_b)  # equal buffers are not interpolated: only the rest must be finite
+        check_finite_weights(model_a, "model_a", held)
+        check_finite_weights(model_b, "model_b", held)
         curve, notes, mode = family_curve(cfg, model_a, model_b, splits, al, batch_size, device)
         return path_result(curve, notes, mode, definition, threshold, required=("loss", "error"))
     dev = torch.device(device) if device is not None else next(
         iter([*model_a.parameters(), *model_a.buffers()]), torch.empty(0)).device
     notes: list[str] = []
-    plan = _Plan(model_a, model_b, bn, train_data, notes)
-    recomputed = {n for n in plan.fixed if plan.bn == "recompute" and n.rsplit(".", 1)[-1] in (
-        "running_mean", "running_var") and n.rpartition(".")[0] in plan.bn_modules}
-    check_finite_weights(model_a, "model_a", recomputed)
-    check_finite_weights(model_b, "model_b", recomputed)
+    plan = PathPlan(model_a, model_b, bn, train_data, notes)
+    # only parameters and interpolated buffers must be finite: plan.fixed (equal in both models, or BatchNorm
+    # statistics recomputed at every alpha) is never interpolated
+    check_finite_weights(model_a, "model_a", set(plan.fixed))
+    check_finite_weights(model_b, "model_b", set(plan.fixed))
     plan.to(dev)
     train = D.batches(train_data, batch_size, "train_data") if plan.bn == "recompute" else []
-    data_b = {name: D.batches(s, batch_size, f"data[{name!r}]") for name, s in splits.items()}
-    ev = _Evaluator(model_a, loss_fn, error_fn, dev)
+    where = {name: f"data[{name!r}]" if named else "data" for name in splits}
+    data_b = {name: D.batches(s, batch_size, where[name]) for name, s in splits.items()}
+    ev = _Evaluator(model_a, loss_fn, error_fn, dev, where)
     with eval_mode(model_a, model_b):
         rows, mode = _evaluate(ev, plan, al, data_b, train, batched, memory_mb, notes)
+    if plan.bn_unused:
+        notes.append(f"BatchNorm layers the forward pass never ran on train_data keep model A's running statistics "
+                     f"(they cannot affect the outputs): {sorted(plan.bn_unused)}")
     cols = [(s, float(a), *r) for s in splits for a, r in zip(al, rows[s])]  # split, alpha, loss, examples, error
     return path_result(lambda: pd.DataFrame({k: np.array([c[i] for c in cols], dtype=t) for k, i, t in (
         ("split", 0, object), ("alpha", 1, np.float64), ("loss", 2, np.float64), ("error", 4, np.float64),
@@ -477,21 +425,26 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
 def path_outputs(model_a: nn.Module, model_b: nn.Module, batch: Any, alphas=3, batched: bool = True) -> torch.Tensor:
     """Outputs [len(alphas), ...] of the interpolated models on one batch (a tensor, a tuple (x, ...) or a dict of
     model inputs), in eval mode; parameters and differing floating-point buffers (BatchNorm statistics included)
-    are interpolated (interpolate.lerp_rows: the weights of interpolate_states, bit for bit). batched: one vmap
-    call (True), else one alpha at a time (False). Raises as linear_path for alphas, batched and non-finite
-    weights."""
+    are interpolated (interpolate.lerp_rows: the weights of interpolate_states, bit for bit); buffers equal in both
+    models are held fixed. batched: one vmap call (True), else one alpha at a time (False). Raises as linear_path for
+    alphas, batched (exactly True or False) and non-finite parameters or interpolated buffers, and CannotRunError (a
+    ValueError) naming `batch` if the model cannot run on it."""
     check_pair(model_a, model_b)
     al = path_alphas(alphas)
-    check_choice("batched", batched, (True, False))
-    check_finite_weights(model_a, "model_a")
-    check_finite_weights(model_b, "model_b")
-    plan = _Plan(model_a, model_b, "interpolate", None, [])
+    batched = check_batched(batched, (True, False))
+    plan = PathPlan(model_a, model_b, "interpolate", None, [])
+    check_finite_weights(model_a, "model_a", set(plan.fixed))  # equal buffers are held fixed, never interpolated
+    check_finite_weights(model_b, "model_b", set(plan.fixed))
     b = D.parse_batch(batch, "batch")
-    ev = _Evaluator(model_a, None, None, None)
+    ev = _Evaluator(model_a, None, None, None, {"batch": "batch"})
     params, bufs = plan.at(al)
     fixed = {n: t for n, t in plan.fixed.items() if n not in bufs}
     with eval_mode(model_a, model_b):
         if batched:
-            return torch.func.vmap(lambda p, bf: ev.call(p, {**fixed, **bf}, b))(params, bufs)
-        return torch.stack([ev.call({n: t[i] for n, t in params.items()},
-                                    {**fixed, **{n: t[i] for n, t in bufs.items()}}, b) for i in range(len(al))])
+            return ev.vmapped(params, bufs, fixed, b, "batch", 0)
+        outs = []
+        for i in range(len(al)):
+            with ev.first("batch", i):
+                outs.append(ev.call({n: t[i] for n, t in params.items()},
+                                    {**fixed, **{n: t[i] for n, t in bufs.items()}}, b))
+        return torch.stack(outs)

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import stats as sps
 
-from ..config import check_choice, check_int, check_real
+from ..config import ConfigError, check_choice, check_int, check_real
 
 CONFIDENCE = 0.95  # every interval printed
 ALPHA = 0.05  # every test's level (an exact test rejects at p <= ALPHA)
@@ -62,23 +62,25 @@ def check_args(digits: int = 2, convex_tol=None, bounds=None, expected="") -> No
         check_real("convex_tol", convex_tol, 0, None)
     if bounds is not None:
         if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2):
-            raise ValueError(f"bounds={bounds!r}: give (low, high), either None for no bound")
+            raise ConfigError(f"bounds={bounds!r} must be a pair (low, high) of finite numbers, either None for no "
+                              "bound")
         lo, hi = (None if b is None else check_real("bounds", b) for b in bounds)
         if lo is not None and hi is not None and lo > hi:
-            raise ValueError(f"bounds={bounds!r}: low must not exceed high")
+            raise ConfigError(f"bounds={bounds!r}: its low end must not exceed its high end; give (low, high)")
     if expected != "":
         check_choice("expected", expected, (None, "higher", "lower"))
 
 
 def unit_means(values, units=None) -> tuple[np.ndarray, np.ndarray]:
     """(mean per unit [n_units], pairs per unit [n_units]) of `values` [n] grouped by `units` (one label per
-    value, in first-appearance order); units=None: every value is its own unit."""
+    value, in first-appearance order); units=None: every value is its own unit. ConfigError (naming units) when
+    there is not one label per value."""
     v = np.asarray(values, dtype=float).ravel()
     if units is None:
         return v, np.ones(v.size, dtype=int)
     u = np.asarray(units).ravel()
     if u.shape != v.shape:
-        raise ValueError(f"units has {u.size} labels for {v.size} values: give one unit label per value")
+        raise ConfigError(f"units has {u.size} labels for {v.size} values: give one unit label per value")
     keys = list(dict.fromkeys(u.tolist()))
     groups = [v[u == k] for k in keys]
     return np.array([g.mean() for g in groups]), np.array([g.size for g in groups])
@@ -110,10 +112,12 @@ def sd(x: np.ndarray) -> float:
 
 def units_of_pairs(model_a: Sequence, model_b: Sequence) -> np.ndarray:
     """One unit label per pair: pairs connected through a shared model are one unit (connected components of
-    the graph whose edges are the pairs). Pairs of disjoint models are their own units."""
+    the graph whose edges are the pairs). Pairs of disjoint models are their own units. ConfigError (naming
+    model_a and model_b) when they differ in length."""
     a, b = list(model_a), list(model_b)
     if len(a) != len(b):
-        raise ValueError("model_a and model_b must name the two models of every pair")
+        raise ConfigError(f"model_a ({len(a)} names) and model_b ({len(b)} names) must name the two models of every "
+                          "pair: give lists of one length")
     parent: dict = {}
 
     def find(x):
@@ -203,9 +207,13 @@ def _u_and_se(W: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def pair_matrix(values, model_a, model_b) -> tuple[np.ndarray, list]:
-    """The symmetric [m, m] matrix of pair values (NaN where two models were not compared) and the models' ids."""
+    """The symmetric [m, m] matrix of pair values (NaN where two models were not compared) and the models' ids.
+    ConfigError (naming values, model_a and model_b) unless they have one length: one value per pair."""
     v = np.asarray(values, dtype=float).ravel()
     a, b = np.asarray(model_a).ravel(), np.asarray(model_b).ravel()
+    if not v.size == a.size == b.size:
+        raise ConfigError(f"values ({v.size}), model_a ({a.size}) and model_b ({b.size}) must have one length: one "
+                          "value and the two models' names per pair")
     models = list(dict.fromkeys([*a.tolist(), *b.tolist()]))
     index = {k: i for i, k in enumerate(models)}
     W = np.full((len(models), len(models)), np.nan)
@@ -219,7 +227,8 @@ def shared_pairs_interval(values, model_a, model_b, confidence: float = CONFIDEN
     """Interval of the mean over pairs that share models (e.g. all pairs among m models): a U-statistic of order 2.
     Bootstrap-t over models: resample the m models with replacement, take the mean over the pairs of distinct
     draws, studentize by the jackknife standard error over models (Arvesen 1969, *Ann. Math. Stat.* 40:2076).
-    Returns (low, high, m); NaN below 3 models. ConfigError as studentized_interval."""
+    Returns (low, high, m); NaN below 3 models. ConfigError as studentized_interval, and (pair_matrix) when values,
+    model_a and model_b differ in length."""
     _check(confidence, n_resamples, seed)
     W, models = pair_matrix(values, model_a, model_b)
     m = len(models)

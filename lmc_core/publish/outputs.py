@@ -16,11 +16,16 @@ files into the new folder and would lose a set that another notebook (`figures -
 So the files stay plain files in the committed folder, and wholeness is kept by the journal and a lock:
 
 - The swap (journal, renames, removal) runs under an exclusive lock on the folder (`flock` on the folder
-  itself: no lock file, released by the system when a process dies). A Ctrl-C during the renames makes the
-  writer finish the swap before it stops; only a process killed outright leaves a journal.
-- Every reader in this package reads through `reading(folder)` / `read_set` (or calls `complete_swaps`
-  first): it finishes any journalled swap, then holds a shared lock while it reads, so it waits for a swap in
-  progress and never sees old and new files of one set side by side.
+  itself: no lock file, released by the system when a process dies). An error or Ctrl-C anywhere in `commit`
+  is settled by what is on disk, not by how far the writer got: if its journal is there (even if the Ctrl-C
+  came right after the journal's rename) the writer finishes the swap before it stops, else it removes its
+  staging folder and the old set stands. The staged files a journal names are never deleted before they are
+  in place; only a process killed outright (or a second Ctrl-C) leaves a journal.
+- Every reader in this package reads through `reading(folder)` (`read_set`, `readme.render`,
+  `report_index.write_index`, `report_html.read_summary`; `readme.findings_table` is called inside
+  render's block): it finishes any journalled swap, then holds a shared lock while it reads, so it waits for a
+  swap in progress and never sees old and new files of one set side by side. `reading` blocks nest (an inner
+  one of the same folder and thread takes no second lock).
 - Leftovers are cleaned by the next run (`complete_swaps`, called before every write): journals are
   finished, staging folders that no live writer holds (each writer holds a lock on its own staging folder)
   are removed. Without `flock` (Windows) staging folders are removed once older than a day.
@@ -37,6 +42,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -108,20 +114,26 @@ class Outputs:
         number such as "01"), files of that prefix the new set does not contain are removed in the same swap.
 
         Returns the paths of the set's files. ConfigError if out_dir is (under) a file or not writable,
-        StoreAccessError if a file cannot be written; any error or Ctrl-C while the files are written leaves
-        the previous set as it was."""
+        StoreAccessError if a file cannot be written; any error or Ctrl-C before the journal is on disk leaves
+        the previous set as it was, one after it gives the new set (module docstring). RuntimeError inside a
+        reading() block of out_dir in this thread."""
         out = check_output_dir(out_dir)
+        if _read_by_this_thread(out):
+            raise RuntimeError(f"{out} is being read in a reading() block of this thread: write the figure set after "
+                               "the block (the swap would wait for the block's own lock)")
+        stage: Path | None = None
+        stage_lock: int | None = None
+        journal: Path | None = None
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            with _locked(out):
-                _complete(out)  # leftovers of an interrupted run
-                stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
-                stage_lock = _hold(stage)  # taken before the folder's lock is let go: a cleaner sees it held
-        except OSError as e:
-            raise access_error(out, e, "write into") from None
-        journal = out / f".swap-{prefix or stage.name}.json"
-        committed = False
-        try:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                with _locked(out):
+                    _complete(out)  # leftovers of an interrupted run
+                    stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+                    stage_lock = _hold(stage)  # taken before the folder's lock is let go: a cleaner sees it held
+            except OSError as e:
+                raise access_error(out, e, "write into") from None
+            journal = out / f".swap-{prefix or stage.name}.json"
             for name, write in self._items:
                 path = stage / name
                 write(path)
@@ -132,19 +144,21 @@ class Outputs:
             if missing:
                 raise RuntimeError(f"figure set incomplete, nothing replaced: {missing}")
             with _locked(out):
+                _complete(out)  # a swap of this prefix that a killed writer journalled meanwhile goes first
                 stale = sorted(p.name for p in out.glob(f"{prefix}_*") if p.is_file() and p.name not in self.names) \
                     if prefix else []
                 atomic_write(journal, lambda tmp: Path(tmp).write_text(json.dumps(
                     {"stage": stage.name, "files": self.names, "remove": stale}), encoding="utf-8"))
-                committed = True
                 _finish(out, journal)
         except BaseException:
-            if not committed:  # the swap never started: the old set stands
-                shutil.rmtree(stage, ignore_errors=True)
-            else:  # interrupted (Ctrl-C) during the renames: the new set is committed, so finish it first
-                with contextlib.suppress(BaseException):
+            # What happened is decided by the disk, not by how far this code got: an interruption can strike after
+            # the journal's rename and before any flag is set. Our journal on disk: the new set is committed, so
+            # finish it (roll forward); none: the old set stands, and the staged files go. A journal's staged
+            # files are never deleted before they are renamed into place.
+            if stage is not None:
+                with contextlib.suppress(BaseException):  # a second Ctrl-C: the next reader or run settles it
                     with _locked(out):
-                        _finish(out, journal)
+                        _settle(out, journal, stage)
             raise
         finally:
             _release(stage_lock)
@@ -209,9 +223,29 @@ def _finish(out: Path, journal: Path) -> None:
     journal.unlink(missing_ok=True)
 
 
+def _settle(out: Path, journal: Path | None, stage: Path) -> None:
+    """After an interrupted commit (the folder's lock held): finish the swap if `journal` is on disk and names
+    `stage` (it was committed), else remove `stage` unless a journal names it (a journal that cannot be read is
+    left to _complete, with the staged files)."""
+    plan = None
+    if journal is not None:
+        try:
+            plan = json.loads(journal.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            plan = None
+        except (ValueError, OSError):
+            return
+    if isinstance(plan, dict) and plan.get("stage") == stage.name:
+        _finish(out, journal)
+    else:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def _complete(out: Path) -> list[str]:
     """complete_swaps with the folder's exclusive lock held."""
     done = []
+    for tmp in out.glob("..swap-*.tmp"):  # a journal being written when its writer died (written under this lock)
+        tmp.unlink(missing_ok=True)
     for journal in sorted(out.glob(".swap-*.json")):
         try:
             _finish(out, journal)
@@ -245,6 +279,8 @@ def complete_swaps(folder: str | os.PathLike) -> list[str]:
     out = Path(folder)
     if not out.is_dir():
         return []
+    if _read_by_this_thread(out):  # the reading() block around this call finished them and holds off any swap
+        return []
     try:
         with _locked(out):
             return _complete(out)
@@ -252,23 +288,54 @@ def complete_swaps(folder: str | os.PathLike) -> list[str]:
         raise access_error(out, e, "finish the interrupted figure swap in") from None
 
 
+_reading = threading.local()  # .folders: {real path: depth} of the reading() blocks this thread is inside
+
+
+def _read_by_this_thread(out: Path) -> bool:
+    return os.path.realpath(out) in getattr(_reading, "folders", {})
+
+
 @contextlib.contextmanager
 def reading(folder: str | os.PathLike) -> Iterator[Path]:
     """Read a figure folder as whole sets: swaps an interruption left half done are finished first, then a
     shared lock is held for the block, so no swap runs while the block reads (every file read belongs to one
-    whole set, old or new). Yields the folder as a Path (which may not exist)."""
+    whole set, old or new). Yields the folder as a Path (which may not exist).
+
+    Blocks nest: inside a reading() block of the same folder (in this thread) another one takes no lock of its
+    own (the outer block's shared lock covers it; a second lock would wait for the first). Writing a set into
+    a folder this thread is reading is refused (RuntimeError): it would wait for itself."""
     out = Path(folder)
+    key = os.path.realpath(out)
+    held = _reading.__dict__.setdefault("folders", {})
+    if key in held:
+        held[key] += 1
+        try:
+            yield out
+        finally:
+            held[key] -= 1
+        return
+    with _holding_shared(out):
+        held[key] = 1
+        try:
+            yield out
+        finally:
+            del held[key]
+
+
+@contextlib.contextmanager
+def _holding_shared(out: Path) -> Iterator[int | None]:
+    """complete_swaps, then a shared lock on `out` (none if it is not a folder) held for the block."""
     while True:
         complete_swaps(out)
         if not out.is_dir():
-            yield out
+            yield None
             return
         fd = _hold(out, shared=True)
         if not any(out.glob(".swap-*.json")):  # none interrupted between the two locks
             break
         _release(fd)
     try:
-        yield out
+        yield fd
     finally:
         _release(fd)
 

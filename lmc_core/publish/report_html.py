@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from . import paths
 from .colab import COLAB_CELL
+from .outputs import reading
 
 _NO_ALT = "No description has been provided for this image"
 PARAMETERS_TITLE = "# Parameters of this run (profile {profile})"
@@ -210,10 +211,12 @@ def tidy_notebook(nb, profile: str | None = None, home: Path | None = None):
 
 
 def read_summary(figures_dir: Path | str, prefix: str) -> dict[str, Any]:
-    """``figures_dir/<prefix>_summary.json`` as a dict ({} when missing or unreadable)."""
+    """``figures_dir/<prefix>_summary.json`` as a dict ({} when missing or unreadable), read from a whole figure
+    set (lmc_core.publish.outputs.reading: a half-done swap is finished first, none runs while it reads)."""
     path = Path(figures_dir) / f"{prefix}_summary.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with reading(figures_dir):
+            data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

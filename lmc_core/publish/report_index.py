@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import paths
-from .outputs import complete_swaps
+from .outputs import reading
 from .paths import check_profile, repo_root
 
 from .report_html import figure_prefix, inside, notebook_title, relhref, figure_titles, read_summary
@@ -114,7 +114,9 @@ def write_index(
     report and its figures in reading order (the summary's ``figures`` list, unlisted files after
     them by name), each large, with its title as caption and alt text, click to enlarge
     (CSS only), and links to its CSV.  ``root`` is the checkout (notebook titles when a notebook
-    has no executed copy); default folders lie under lmc_core.publish.paths.home().
+    has no executed copy); default folders lie under lmc_core.publish.paths.home().  The figure
+    folder is read as whole sets (lmc_core.publish.outputs.reading): a half-done swap is finished
+    first, and none runs while the page is built.
     """
     check_profile(profile)
     root = Path(root).resolve() if root is not None else repo_root()
@@ -122,7 +124,13 @@ def write_index(
     reports_dir = Path(reports_dir) if reports_dir else home / "reports" / profile
     figures_dir = Path(figures_dir) if figures_dir else home / "figures" / profile
     reports_dir.mkdir(parents=True, exist_ok=True)
-    complete_swaps(figures_dir)  # never show a figure set half swapped
+    with reading(figures_dir):  # whole figure sets only: a half-done swap is finished, none runs while we read
+        return _write_index(profile, root, reports_dir, figures_dir, failed, home)
+
+
+def _write_index(profile: str, root: Path, reports_dir: Path, figures_dir: Path, failed: Sequence[str],
+                 home: Path) -> Path:
+    """write_index inside the figure folder's reading() block."""
     esc = html.escape
     failed_set = set(failed)
 

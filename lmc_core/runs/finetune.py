@@ -65,7 +65,9 @@ def train_lm(p, store: RunStore, device, corpus) -> tuple[dict, list[dict]]:
         spec = replace(fine, data=DataConfig(level="char", part=f"valid:{h}/2"), init_from=end,
                        seeds=fine.seeds[: p.lm_pairs], train=replace(fine.train, checkpoints=()))
         get(f"half{h}", f"fine-tune on half {h} of the data", spec, stream, st["pretrained"])
-    st["step_mid"] = store.checkpoint(replace(fine, init_from=end), p.finetune_steps // 2)
+    ft = replace(fine, init_from=end)  # a damaged kept checkpoint is retrained from the same start and data
+    st["step_mid"] = store.checkpoint(ft, p.finetune_steps // 2, corpus.valid, device, p.progress,
+                                      init_state=stack_states([st["pretrained"]] * ft.k))
     return st, runs
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pandas as pd
 import torch
 
 from ..config import ConfigError, RunSpec, check_int, config_hash, non_default, to_dict
+from ..data.batches import Examples
 from ..families import family_of, spec_from_dict
 from ..train import TrainResult, TrainState
 from .checkpoints import train_once, train_resumable
@@ -34,6 +36,79 @@ class _Rebuild:
     init_state: State | None
     monitor: dict | None
     dynamics: str | None
+
+
+# ----------------------------------------------------------------------------- remembering without keeping alive
+# RunStore remembers get()'s arguments of a run with kept checkpoints (to train a damaged one again in the same
+# process) without holding them: every tensor through a weak reference, so that when the caller drops its data the
+# store does too. The rules (_weak):
+# - a tensor: a weak reference; a view (unfold, slice, ...) of another tensor made for the call: a weak reference
+#   to the tensor it views plus its size, stride and offset (the view is made again from it);
+# - dict, list, tuple (named tuples too) of at most _MAX_ITEMS items, and Examples: the same container made again
+#   of their items' forms (dict keys held as they are: names);
+# - small immutable values (None, bools, numbers, strings and bytes up to _SMALL_CHARS, devices, dtypes): as they
+#   are;
+# - any other object: a weak reference if it takes one; else (a large value that takes no weak reference, such as
+#   a long string or a container of more than _MAX_ITEMS items) the run is not remembered at all.
+# A remembered run whose data are gone (any weak reference dead) is as one never remembered: a damaged kept
+# checkpoint is moved aside and the error says how to train it again.
+_MAX_ITEMS = 1024
+_SMALL_CHARS = 4096
+
+
+class _NotWeak(Exception):
+    """A value that can be neither held weakly nor cheaply (not remembered)."""
+
+
+class _Gone(Exception):
+    """A weakly held value that has been freed."""
+
+
+def _weak(value, depth: int = 0):
+    """A form of `value` that keeps no large object alive (rules above); _NotWeak if there is none."""
+    if depth > 16:
+        raise _NotWeak()
+    if isinstance(value, torch.Tensor):
+        base = value._base
+        if base is not None and base.dtype == value.dtype and base.device == value.device:
+            return ("view", weakref.ref(base), tuple(value.shape), value.stride(), value.storage_offset())
+        return ("ref", weakref.ref(value))
+    if value is None or isinstance(value, (bool, int, float, complex, torch.device, torch.dtype)):
+        return ("value", value)
+    if isinstance(value, (str, bytes)):
+        if len(value) > _SMALL_CHARS:
+            raise _NotWeak()
+        return ("value", value)
+    if type(value) in (dict, list, tuple) or (isinstance(value, tuple) and hasattr(type(value), "_make")):
+        if len(value) > _MAX_ITEMS:
+            raise _NotWeak()
+        if isinstance(value, dict):
+            return ("dict", [(_weak(k, depth + 1), _weak(v, depth + 1)) for k, v in value.items()])
+        return ("seq", type(value), [_weak(v, depth + 1) for v in value])
+    if isinstance(value, Examples):
+        return ("examples", _weak(value.tensors, depth + 1))
+    try:
+        return ("ref", weakref.ref(value))
+    except TypeError:
+        raise _NotWeak() from None
+
+
+def _strong(form):
+    """The value a _weak form stands for; _Gone if anything it holds weakly has been freed."""
+    kind = form[0]
+    if kind == "value":
+        return form[1]
+    if kind in ("ref", "view"):
+        obj = form[1]()
+        if obj is None:
+            raise _Gone()
+        return obj if kind == "ref" else obj.as_strided(form[2], form[3], form[4])
+    if kind == "dict":
+        return {_strong(k): _strong(v) for k, v in form[1]}
+    if kind == "seq":
+        items = [_strong(v) for v in form[2]]
+        return form[1]._make(items) if hasattr(form[1], "_make") else form[1](items)
+    return Examples(**_strong(form[1]))  # "examples"
 
 
 @dataclass
@@ -63,7 +138,8 @@ class RunStore:
                                       "the run store")
                 break
         self.layout = StoreLayout(self.root)
-        self._rebuild: dict[str, _Rebuild] = {}  # config hash -> how get() was asked to train it
+        # config hash -> _weak form of a _Rebuild: how get() was asked to train a run with kept checkpoints
+        self._rebuild: dict[str, tuple] = {}
 
     def path(self, spec: RunSpec) -> Path:
         """Directory of a run."""
@@ -92,12 +168,14 @@ class RunStore:
         init_state: weights [K, ...] every copy starts from (a fine-tune; spec.init_from names them);
         monitor/dynamics: splits evaluated during training (train.callbacks.Monitor); stop_after: stop
         after that many updates, as if killed (tests). While a process trains a run it holds the run's
-        lock; a second process asking for the same run waits and then loads what the first stored.
+        lock; a second process asking for the same run waits and then loads what the first stored. For a run with
+        kept checkpoints the arguments are remembered, without keeping them alive (weak references, the rules
+        above `_weak`), so that `checkpoint` can train a damaged one again while the caller still holds them.
         """
         spec.validate()
         d = self.path(spec)
-        if train_data is not None:
-            self._rebuild[config_hash(spec)] = _Rebuild(train_data, device, init_state, monitor, dynamics)
+        if train_data is not None and spec.train.checkpoints:
+            self._remember(spec, _Rebuild(train_data, device, init_state, monitor, dynamics))
 
         def train() -> StoredRun:
             if train_data is None:
@@ -116,6 +194,26 @@ class RunStore:
             return run
 
         return train_once(d, lambda: self.load(spec), train)
+
+    def _remember(self, spec: RunSpec, how: _Rebuild) -> None:
+        """Remember how `spec` is trained, holding no data alive (the rules above _weak); forget it if that is
+        not possible."""
+        key = config_hash(spec)
+        try:
+            self._rebuild[key] = _weak(tuple(getattr(how, f) for f in _Rebuild.__dataclass_fields__))
+        except _NotWeak:
+            self._rebuild.pop(key, None)
+
+    def _remembered(self, spec: RunSpec) -> _Rebuild | None:
+        """How get() was asked to train `spec` in this process, if the data are still alive."""
+        form = self._rebuild.get(config_hash(spec))
+        if form is None:
+            return None
+        try:
+            return _Rebuild(*_strong(form))
+        except _Gone:
+            del self._rebuild[config_hash(spec)]
+            return None
 
     def put(self, spec: RunSpec, res: TrainResult, copies: list[int] | None = None) -> StoredRun:
         """Store a finished training result under `spec` (the copies `copies` of it, in order: a job of a packed
@@ -143,8 +241,10 @@ class RunStore:
         checkpoint at once, from the newest valid one before it that holds its optimizer state, else from the
         start), holding the run's lock: with the training data given here, or remembered from this store's
         `get` of the same spec in this process (with its device, init_state, monitor and dynamics; the arguments
-        given here take precedence). ConfigError (a ValueError) if `step` is not a kept checkpoint of spec;
-        CorruptFileError (after moving the file aside) if it is damaged and no training data are known.
+        given here take precedence). The store remembers them without keeping them alive (weak references, see
+        `_weak`): once the caller has dropped them they are forgotten. ConfigError (a ValueError) if `step` is
+        not a kept checkpoint of spec; CorruptFileError (after moving the file aside, saying how to train it
+        again) if it is damaged and no training data are known.
         """
         spec.validate()
         check_int("step", step, 0, spec.train.steps)
@@ -156,12 +256,14 @@ class RunStore:
         try:
             ckpt = load_checkpoint(path)
         except CorruptFileError as e:
-            known = self._rebuild.get(config_hash(spec))
+            known = self._remembered(spec)
             if train_data is None and known is None:
                 quarantine(path)
+                start = " (and init_state, the weights it started from)" if spec.init_from else ""
                 raise CorruptFileError(f"{e}; moved aside. It is trained again when the run is asked for with its "
-                                       "training data: RunStore.get(spec, train_data, ...) first, or "
-                                       "RunStore.checkpoint(spec, step, train_data)") from None
+                                       f"training data{start}: RunStore.get(spec, train_data, ...) first, or "
+                                       "RunStore.checkpoint(spec, step, train_data, ...). (A get() of this "
+                                       "process remembers them only while the caller still holds them.)") from None
             print(f"run store: {e}; training the run's kept checkpoints again")
             ckpt = self._rebuild_checkpoints(spec, step, known, train_data, device, progress, init_state, monitor,
                                              dynamics)

@@ -46,6 +46,27 @@ def results(folder: Path, skip=()) -> dict[str, bytes]:
             if p.suffix in (".csv", ".md", ".json") and p.name not in skip}
 
 
+def test_a_truncated_kept_fine_tuning_checkpoint_of_notebook_03_is_rebuilt_and_gives_the_same_numbers(tmp_path):
+    """Notebook 03 reads the fine-tune's checkpoint at half its steps: damaged, it is made again from the same start
+    (the pretrained weights) and data, in the same run of the notebook."""
+    from lmc_core.studies import finetuning as study
+
+    params = {"profile": "smoke", "store_dir": str(tmp_path / "s"), "progress": False, "run_encoder": False}
+    study.run({**params, "figures_dir": str(tmp_path / "f1")})
+    p = study.STUDY.params(params)
+    kept = [c for c in (tmp_path / "s").glob("*/ckpt") if checkpoint_path(c, p.finetune_steps // 2).exists()]
+    bad = [checkpoint_path(c, p.finetune_steps // 2) for c in kept]
+    before = {b: load_tensors(b)[0] for b in bad}
+    for b in bad:
+        truncate(b)
+    study.run({**params, "figures_dir": str(tmp_path / "f2")})
+    rebuilt = [b for b in bad if b.with_name(b.name + ".corrupt").exists()]
+    assert rebuilt  # the checkpoints the study reads (at half the fine-tuning and the pretraining) were made again
+    for b in rebuilt:
+        assert same_tensors(load_tensors(b)[0], before[b])
+    assert results(tmp_path / "f2") == results(tmp_path / "f1")
+
+
 # --------------------------------------------------------------------------- 1. notebook 02's parent checkpoints
 def test_truncated_spawn_checkpoint_of_notebook_02_is_rebuilt_and_gives_the_same_numbers(tmp_path):
     from lmc_core.studies import instability_spawn as study
@@ -223,30 +244,126 @@ def _interrupt_at(monkeypatch, cut: int, once: bool):
     return real
 
 
+class _Interrupter:
+    """KeyboardInterrupt at the `cut`-th system call of a figure-set commit (counted from 0 while armed), just
+    before the call runs or just after it returned (`after`: e.g. right after the journal's rename, before the
+    next line); `once`: only that call (a Ctrl-C), else that call and every later one (the process is gone).
+    The calls: every file-system call of os the swap makes (directly or through pathlib, tempfile, shutil,
+    atomic_write), open (the staged files and the journal), flock. Not os.close: a dead process's descriptors
+    (and their locks) are closed by the system."""
+
+    OS_CALLS = ("replace", "rename", "unlink", "remove", "rmdir", "mkdir", "open", "fsync", "chmod", "stat",
+                "lstat", "scandir")
+
+    def __init__(self, monkeypatch):
+        import builtins
+        import io
+
+        from lmc_core.publish import outputs
+
+        self.cut, self.after, self.once, self.armed, self.calls, self.hit = -1, False, True, False, 0, False
+        targets = [(os, n) for n in self.OS_CALLS] + [(os.path, "exists"), (io, "open"), (builtins, "open")]
+        if outputs.fcntl is not None:
+            targets.append((outputs.fcntl, "flock"))
+        for module, name in targets:
+            monkeypatch.setattr(module, name, self._wrap(getattr(module, name)))
+
+    def _wrap(self, real):
+        def call(*args, **kw):
+            if not self.armed:
+                return real(*args, **kw)
+            n = self.calls
+            self.calls += 1
+            fire = self.cut >= 0 and (n == self.cut or (not self.once and n > self.cut))
+            if fire and not self.after:
+                self.hit = True
+                raise KeyboardInterrupt()
+            out = real(*args, **kw)
+            if fire:
+                self.hit = True
+                raise KeyboardInterrupt()
+            return out
+
+        return call
+
+    def commit(self, figure_set, out, cut: int, after: bool, once: bool) -> bool:
+        """figure_set.commit(out, "04") interrupted at call `cut` (-1: never, counting the calls); False if the
+        commit finished (no such call, or, `after`, the call raised an error that the swap handles)."""
+        self.cut, self.after, self.once, self.calls, self.hit = cut, after, once, 0, False
+        self.armed = True
+        try:
+            figure_set.commit(out, "04")
+        except KeyboardInterrupt:
+            assert self.hit, "a KeyboardInterrupt that the test did not raise"
+            return True
+        finally:
+            self.armed = False
+        return False
+
+
 @pytest.mark.parametrize("once", [True, False], ids=["ctrl-c", "killed"])
-def test_an_interrupted_swap_is_read_whole_at_every_rename_and_cleaned_by_the_next_run(two_sets, monkeypatch, once):
+def test_a_swap_interrupted_at_any_system_call_is_read_whole_and_cleaned_by_the_next_run(two_sets, monkeypatch,
+                                                                                        once):
+    """The review case among them: a Ctrl-C right after atomic_write renamed the journal into place (os.replace,
+    then os.path.exists of the temporary file) left a journal whose staged files were deleted."""
     from lmc_core.publish.outputs import read_set
 
     out, old, new = two_sets
     second = _figure_set(2)
-    for cut in range(len(second.names) + 1):
-        real = _interrupt_at(monkeypatch, cut, once)
-        with pytest.raises(KeyboardInterrupt):
-            second.commit(out, "04")
-        monkeypatch.setattr(os, "replace", real)
-        if once and cut > 0:  # a Ctrl-C after the commit point: the writer finished the swap before stopping
-            assert _visible(out) == new and not list(out.glob(".swap-*")), f"rename {cut}"
-        elif cut > 0:  # killed: the files on disk are mixed until someone finishes the journalled swap
-            assert list(out.glob(".swap-*.json"))
-        view = read_set(out)  # what a reader of the package sees: whole, old or new
-        assert view == (old if cut == 0 else new), f"interrupted at rename {cut}"
-        assert read_set(out, "05") == {"05_other.csv": b"another notebook's file\n"}
-        _figure_set(3).commit(out, "04")  # the next run
-        assert not list(out.glob(".swap-*")) and not list(out.glob(".staging-*")), f"leftovers after rename {cut}"
-        for p in list(out.iterdir()):  # back to the first set for the next cut
+    stop = _Interrupter(monkeypatch)
+
+    def back_to_the_first_set():
+        for p in list(out.iterdir()):
             p.unlink()
         for name, data in old.items():
             (out / name).write_bytes(data)
+
+    assert not stop.commit(second, out, -1, False, once) and _visible(out) == new
+    calls = stop.calls  # of the whole commit
+    assert calls > 50, f"only {calls} system calls counted"  # the interrupter sees the whole commit
+    back_to_the_first_set()
+    seen = {"old": 0, "new": 0}
+    for after in (False, True):
+        for cut in range(calls):
+            where = f"interrupted {'after' if after else 'before'} system call {cut}"
+            if not stop.commit(second, out, cut, after, once):  # the call raised an error the swap handles
+                assert after and _visible(out) == new and not list(out.glob(".*")), where
+                back_to_the_first_set()
+                continue
+            journalled = bool(list(out.glob(".swap-*.json")))
+            if once:  # a Ctrl-C: the writer settled it before stopping, on disk: old or new, nothing half done
+                assert not journalled and _visible(out) in (old, new), where
+            view = read_set(out)  # what a reader of the package sees: whole, old or new
+            assert view in (old, new), where
+            if journalled:  # committed: the staged files the journal names were kept, and the reader finished it
+                assert view == new, where
+            seen["old" if view == old else "new"] += 1
+            assert read_set(out, "05") == {"05_other.csv": b"another notebook's file\n"}, where
+            _figure_set(3).commit(out, "04")  # the next run
+            assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [], f"leftovers; {where}"
+            back_to_the_first_set()
+    assert seen["old"] and seen["new"]
+
+
+def test_ctrl_c_right_after_the_journal_is_written_gives_the_new_set(two_sets, monkeypatch):
+    """The reviewer's reproducer: KeyboardInterrupt from atomic_write's os.path.exists of the journal's temporary
+    file, i.e. after its rename into place and before the writer's next line."""
+    from lmc_core.publish.outputs import read_set
+
+    out, old, new = two_sets
+    real = os.path.exists
+
+    def exists(p):
+        if ".swap-" in str(p) and str(p).endswith(".tmp"):
+            raise KeyboardInterrupt()
+        return real(p)
+
+    monkeypatch.setattr(os.path, "exists", exists)
+    with pytest.raises(KeyboardInterrupt):
+        _figure_set(2).commit(out, "04")
+    monkeypatch.setattr(os.path, "exists", real)
+    assert _visible(out) == new and not list(out.glob(".*"))  # finished by the writer, "04_old_extra" removed
+    assert read_set(out) == new
 
 
 def test_the_review_case_ctrl_c_after_the_fourth_rename_leaves_no_mixed_set(tmp_path, monkeypatch):

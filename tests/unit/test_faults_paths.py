@@ -177,7 +177,7 @@ def test_path_outputs_are_those_of_models_loaded_from_interpolate_states(dtype):
     # batched: the same weights (bit for bit), evaluated by one vmapped matmul, which rounds its own way
     torch.testing.assert_close(P.path_outputs(a, b, x, al, batched=True), ref,
                                **({} if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)))
-    plan = P._Plan(a, b, "interpolate", None, [])
+    plan = P.PathPlan(a, b, "interpolate", None, [])
     params, _ = plan.at(np.asarray(al))
     assert all(torch.equal(params[n], st[n]) for n in params)
 
@@ -326,3 +326,338 @@ def test_no_pairs_is_said_as_such():
     assert F.paired([], question="q", metric="m", unit="u").verdict == F.NOT_TESTABLE
     with pytest.raises(ValueError, match="no pairs"):
         judge_barriers(pd.DataFrame(), "eval", "loss")
+
+
+# ----------------------------------------------------------------------- 5. review findings (regressions and claims)
+class UnusedBN(nn.Module):
+    """A BatchNorm layer the forward pass never runs (an auxiliary head): its statistics never receive an input."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.lin, self.bn, self.aux = nn.Linear(6, 3), nn.BatchNorm1d(6), nn.BatchNorm1d(3)
+        self.eval()
+
+    def forward(self, x):
+        return self.lin(self.bn(x))
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_batchnorm_layer_the_forward_never_runs_keeps_its_statistics_with_a_note(batched):
+    x, y = data()
+    a, b = UnusedBN(0), UnusedBN(1)
+    r = linear_path(a, b, (x, y), train_data=(x, y), alphas=3, batched=batched)  # was a TypeError (acc[j] is None)
+    assert np.isfinite(r.curve.loss).all()
+    assert any("never ran" in n and "'aux'" in n and "cannot affect the outputs" in n for n in r.notes), r.notes
+    unused: set = set()
+    st = D.bn_statistics(a, a.state_dict(), ["bn", "aux"], D.batches((x, y), 16), torch.device("cpu"), unused)
+    assert unused == {"aux"} and set(st) == {"bn.running_mean", "bn.running_var"}
+
+
+class Masked(nn.Module):
+    """A linear layer plus a fixed -inf mask buffer (as a causal mask) that the forward pass turns into zeros."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.lin = nn.Linear(6, 3)
+        self.register_buffer("mask", torch.tensor([0.0, float("-inf"), 0.0]))
+
+    def forward(self, x):
+        return self.lin(x) + torch.where(torch.isinf(self.mask), torch.zeros_like(self.mask), self.mask)
+
+
+@pytest.mark.parametrize("batched", [True, False, "auto"])
+def test_an_equal_minus_inf_buffer_is_held_fixed_not_refused(batched):
+    x, y = data()
+    a, b = Masked(0), Masked(1)
+    r = linear_path(a, b, (x, y), alphas=5, batched=batched)  # was NonFiniteWeightsError naming 'mask'
+    assert np.isfinite(r.curve.loss).all()
+    out = P.path_outputs(a, b, x, alphas=3, batched=batched is not False)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[0], a(x).detach())
+    with torch.no_grad():
+        b.mask[0] = float("-inf")  # now it differs: interpolated, so it must be finite
+    with pytest.raises(NonFiniteWeightsError, match="model_a has non-finite weights: 'mask'"):
+        linear_path(a, b, (x, y), batched=batched)
+    with pytest.raises(NonFiniteWeightsError, match="model_a has non-finite weights: 'mask'"):
+        P.path_outputs(a, b, x)
+    with torch.no_grad():
+        b.mask[0] = 0.0
+        b.lin.bias[0] = float("inf")  # a parameter is always interpolated
+    with pytest.raises(NonFiniteWeightsError, match=r"model_b.*lin\.bias"):
+        linear_path(a, b, (x, y), batched=batched)
+
+
+def test_the_family_route_and_interpolate_states_hold_an_equal_infinite_buffer_fixed():
+    from lmc_core import MLPConfig, family_of
+    from lmc_core.ensemble import copy_state
+
+    cfg = MLPConfig(d_in=6, hidden=(8,), n_classes=3)
+    fam = family_of(cfg)
+    state = fam.init(cfg, [1, 2])
+    m, n = (fam.model_from_state(cfg, copy_state(state, k)) for k in (0, 1))
+    for model in (m, n):
+        model.register_buffer("mask", torch.tensor([0.0, float("-inf")]), persistent=False)
+    r = linear_path(m, n, data(), alphas=3)  # was NonFiniteWeightsError naming 'mask'
+    assert r.mode == "family ensemble" and np.isfinite(r.curve.loss).all()
+    n.mask[0] = float("-inf")
+    with pytest.raises(NonFiniteWeightsError, match="model_a has non-finite weights: 'mask'"):
+        linear_path(m, n, data(), alphas=3)
+    sa = {"w": torch.ones(1, 2), "mask": torch.tensor([[0.0, float("-inf")]])}
+    sb = {"w": torch.zeros(1, 2), "mask": torch.tensor([[0.0, float("-inf")]])}
+    st = I.interpolate_states(sa, sb, [0.0, 0.3, 1.0])
+    assert torch.equal(st["mask"], sa["mask"].expand(3, 2))  # held fixed: lerp would make -inf - -inf a NaN
+    assert torch.equal(st["w"][1], torch.full((2,), 0.7))
+
+
+class TwoBN(nn.Module):
+    """Two BatchNorm layers in a row: the second sees inputs the first normalised per batch."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.lin1, self.bn1 = nn.Linear(6, 10), nn.BatchNorm1d(10)
+            self.lin2, self.bn2 = nn.Linear(10, 8), nn.BatchNorm1d(8)
+            self.out = nn.Linear(8, 3)
+        self.eval()
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn2(self.lin2(torch.relu(self.bn1(self.lin1(x)))))))
+
+
+def test_batchnorm_statistics_first_layer_one_batch_deeper_layers_per_batch_as_documented():
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(100, 6, generator=g) * 2 + 1, torch.randint(0, 3, (100,), generator=g)
+    a, cpu = TwoBN(0), torch.device("cpu")
+    bns = ["bn1", "bn2"]
+    small = D.bn_statistics(a, a.state_dict(), bns, D.batches((x, y), 16), cpu)  # 6 x 16 + 4
+    whole = D.bn_statistics(a, a.state_dict(), bns, D.batches((x, y), 100), cpu)
+    with torch.no_grad():
+        h1 = a.lin1(x).double()
+        # the second layer's inputs as in training: each batch normalised by its own statistics in the first layer
+        h2 = torch.cat([a.lin2(torch.relu(F_bn_train(a.bn1, a.lin1(x[i : i + 16])))) for i in range(0, 100, 16)])
+        h2 = h2.double()
+    # the first BatchNorm layer: the statistics of one batch holding every example, whatever the batching
+    for st in (small, whole):
+        torch.testing.assert_close(st["bn1.running_mean"].double(), h1.mean(0), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(st["bn1.running_var"].double(), h1.var(0), rtol=1e-6, atol=1e-6)
+    # a deeper layer: its inputs normalised per batch (as in training), pooled by example count
+    torch.testing.assert_close(small["bn2.running_mean"].double(), h2.mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(small["bn2.running_var"].double(), h2.var(0), rtol=1e-5, atol=1e-6)
+    assert (small["bn2.running_var"] - whole["bn2.running_var"]).abs().max() > 1e-3  # it depends on the batching
+    r = linear_path(a, TwoBN(1), (x, y), train_data=(x, y), alphas=3, batch_size=16)
+    note = next(n for n in r.notes if n.startswith("BatchNorm running statistics"))
+    assert "first BatchNorm layer of a path gets the statistics of one batch holding every example" in note
+    assert "deeper layers see inputs normalised per batch" in note and "depend on batch_size" in note
+    doc = D.bn_statistics.__doc__
+    assert "one batch holding every" in doc and "normalised per batch" in doc and "depend on the batching" in doc
+
+
+def F_bn_train(bn: nn.BatchNorm1d, h: torch.Tensor) -> torch.Tensor:
+    """BatchNorm in train mode on one batch (its own mean and biased variance), the layer's affine map."""
+    return torch.nn.functional.batch_norm(h, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+
+
+@pytest.mark.parametrize("batched", [True, False, "auto"])
+def test_a_last_training_batch_of_one_example_is_joined_to_the_one_before(batched):
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(257, 6, generator=g) * 3 + 1, torch.randint(0, 3, (257,), generator=g)
+    a, b = TwoBN(0), TwoBN(1)
+    # was torch's raw "Expected more than 1 value per channel when training" (128 + 128 + 1 examples)
+    r = linear_path(a, b, (x, y), train_data=(x, y), alphas=3, batch_size=128, batched=batched)
+    assert np.isfinite(r.curve.loss).all()
+    assert [D.examples_of(c) for c in D.no_single_batches(D.batches((x, y), 128))] == [128, 129]
+    assert [D.examples_of(c) for c in D.no_single_batches(D.batches((x[:3], y[:3]), 1))] == [3]
+    st = D.bn_statistics(a, a.state_dict(), ["bn1", "bn2"], D.batches((x, y), 128), torch.device("cpu"))
+    with torch.no_grad():
+        h1 = a.lin1(x).double()
+    torch.testing.assert_close(st["bn1.running_mean"].double(), h1.mean(0), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="train_data: .*cannot run on it.*more than 1 value per channel"):
+        linear_path(a, b, (x, y), train_data=(x[:1], y[:1]), alphas=3, batched=batched)  # one example in all
+
+
+class FailsOnSeven(nn.Module):
+    """An MLP whose forward fails on a batch of 7 examples (the last batch of 40 in batches of 11)."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        self.net = mlp(seed)
+
+    def forward(self, x):
+        if x.shape[-2] == 7:
+            raise RuntimeError("boom on the last batch")
+        return self.net(x)
+
+
+@pytest.mark.parametrize("batched", [True, False, "auto"])
+def test_data_the_model_cannot_take_is_a_value_error_naming_data(batched):
+    x, y = data()
+    a, b = mlp(0), mlp(1)
+    for bad, first_line in [(torch.randn(40, 5), "mat1 and mat2 shapes cannot be multiplied"),
+                            (x.double(), "mat1 and mat2 must have the same dtype")]:
+        with pytest.raises(D.CannotRunError, match=rf"^data: Sequential cannot run on it \(RuntimeError: {first_line}"):
+            linear_path(a, b, (bad, y), batched=batched)  # was the raw RuntimeError
+        with pytest.raises(ValueError, match=rf"data\['test'\]: .*cannot run on it .*{first_line}"):
+            linear_path(a, b, {"train": (x, y), "test": (bad, y)}, batched=batched)
+    bn_a, bn_b = BNNet(0), BNNet(1)
+    with pytest.raises(ValueError, match=r"train_data: BNNet cannot run on it \(RuntimeError: mat1 and mat2"):
+        linear_path(bn_a, bn_b, (x, y), train_data=(torch.randn(40, 5), y), batched=batched)
+    with pytest.raises(ValueError, match=r"batch: Sequential cannot run on it \(RuntimeError: mat1 and mat2"):
+        P.path_outputs(a, b, torch.randn(8, 5), batched=batched is not False)
+    # a failure on a later batch is not the data's shape: it propagates as it is, never swallowed
+    with pytest.raises(RuntimeError, match="boom on the last batch") as err:
+        linear_path(FailsOnSeven(0), FailsOnSeven(1), (x, y), batch_size=11, batched=batched)
+    assert not isinstance(err.value, D.CannotRunError)
+
+
+def _old_round_once(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """round_once as it was (nextafter on float32, 2026-12-06): the reference of the faster rounding."""
+    if dtype in (torch.float64, torch.float32) or not x.is_floating_point():
+        return x.to(dtype)
+    y = x.float()
+    inexact = y.double() != x
+    even = (y.view(torch.int32) & 1) == 0
+    toward = torch.where(x > y.double(), torch.full_like(y, float("inf")), torch.full_like(y, float("-inf")))
+    return torch.where(inexact & even, torch.nextafter(y, toward), y).to(dtype)
+
+
+def _old_rows(ta: torch.Tensor, tb: torch.Tensor, al) -> torch.Tensor:
+    """lerp_rows' values as they were: torch.lerp of the whole tensors in float64, rounded once; the ends exact."""
+    return torch.stack([ta if w == 0.0 else tb if w == 1.0 else
+                        _old_round_once(torch.lerp(ta.double(), tb.double(), w), ta.dtype) for w in al])
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view({8: torch.int64, 4: torch.int32, 2: torch.int16}[t.element_size()])
+
+
+def _same(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """x and y bit for bit (-0.0 is not 0.0), a NaN equal to any NaN (its sign and payload are not a value)."""
+    return x.shape == y.shape and bool(((_bits(x) == _bits(y)) | (torch.isnan(x) & torch.isnan(y))).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_the_faster_interpolation_has_the_old_values_bit_for_bit(dtype, monkeypatch):
+    g = torch.Generator().manual_seed(11)
+    al = [0.0, 1e-9, 0.1, 0.3, 1 / 3, 0.37, 0.5, 0.77, 0.9, 0.999999, 1.0]
+    n = 3001
+    ta, tb = (torch.randn(n, generator=g, dtype=torch.float64) * 4).to(dtype), torch.randn(n, generator=g).to(dtype)
+    edge = torch.tensor([0.0, -0.0, 1e-40, -3e-39, 65504.0, 3e38, -2.5e-8, 1.0 + 2 ** -8])
+    ta[: edge.numel()], tb[: edge.numel()] = edge.to(dtype), torch.tensor(
+        [-0.0, -0.0, 2e-40, 1e-45, 60000.0, 3.3e38, 3e-8, 1.0]).to(dtype)
+    want = _old_rows(ta, tb, al)
+    x = torch.randn(20000, generator=g, dtype=torch.float64) * torch.logspace(-42, 38, 20000, dtype=torch.float64)
+    assert _same(I.round_once(x, dtype), _old_round_once(x, dtype))
+    for mix in (I.MIX_BYTES, 64):  # 64: blocks of 8 elements, cutting the tensor anywhere
+        monkeypatch.setattr(I, "MIX_BYTES", mix)
+        assert _same(I.lerp_rows(ta, tb, al), want), mix
+        parts = {"a": ta[:1000].view(10, 100), "b": ta[1000:], "c": ta[5:6].view(())}
+        other = {"a": tb[:1000].view(10, 100), "b": tb[1000:], "c": tb[5:6].view(())}
+        got = I.stacked_mix(parts, other, al)
+        assert all(_same(got[k].reshape(len(al), -1), _old_rows(parts[k].reshape(-1), other[k].reshape(-1), al))
+                   for k in parts)
+        for flat_bytes in (1 << 30, 0):
+            out = {k: torch.empty_like(t) for k, t in parts.items()}
+            write = I.weight_writer(parts, other, out, al, flat_bytes)
+            for i in range(len(al)):
+                write(i)
+                assert all(_same(out[k].reshape(-1), got[k][i].reshape(-1)) for k in parts), i
+
+
+def test_the_interpolation_blocks_are_per_device_and_their_scratch_is_reused(monkeypatch):
+    cpu, gpu = I.block_elements(torch.device("cpu")), I.block_elements(torch.device("cuda"))
+    assert cpu == I.MIX_BYTES // 8 >= 1 << 16 and gpu == I.MIX_BYTES_GPU // 8 >= 1 << 22  # large on a GPU
+    assert I.block_elements("cpu", torch.complex128) == cpu // 2
+    made = []
+
+    class Counting(I.Scratch):
+        def get(self, role, dtype, device, n):
+            before = self._bufs.get((role, dtype, device))
+            t = super().get(role, dtype, device, n)
+            if self._bufs[role, dtype, device] is not before:
+                made.append(role)
+            return t
+
+    monkeypatch.setattr(I, "Scratch", Counting)
+    monkeypatch.setattr(I, "MIX_BYTES", 4096)  # 512 elements a block: many blocks per tensor
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        a = {"w": torch.randn(5000, generator=g).to(dtype), "v": torch.randn(700, generator=g).to(dtype)}
+        b = {k: torch.randn(t.shape, generator=g).to(dtype) for k, t in a.items()}
+        out = {k: torch.empty_like(t) for k, t in a.items()}
+        write = I.weight_writer(a, b, out, np.linspace(0, 1, 7), 0)
+        made.clear()
+        write(1)
+        first = len(made)
+        for i in range(2, 6):
+            write(i)
+        assert first > 0 and len(made) == first  # allocated at the first alpha only, reused at every later one
+        made.clear()
+        I.stacked_mix(a, b, np.linspace(0, 1, 7))
+        assert len(made) == len(set(made))  # one allocation per role for all tensors, blocks and alphas
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_interpolated_weights_are_within_an_ulp_of_the_exact_value(dtype):
+    from fractions import Fraction
+
+    g = torch.Generator().manual_seed(2)
+    ta, tb = (torch.randn(400, generator=g) * 4).to(dtype), (torch.randn(400, generator=g) * 4).to(dtype)
+    for w in (0.1, 0.3, 0.7):
+        got = I.lerp_rows(ta, tb, [w])[0]
+        up = (_bits(got) + 1).view(dtype)
+        down = (_bits(got) - 1).view(dtype)
+        for k in range(ta.numel()):
+            exact = (1 - Fraction(w)) * Fraction(ta[k].item()) + Fraction(w) * Fraction(tb[k].item())
+            ulp = max(abs(Fraction(up[k].item()) - Fraction(got[k].item())),
+                      abs(Fraction(got[k].item()) - Fraction(down[k].item())))
+            assert abs(Fraction(got[k].item()) - exact) <= ulp
+    for f in (I.lerp_rows, I.stacked_mix, I.weight_writer, I.lerp_exact, I.interpolate_states):
+        doc = " ".join(f.__doc__.split())
+        assert "correctly rounded" not in doc and "within an ulp of the exact value" in doc, f.__name__
+    assert "correctly rounded" not in I.__doc__
+
+
+def test_barrier_matrix_checks_its_alphas_as_linear_path_before_any_evaluation(monkeypatch):
+    from lmc_core import MLPConfig, family_of
+    from lmc_core.analysis import landscape as L
+    from lmc_core.data.batches import Examples
+
+    cfg = MLPConfig(d_in=6, hidden=(8,), n_classes=3)
+    fam = family_of(cfg)
+    state = fam.init(cfg, [1, 2, 3])
+    ex = fam.eval_examples(cfg, Examples(x=data()[0], y=data()[1]))
+    calls = []
+    real = L._evaluate
+    monkeypatch.setattr(L, "_evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for alphas in (np.linspace(0, 1, B.MAX_ALPHAS + 1), [1e-12, 0.5, 1.0], [0.0, 0.5, 1.0 - 1e-12], 1002, "5"):
+        with pytest.raises(ValueError, match="alphas"):  # 1,002 points failed inside interpolate_states, late
+            L.barrier_matrix(cfg, state, ex, alphas)
+    assert not calls
+    m = L.barrier_matrix(cfg, state, ex, 4)  # a number of points, as linear_path
+    assert m.shape == (3, 3) and calls
+
+
+@pytest.mark.parametrize("kw, ok", [(dict(alphas=np.array(5)), True), (dict(alphas=np.array(5.0)), False),
+                                    (dict(batched=1), False), (dict(batched=0), False),
+                                    (dict(batched=np.int64(1)), False), (dict(batched=1.0), False),
+                                    (dict(batched=np.bool_(False)), True), (dict(memory_mb=10 ** 30), False),
+                                    (dict(memory_mb=I.MAX_MEMORY_MB + 1), False),
+                                    (dict(memory_mb=I.MAX_MEMORY_MB), True)])
+def test_minor_domains_zero_d_alphas_exact_batched_and_bounded_memory(kw, ok):
+    a, b = Counting(0), Counting(1)
+    if ok:
+        r = linear_path(a, b, data(), **kw)
+        assert len(r.curve) == (5 if "alphas" in kw else 11)
+        return
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=name):
+        linear_path(a, b, data(), **kw)
+    if name != "memory_mb":
+        with pytest.raises(ValueError, match=name):
+            P.path_outputs(a, b, data()[0], **kw)
+    assert a.calls == b.calls == 0
