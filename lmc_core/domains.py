@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 # Upper bounds of the size-like parameters (docs/parameters.md lists every study parameter with its domain): far
 # beyond any setting of the seed studies (GPT-2 small: d 768, 12 layers, 50,257 BPE entries; the largest grid 4,950
@@ -70,12 +70,13 @@ def _range_words(lo, hi) -> str:
     return f" >= {lo}" if lo is not None else (f" <= {hi}" if hi is not None else "")
 
 
-def _interval_words(lo, hi, lo_open, hi_open) -> str:
+def _interval_words(lo, hi, lo_open, hi_open, fmt=str) -> str:
+    """" [lo, hi)" and the like (None: an infinite end, open); "" when both ends are None. fmt formats a bound."""
     if lo is None and hi is None:
         return ""
     left = "(" if lo_open or lo is None else "["
     right = ")" if hi_open or hi is None else "]"
-    return f" {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+    return f" {left}{'-inf' if lo is None else fmt(lo)}, {'inf' if hi is None else fmt(hi)}{right}"
 
 
 # ------------------------------------------------------------------------------- domain checks of parameters
@@ -108,8 +109,8 @@ class Real:
         check_real(name, v, self.lo, self.hi, self.lo_open, self.hi_open)
 
     def words(self) -> str:
-        left, right = "(" if self.lo_open or self.lo is None else "[", ")" if self.hi_open or self.hi is None else "]"
-        return f"finite number in {left}{_num(self.lo, '-inf')}, {_num(self.hi, 'inf')}{right}"
+        return "finite number in" + (_interval_words(self.lo, self.hi, self.lo_open, self.hi_open, _num)
+                                     or " (-inf, inf)")
 
 
 @dataclass(frozen=True)
@@ -126,27 +127,30 @@ class Choice:
 
 
 @dataclass(frozen=True)
-class Bool:
+class _IsA:
+    """A value of one Python type (`kind`), described as `what`."""
+
+    kind: ClassVar[type] = object
+    what: ClassVar[str] = ""
+
+    def __call__(self, name: str, v: Any) -> None:
+        if not isinstance(v, self.kind):
+            raise ConfigError(f"{name}={v!r} must be {self.what}")
+
+    def words(self) -> str:
+        return self.what
+
+
+class Bool(_IsA):
     """True or False."""
 
-    def __call__(self, name: str, v: Any) -> None:
-        if not isinstance(v, bool):
-            raise ConfigError(f"{name}={v!r} must be True or False")
-
-    def words(self) -> str:
-        return "True or False"
+    kind, what = bool, "True or False"
 
 
-@dataclass(frozen=True)
-class Text:
+class Text(_IsA):
     """A string."""
 
-    def __call__(self, name: str, v: Any) -> None:
-        if not isinstance(v, str):
-            raise ConfigError(f"{name}={v!r} must be a string")
-
-    def words(self) -> str:
-        return "a string"
+    kind, what = str, "a string"
 
 
 @dataclass(frozen=True)
@@ -182,13 +186,10 @@ class ListOf:
         return f"list of {n} items, each {domain_words(self.item)}"
 
 
-@dataclass(frozen=True)
-class Mapping:
+class Mapping(_IsA):
     """A dict (its keys and values checked by the study's `check`, which knows what they mean)."""
 
-    def __call__(self, name: str, v: Any) -> None:
-        if not isinstance(v, dict):
-            raise ConfigError(f"{name}={v!r} must be a dict")
+    kind, what = dict, "a dict"
 
     def words(self) -> str:
         return "a dict (keys and values checked by the study's rules)"

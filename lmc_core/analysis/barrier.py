@@ -26,16 +26,29 @@ DEFAULT = "mean"
 STABILITY_THRESHOLD_PCT = 2.0
 
 
-def check_alphas(alphas) -> np.ndarray:
-    """The alphas as float64 [n]; ValueError unless they increase strictly from 0 to 1 (n >= 2, endpoints
-    included)."""
-    raw = np.asarray(alphas)
+def alpha_values(alphas, min_n: int = 1, flatten: bool = False) -> np.ndarray:
+    """alphas as float64 [n]: ConfigError (a ValueError) naming `alphas` unless they are a 1-D sequence (any shape
+    with flatten=True) of min_n to MAX_ALPHAS finite numbers (not strings or ragged lists). The one check under
+    every alpha grid (check_alphas, interpolate.path_alphas / check_alpha_list, the alignment studies' paths)."""
+    try:
+        raw = np.asarray(alphas)
+    except (TypeError, ValueError):  # ragged nested lists
+        raw = np.asarray([object()])
     if raw.dtype.kind not in "iuf":
-        raise ValueError(f"alphas must be numbers (a 1-D grid from 0 to 1), got {raw.dtype} values "
-                         f"{raw.ravel().tolist()[:4]}")
-    a = raw.astype(np.float64)
-    if a.ndim != 1 or a.size < 2 or not np.all(np.isfinite(a)):
-        raise ValueError(f"alphas must be a 1-D grid of at least 2 finite points from 0 to 1, got {a.tolist()[:8]}")
+        raise ConfigError(f"alphas={alphas!r:.80} must be numbers, got {raw.dtype} values")
+    a = raw.astype(np.float64).reshape(-1) if flatten else raw.astype(np.float64)
+    if a.ndim != 1 or not np.all(np.isfinite(a)):
+        raise ConfigError(f"alphas={a.ravel().tolist()[:8]!r:.80} must be a 1-D sequence of finite numbers")
+    if not min_n <= a.size <= MAX_ALPHAS:
+        raise ConfigError(f"alphas={a.tolist()[:4]!r:.60}... holds {a.size} points; give {min_n} to MAX_ALPHAS = "
+                          f"{MAX_ALPHAS}")
+    return a
+
+
+def check_alphas(alphas) -> np.ndarray:
+    """The alphas of a stored curve as float64 [n]; ValueError unless they are 2 to MAX_ALPHAS finite numbers that
+    increase strictly from 0 to 1 (endpoints included, to float tolerance)."""
+    a = alpha_values(alphas, 2)
     if not (np.all(np.diff(a) > 0) and np.isclose(a[0], 0.0) and np.isclose(a[-1], 1.0)):
         raise ValueError("alphas must increase strictly from 0 to 1 (endpoints included)")
     return a
@@ -46,8 +59,6 @@ def _curve(alphas, values) -> tuple[np.ndarray, np.ndarray]:
     v = np.asarray(values, dtype=np.float64)
     if a.shape != v.shape:
         raise ValueError("alphas and values must be 1-D of the same length >= 2")
-    if a.size > MAX_ALPHAS:
-        raise ValueError(f"alphas: {a.size} points; at most MAX_ALPHAS = {MAX_ALPHAS}")
     return a, v
 
 

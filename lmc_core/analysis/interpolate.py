@@ -20,7 +20,7 @@ from torch import nn
 from ..domains import MAX_BATCH
 from ..align.check import NonFiniteWeightsError
 from ..config import check_int
-from .barrier import MAX_ALPHAS
+from .barrier import MAX_ALPHAS, alpha_values
 from ..ensemble import State, n_copies
 from ..families import EvalResult, family_of
 
@@ -41,17 +41,11 @@ def path_alphas(alphas) -> np.ndarray:
     float count, NaN)."""
     if isinstance(alphas, torch.Tensor):
         alphas = alphas.detach().cpu().numpy() if alphas.dim() else alphas.item()
-    try:
-        raw = np.asarray(alphas)
-    except (TypeError, ValueError):  # ragged nested lists
-        raw = np.asarray([object()])
-    if raw.ndim == 0:  # a number of points: an integer (not a bool, a float or a string; a 0-d array's item)
+    if np.ndim(alphas) == 0 and not isinstance(alphas, (list, tuple)):  # a number of points: an integer (not a
+        # bool, a float or a string; a 0-d array's item)
         return alpha_grid(alphas.item() if isinstance(alphas, (np.generic, np.ndarray)) else alphas)
-    if raw.dtype.kind not in "iuf":
-        raise ValueError(f"alphas: a grid must hold numbers, got {raw.dtype} values {raw.ravel().tolist()[:4]}")
-    a = raw.astype(np.float64)
-    if a.ndim != 1 or a.size < 2 or a.size > MAX_ALPHAS or not np.all(np.isfinite(a)) or \
-            not np.all(np.diff(a) > 0) or a[0] != 0.0 or a[-1] != 1.0:
+    a = alpha_values(alphas, 2)
+    if not np.all(np.diff(a) > 0) or a[0] != 0.0 or a[-1] != 1.0:
         raise ValueError(f"alphas: give a number of points (an integer from 2 to {MAX_ALPHAS}) or a grid of 2 to "
                          f"{MAX_ALPHAS} finite numbers increasing strictly from 0 to 1 (its ends exactly 0 and "
                          f"exactly 1); got {a.size} values {a.ravel().tolist()[:6]}")
@@ -375,18 +369,9 @@ class PathPlan:
 
 
 def check_alpha_list(alphas) -> list[float]:
-    """The alphas of interpolate_states as floats: ValueError naming `alphas` unless they are 1 to MAX_ALPHAS finite
-    real numbers (not strings or bools)."""
-    try:
-        raw = np.asarray(alphas)
-    except (TypeError, ValueError):
-        raw = np.asarray([object()])
-    if raw.dtype.kind not in "iuf":
-        raise ValueError(f"alphas must be numbers, got {raw.dtype} values {raw.ravel().tolist()[:4]}")
-    al = [float(x) for x in raw.astype(np.float64).reshape(-1)]
-    if not all(np.isfinite(al)) or not 1 <= len(al) <= MAX_ALPHAS:
-        raise ValueError(f"alphas must be 1 to {MAX_ALPHAS} finite numbers, got {len(al)}: {al[:8]}")
-    return al
+    """The alphas of interpolate_states as floats: ConfigError naming `alphas` unless they are 1 to MAX_ALPHAS
+    finite real numbers (not strings or bools): barrier.alpha_values."""
+    return alpha_values(alphas, flatten=True).tolist()
 
 
 MAX_MEMORY_MB = 1 << 24  # memory_mb's upper bound: 16 TiB in MiB, beyond any device (a typo such as 10**30 is refused)

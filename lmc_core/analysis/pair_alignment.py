@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..domains import MAX_BATCH, MAX_SEED, MAX_STEPS, MAX_UNITS
 from ..align import RESIDUAL, activation_matching, apply_permutation, match_weights, random_permutation
 from ..align.learned import learned_from_best
 from ..align.methods import (ACTIVATION, CONTROL, LEARNED, ORTHOGONAL_ACTIVATIONS, ORTHOGONAL_WEIGHTS, RESTARTS,
                              UNALIGNED, WEIGHT, WEIGHT_RMS)
 from ..align.orthogonal import permutation_matrix, residual_alignment, residual_features
 from ..config import ConfigError, check_choice, check_int, check_real
+from ..domains import MAX_BATCH, MAX_SEED, MAX_STEPS, MAX_UNITS
 from ..ensemble import copy_state, stack_states
 from ..rng import generator
 from . import barrier as B
@@ -33,15 +33,12 @@ from .criteria import LEARNED_FRACTION
 from .diagnostics import weight_distance
 from .interpolate import interpolate_states
 
+
 def _check_alphas(alphas, ends: bool = False) -> None:
-    """ConfigError unless alphas is a non-empty sequence of finite numbers (from 0 to 1 with ends=True)."""
-    try:
-        values = [float(a) for a in alphas]
-    except (TypeError, ValueError):
-        raise ConfigError(f"alphas={alphas!r:.80} must be a sequence of numbers") from None
-    if not values or not all(np.isfinite(values)):
-        raise ConfigError(f"alphas={alphas!r:.80} must be a non-empty sequence of finite numbers")
-    if ends and (values[0] != 0.0 or values[-1] != 1.0 or len(values) < 2):
+    """ConfigError unless alphas is a non-empty sequence of finite numbers (barrier.alpha_values; from 0 to 1 with
+    ends=True)."""
+    values = B.alpha_values(alphas, 2 if ends else 1)
+    if ends and (values[0] != 0.0 or values[-1] != 1.0):
         raise ConfigError(f"alphas must run from 0 to 1 (the endpoints' numbers are read at the first and last); got "
                           f"{values[0]} ... {values[-1]}")
 
