@@ -21,7 +21,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 LAB_STAMP := $(VENV)/.lab-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install figures test test-unit test-integration bench lab test-colab clean distclean
+.PHONY: help install figures test test-unit test-integration test-paper bench lab test-colab clean distclean
 
 help: ## List the targets
 	@echo "Usage: make <target> [PROFILE=smoke|quick|paper] [VENV=.venv] [NOTEBOOKS=\"01 02\"] [JOBS=n] [EXTRAS=hub] [TORCH_INDEX=url]"
@@ -70,6 +70,9 @@ test-unit: $(DEV_STAMP) ## Run the unit tests alone (seconds: functions and tiny
 
 test-integration: $(DEV_STAMP) ## Run the unit and integration tests (tiny training runs), no notebooks
 	$(VPY) -m pytest tests/unit tests/integration
+
+test-paper: $(DEV_STAMP) ## Run every notebook's paper profile capped at one update per run, to its HTML report (CI runs it)
+	$(VPY) -m pytest tests/paper
 
 lab: install $(LAB_STAMP) ## Open the notebooks in JupyterLab (installed into the venv on first use), at the repo root
 	$(VENV)/bin/jupyter lab --notebook-dir="$(CURDIR)" --ServerApp.root_dir="$(CURDIR)"

@@ -85,6 +85,10 @@ def _configure_figures(p: argparse.ArgumentParser) -> None:
                    help="where trained runs are stored (default: runs/)")
     p.add_argument("--no-progress", action="store_true",
                    help="do not stream notebook output (training progress) to the terminal")
+    p.add_argument("--cap-steps", type=int, metavar="N",
+                   help="a capped run: every training run stops after N updates (then jumps to its end), evaluation "
+                        "on small samples; proves the profile runs at its real sizes and prints its projected cost; "
+                        "written to figures/<profile>-capped and reports/<profile>-capped, never a result")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="notebooks run at once (default 1; each trains with one thread, so the number of cores "
                         "uses them all; output is then not streamed)")
@@ -99,6 +103,11 @@ def _run_figures(args: argparse.Namespace) -> int:
     check_dir_option(args.figures_dir, "--figures-dir")
     check_dir_option(args.reports_dir, "--reports-dir")
     check_dir_option(args.store_dir, "--store-dir", writable=False)
+    if args.profile == "paper" and args.cap_steps is None:  # say what it will cost before it starts
+        from .publish.costs import projection_lines
+        from .publish.reports import repo_root
+
+        print("\n".join(projection_lines(repo_root(), args.notebooks)), flush=True)
     try:
         written = run_notebooks(
             args.profile,
@@ -108,6 +117,7 @@ def _run_figures(args: argparse.Namespace) -> int:
             store_dir=args.store_dir,
             progress=not args.no_progress,
             jobs=args.jobs,
+            cap_steps=args.cap_steps,
         )
     except NotebookRunError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -116,6 +126,31 @@ def _run_figures(args: argparse.Namespace) -> int:
     except ValueError as exc:  # input validation (unknown notebook, no notebooks, ...)
         raise UsageError(str(exc)) from exc
     print(written[-1])
+    return 0
+
+
+# --------------------------------------------------------------------------- costs
+def _configure_costs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", type=profile_arg, default="paper", metavar="{" + ",".join(PROFILES) + "}",
+                   help="whose capped runs to collect (default: paper)")
+    p.add_argument("--figures-dir", type=Path, metavar="D",
+                   help="the capped runs' figures folder (default: figures/<profile>-capped)")
+
+
+@command("costs", "collect the projected costs of capped runs into docs/paper_costs.json and the README's profile "
+         "table", _configure_costs)
+def _run_costs(args: argparse.Namespace) -> int:
+    """Merge figures/<profile>-capped's projections into docs/paper_costs.json and the README."""
+    from .publish.costs import write_costs
+    from .publish.paths import resolve
+    from .publish.reports import repo_root
+
+    folder = resolve(args.figures_dir, Path("figures") / f"{args.profile}-capped")
+    if not folder.is_dir():
+        raise UsageError(f"--figures-dir {folder.name}: no such folder; run python -m lmc_core figures --profile "
+                         f"{args.profile} --cap-steps 2 first")
+    done = write_costs(repo_root(), folder)
+    print(f"docs/paper_costs.json and README.md: projections of notebook(s) {', '.join(done) or 'none'}")
     return 0
 
 

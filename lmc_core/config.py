@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .capped import cap_steps
 from .domains import (MAX_BATCH, MAX_STEPS, MAX_VOCAB, MAX_WIDTH, ConfigError, check_choice, check_int,  # noqa: F401
                       check_real)
 
@@ -325,8 +326,13 @@ def _plain(v: Any) -> Any:
 
 
 def config_hash(cfg: Any, length: int = 16) -> str:
-    """Stable hash of a config's non-default fields (plus the store format)."""
-    payload = json.dumps({"format": STORE_FORMAT, "cfg": non_default(cfg)}, sort_keys=True)
+    """Stable hash of a config's non-default fields (plus the store format; plus the cap of a capped run,
+    lmc_core.capped, so that a capped run never answers for a real one)."""
+    body = {"format": STORE_FORMAT, "cfg": non_default(cfg)}
+    cap = cap_steps()
+    if cap is not None:
+        body["capped"] = cap
+    payload = json.dumps(body, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
 
 

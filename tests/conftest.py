@@ -4,7 +4,9 @@
 - tests/integration: tiny training runs, the run store, spawning, grids, fault injection;
 - tests/notebooks: papermill runs of the notebooks, the HTML reports, the browser check, Jupyter/Colab use.
 
-`make test` runs all three (it is what .ci/run calls).
+- tests/paper: every notebook's paper profile, capped (lmc_core.capped), to its HTML report (minutes).
+
+`make test` runs the first three (the README's test command); `make test-paper` the fourth; .ci/run calls both.
 """
 from pathlib import Path
 
@@ -31,7 +33,7 @@ def tiny_spec(seeds=(Seeds(0, 1, 2),), steps=12, model=None, **train) -> RunSpec
     return RunSpec(model=model or tiny_model(), train=TrainConfig(steps=steps, **train), seeds=tuple(seeds))
 
 
-TIERS = ("unit", "integration", "notebooks")
+TIERS = ("unit", "integration", "notebooks", "paper")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -175,6 +175,12 @@ def _write_index(profile: str, root: Path, reports_dir: Path, figures_dir: Path,
         f"from <code>{esc(fig_label)}</code> &middot; "
         '<span class="hint">click a figure to enlarge it</span></p>',
     ]
+    capped = sorted({str(s["summary"]["capped"].get("cap_steps")) for s in sections
+                     if isinstance(s["summary"].get("capped"), dict)})
+    if capped:  # a capped run (lmc_core.capped): never to be read as a result
+        out.append(f'<p style="color:#b00;font-weight:bold">CAPPED RUN &mdash; NOT A RESULT: training stopped after '
+                   f'{esc(", ".join(capped))} update(s) per run; these pages show that the profile runs and what a '
+                   "full run costs, nothing about the studies' questions.</p>")
 
     def report_links(owners: list[str]) -> list[str]:
         links = []

@@ -165,6 +165,7 @@ def run_notebooks(
     extra_params: dict[str, Any] | None = None,
     progress: bool = True,
     jobs: int = 1,
+    cap_steps: int | None = None,
 ) -> list[Path]:
     """Execute the numbered notebooks for ``profile``; return the HTML reports, index.html last.
 
@@ -178,6 +179,10 @@ def run_notebooks(
     Paths inside home reach the notebooks relative to it (the kernel gets ``LMC_HOME``), so no
     path of the build machine shows in the reports.  A failing notebook does not stop the
     others; the index is still written, then NotebookRunError is raised.
+
+    ``cap_steps``: a capped run of the profile (lmc_core.capped; the notebooks get ``overrides={"cap_steps": n}``),
+    written to ``figures/<profile>-capped``, ``reports/<profile>-capped`` and the store ``runs/capped`` unless
+    folders are given, and marked as capped in every report, figure and the index.
     """
     check_profile(profile)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -198,9 +203,16 @@ def run_notebooks(
         )
     selected = select_notebooks(available, notebooks)
 
-    figures_dir = _abs(figures_dir, home / "figures" / profile)
-    reports_dir = _abs(reports_dir, home / "reports" / profile)
-    store_dir = _abs(store_dir, home / "runs")
+    if cap_steps is not None:
+        if isinstance(cap_steps, bool) or not isinstance(cap_steps, int) or not 1 <= cap_steps <= 1000:
+            raise ValueError(f"cap_steps={cap_steps!r} must be an integer in [1, 1000] (updates per training run)")
+        if "overrides" in extra:
+            raise ValueError("a capped run sets the notebooks' overrides itself; leave overrides out of extra_params")
+        extra["overrides"] = {"cap_steps": cap_steps}
+    folder = f"{profile}-capped" if cap_steps is not None else profile
+    figures_dir = _abs(figures_dir, home / "figures" / folder)
+    reports_dir = _abs(reports_dir, home / "reports" / folder)
+    store_dir = _abs(store_dir, home / "runs" / "capped" if cap_steps is not None else home / "runs")
     for d, name in ((figures_dir, "figures_dir"), (reports_dir, "reports_dir"), (store_dir, "store_dir")):
         check_output_dir(d, name, writable=name != "store_dir")  # a file in the way: ConfigError naming it
         d.mkdir(parents=True, exist_ok=True)
@@ -230,7 +242,9 @@ def run_notebooks(
             error = exc
         if out_ipynb.exists():
             try:
-                export_html(out_ipynb, out_html, notebook_dir=nb.parent, figures_dir=figures_dir, profile=profile)
+                export_html(out_ipynb, out_html, notebook_dir=nb.parent, figures_dir=figures_dir,
+                            profile=profile if cap_steps is None else f"{profile}, CAPPED at {cap_steps} steps: "
+                                                                      "not a result")
                 html = out_html
             except Exception as exc:
                 error = error or exc

@@ -38,6 +38,9 @@ class Checkpointer(Callback):
     def wants_flush(self, t: Trainer, step: int) -> bool:
         return step in self.keep or (t.tc.save_every > 0 and step % t.tc.save_every == 0)
 
+    def kept_steps(self, t: Trainer) -> set[int]:
+        return set(self.keep)
+
     def on_step(self, t: Trainer, step: int) -> None:
         if step in self.keep:
             self.save(t, step, "step", t.tc.store_optimizer)

@@ -16,7 +16,8 @@ import torch
 from ..config import ConfigError, RunSpec, check_int, config_hash, non_default, to_dict
 from ..data.batches import Examples
 from ..families import family_of, spec_from_dict
-from ..train import TrainResult, TrainState
+from ..train import TrainResult, TrainState, resolve_device
+from ..train.memory import copies_at_once
 from .checkpoints import train_once, train_resumable
 from ..files import CorruptFileError, discard_result, quarantine, read_json, write_json
 from .layout import (RESULT, StoreLayout, ckpt_dir, checkpoint_path, is_done, load_checkpoint, prune_resume_points,
@@ -183,14 +184,24 @@ class RunStore:
                                  "data were given to train it")
             write_json(d / "spec.json", to_dict(spec))  # a run being trained says what it is
             write_json(d / "identity.json", non_default(spec))
-            start = TrainState(init_state) if init_state is not None else None
-            res = train_resumable(spec, train_data, device, ckpt_dir(d), progress, start=start, monitor=monitor,
-                                  dynamics=dynamics, stop_after=stop_after)
+            dev = resolve_device(device)
+            at_once = copies_at_once(spec, dev, f"run {config_hash(spec)}")  # too big: ConfigError, before training
+            packs = [list(range(a, min(a + at_once, spec.k))) for a in range(0, spec.k, at_once)]
+            if len(packs) > 1:
+                print(f"run {config_hash(spec)}: {spec.k} copies do not fit {dev.type} memory at once; training them "
+                      f"in {len(packs)} packs of up to {at_once} (the same weights as all at once)", flush=True)
+            res = merge_packs([train_resumable(pack_spec(spec, pk), train_data, dev,
+                                               ckpt_dir(d) / (f"pack-{i}-{len(packs)}" if len(packs) > 1 else ""),
+                                               progress, start=None if init_state is None else TrainState(
+                                                   {n: t[pk] for n, t in init_state.items()}),
+                                               monitor=monitor, dynamics=dynamics, stop_after=stop_after)
+                               for i, pk in enumerate(packs)])
             if min(res.steps) < spec.train.steps:  # stopped early on request (tests): not complete
                 return StoredRun(spec, res.state, res.opt_state, res.steps, res.history, d, True, res.diverged,
                                  res.dynamics)
             run = self.put(spec, res)
-            prune_resume_points(ckpt_dir(d), recent=0)  # requested checkpoints stay; resume points are done
+            for c in [ckpt_dir(d), *ckpt_dir(d).glob("pack-*")]:
+                prune_resume_points(c, recent=0)  # requested checkpoints stay; resume points are done
             return run
 
         return train_once(d, lambda: self.load(spec), train)
@@ -296,6 +307,33 @@ class RunStore:
                                 until=max(missing), resume_at_most=min(missing), monitor=monitor, dynamics=dynamics)
                 prune_resume_points(d, recent=0)  # the resume points of this partial run
             return load_checkpoint(checkpoint_path(d, step))
+
+
+def pack_spec(spec: RunSpec, copies: list[int]) -> RunSpec:
+    """The run of copies `copies` of `spec` alone (a pack: copy k trains exactly as in the whole ensemble)."""
+    if len(copies) == spec.k:
+        return spec
+    return replace(spec, seeds=tuple(spec.seeds[c] for c in copies),
+                   per_copy=tuple(spec.per_copy[c] for c in copies) if spec.per_copy else spec.per_copy)
+
+
+def merge_packs(results: list[TrainResult]) -> TrainResult:
+    """The training results of consecutive packs of copies as one result (copies renumbered in order)."""
+    if len(results) == 1:
+        return results[0]
+    offsets = [0]
+    for r in results[:-1]:
+        offsets.append(offsets[-1] + len(r.steps))
+    hist = pd.concat([r.history.assign(copy=r.history["copy"] + o) for r, o in zip(results, offsets)],
+                     ignore_index=True)
+    dyn = dict(results[0].dynamics)
+    if "dyn.prob" in dyn:
+        dyn["dyn.prob"] = torch.cat([r.dynamics["dyn.prob"] for r in results], dim=1)
+    return TrainResult(state={n: torch.cat([r.state[n] for r in results]) for n in results[0].state},
+                       opt_state={n: torch.cat([r.opt_state[n] for r in results]) for n in results[0].opt_state},
+                       steps=[s for r in results for s in r.steps], history=hist,
+                       diverged={c + o: s for r, o in zip(results, offsets) for c, s in r.diverged.items()},
+                       dynamics=dyn, dropout_masks=results[0].dropout_masks)
 
 
 def select_copies(res: TrainResult, copies: list[int]) -> TrainResult:

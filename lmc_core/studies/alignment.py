@@ -136,6 +136,10 @@ class Alignment(Study):
              "0.065 nats (SGD) in a sweet spot of learning rates, lower still with a Fisher penalty (Adam 0.0645 -> "
              "0.0545); Theus et al. 2025: GPT-2's barrier 2.02 nats unaligned, 0.34 after weight matching, 0.02 with an "
              "orthogonal residual map")
+    capped = {"lr_grid": {"sgd": [0.005, 1.0, 2], "adam": [5e-5, 0.1, 2], "adamw": [5e-5, 0.1, 2]}, "pairs": 2,
+              "width_pairs": 2, "match_examples": 256, "lm_pairs": 2, "lm_eval_tokens": 1024, "lm_learn_steps": 5}
+    capped_units = {"lr_grid": "mlp", "pairs": "mlp", "lm_pairs": "lm"}
+    capped_eval = {"lr_grid": 1, "pairs": 1}  # the grid's alignments and paths
     profiles = {
         # seconds: narrow MLPs, two optimizers, a few steps; a one-layer LM
         "smoke": Params(profile="smoke", hidden=[32, 32], steps=30, lr_grid={"sgd": [0.01, 0.5, 3], "adam": [1e-3, 1e-2, 3],

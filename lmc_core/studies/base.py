@@ -22,9 +22,11 @@ from typing import Any, ClassVar, Iterable
 import pandas as pd
 
 from ..analysis.findings import Finding
+from ..capped import Timer, capping
+from ..publish import costs
 from ..publish.outputs import Outputs, check_output_dir
 from ..publish.paths import resolve as resolve_path
-from .params import StudyParams, resolve
+from .params import StudyParams, merge_overrides, resolve
 
 
 @dataclass
@@ -146,8 +148,9 @@ class Setup:
 def folders(p: StudyParams) -> tuple[Path, Path, Path]:
     """(figures, run store, data cache) folders: the project's defaults under lmc_core.publish.paths.home(); each
     must be a folder or creatable as one (ConfigError before any work)."""
-    fig = resolve_path(p.figures_dir, Path("figures") / p.profile)
-    store = resolve_path(p.store_dir, "runs")
+    capped = p.cap_steps is not None  # a capped run's own folders: never beside the results
+    fig = resolve_path(p.figures_dir, Path("figures") / (f"{p.profile}-capped" if capped else p.profile))
+    store = resolve_path(p.store_dir, Path("runs") / "capped" if capped else "runs")
     cache = resolve_path(p.cache_dir, Path("data") / "cache")
     for path, name in ((fig, "figures_dir"), (store, "store_dir"), (cache, "cache_dir")):
         check_output_dir(path, name, writable=name != "store_dir")
@@ -185,20 +188,34 @@ class Study(ABC):
     claim: ClassVar[str]  # the seed study's claim and number, on the scale our headline uses
     profiles: ClassVar[dict[str, StudyParams]]
     in_notebook: ClassVar[bool] = False  # True: the notebook computes (your own models) and calls report()
+    # a capped run (cap_steps): its smaller evaluation samples and unit counts, under the user's parameters; a unit
+    # field (pairs, models...) also scales the projected training of the family it names; the fields of
+    # `capped_eval` scale the main evaluation's projection, each ratio to its power (pairs of n models: n ** 2)
+    capped: ClassVar[dict] = {}
+    capped_units: ClassVar[dict[str, str]] = {}
+    capped_eval: ClassVar[dict[str, float]] = {}
 
     def params(self, params: dict | None = None) -> StudyParams:
-        """The chosen profile with the given parameters and overrides, validated (params.resolve)."""
-        return resolve(self.profiles, params)
+        """The chosen profile with the given parameters and overrides, validated (params.resolve); a capped run
+        (cap_steps) takes the study's `capped` sizes unless the parameters set them."""
+        merged = merge_overrides(dict(params or {}))
+        return resolve(self.profiles, {**self.capped, **merged} if merged.get("cap_steps") else merged)
 
     def run(self, params: dict | None = None) -> StudyResult:
-        """Resolve the parameters, compute, draw, judge, and write every file as one set."""
+        """Resolve the parameters, compute, draw, judge, and write every file as one set (a capped run: marked,
+        with its projected full cost, lmc_core.publish.costs)."""
         p = self.params(params)
-        ctx = setup(p)
-        data = self.compute(p, ctx)
-        return self.publish(p, ctx.fig_dir, data)
+        with capping(p.cap_steps) as ledger, Timer() as timer:
+            ctx = setup(p)
+            data = self.compute(p, ctx)
+        if p.cap_steps is None:
+            return self.publish(p, ctx.fig_dir, data)
+        cost = costs.projection(self, p, ledger, timer.seconds)
+        return self.publish(p, ctx.fig_dir, data, cost)
 
-    def publish(self, p: StudyParams, fig_dir: Path, data: dict) -> StudyResult:
-        """Figures, tables, CSVs and the summary of computed `data`, written as one set."""
+    def publish(self, p: StudyParams, fig_dir: Path, data: dict, cost: dict | None = None) -> StudyResult:
+        """Figures, tables, CSVs and the summary of computed `data`, written as one set (a capped run's marked,
+        with its projected cost)."""
         omitted = self.omitted(p)
         res = StudyResult(params=p.as_dict(), tables=Shown({k: v for k, v in data.items()
                                                             if isinstance(v, pd.DataFrame)}, omitted=omitted),
@@ -211,6 +228,8 @@ class Study(ABC):
         summary = self.findings(p, data)
         summary.numbers.update(notebook=self.notebook, question=self.question, claim=self.claim,
                                setting=self.setting(p))  # the README's findings table reads these
+        if p.cap_steps is not None:
+            costs.mark_capped(res, summary, self.prefix, p.cap_steps, cost)
         res.publish(fig_dir, self.prefix, summary)
         return res
 

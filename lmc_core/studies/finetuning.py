@@ -107,6 +107,9 @@ class Finetuning(Study):
     claim = ("The GPT-2 Shakespeare study (read off its figures): eval-loss instability about 10 % for TinyGPT from "
              "one initialisation (1.855 to 2.045 nats) and no bump for GPT-2 fine-tuned with two SGD-noise draws; "
              "Qin et al. 2022 find fine-tuned copies of pretrained T5/RoBERTa linearly connected")
+    capped = {"lm_pairs": 2, "lm_eval_tokens": 1024, "enc_pairs": 2, "half_pairs": 1, "enc_eval": 16,
+              "enc_train_sample": 16}
+    capped_units, capped_eval = {"lm_pairs": "lm", "enc_pairs": "encoder"}, {"enc_pairs": 1, "enc_eval": 1}
     profiles = {
         "smoke": QUICK.replace(profile="smoke", lm_overrides={"context": 16, "n_layers": 1, "d_model": 32, "d_ff": 64},
                                pretrain_steps=40, finetune_steps=20, warmup=5, lm_pairs=2, lm_eval_tokens=1024,

@@ -115,6 +115,7 @@ class Grokking(Study):
     claim = ("Study 5 (modular addition, p = 113, one unseeded run per cell of weight decay {2, 1, 0.5, 0.25, 0} × "
              "Fisher λ {1, 0.5, 0.25, 0}): higher weight decay and a higher Fisher penalty give quicker grokking "
              "(read off its plots; no number)")
+    capped = {"learn_steps": 5}
     profiles = {
         "smoke": Params(profile="smoke", p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, lr=1e-2,
                         weight_decay=[1.0, 0.0], fisher=[1.0, 0.0], steps=40, eval_every=10, checkpoints=2, alphas=5,

@@ -75,6 +75,7 @@ class InstabilityAtInit(Study):
     question = "Are two copies of one initialisation, trained with different SGD noise, linearly connected?"
     claim = ("Frankle et al. 2020: copies from initialisation are separated by an error barrier above 2 points "
              "(ResNet-20, CIFAR-10); the PTB transformer study: perplexity instability 13.7 % on test (its normalisation)")
+    capped, capped_eval = {"eval_tokens": 512}, {"eval_tokens": 1}
     profiles = {
         # seconds: a narrow model, a small vocabulary, a few dozen steps
         "smoke": QUICK.replace(profile="smoke", model_overrides={"d_model": 32, "d_ff": 32}, vocab_cap=2000,
@@ -88,7 +89,7 @@ class InstabilityAtInit(Study):
         # word-level Shakespeare, or on PTB with overrides corpus="ptb", data_path=<folder>; the character-level
         # model as the variant (GPU)
         "paper": Params(profile="paper", steps=0, epochs=8, precision="auto", dropout_masks="hash",
-                        alphas=31, eval_tokens=None, floor_steps=200,
+                        alphas=31, eval_tokens=48000, floor_steps=200,  # SE about half of 12,000's (above)
                         variant={"level": "char", "vocab_cap": 10000}),
     }
 

@@ -86,6 +86,8 @@ class InstabilitySpawn(Study):
     claim = ("Frankle et al. 2020: the error barrier falls below 2 points from k* ≈ 3 % of training on (ResNet-20, "
              "CIFAR-10); the PTB transformer study spawns at epochs 0-7 and reports its perplexity instability dropping "
              "after the first epoch (no number)")
+    capped, capped_units = {"eval_tokens": 512, "parents": 2, "children": 2}, {"parents": "lm", "children": "lm"}
+    capped_eval = {"eval_tokens": 1, "parents": 1, "children": 2}  # pairs per parent grow as children ** 2
     profiles = {
         "smoke": QUICK.replace(profile="smoke", model_overrides={"d_model": 32, "d_ff": 32}, vocab_cap=2000, steps=40,
                                spawn=[0, 4, 10], parents=2, children=2, alphas=5, eval_tokens=2000),
@@ -95,7 +97,7 @@ class InstabilitySpawn(Study):
         # the PTB study's word-level d=200 model, 8 epochs, spawned at fractions of training (GPU)
         "paper": Params(profile="paper", steps=0, epochs=8, precision="auto", dropout_masks="hash",
                         spawn=[0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3,
-                        0.5], parents=3, alphas=31, eval_tokens=200000),
+                        0.5], parents=3, alphas=31, eval_tokens=48000),  # as notebook 01's paper: sized by its standard error
     }
 
     def compute(self, p: Params, ctx) -> dict:

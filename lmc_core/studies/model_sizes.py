@@ -159,6 +159,7 @@ class ModelSizes(Study):
     claim = ("Study 2 (GPT models on Shakespeare): a loss bump from initialisation at every size, e.g. TinyGPT's "
              "train loss ≈ 12 % of the endpoints' mean above them (1.70 → 1.905 nats, read off its Fig. 1) against "
              "its 2 % threshold; over-parameterised sizes flat on eval loss only; GPT-2 fine-tuned 300 steps: no bump")
+    capped, capped_eval = {"eval_chars": 2000}, {"eval_chars": 1}
     profiles = {"smoke": SMOKE, "quick": QUICK, "paper": Params(profile="paper")}
 
     def compute(self, p: Params, ctx) -> dict:

@@ -65,6 +65,11 @@ class StudyParams:
     threads: int | str = param(1, 'torch CPU threads: 1 (the same bits on every machine, and no collapse beside '
                                'another process) or "auto" (every core)', Threads())
 
+    cap_steps: int | None = param(None, "a capped run (lmc_core.capped): at most this many updates per training "
+                                  "run, evaluation on the study's capped samples; it proves the profile runs and "
+                                  "projects its cost, is written to figures/<profile>-capped and is never a result",
+                                  Maybe(Int(1, 1000)))
+
     def check(self) -> None:
         """Rules between fields (a study overrides it); raise ConfigError naming the fields."""
 

@@ -28,6 +28,7 @@ from ..config import ConfigError
 from ..data import load_corpus
 from ..data.vectors import VectorDataConfig, load_vectors
 from ..publish.plotting import curves_with_band
+from ..publish import costs
 from .base import Study, Summary, folders, set_threads
 from .params import ALPHAS, BATCH, DEFINITION, EXAMPLES, RATE, STEPS, UNITS, WIDTH, StudyParams, param
 
@@ -70,6 +71,7 @@ class YourModels(Study):
     claim = ("Git Re-Basin (Ainsworth et al. 2023): weight matching lowers the loss barrier between independently "
              "initialised MLPs to near zero at large width (MNIST, 3 x 512)")
     in_notebook = True
+    capped = {"lm_eval_tokens": 2048, "align_tokens": 1024}
     profiles = {
         "smoke": PAPER.replace(profile="smoke", pairs=2, width=32, steps=30, alphas=5, lm_pairs=1, lm_d=16,
                                lm_layers=1, lm_heads=2, lm_context=16, lm_steps=5, lm_batch=4, lm_eval_tokens=512,
@@ -79,6 +81,11 @@ class YourModels(Study):
                                lm_batch=16, lm_eval_tokens=8192, align_tokens=2048),
         "paper": PAPER,
     }
+
+    def params(self, params: dict | None = None) -> Params:
+        p = super().params(params)  # a capped run: the notebook's own loops make cap_steps updates
+        return p if p.cap_steps is None else p.replace(steps=min(p.steps, p.cap_steps),
+                                                       lm_steps=min(p.lm_steps, p.cap_steps))
 
     def compute(self, p: Params, ctx) -> dict:
         raise ConfigError("notebook 00 trains your models with your own code: run notebooks/00_your_models.ipynb "
@@ -184,7 +191,26 @@ def report(p: Params, mlp_before: list, mlp_after: list, mlp_alignments: list, p
                          ignore_index=True)
     data = {"barriers": barriers, "paths": paths, "parts": parts, "planted": planted, "endpoint_acc": endpoint_acc,
             "spec_change": max(a.check.max_diff for a in [*mlp_alignments, *lm_alignments])}
-    return STUDY.publish(p, Path(p.figures_dir), data)
+    cost = None if p.cap_steps is None else costs.own_loops(STUDY, p, loops(p))
+    return STUDY.publish(p, Path(p.figures_dir), data, cost)
+
+
+def loops(p: Params) -> list[dict]:
+    """The notebook's own training loops at the full profile's sizes, each timed for a few updates here: ledger
+    entries (lmc_core.capped) for a capped run's projection."""
+    import transformers
+
+    full, out = STUDY.profiles[p.profile], []
+    mlp = torch.nn.Sequential(torch.nn.Linear(40, p.width), torch.nn.ReLU(), torch.nn.Linear(p.width, p.width),
+                              torch.nn.ReLU(), torch.nn.Linear(p.width, 10))
+    gpt = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=65, n_positions=p.lm_context, n_embd=p.lm_d,
+                                                               n_layer=p.lm_layers, n_head=p.lm_heads))
+    for name, model, x, copies, steps in (
+            ("MLP", mlp, torch.randn(p.batch_size, 40), 2 * full.pairs, full.steps),
+            ("GPT-2", gpt, torch.randint(0, 65, (p.lm_batch, p.lm_context)), 2 * full.lm_pairs, full.lm_steps)):
+        out.append(costs.time_updates(name, model, x, copies * steps, p.cap_steps, p.lm_layers * (name == "GPT-2"),
+                                      p.lm_d * (name == "GPT-2")))
+    return out
 
 
 def model_findings(model: str, before: list, after: list, d: str) -> list:

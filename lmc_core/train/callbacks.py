@@ -42,6 +42,10 @@ class Callback:
     def on_step(self, t: Trainer, step: int) -> None:
         """After every update and its flush."""
 
+    def kept_steps(self, t: Trainer) -> set[int]:
+        """Steps this callback must see (on_step) even in a capped run's jump to the end (lmc_core.capped)."""
+        return set()
+
     def on_end(self, t: Trainer) -> None:
         """After the last update and the final flush."""
 

@@ -83,7 +83,8 @@ def test_ci_runs_make_test() -> None:
         line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
     assert "set -euo pipefail" in commands
-    assert commands[-1] == "make test", ".ci/run must end by running exactly `make test`"
+    assert commands[-2:] == ["make test", "make test-paper"], \
+        ".ci/run must end by running exactly `make test` (the README's test command), then `make test-paper`"
 
 
 def test_readme_documents_make_targets() -> None:

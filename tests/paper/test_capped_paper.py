@@ -1,0 +1,48 @@
+"""The `paper` profile of every notebook, capped (issue 31): the real model sizes, data pipeline, α grid, alignment
+and statistics, with every training run stopped after one update and evaluation on small samples, run through
+papermill to its HTML report. A crash or a memory blow-up of the paper profile fails here, on a CPU, before anyone
+spends GPU hours on it. `make test-paper` runs this tier (CI runs it after `make test`)."""
+import json
+import os
+
+import pytest
+
+from lmc_core.publish import costs
+from lmc_core.publish.reports import list_notebooks, repo_root, run_notebooks
+from lmc_core.studies.registry import PACKAGE_PREFIXES
+
+CAP = 1
+MEMORY_GB = 20  # the CI machine has 24 GB; a capped paper run above this would not fit beside the tests
+
+
+@pytest.fixture(scope="module")
+def capped_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("capped")
+    figures, reports, store = root / "figures", root / "reports", root / "runs"
+    try:
+        run_notebooks("paper", figures_dir=figures, reports_dir=reports, store_dir=store, progress=False,
+                      jobs=int(os.environ.get("LMC_TEST_JOBS", "2")), cap_steps=CAP)
+    except Exception as e:  # the index and every report that ran are still there: the asserts name the notebook
+        print(e)
+    return figures, reports
+
+
+@pytest.mark.parametrize("prefix", PACKAGE_PREFIXES)
+def test_every_paper_profile_runs_capped_to_its_html_report(capped_run, prefix):
+    figures, reports = capped_run
+    stem = next(p.stem for p in list_notebooks(repo_root()) if p.stem.startswith(prefix))
+    html = reports / f"{stem}.html"
+    assert html.exists(), f"{stem}: no HTML report (the capped paper profile failed; see the executed notebook)"
+    text = html.read_text(encoding="utf-8")
+    assert "CAPPED" in text and "Traceback" not in text
+    summary = json.loads((figures / f"{prefix}_summary.json").read_text(encoding="utf-8"))
+    assert summary["profile"] == "paper" and summary["capped"]["cap_steps"] == CAP
+    proj = summary["capped"]["projection"]
+    assert proj["flops"] > 0 and proj["h100_seconds"] > 0 and proj["copy_steps"] > 0
+    assert proj["peak_memory_gb"] < MEMORY_GB, f"{stem}: the capped run held {proj['peak_memory_gb']:.1f} GB"
+    assert (figures / f"{prefix}_summary.md").read_text(encoding="utf-8").startswith(f"**{costs.BANNER}")
+
+
+def test_the_capped_index_says_it_is_not_a_result(capped_run):
+    _, reports = capped_run
+    assert "CAPPED RUN &mdash; NOT A RESULT" in (reports / "index.html").read_text(encoding="utf-8")
