@@ -11,6 +11,9 @@ TORCH_INDEX ?=
 NOTEBOOKS ?=
 # Notebooks run at once by `make figures` (each trains with one torch thread): the machine's cores.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+# A capped run (e.g. CAP_STEPS=2 with PROFILE=paper): every training run stops after that many updates, evaluation
+# on small samples; proves the profile runs and prints its projected cost (figures/<profile>-capped, not a result).
+CAP_STEPS ?=
 # Extras installed with the project, e.g. EXTRAS=hub (the online dataset routes) or EXTRAS=hub,lab.
 # The default is what every notebook needs offline; `make test` adds the dev extra itself.
 EXTRAS ?=
@@ -24,7 +27,7 @@ LAB_STAMP := $(VENV)/.lab-installed
 .PHONY: help install figures test test-unit test-integration test-paper bench lab test-colab clean distclean
 
 help: ## List the targets
-	@echo "Usage: make <target> [PROFILE=smoke|quick|paper] [VENV=.venv] [NOTEBOOKS=\"01 02\"] [JOBS=n] [EXTRAS=hub] [TORCH_INDEX=url]"
+	@echo "Usage: make <target> [PROFILE=smoke|quick|paper] [CAP_STEPS=n] [VENV=.venv] [NOTEBOOKS=\"01 02\"] [JOBS=n] [EXTRAS=hub] [TORCH_INDEX=url]"
 	@echo ""
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  %-11s %s\n", $$1, $$2}'
@@ -55,8 +58,8 @@ $(STAMP): pyproject.toml | $(VPY)
 	@touch $@
 
 figures: install ## Run the notebooks headless for PROFILE, write figures/ and reports/ (quick: also README results)
-	$(VPY) -m lmc_core figures --profile $(PROFILE) --jobs $(JOBS) $(if $(strip $(NOTEBOOKS)),--notebooks $(NOTEBOOKS))
-	$(if $(filter quick,$(PROFILE)),$(VPY) -m lmc_core readme --profile quick)
+	$(VPY) -m lmc_core figures --profile $(PROFILE) --jobs $(JOBS) $(if $(strip $(NOTEBOOKS)),--notebooks $(NOTEBOOKS)) $(if $(strip $(CAP_STEPS)),--cap-steps $(CAP_STEPS))
+	$(if $(and $(filter quick,$(PROFILE)),$(if $(strip $(CAP_STEPS)),,yes)),$(VPY) -m lmc_core readme --profile quick)
 
 $(DEV_STAMP): $(STAMP)
 	$(VPY) -m pip install -e ".[dev]"

@@ -10,7 +10,7 @@ estimate, and an upper bound where part of that time does not grow with the samp
 
 The projection is shown in the capped run's summary, kept in its JSON (`capped.projection`) and its runs in
 <prefix>_cost.csv;
-`python -m lmc_core costs` collects them into docs/paper_costs.md, which the README's profile table quotes.
+`python -m lmc_core costs` collects them into docs/paper_costs.json and .md, and the README's profile table.
 """
 from __future__ import annotations
 
@@ -113,6 +113,19 @@ def own_loops(study, p, ledger: list[dict]) -> dict:
     return out
 
 
+def fresh_store(prefix: str) -> Path:
+    """The run store of a capped run of notebook `prefix` (store_dir not given): runs/capped/<prefix>, emptied
+    first, so that every run is trained, and timed, by this run (capped runs are never results, and cheap)."""
+    import shutil
+
+    from .paths import resolve
+
+    d = resolve(None, Path("runs") / "capped" / prefix)
+    if d.exists():
+        shutil.rmtree(d)
+    return d
+
+
 def device_words() -> str:
     """The machine a capped run measured: its CPU (or GPU) and the threads torch used, in words."""
     import torch
@@ -129,9 +142,11 @@ def device_words() -> str:
 
 
 def hours(seconds: float) -> str:
-    """A duration in words: minutes under an hour, hours under two days, else days."""
+    """A duration in words: seconds under a minute, minutes under an hour, hours under two days, else days."""
     if not math.isfinite(seconds):
         return "unknown"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     if seconds < 3600:
         return f"{seconds / 60:.1f} min"
     if seconds < 48 * 3600:
@@ -179,7 +194,7 @@ def mark_capped(res, summary, prefix: str, cap: int, cost: dict) -> None:
         fig.text(0.5, 0.5, BANNER, ha="center", va="center", rotation=25, fontsize=28, color="red", alpha=0.25,
                  transform=fig.transFigure, zorder=1000)
         st = getattr(fig, "_suptitle", None)
-        fig.suptitle(f"[{BANNER}] " + (st.get_text() if st is not None else ""), color="red")
+        fig.suptitle(f"[{BANNER}]" + (f"\n{st.get_text()}" if st is not None and st.get_text() else ""), color="red")
     res.add_csv(f"{prefix}_cost", pd.DataFrame(cost["runs"]))
 
 
@@ -222,8 +237,8 @@ def render_profiles(readme: str, costs: dict[str, dict]) -> str:
             cells = [c.strip() for c in cells]
             head = cells[:3]
             if i == 0:
-                dates = sorted({c["date"] for c in costs.values()})
-                extra = f"{COLUMN} (capped runs, {', '.join(dates) or 'not measured yet'})"
+                seen = sorted({f"{c['device']}, torch {c['torch']}, {c['date']}" for c in costs.values()})
+                extra = f"{COLUMN} (measured by capped runs: {'; '.join(seen) or 'not yet'})"
             else:
                 c = costs.get(cells[0])
                 extra = cost_cell(c) if c else "not measured yet"
@@ -241,6 +256,16 @@ def write_costs(root: Path, figures_dir: Path) -> list[str]:
     new = collect(figures_dir)
     merged = {**old, **new}
     path.write_text(json.dumps(merged, indent=1, sort_keys=True, default=float) + "\n", encoding="utf-8")
+    lines = ["# What a `paper` run costs, projected from capped runs", "",
+             "Written by `python -m lmc_core costs` from the capped runs' summaries (`python -m lmc_core figures "
+             "--profile paper --cap-steps 2`); every number was measured by that run on the machine named. Training: "
+             "each training call's measured seconds per copy-step at the paper sizes times the copy-steps of the full "
+             "call (scaled by the ratio of units where a capped run trains fewer); evaluation and analysis: measured "
+             "at the capped sizes and scaled by the ratio of the main evaluation's sizes (an estimate). One H100: "
+             "training FLOPs at the stated utilisation of its bf16 peak, not a measurement.", ""]
+    for k in sorted(merged):
+        lines += [f"## {merged[k]['notebook']}", "", *cost_lines(merged[k]), ""]
+    path.with_suffix(".md").write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     readme = Path(root) / "README.md"
     text = readme.read_text(encoding="utf-8")
     updated = render_profiles(text, merged)

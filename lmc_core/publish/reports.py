@@ -181,8 +181,9 @@ def run_notebooks(
     others; the index is still written, then NotebookRunError is raised.
 
     ``cap_steps``: a capped run of the profile (lmc_core.capped; the notebooks get ``overrides={"cap_steps": n}``),
-    written to ``figures/<profile>-capped``, ``reports/<profile>-capped`` and the store ``runs/capped`` unless
-    folders are given, and marked as capped in every report, figure and the index.
+    written to ``figures/<profile>-capped`` and ``reports/<profile>-capped``, each notebook's runs to a fresh
+    ``runs/capped/<NN>`` (emptied first, so every run is trained and timed) unless folders are given, and marked as
+    capped in every report, figure and the index.
     """
     check_profile(profile)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -212,8 +213,11 @@ def run_notebooks(
     folder = f"{profile}-capped" if cap_steps is not None else profile
     figures_dir = _abs(figures_dir, home / "figures" / folder)
     reports_dir = _abs(reports_dir, home / "reports" / folder)
-    store_dir = _abs(store_dir, home / "runs" / "capped" if cap_steps is not None else home / "runs")
+    # a capped run without a store_dir: each notebook's own fresh store, runs/capped/<NN> (costs.fresh_store)
+    store_dir = None if cap_steps is not None and store_dir is None else _abs(store_dir, home / "runs")
     for d, name in ((figures_dir, "figures_dir"), (reports_dir, "reports_dir"), (store_dir, "store_dir")):
+        if d is None:
+            continue
         check_output_dir(d, name, writable=name != "store_dir")  # a file in the way: ConfigError naming it
         d.mkdir(parents=True, exist_ok=True)
 
@@ -224,7 +228,7 @@ def run_notebooks(
     params = {
         "profile": profile,
         "figures_dir": kernel_path(figures_dir, home),
-        "store_dir": kernel_path(store_dir, home),
+        "store_dir": None if store_dir is None else kernel_path(store_dir, home),
         **{k: _kernel_value(v, home) for k, v in extra.items()},
     }
     def run_one(i: int, nb: Path) -> tuple[Path | None, dict[str, Any] | None]:

@@ -150,7 +150,7 @@ def folders(p: StudyParams) -> tuple[Path, Path, Path]:
     must be a folder or creatable as one (ConfigError before any work)."""
     capped = p.cap_steps is not None  # a capped run's own folders: never beside the results
     fig = resolve_path(p.figures_dir, Path("figures") / (f"{p.profile}-capped" if capped else p.profile))
-    store = resolve_path(p.store_dir, Path("runs") / "capped" if capped else "runs")
+    store = resolve_path(p.store_dir, "runs")
     cache = resolve_path(p.cache_dir, Path("data") / "cache")
     for path, name in ((fig, "figures_dir"), (store, "store_dir"), (cache, "cache_dir")):
         check_output_dir(path, name, writable=name != "store_dir")
@@ -205,6 +205,8 @@ class Study(ABC):
         """Resolve the parameters, compute, draw, judge, and write every file as one set (a capped run: marked,
         with its projected full cost, lmc_core.publish.costs)."""
         p = self.params(params)
+        if p.cap_steps is not None and p.store_dir is None:  # a fresh store: every run trained (and timed) now
+            p = p.replace(store_dir=str(costs.fresh_store(self.prefix)))
         with capping(p.cap_steps) as ledger, Timer() as timer:
             ctx = setup(p)
             data = self.compute(p, ctx)

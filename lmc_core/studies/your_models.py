@@ -83,9 +83,10 @@ class YourModels(Study):
     }
 
     def params(self, params: dict | None = None) -> Params:
-        p = super().params(params)  # a capped run: the notebook's own loops make cap_steps updates
+        p = super().params(params)  # a capped run: the notebook's own loops make cap_steps updates, stored apart
         return p if p.cap_steps is None else p.replace(steps=min(p.steps, p.cap_steps),
-                                                       lm_steps=min(p.lm_steps, p.cap_steps))
+                                                       lm_steps=min(p.lm_steps, p.cap_steps),
+                                                       store_dir=p.store_dir or str(Path("runs") / "capped" / "00"))
 
     def compute(self, p: Params, ctx) -> dict:
         raise ConfigError("notebook 00 trains your models with your own code: run notebooks/00_your_models.ipynb "

@@ -7,7 +7,7 @@ transformer models", Sec. 4.1, eq. 1, without the s^2 attention scores that a fu
 so 68 h in fp32, plus the logits and their gradient (8 bytes per token and vocabulary entry). Measured on a CPU
 (one training step of notebook 07's paper MinGPT, 30 M parameters, batch 32 x 256 tokens, vocabulary 50,257): 4.4 GB
 per copy, estimated 5.0 GB. The estimate is meant to tell a run that fits from one that does not, not to the last
-gigabyte: the budget leaves a fifth of the device free.
+gigabyte: the budget leaves a fifth of a GPU free (two fifths of a CPU's available memory). A Fisher penalty's double backward triples the activations.
 
 `RunStore.get` trains a run whose copies do not fit at once in packs of copies that do (copy k of an ensemble
 trains exactly as it does alone, so the result is the same), says so, and refuses, before training, a run of
@@ -50,14 +50,16 @@ def bytes_per_copy(spec: RunSpec, device: torch.device) -> dict[str, int]:
     vocab = getattr(cfg, "vocab_size", 0)
     logits = tokens * vocab * 4 * 2
     acts = tokens * layers * width * 68 + logits
+    if any(v > 0 for v in spec.copy_values("fisher")):
+        acts *= 3  # the Fisher penalty's double backward keeps the first backward's graph as well
     out = {"parameters": n, "weights": 8 * n, "optimizer": opt * n, "activations": acts}
     out["total"] = out["weights"] + out["optimizer"] + acts
     return out
 
 
 def device_budget(device: torch.device) -> int | None:
-    """Bytes a run may use on `device`: LMC_MEMORY_GB if set, else four fifths of a GPU's memory or of the memory
-    the operating system reports available; None where neither is known (no packing then)."""
+    """Bytes a run may use on `device`: LMC_MEMORY_GB if set, else four fifths of a GPU's memory or three fifths of
+    the memory the operating system reports available; None where neither is known (no packing then)."""
     env = os.environ.get(ENV, "").strip()
     if env:
         try:
@@ -71,7 +73,7 @@ def device_budget(device: torch.device) -> int | None:
             avail = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
     except (OSError, StopIteration, ValueError):
         return None
-    return int(0.8 * avail)
+    return int(0.6 * avail)  # the study's process keeps its evaluation and earlier runs beside the training
 
 
 def copies_at_once(spec: RunSpec, device: torch.device, what: str = "run") -> int:

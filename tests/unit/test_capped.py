@@ -94,10 +94,10 @@ def test_the_readme_profile_table_gets_the_projected_column():
     readme = ("x\n<!-- profiles -->\n| notebook | `quick` | `paper` |\n|---|---|---|\n| 01 | a | b |\n| 02 | c | d |\n"
               "<!-- /profiles -->\ny\n")
     c = {"cpu_seconds": 7200.0, "h100_seconds": 60.0, "flops": 1e15, "peak_memory_gb": 2.0, "date": "2026-12-06",
-         "device": "a CPU"}
+         "device": "a CPU", "torch": "2.13.0"}
     out = costs.render_profiles(readme, {"01": c})
     assert "| 01 | a | b | 2.0 h on this CPU (1 thread), 1.0 min on one H100" in out
-    assert "| 02 | c | d | not measured yet |" in out and "capped runs, 2026-12-06" in out
+    assert "| 02 | c | d | not measured yet |" in out and "capped runs: a CPU, torch 2.13.0, 2026-12-06" in out
     assert costs.render_profiles(out, {"01": c}) == out  # a second pass changes nothing
 
 
@@ -134,3 +134,22 @@ def test_the_memory_estimate_of_gpt2_small_is_near_what_one_copy_held():
     need = memory.bytes_per_copy(spec, torch.device("cuda"))
     assert 120e6 < need["parameters"] < 170e6
     assert 6 < need["total"] / memory.GB < 20  # issue 31 measured 11.7 GB for one GPT-2 copy of notebook 07
+
+
+def test_costs_are_collected_from_capped_summaries_into_the_docs_and_readme(tmp_path):
+    c = {"cpu_seconds": 90.0, "h100_seconds": 2.0, "flops": 1e12, "peak_memory_gb": 1.0, "date": "2026-12-06",
+         "device": "a CPU", "torch": "2.13.0", "notebook": "01_x", "profile": "paper", "copy_steps": 10,
+         "train_seconds": 60.0, "other_seconds": 30.0, "eval_scale": 2.0, "ratios": {}, "eval_fields": {},
+         "unknown_sizes": [], "runs": [], "h100_assumption": "one H100"}
+    fig = tmp_path / "figures"
+    fig.mkdir()
+    (fig / "01_summary.json").write_text(json.dumps({"capped": {"cap_steps": 2, "projection": c}}))
+    (fig / "02_summary.json").write_text(json.dumps({"headline": "a real result"}))  # not capped: left out
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("<!-- profiles -->\n| notebook | a | b |\n|---|---|---|\n| 01 | x | y |\n"
+                                        "<!-- /profiles -->\n")
+    assert costs.write_costs(tmp_path, fig) == ["01"]
+    assert json.loads((tmp_path / "docs" / "paper_costs.json").read_text())["01"]["cpu_seconds"] == 90.0
+    assert "## 01_x" in (tmp_path / "docs" / "paper_costs.md").read_text()
+    assert "| 01 | x | y | 1.5 min on this CPU" in (tmp_path / "README.md").read_text()
+    assert "01: 1.5 min on this CPU" in "\n".join(costs.projection_lines(tmp_path, ["01"]))
