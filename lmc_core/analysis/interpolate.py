@@ -452,18 +452,38 @@ def interpolation_curve(cfg, a: State, b: State, splits: dict, alphas, max_token
     (default a). With keep (e.g. ("examples",)), also returns {split: EvalResult} with per-example arrays.
     ConfigError / ValueError for max_tokens, batch_size or alphas out of their domains (before any evaluation)."""
     _check_eval(max_tokens, batch_size)
-    check_alpha_list(alphas)
+    al_all = np.asarray(check_alpha_list(alphas))
     fam = family_of(cfg)
-    path = interpolate_states(a, b, alphas, keys, fixed)
+    step = len(al_all) if keep else alphas_at_once(fam, cfg, a, len(al_all), batch_size)
     rows, results = [], {}
-    for split, data in splits.items():
-        r = evaluate_state(cfg, path, data, max_tokens, batch_size, device, progress=progress,
-                           desc=f"interpolate ({split})", keep=keep)
-        results[split] = r
-        for i, al in enumerate(np.asarray(alphas)):
-            row = {"split": split, "alpha": float(al), "loss": float(r.loss[i])}
-            if "ppl" in fam.metrics:
-                row["ppl"] = float(r.ppl[i])
-            row.update({"error": float(r.error[i]), "tokens": r.tokens})
-            rows.append(row)
+    for c0 in range(0, len(al_all), step):  # a large model's path in chunks of alphas (the same numbers)
+        chunk = al_all[c0 : c0 + step]
+        path = interpolate_states(a, b, chunk, keys, fixed)
+        for split, data in splits.items():
+            r = evaluate_state(cfg, path, data, max_tokens, batch_size, device, progress=progress,
+                               desc=f"interpolate ({split})", keep=keep)
+            results[split] = r
+            for i, al in enumerate(chunk):
+                row = {"split": split, "alpha": float(al), "loss": float(r.loss[i])}
+                if "ppl" in fam.metrics:
+                    row["ppl"] = float(r.ppl[i])
+                row.update({"error": float(r.error[i]), "tokens": r.tokens})
+                rows.append(row)
+        del path
+    rows.sort(key=lambda row: list(splits).index(row["split"]))  # split by split, alphas in order (stable)
     return (pd.DataFrame(rows), results) if keep else pd.DataFrame(rows)
+
+
+PATH_STATE_MB = 2048  # the interpolated weights of one chunk of a path's alphas (interpolation_curve)
+
+
+def alphas_at_once(fam, cfg, a: State, n_alpha: int, batch_size: int, memory_mb: int = 512) -> int:
+    """How many of a path's alphas interpolation_curve interpolates and evaluates together: all of them unless their
+    weights exceed PATH_STATE_MB (GPT-2 small: 0.5 GB per alpha, 15 GB for 30), then a multiple of the evaluation's
+    group of copies (Family.evaluate, `memory_mb`), so that every group, and so every number, is the one the whole
+    path would give."""
+    per_alpha = sum(t[0].numel() * t.element_size() for t in a.values())
+    if per_alpha * n_alpha <= PATH_STATE_MB << 20:
+        return n_alpha
+    group = max(1, min(n_alpha, (memory_mb << 20) // max(batch_size * fam.eval_bytes_per_example(cfg), 1)))
+    return max(group, (PATH_STATE_MB << 20) // per_alpha // group * group)

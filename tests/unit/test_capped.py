@@ -153,3 +153,21 @@ def test_costs_are_collected_from_capped_summaries_into_the_docs_and_readme(tmp_
     assert "## 01_x" in (tmp_path / "docs" / "paper_costs.md").read_text()
     assert "| 01 | x | y | 1.5 min on this CPU" in (tmp_path / "README.md").read_text()
     assert "01: 1.5 min on this CPU" in "\n".join(costs.projection_lines(tmp_path, ["01"]))
+
+
+def test_a_large_models_path_is_evaluated_in_chunks_of_alphas_with_the_same_numbers(stream, monkeypatch):
+    from lmc_core.analysis import interpolate as I
+    from lmc_core.ensemble import copy_state
+
+    spec = tiny_spec([Seeds(0, 1, 2), Seeds(3, 4, 5)], steps=4)
+    st = train_copies(spec, stream, "cpu", progress=False).state
+    a, b = copy_state(st, 0), copy_state(st, 1)
+    alphas = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.5]
+    whole = I.interpolation_curve(spec.model, a, b, {"train": stream[:400], "test": stream[400:800]}, alphas)
+    fam = I.family_of(spec.model)
+    monkeypatch.setattr(I, "PATH_STATE_MB", 0)  # chunks of one evaluation group: here all seven alphas
+    assert I.alphas_at_once(fam, spec.model, a, len(alphas), 32) == len(alphas)
+    monkeypatch.setattr(type(fam), "eval_bytes_per_example", lambda self, cfg: (512 << 20) // 64)  # groups of 2
+    assert I.alphas_at_once(fam, spec.model, a, len(alphas), 32) == 2
+    chunked = I.interpolation_curve(spec.model, a, b, {"train": stream[:400], "test": stream[400:800]}, alphas)
+    assert chunked.equals(whole)
