@@ -194,7 +194,8 @@ def mark_capped(res, summary, prefix: str, cap: int, cost: dict) -> None:
         fig.text(0.5, 0.5, BANNER, ha="center", va="center", rotation=25, fontsize=28, color="red", alpha=0.25,
                  transform=fig.transFigure, zorder=1000)
         st = getattr(fig, "_suptitle", None)
-        fig.suptitle(f"[{BANNER}]" + (f"\n{st.get_text()}" if st is not None and st.get_text() else ""), color="red")
+        top = 1.0 if st is None else max(1.0, st.get_position()[1] + 0.02 * (st.get_text().count("\n") + 2))
+        fig.text(0.5, top, f"[{BANNER}]", ha="center", va="bottom", color="red", fontsize=13, weight="bold")
     res.add_csv(f"{prefix}_cost", pd.DataFrame(cost["runs"]))
 
 
@@ -217,8 +218,8 @@ def collect(figures_dir: Path) -> dict[str, dict]:
 def cost_cell(c: dict) -> str:
     """One notebook's projection in a table cell."""
     return (f"{hours(c['cpu_seconds'])} on this CPU (1 thread), {hours(c['h100_seconds'])} on one H100 at "
-            f"{H100_UTILISATION:.0%} MFU; {c['flops']:.2g} training FLOPs; capped run's peak memory "
-            f"{c['peak_memory_gb']:.1f} GB")
+            f"{H100_UTILISATION:.0%} MFU; {c['flops']:.2g} training FLOPs; capped run (cap {c.get('cap_steps', '?')}"
+            f") peak memory {c['peak_memory_gb']:.1f} GB")
 
 
 def render_profiles(readme: str, costs: dict[str, dict]) -> str:
