@@ -25,6 +25,7 @@ from typing import Iterator
 
 ENV = "LMC_CAP_STEPS"
 LEDGER: list[dict] = []  # one entry per training-loop call while capped (this process)
+EVALUATION: list[float] = []  # seconds of each Family.evaluate call while capped (this process)
 
 # The projection's stated assumptions: the dense bf16 peak of one H100 SXM (NVIDIA's data sheet, without sparsity),
 # and the share of it that small models reach (the GPU target of docs/benchmarks.md: MFU >= 10 %)
@@ -55,6 +56,7 @@ def capping(steps: int | None) -> Iterator[list[dict]]:
     setting on exit; yields the ledger."""
     before = os.environ.get(ENV)
     LEDGER.clear()
+    EVALUATION.clear()
     if steps is None:
         os.environ.pop(ENV, None)
     else:
@@ -92,10 +94,11 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-def project(ledger: list[dict], other_seconds: float, other_scale: float) -> dict:
+def project(ledger: list[dict], other_seconds: float, other_scale: float, fixed_seconds: float = 0.0) -> dict:
     """The full run's cost from a capped run: its training-loop calls (`ledger`, entries as the loop records
-    them) and the rest of the run (`other_seconds` of evaluation, alignment and statistics at the capped sizes,
-    scaled by `other_scale`, the ratio of the full run's evaluation work to the capped run's).
+    them), its evaluation (`other_seconds` at the capped sizes, scaled by `other_scale`, the ratio of the full run's
+    evaluation work to the capped run's) and the rest (`fixed_seconds`: data, alignment, statistics, files; not
+    scaled).
 
     Returns {"runs": one row per model size, "copy_steps", "flops", "train_seconds", "other_seconds",
     "cpu_seconds", "h100_seconds"} with the projected training time on this machine (each call's measured seconds
@@ -120,7 +123,7 @@ def project(ledger: list[dict], other_seconds: float, other_scale: float) -> dic
         r["copy_steps_per_s"] = r["copy_steps_done"] / r["seconds_done"] if r["seconds_done"] > 0 else float("nan")
     train_s = sum(r["train_seconds"] for r in runs)
     flops = sum(r["flops"] for r in runs)
-    other_s = other_seconds * other_scale
+    other_s = other_seconds * other_scale + fixed_seconds
     gpu_rate = H100_BF16_FLOPS * H100_UTILISATION
     measured_rate = flops / train_s if train_s > 0 else 0.0  # this machine's training FLOP/s
     other_gpu = other_s * measured_rate / gpu_rate if measured_rate > 0 else float("nan")

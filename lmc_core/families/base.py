@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..capped import EVALUATION, Timer, cap_steps
 from ..align.activation_matching import Features
 from ..data.batches import Examples
 from ..progress import bar
@@ -265,10 +266,22 @@ class Family(abc.ABC):
         raise self._lacks("residual_maps", "residual-stream maps beyond permutations")
 
     # --- evaluation
-    @torch.no_grad()
     def evaluate(self, cfg, state: State, examples: Examples, batch_size: int = 32, device="cpu",
                  memory_mb: int = 512, keep: tuple[str, ...] = (), progress: bool = False,
                  desc: str = "eval") -> EvalResult:
+        """Evaluate every copy of a stacked state (`evaluate_copies`); a capped run (lmc_core.capped) adds its wall
+        time to EVALUATION, the part of the run its projection scales with the evaluation sizes."""
+        if cap_steps() is None:
+            return self.evaluate_copies(cfg, state, examples, batch_size, device, memory_mb, keep, progress, desc)
+        with Timer() as t:
+            out = self.evaluate_copies(cfg, state, examples, batch_size, device, memory_mb, keep, progress, desc)
+        EVALUATION.append(t.seconds)
+        return out
+
+    @torch.no_grad()
+    def evaluate_copies(self, cfg, state: State, examples: Examples, batch_size: int = 32, device="cpu",
+                        memory_mb: int = 512, keep: tuple[str, ...] = (), progress: bool = False,
+                        desc: str = "eval") -> EvalResult:
         """Evaluate every copy of a stacked state on the same examples (eval mode).
 
         Copies are processed in groups sized so the logits stay under `memory_mb`. keep: any of

@@ -5,8 +5,8 @@ A capped run trains every run of the profile at its real size for a few updates,
 call's measured seconds per copy-step at the profile's sizes and the copy-steps the full call makes: the projected
 training time is exact up to the machine's noise (for the runs the capped run makes; a study that caps its number
 of units, `Study.capped_units`, has the training of that family scaled by the ratio). Everything else (evaluation, alignment,
-statistics) is measured at the capped sizes and scaled by the ratio of the full sizes to the capped ones: an
-estimate, and an upper bound where part of that time does not grow with the samples.
+statistics): the evaluation calls (Family.evaluate, timed while capped) are scaled by the ratio of the main
+evaluation's full sizes to the capped ones (an estimate); the rest is taken as measured.
 
 The projection is shown in the capped run's summary, kept in its JSON (`capped.projection`) and its runs in
 <prefix>_cost.csv;
@@ -59,13 +59,15 @@ def projection(study, p, ledger: list[dict], seconds: float) -> dict:
     scale = {fam: math.prod(known.get(k, 1.0) for k, f in study.capped_units.items() if f == fam)
              for fam in set(study.capped_units.values())}
     eval_scale = math.prod(known.get(k, 1.0) ** power for k, power in study.capped_eval.items())
-    train_real = sum(e["seconds"] for e in ledger)
+    from ..capped import EVALUATION
+
+    train_real, eval_real = sum(e["seconds"] for e in ledger), sum(EVALUATION)
     scaled = [{**e, "copy_steps": e["copy_steps"] * scale.get(e["model"], 1.0)} for e in ledger]
-    out = project(scaled, max(seconds - train_real, 0.0), eval_scale)
+    out = project(scaled, eval_real, eval_scale, max(seconds - train_real - eval_real, 0.0))
     import torch
 
     out.update(notebook=study.notebook, profile=p.profile, cap_steps=p.cap_steps, capped_seconds=seconds,
-               capped_train_seconds=train_real, unit_scale=scale, eval_scale=eval_scale,
+               capped_train_seconds=train_real, capped_eval_seconds=eval_real, unit_scale=scale, eval_scale=eval_scale,
                unknown_sizes=sorted(f"{k} (the full run evaluates the whole split)" for k, v in r.items()
                                     if v is None and k in study.capped_eval),
                eval_fields=dict(study.capped_eval),
@@ -111,6 +113,17 @@ def own_loops(study, p, ledger: list[dict]) -> dict:
                peak_memory_gb=peak_memory_bytes() / 2**30, device=device_words(), torch=torch.__version__,
                date=datetime.date.today().isoformat())
     return out
+
+
+def check_capped_folder(cap: int | None, figures_dir) -> None:
+    """A capped run writes only to a folder named as one (<...>-capped, or any name holding 'capped'), never over
+    a result: ConfigError naming figures_dir otherwise (before anything runs)."""
+    if cap is not None and figures_dir is not None and "capped" not in Path(str(figures_dir)).name:
+        from ..domains import ConfigError
+
+        raise ConfigError(f"figures_dir={Path(str(figures_dir)).name!r}: a capped run (cap_steps={cap}) is not a "
+                          "result and may not write where results go; leave figures_dir unset (figures/<profile>-"
+                          "capped) or name a folder ending in -capped")
 
 
 def fresh_store(prefix: str) -> Path:
@@ -166,8 +179,9 @@ def cost_lines(cost: dict) -> list[str]:
     lines = [f"**Projected full `{cost['profile']}` run** (from this capped run on {cost['device']}, torch "
              f"{cost['torch']}, {cost['date']}): training {cost['copy_steps']:,.0f} copy-steps, "
              f"{cost['flops']:.3g} FLOPs; **{hours(cost['cpu_seconds'])} on this machine** (training "
-             f"{hours(cost['train_seconds'])}, evaluation and analysis {hours(cost['other_seconds'])}: measured at "
-             f"the capped sizes, scaled {cost['eval_scale']:.3g}x by {scaled_by(cost)}); **{hours(cost['h100_seconds'])} on "
+             f"{hours(cost['train_seconds'])}; evaluation and the rest {hours(cost['other_seconds'])}: evaluation "
+             f"measured at the capped sizes and scaled {cost['eval_scale']:.3g}x by {scaled_by(cost)}, the rest as "
+             f"measured); **{hours(cost['h100_seconds'])} on "
              f"{cost['h100_assumption']}**; this capped run's peak memory {cost['peak_memory_gb']:.1f} GB.", ""]
     if cost["unknown_sizes"]:
         lines += [f"Not in the projection: {'; '.join(cost['unknown_sizes'])}; it is a lower bound there.", ""]
@@ -206,11 +220,11 @@ COLUMN = "`paper`: projected cost"
 
 
 def collect(figures_dir: Path) -> dict[str, dict]:
-    """{notebook prefix: the projection of its capped run} from the capped summaries in `figures_dir`."""
+    """{notebook prefix: the projection of its capped run of the paper profile} from the summaries in `figures_dir`."""
     out = {}
     for f in sorted(Path(figures_dir).glob("[0-9][0-9]_summary.json")):
         capped = json.loads(f.read_text(encoding="utf-8")).get("capped")
-        if isinstance(capped, dict) and capped.get("projection"):
+        if isinstance(capped, dict) and capped.get("projection", {}).get("profile") == "paper":
             out[f.name[:2]] = capped["projection"]
     return out
 

@@ -35,7 +35,7 @@ def findings_table(figures_dir: Path) -> str:
     for f in sorted(Path(figures_dir).glob("[0-9][0-9]_summary.json")):
         d = json.loads(f.read_text(encoding="utf-8"))
         h = d.get("headline_finding")
-        if not h:
+        if not h or d.get("capped"):  # a capped run is never a result
             continue
         finding = Finding(**{k: h[k] for k in Finding.__dataclass_fields__ if k in h})
         value = f"{finding.short()} {finding.unit}".strip() if finding.estimate == finding.estimate else finding.reason
@@ -62,7 +62,7 @@ def render(readme: str, figures_dir: Path) -> str:
 
     def repl(m: re.Match) -> str:
         f = Path(figures_dir) / f"{m.group(2)}_summary.md"
-        if not f.exists():
+        if not f.exists() or f.read_text(encoding="utf-8").startswith("**CAPPED RUN"):  # never quote a capped run
             return m.group(0)
         return m.group(1) + f.read_text(encoding="utf-8").strip() + "\n" + m.group(4)
 

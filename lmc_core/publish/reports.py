@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from ..domains import ConfigError
 from . import paths
 from .outputs import check_output_dir
 from .paths import check_profile, repo_root
@@ -204,6 +205,8 @@ def run_notebooks(
         )
     selected = select_notebooks(available, notebooks)
 
+    if cap_steps is None and isinstance(extra.get("overrides"), dict) and extra["overrides"].get("cap_steps"):
+        cap_steps = extra.pop("overrides")["cap_steps"]  # a capped run asked for through overrides: the same
     if cap_steps is not None:
         if isinstance(cap_steps, bool) or not isinstance(cap_steps, int) or not 1 <= cap_steps <= 1000:
             raise ValueError(f"cap_steps={cap_steps!r} must be an integer in [1, 1000] (updates per training run)")
@@ -211,6 +214,14 @@ def run_notebooks(
             raise ValueError("a capped run sets the notebooks' overrides itself; leave overrides out of extra_params")
         extra["overrides"] = {"cap_steps": cap_steps}
     folder = f"{profile}-capped" if cap_steps is not None else profile
+    if cap_steps is not None:
+        from .costs import check_capped_folder
+
+        for given, name in ((figures_dir, "figures_dir"), (reports_dir, "reports_dir")):
+            try:
+                check_capped_folder(cap_steps, given)
+            except ConfigError as e:
+                raise ValueError(str(e).replace("figures_dir", name, 1)) from None
     figures_dir = _abs(figures_dir, home / "figures" / folder)
     reports_dir = _abs(reports_dir, home / "reports" / folder)
     # a capped run without a store_dir: each notebook's own fresh store, runs/capped/<NN> (costs.fresh_store)

@@ -205,6 +205,7 @@ class Study(ABC):
         """Resolve the parameters, compute, draw, judge, and write every file as one set (a capped run: marked,
         with its projected full cost, lmc_core.publish.costs)."""
         p = self.params(params)
+        costs.check_capped_folder(p.cap_steps, p.figures_dir)
         if p.cap_steps is not None and p.store_dir is None:  # a fresh store: every run trained (and timed) now
             p = p.replace(store_dir=str(costs.fresh_store(self.prefix)))
         with capping(p.cap_steps) as ledger, Timer() as timer:

@@ -203,8 +203,8 @@ class GeneralisationStrategies(Study):
     claim = ("Juneja et al. 2023: 100 BERT fine-tunes on QQP (and MNLI) fall into clusters of the mod_BH barrier "
              "matrix that separate their generalisation on PAWS (HANS); no agreement index reported, our headline "
              "is the adjusted Rand index between clusters and strategy modes")
-    capped = {"models": 6, "eval_examples": 8, "dynamics_examples": 8, "control_models": 3, "plane_points": 3,
-              "sharpness_batches": 1, "null_resamples": 19, "permutations": 49, "resamples": 3}
+    capped = {"models": 6, "eval_examples": 8, "eval_size": 128, "dynamics_examples": 8, "control_models": 3,
+              "plane_points": 3, "sharpness_batches": 1, "null_resamples": 19, "permutations": 49, "resamples": 3}
     capped_units = {"models": "encoder", "control_models": "lm"}
     capped_eval = {"models": 2, "eval_examples": 1}  # the barrier matrix
     profiles = {

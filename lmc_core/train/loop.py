@@ -43,6 +43,8 @@ def train_copies(spec, train_data, device="auto", start: TrainState | None = Non
     cap, before, timer = cap_steps(), t.steps.clone(), Timer()
     with timer:
         _updates(t, cbs, cap, log_every)
+        if cap is not None and t.device.type == "cuda":
+            torch.cuda.synchronize(t.device)  # the last update's kernels count too
     if cap is not None:
         capped_jump(t, cbs, before, timer.seconds)
     t.final_window = t.flush()
@@ -95,10 +97,11 @@ def record_call(t: Trainer, planned: int, done: int, seconds: float) -> None:
     """One ledger entry (lmc_core.capped.LEDGER) for a capped training-loop call: the model, its size per copy,
     copies, copy-steps planned (the full run) and done, their seconds and the training FLOPs of one copy-step."""
     n = sum(p.numel() for p in t.model.parameters()) // t.k
-    shape = t.batch_shape or {}
-    tokens = [math.prod(s[1:]) for s in shape.values() if len(s) >= 3] or [s[1] for s in shape.values() if len(s) >= 2]
+    shape, ints = t.batch_shape or {}, t.batch_ints or set()  # token ids [K, B, T] count B*T; features [K, B, D] B
+    tokens = [math.prod(s[1:]) for n, s in shape.items() if len(s) >= 3 and n in ints] or \
+        [s[1] for s in shape.values() if len(s) >= 2]
     per_step = max(tokens) if tokens else t.tc.batch_size
-    context = max((s[-1] for s in shape.values() if len(s) >= 3), default=0)
+    context = max((s[-1] for n, s in shape.items() if len(s) >= 3 and n in ints), default=0)
     cfg = t.cfg
     # a copy with a Fisher penalty adds a double backward (about two more backward passes) every fisher_every steps
     fisher = 1.0 + 2.0 * float((t.lam > 0).float().mean()) / t.tc.fisher_every

@@ -144,6 +144,7 @@ class Trainer:
         self.end = self.tc.steps  # the loop may stop earlier (`until`); the schedule still follows tc.steps
         self.stop = False  # a callback sets it to end training after this step
         self.batch_shape: dict[str, tuple] | None = None  # the last batch's shapes [K, B, ...]
+        self.batch_ints: set[str] | None = None  # its integer (token id, label) tensors
         self.final_window: list[dict] = []  # the rows flushed after the loop (a run stopped early)
 
     def _loss(self, chunk: dict[str, torch.Tensor], drop: DropoutSource | None) -> torch.Tensor:
@@ -186,7 +187,8 @@ class Trainer:
         running = (self.steps < tc.steps) & ~self.frozen  # copies at the end (spawned later) or frozen stay put
         lr = lr_at(tc, self.steps, self.batches.steps_per_epoch) * self.lr_scale * running
         batch = {n: t.to(dev) for n, t in self.examples.take(self.batches.indices(self.steps.tolist())).items()}
-        self.batch_shape = {n: tuple(t.shape) for n, t in batch.items()}  # a capped run's ledger reads it
+        self.batch_shape = {n: tuple(t.shape) for n, t in batch.items()}  # a capped run's ledger reads these
+        self.batch_ints = {n for n, t in batch.items() if not t.is_floating_point()}
         for p in self.params.values():
             p.grad = None
         total, penalty = torch.zeros(k, device=dev), torch.zeros(k, device=dev)

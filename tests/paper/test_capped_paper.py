@@ -19,7 +19,7 @@ MEMORY_GB = 20  # the CI machine has 24 GB; a capped paper run above this would 
 @pytest.fixture(scope="module")
 def capped_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("capped")
-    figures, reports, store = root / "figures", root / "reports", root / "runs"
+    figures, reports, store = root / "figures-capped", root / "reports-capped", root / "runs"
     # the notebooks that hold a few GB two at a time on CI's two cores; the others (10-12 GB each: MiniLM ensembles,
     # the Fisher grid's double backward, GPT-2) one at a time, so that the memory a run sizes its packs of copies
     # by is not taken by another notebook afterwards; notebook 07 (GPT-2, 124 M parameters) within 4 GB per pack

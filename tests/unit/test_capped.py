@@ -63,9 +63,9 @@ def test_the_projection_scales_each_call_by_its_measured_rate():
                "tokens_per_copy_step": 10, "flops_per_copy_step": 6e4},
               {"model": "lm", "params": 1000, "copies": 1, "copy_steps": 10, "copy_steps_done": 2, "seconds": 1.0,
                "tokens_per_copy_step": 10, "flops_per_copy_step": 6e4}]
-    out = capped.project(ledger, other_seconds=3.0, other_scale=10.0)
+    out = capped.project(ledger, other_seconds=3.0, other_scale=10.0, fixed_seconds=5.0)
     assert out["train_seconds"] == pytest.approx(2.0 / 4 * 100 + 1.0 / 2 * 10)
-    assert out["other_seconds"] == pytest.approx(30.0) and out["copy_steps"] == 110
+    assert out["other_seconds"] == pytest.approx(35.0) and out["copy_steps"] == 110
     assert out["flops"] == pytest.approx(6e4 * 110)
     assert out["h100_seconds"] > out["flops"] / capped.H100_BF16_FLOPS  # at the stated utilisation, not the peak
     assert capped.training_flops(10, 2, layers=2, context=4, width=8) == 6 * 2 * (10 + 2 * 4 * 8)
@@ -80,13 +80,15 @@ def test_sizes_and_ratios_of_capped_fields():
 def test_a_capped_study_run_is_marked_and_kept_apart(tmp_path):
     from lmc_core.studies import instability_spawn as study
 
-    r = study.run(dict(profile="smoke", figures_dir=str(tmp_path / "f"), store_dir=str(tmp_path / "runs"),
+    with pytest.raises(Exception, match="figures_dir='f': a capped run"):
+        study.run(dict(profile="smoke", figures_dir=str(tmp_path / "f"), overrides={"cap_steps": 2}))
+    r = study.run(dict(profile="smoke", figures_dir=str(tmp_path / "f-capped"), store_dir=str(tmp_path / "runs"),
                        progress=False, overrides={"cap_steps": 2, "eval_tokens": 256}))
     assert r.summary.startswith(f"**{costs.BANNER}")
-    summary = json.loads((tmp_path / "f" / "02_summary.json").read_text())
+    summary = json.loads((tmp_path / "f-capped" / "02_summary.json").read_text())
     proj = summary["capped"]["projection"]
     assert summary["capped"]["cap_steps"] == 2 and proj["copy_steps"] > 0 and proj["cpu_seconds"] > 0
-    assert (tmp_path / "f" / "02_cost.csv").exists()
+    assert (tmp_path / "f-capped" / "02_cost.csv").exists() and proj["capped_eval_seconds"] > 0
     assert all(any(costs.BANNER in t.get_text() for t in fig.texts) for fig in r.figures.values())
 
 
@@ -105,7 +107,9 @@ def test_run_notebooks_refuses_a_bad_cap(tmp_path):
     from lmc_core.publish.reports import run_notebooks
 
     with pytest.raises(ValueError, match="cap_steps=0 must be an integer"):
-        run_notebooks("paper", notebooks=["01"], cap_steps=0, figures_dir=tmp_path)
+        run_notebooks("paper", notebooks=["01"], cap_steps=0, figures_dir=tmp_path / "x-capped")
+    with pytest.raises(ValueError, match="reports_dir='r': a capped run"):
+        run_notebooks("paper", notebooks=["01"], reports_dir=tmp_path / "r", extra_params={"overrides": {"cap_steps": 1}})
 
 
 def test_copies_that_do_not_fit_at_once_train_in_packs_with_the_same_weights(stream, tmp_path, monkeypatch, capsys):
@@ -171,3 +175,16 @@ def test_a_large_models_path_is_evaluated_in_chunks_of_alphas_with_the_same_numb
     assert I.alphas_at_once(fam, spec.model, a, len(alphas), 32) == 2
     chunked = I.interpolation_curve(spec.model, a, b, {"train": stream[:400], "test": stream[400:800]}, alphas)
     assert chunked.equals(whole)
+
+
+def test_the_ledger_counts_an_mlps_examples_not_its_features(tmp_path):
+    from lmc_core.config import RunSpec, TrainConfig
+    from lmc_core.data.vectors import VectorDataConfig, load_vectors
+    from lmc_core.models.mlp import MLPConfig
+
+    spec = RunSpec(model=MLPConfig(d_in=40, hidden=(16,), n_classes=10), data=VectorDataConfig(),
+                   train=TrainConfig(steps=5, batch_size=8), seeds=(Seeds(0, 1, 2),))
+    data = load_vectors(VectorDataConfig(), tmp_path)
+    with capped.capping(1) as ledger:
+        train_copies(spec, data["train"], "cpu", progress=False)
+    assert ledger[0]["tokens_per_copy_step"] == 8
