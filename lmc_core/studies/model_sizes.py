@@ -159,9 +159,10 @@ class ModelSizes(Study):
     claim = ("Study 2 (GPT models on Shakespeare): a loss bump from initialisation at every size, e.g. TinyGPT's "
              "train loss ≈ 12 % of the endpoints' mean above them (1.70 → 1.905 nats, read off its Fig. 1) against "
              "its 2 % threshold; over-parameterised sizes flat on eval loss only; GPT-2 fine-tuned 300 steps: no bump")
-    # micro-batches for the two largest sizes: a copy's activations fit a CPU beside the others (the same updates)
-    capped = {"eval_chars": 2000, "recipes": {"gpt2": {"accum": 8}, "mingpt": {"accum": 4}}}
-    capped_eval = {"eval_chars": 1}
+    # micro-batches for the two largest sizes: a copy's activations fit a CPU beside the others (the same updates);
+    # 5,000 characters: one window of GPT-2's 1,024 tokens
+    capped = {"eval_chars": 5000, "pairs": 2, "ft_pairs": 2, "recipes": {"gpt2": {"accum": 8}, "mingpt": {"accum": 4}}}
+    capped_units, capped_eval = {"pairs": "lm"}, {"eval_chars": 1, "pairs": 1}
     profiles = {"smoke": SMOKE, "quick": QUICK, "paper": Params(profile="paper")}
 
     def compute(self, p: Params, ctx) -> dict:

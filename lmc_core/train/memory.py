@@ -10,8 +10,9 @@ per copy, estimated 5.0 GB. The estimate is meant to tell a run that fits from o
 gigabyte: the budget leaves a fifth of a GPU free (two fifths of a CPU's available memory). A Fisher penalty's double backward triples the activations.
 
 `RunStore.get` trains a run whose copies do not fit at once in packs of copies that do (copy k of an ensemble
-trains exactly as it does alone, so the result is the same), says so, and refuses, before training, a run of
-which one copy does not fit (or that keeps checkpoints, which are not written in packs).
+trains exactly as it does alone, so the result is the same) and says so. On a GPU it refuses, before training, a
+run of which one copy does not fit; on a CPU (which may swap, and where the estimate is rough) it warns and trains
+one copy at a time. A run that keeps checkpoints is not packed (its checkpoints hold every copy): a warning.
 """
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def device_budget(device: torch.device) -> int | None:
 
 def copies_at_once(spec: RunSpec, device: torch.device, what: str = "run") -> int:
     """How many of the run's copies train together on `device` (all of them when they fit). Raises ConfigError,
-    before any training, when one copy does not fit, or when a run that keeps checkpoints would need packs."""
+    before any training, when one copy does not fit a GPU; warns for a CPU, and for a run that keeps checkpoints
+    (not packed)."""
     need = bytes_per_copy(spec, device)
     budget = device_budget(device)
     if budget is None or need["total"] * spec.k <= budget:
@@ -88,10 +90,13 @@ def copies_at_once(spec: RunSpec, device: torch.device, what: str = "run") -> in
              f"activations of batch {spec.train.batch_size} / accum {spec.train.accum}: "
              f"{need['activations'] / GB:.1f} GB), {spec.k} copies {spec.k * need['total'] / GB:.1f} GB; the "
              f"budget on {device.type} is {budget / GB:.1f} GB")
-    if need["total"] > budget:
+    if need["total"] > budget and device.type == "cuda":
         raise ConfigError(f"{words}: even one copy does not fit. Use a larger device, or raise the run's "
                           f"accum (micro-batches) to shrink the activations")
-    if spec.train.checkpoints:
-        raise ConfigError(f"{words}, and a run that keeps checkpoints trains all its copies at once: run fewer "
-                          "copies (pairs) per run, or use a larger device")
+    if spec.train.checkpoints or need["total"] > budget:  # a CPU may swap, and the estimate is rough: say so, go on
+        why = ("a run that keeps checkpoints trains all its copies at once" if spec.train.checkpoints else
+               "even one copy may not fit")
+        print(f"warning: {words}; {why}: it may run out of memory (a larger machine, or fewer copies per run, "
+              "avoids it)", flush=True)
+        return spec.k if spec.train.checkpoints else 1
     return max(1, int(budget // need["total"]))

@@ -1,5 +1,6 @@
 """Capped runs (issue 31): a profile at its real sizes with training cut short, marked, and its cost projected."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -124,9 +125,15 @@ def test_copies_that_do_not_fit_at_once_train_in_packs_with_the_same_weights(str
     assert all(torch.equal(whole.state[n], packed.state[n]) for n in whole.state)
     assert packed.steps == [6, 6, 6] and sorted(packed.history["copy"].unique()) == [0, 1, 2]
     monkeypatch.setenv(memory.ENV, str(0.5 * one / memory.GB))
-    with pytest.raises(Exception, match="even one copy does not fit.*accum"):
-        RunStore(tmp_path / "c").get(spec, stream, "cpu", progress=False)
-    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.safetensors"))
+    assert memory.copies_at_once(spec, torch.device("cpu")) == 1  # a CPU: warned, one copy at a time
+    assert "even one copy may not fit" in capsys.readouterr().out
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: None)
+    with pytest.raises(Exception, match="even one copy does not fit.*accum"):  # a GPU: refused before training
+        memory.copies_at_once(spec, torch.device("cuda"))
+    kept = replace(spec, train=replace(spec.train, checkpoints=(3,)))
+    monkeypatch.setenv(memory.ENV, str(1.5 * one / memory.GB))
+    assert memory.copies_at_once(kept, torch.device("cpu")) == 3  # kept checkpoints: all at once, with a warning
+    assert "keeps checkpoints" in capsys.readouterr().out
 
 
 def test_the_memory_estimate_of_gpt2_small_is_near_what_one_copy_held():
