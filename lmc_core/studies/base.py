@@ -199,13 +199,14 @@ class Study(ABC):
         """The chosen profile with the given parameters and overrides, validated (params.resolve); a capped run
         (cap_steps) takes the study's `capped` sizes unless the parameters set them."""
         merged = merge_overrides(dict(params or {}))
-        return resolve(self.profiles, {**self.capped, **merged} if merged.get("cap_steps") else merged)
+        p = resolve(self.profiles, {**self.capped, **merged} if merged.get("cap_steps") else merged)
+        costs.check_capped_folder(p.cap_steps, p.figures_dir)  # a capped run never writes where results go
+        return p
 
     def run(self, params: dict | None = None) -> StudyResult:
         """Resolve the parameters, compute, draw, judge, and write every file as one set (a capped run: marked,
         with its projected full cost, lmc_core.publish.costs)."""
         p = self.params(params)
-        costs.check_capped_folder(p.cap_steps, p.figures_dir)
         if p.cap_steps is not None and p.store_dir is None:  # a fresh store: every run trained (and timed) now
             p = p.replace(store_dir=str(costs.fresh_store(self.prefix)))
         with capping(p.cap_steps) as ledger, Timer() as timer:

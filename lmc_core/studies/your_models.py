@@ -84,7 +84,6 @@ class YourModels(Study):
 
     def params(self, params: dict | None = None) -> Params:
         p = super().params(params)  # a capped run: the notebook's own loops make cap_steps updates, stored apart
-        costs.check_capped_folder(p.cap_steps, p.figures_dir)
         return p if p.cap_steps is None else p.replace(steps=min(p.steps, p.cap_steps),
                                                        lm_steps=min(p.lm_steps, p.cap_steps),
                                                        store_dir=p.store_dir or str(Path("runs") / "capped" / "00"))
