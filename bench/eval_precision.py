@@ -45,6 +45,7 @@ import torch
 
 from lmc_core.analysis import barrier as B
 from lmc_core.analysis.criteria import FRANKLE, RELATIVE_LOSS
+from lmc_core.analysis.eval_noise import bootstrap_se, instabilities, per_unit
 from lmc_core.analysis.interpolate import alpha_grid, interpolation_curve
 from lmc_core.analysis.metrics import METRIC_SCALE, UNITS
 from lmc_core.ensemble import copy_state
@@ -97,37 +98,6 @@ def timed(spec, a, b, ev, alphas, p, repeats: int) -> dict[str, float]:
             path_eval(spec, a, b, ev, alphas, p, name == "bf16", keep=())
             best[name] = min(best[name], time.perf_counter() - t)
     return best
-
-
-def instabilities(alphas, values, metric: str) -> dict[str, float]:
-    """Every definition's barrier of one curve in the instability's unit (error: points; loss: % of the ends)."""
-    heights = B.all_barriers(alphas, values)
-    if METRIC_SCALE[metric] == "absolute":
-        return {d: 100.0 * h for d, h in heights.items()}
-    ends = 0.5 * (values[0] + values[-1])
-    return {d: 100.0 * h / ends for d, h in heights.items()}
-
-
-def per_unit(result, metric: str, context: int | None) -> np.ndarray:
-    """[alphas, units] means of one metric: per window of `context` tokens, or per token (context None)."""
-    v = result.per_example_loss if metric == "loss" else 1.0 - result.per_example_correct
-    v = np.asarray(v, dtype=np.float64)
-    if context is None:
-        return v
-    return v.reshape(v.shape[0], -1, context).mean(-1)
-
-
-def bootstrap_se(alphas, units: np.ndarray, metric: str, resamples: int, seed: int) -> dict[str, float]:
-    """SE of every definition's barrier over resamples (with replacement) of the units (columns of `units`)."""
-    rng = np.random.default_rng(seed)
-    n = units.shape[1]
-    draws = {d: [] for d in B.DEFINITIONS}
-    for start in range(0, resamples, 100):  # chunks keep the count matrix small for the per-token bootstrap
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(100, resamples - start))
-        for curve in counts @ units.T / n:
-            for d, x in instabilities(alphas, curve, metric).items():
-                draws[d].append(x)
-    return {d: float(np.std(x, ddof=1)) for d, x in draws.items()}
 
 
 def pair_rows(spec, state, i: int, ev, alphas, p, resamples: int) -> list[dict]:

@@ -66,3 +66,13 @@ OVERFIT_PCT = 25.0
 OVERFIT = Criterion("the eval − train loss gap at the endpoints", OVERFIT_PCT, "% of the train loss",
                     "ours: study 2's non-over-parameterised sizes had gaps of about a tenth of the train loss, its "
                     "over-parameterised ones many times it", below="not overfitting", above="overfitting")
+# A seed study's number counts as reproduced when ours lies within this factor of it on the same scale (ours: the
+# PTB study reports one number per setting without an interval, so only a coarse band can be drawn around it).
+REPRODUCED_FACTOR = 1.5
+# The evaluation noise of a barrier (its window-bootstrap standard error) is small against the spread between
+# independent units when it is below this fraction of their standard deviation (ours: its variance is then under a
+# quarter of the units').
+NOISE_SMALL_FRACTION = 0.5
+# Two arms' endpoints are of comparable quality when their mean test losses differ by at most this many nats (ours:
+# a tenth of a nat per token, about a twentieth of a character LM's loss; notebook 03's scratch vs pretrained arms).
+ENDPOINT_MATCH_NATS = 0.1

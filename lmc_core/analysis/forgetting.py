@@ -2,9 +2,10 @@
 Pre-trained Language Models"), against a control path of the same length in a random direction, and dataset
 cartography (Swayamdipta et al. 2020): how confident the model was in each passage during training.
 
-On a sample of *training* passages: a passage right at endpoint A is forgotten when it turns wrong at some point
-strictly inside the path A -> B. The control path runs from A to A + r, r a Gaussian direction over the
-interpolated parameters with |r| = |B - A|.
+On a sample of *training* passages: a passage right at both endpoints A and B is forgotten when it turns wrong at
+some point strictly inside the path A -> B (a passage wrong at B is not forgotten by the path: the endpoint itself
+gets it wrong). The control path runs from A to A + r, r a Gaussian direction over the interpolated parameters with
+|r| = |B - A|; it is read on the same passages (those right at A and B), lost strictly inside A -> A + r.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def random_direction(a: dict, b: dict, keys, seed: int) -> dict:
 
 def forgetting_rows(fam, cfg, a, b, alphas, sample: Examples, dynamics: dict, copy: int, pair: int, device
                     ) -> pd.DataFrame:
-    """Per training passage of the sample: right at A and at B, forgotten (right at A, wrong somewhere strictly
-    inside the path A -> B), the same on the control path A -> A + r (seed 1000 + pair), and the passage's
+    """Per training passage of the sample: right at A and at B, forgotten (right at A and B, wrong somewhere strictly
+    inside the path A -> B), lost inside the control path A -> A + r (seed 1000 + pair; right at A, wrong somewhere
+    strictly inside), and the passage's
     training dynamics under A's copy `copy` (dataset cartography: mean and standard deviation over the monitored
     steps of the probability of its true label, `dynamics["dyn.prob"]` [E, K, N])."""
     keys = fam.interp_keys(cfg, a)
@@ -44,7 +46,7 @@ def forgetting_rows(fam, cfg, a, b, alphas, sample: Examples, dynamics: dict, co
     corr, rnd = out["path"], out["random"]
     frame = pd.DataFrame({"pair": pair, "example": np.arange(corr.shape[1]), "split": "train (sample)",
                           "correct_a": corr[0], "correct_b": corr[-1],
-                          "forgotten": corr[0] & (~corr[1:-1]).any(0),
+                          "forgotten": corr[0] & corr[-1] & (~corr[1:-1]).any(0),
                           "forgotten_random": rnd[0] & (~rnd[1:-1]).any(0)})
     if dynamics:
         prob = dynamics["dyn.prob"][:, copy].numpy()  # [E, N]
@@ -54,24 +56,27 @@ def forgetting_rows(fam, cfg, a, b, alphas, sample: Examples, dynamics: dict, co
 
 
 def forgetting_summary(f: pd.DataFrame) -> pd.DataFrame:
-    """Per pair (rows of forgetting_rows): of the passages right at A, how many, and the fraction forgotten inside
-    the path and inside the random-direction control."""
+    """Per pair (rows of forgetting_rows): of the passages right at both endpoints, how many, how many of them are
+    forgotten inside the path, and the fraction forgotten inside the path and inside the random-direction control
+    (on the same passages); also how many passages are right at A but wrong at B (lost by the endpoint itself)."""
     rows = []
     for pair, g in f.groupby("pair"):
-        right = g[g.correct_a]
-        rows.append({"pair": pair, "passages_right_at_a": len(right), "forgotten_path": right.forgotten.mean(),
-                     "forgotten_random": right.forgotten_random.mean()})
+        both = g[g.correct_a & g.correct_b]
+        rows.append({"pair": pair, "passages_right_at_both": len(both), "forgotten_count": int(both.forgotten.sum()),
+                     "forgotten_path": both.forgotten.mean(), "forgotten_random": both.forgotten_random.mean(),
+                     "wrong_at_b": int((g.correct_a & ~g.correct_b).sum())})
     return pd.DataFrame(rows)
 
 
 def confidence_gaps(f: pd.DataFrame) -> pd.DataFrame:
-    """Per pair, of the passages right at A: the mean training confidence of the forgotten ones, of the kept ones,
+    """Per pair, of the passages right at both endpoints: the mean training confidence of the forgotten ones, of the
+    kept ones,
     their difference (forgotten minus kept) and the counts; pairs that forget nothing (or everything) have no gap
     and are left out. Empty without a confidence column."""
     rows = []
     if "confidence" not in f:
         return pd.DataFrame(rows)
-    for pair, g in f[f.correct_a].groupby("pair"):
+    for pair, g in f[f.correct_a & f.correct_b].groupby("pair"):
         lost, kept = g[g.forgotten].confidence, g[~g.forgotten].confidence
         if len(lost) and len(kept):
             rows.append({"pair": pair, "forgotten": float(lost.mean()), "kept": float(kept.mean()),

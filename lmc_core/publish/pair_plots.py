@@ -4,10 +4,12 @@ endpoints' distances): mean curves, barriers per comparison, distance against ba
 (lmc_core.analysis.forgetting)."""
 from __future__ import annotations
 
+import textwrap
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+from matplotlib import ticker
 
 from ..analysis import findings as F
 from ..analysis.barrier import STABILITY_THRESHOLD_PCT
@@ -101,18 +103,22 @@ def distance_figure(table: pd.DataFrame, definition: str, panels: list[tuple[str
         if not d.empty:
             ax.axhline(STABILITY_THRESHOLD_PCT, color="k", ls="--", lw=1)
             ax.set_xscale("log")
-            ax.set_ylabel(f"{ylabel} ({d.unit.iloc[0]})", fontsize=8)
+            ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 1-2-5: labels apart
+            ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            ax.set_ylabel(f"{ylabel}\n({d.unit.iloc[0]})", fontsize=8)
             ax.legend(fontsize=6)
         ax.set_xlabel("RMS distance per compared parameter (log axis)")
         ax.set_title(panel, fontsize=9)
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.suptitle(textwrap.fill(title, 120), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig, pd.DataFrame(rows)
 
 
 def forgetting_figure(f: pd.DataFrame, title: str):
-    """Left: per pair, the fraction of passages right at A that the path forgets vs the random-direction control.
+    """Left: per pair, the fraction of passages right at both endpoints that the path forgets vs the random-direction
+    control on the same passages.
     Right: their confidence during training (mean probability of the true label), forgotten vs kept. `f`: rows of
     analysis.forgetting.forgetting_rows. Returns (figure, the per-pair summary)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -121,11 +127,11 @@ def forgetting_figure(f: pd.DataFrame, title: str):
     axes[0].bar(x - 0.18, 100 * s.forgotten_path, 0.36, color=COLORS[3], label="along the path A → B")
     axes[0].bar(x + 0.18, 100 * s.forgotten_random, 0.36, color=COLORS[7], label="A → A + r, random r, |r| = |B − A|")
     axes[0].set_xticks(x, [f"pair {p}" for p in s.pair])
-    axes[0].set_ylabel("passages right at A, wrong inside the path (%)")
+    axes[0].set_ylabel("passages right at A and B,\nwrong inside the path (%)")
     axes[0].legend(fontsize=7)
     axes[0].grid(axis="y", alpha=0.3)
     if "confidence" in f:
-        right = f[f.correct_a]
+        right = f[f.correct_a & f.correct_b]
         for flag, col, label in ((True, COLORS[3], "forgotten along the path"), (False, COLORS[0], "kept")):
             v = right[right.forgotten == flag].confidence
             if len(v):

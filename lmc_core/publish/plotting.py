@@ -56,3 +56,32 @@ def curves_with_band(curves: pd.DataFrame, by: str, levels, metrics: tuple[str, 
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     return fig, pd.DataFrame(rows)
+
+
+def points_and_means(table: pd.DataFrame, x: str, y: str, by: str, levels, panel: str, panels: dict, xlabel: str,
+                     log_base: int | None = None, unit: str = "row"):
+    """One panel per value of column `panel` (its y-label from `panels`): column y against column x for each level of
+    column `by`, every row (a `unit`) a dot and the mean over rows at each x a line. Returns (figure, the plotted means with
+    their row counts)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
+    rows = []
+    for ax, (name, ylabel) in zip(axes[0], panels.items()):
+        for c, level in enumerate(levels):
+            sel = table[(table[panel] == name) & (table[by] == level)]
+            color = COLORS[(3, 0, 2, 1)[c % 4]]
+            ax.scatter(sel[x], sel[y], s=12, alpha=0.5, color=color)
+            g = sel.groupby(x)[y]
+            m, n = g.mean(), g.size()
+            ax.plot(m.index, m.values, "-o", color=color, label=f"{level} (mean; dots: each {unit})")
+            rows += [{panel: name, by: level, x: k, "mean": float(v), "n": int(n[k])} for k, v in m.items()]
+        ax.axhline(0.0, color="k", lw=0.6)
+        if log_base:
+            ax.set_xscale("log", base=log_base)
+            ticks = sorted(table[x].unique())
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return fig, pd.DataFrame(rows)

@@ -1,5 +1,6 @@
 """The runs of notebook 03 (fine-tuning): our character LM's pretraining, its fine-tunes (from two pretraining
-steps, on two halves of the data) and the lr-matched from-scratch arm — the same pretraining run is notebook 05's
+steps, on two halves of the data) and the from-scratch arm (pretrained and fine-tuned by the same recipe, split into
+copies at initialisation instead of after pretraining) — the same pretraining run is notebook 05's
 and 07's pretrained LM — and the shipped MiniLM's fine-tunes (full, Houlsby adapters, LoRA; a second task; data
 halves).
 
@@ -17,11 +18,13 @@ from .store import RunStore
 
 
 def lm_specs(p, vocab: int) -> tuple[RunSpec, RunSpec, RunSpec]:
-    """(pretraining spec, fine-tuning spec from a pretraining step, lr-matched scratch spec). Fine-tuning copy c
-    has data/dropout seed 10 + c; scratch pair i (copies 2i, 2i + 1) its own initialisation 100 + i."""
+    """(pretraining spec, fine-tuning spec from a pretraining step, the scratch arm's pretraining spec). Fine-tuning
+    copy c has data/dropout seed 10 + c. The scratch arm is the pretraining recipe run as 2 x lm_pairs copies: pair i
+    (copies 2i, 2i + 1) shares its own initialisation 100 + i and differs in data order and dropout (seeds 300 + c)
+    from step 0 on; scratch_finetune then fine-tunes each copy as the pretrained model is fine-tuned."""
     q = p if isinstance(p, dict) else {k: getattr(p, k) for k in ("lm_model", "lm_overrides", "pretrain_steps",
                                                                    "finetune_steps", "batch_size", "pretrain_lr",
-                                                                   "warmup", "finetune_lr", "lm_pairs", "scratch_lr")}
+                                                                   "warmup", "finetune_lr", "lm_pairs")}
     model = model_preset(q["lm_model"], vocab_size=vocab, **q["lm_overrides"])
     P, F = q["pretrain_steps"], q["finetune_steps"]
     base = TrainConfig(steps=P, batch_size=q["batch_size"], optimizer="adamw", lr=q["pretrain_lr"], schedule="cosine",
@@ -32,9 +35,17 @@ def lm_specs(p, vocab: int) -> tuple[RunSpec, RunSpec, RunSpec]:
                        checkpoints=(F // 2,), save_every=max(F // 5, 1))
     noise = tuple(Seeds(init=0, data=10 + c, dropout=10 + c) for c in range(2 * q["lm_pairs"]))
     fine = RunSpec(model=model, data=DataConfig(level="char", part="valid"), train=ft_train, seeds=noise)
-    scratch_seeds = tuple(Seeds(init=100 + c // 2, data=10 + c, dropout=10 + c) for c in range(2 * q["lm_pairs"]))
-    scratch = replace(fine, train=replace(ft_train, lr=q["scratch_lr"], checkpoints=()), seeds=scratch_seeds)
+    scratch_seeds = tuple(Seeds(init=100 + c // 2, data=300 + c, dropout=300 + c) for c in range(2 * q["lm_pairs"]))
+    scratch = replace(pre, train=replace(base, checkpoints=()), seeds=scratch_seeds)
     return pre, fine, scratch
+
+
+def scratch_finetune(fine: RunSpec, scratch: RunSpec) -> RunSpec:
+    """The scratch arm's fine-tuning: copy c of the scratch pretraining run fine-tuned by the fine-tuning recipe with
+    the fine-tunes' data/dropout seeds (10 + c), from its own pretrained weights."""
+    seeds = tuple(replace(s, data=10 + c, dropout=10 + c) for c, s in enumerate(scratch.seeds))
+    return replace(fine, seeds=seeds, train=replace(fine.train, checkpoints=()),
+                   init_from=f"{config_hash(scratch)}@{scratch.train.steps}")
 
 
 def train_lm(p, store: RunStore, device, corpus) -> tuple[dict, list[dict]]:
@@ -49,8 +60,9 @@ def train_lm(p, store: RunStore, device, corpus) -> tuple[dict, list[dict]]:
     runs = [{"model": "lm", "run": "pretraining", "copies": 1, "trained_now": pretrained.trained_now,
              "store": pretrained.path}]
 
-    def get(name, label, spec, stream, init=None):
-        kw = {} if init is None else {"init_state": stack_states([init] * spec.k)}
+    def get(name, label, spec, stream, init=None, stacked=None):
+        kw = {"init_state": stacked} if stacked is not None else {} if init is None else {
+            "init_state": stack_states([init] * spec.k)}
         r = store.get(spec, stream, device, p.progress, **kw)
         runs.append({"model": "lm", "run": label, "copies": spec.k, "trained_now": r.trained_now, "store": r.path})
         st[name] = r.state
@@ -59,7 +71,9 @@ def train_lm(p, store: RunStore, device, corpus) -> tuple[dict, list[dict]]:
     for name, step, state in (("end", P, st["pretrained"]), ("mid", P // 2, st["pretrained_mid"])):
         get(name, f"fine-tune from pretraining step {step}", replace(fine, init_from=f"{config_hash(pre)}@{step}"),
             corpus.valid, state)
-    get("scratch", f"from scratch (lr {p.scratch_lr:g})", scratch, corpus.valid)
+    get("scratch_pretrained", "from scratch: pretraining recipe, copies from step 0", scratch, corpus.train)
+    get("scratch", "from scratch: fine-tuned", scratch_finetune(fine, scratch), corpus.valid,
+        stacked=st["scratch_pretrained"])
     half = len(corpus.valid) // 2
     for h, stream in ((1, corpus.valid[:half]), (2, corpus.valid[half:])):
         spec = replace(fine, data=DataConfig(level="char", part=f"valid:{h}/2"), init_from=end,

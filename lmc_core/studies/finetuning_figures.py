@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import findings as F
-from ..analysis.criteria import CONVEX_TOL, FRANKLE, LEARNED_FRACTION, PERCENT, POINTS, RELATIVE_LOSS
+from ..analysis.criteria import (CONVEX_TOL, ENDPOINT_MATCH_NATS, FRANKLE, LEARNED_FRACTION, PERCENT, POINTS,
+                                 RELATIVE_LOSS)
 from ..analysis.pair_paths import not_converged
 from ..analysis.forgetting import confidence_gaps, forgetting_summary
 from ..analysis.metrics import LABELS, criterion_of, unit_of
@@ -83,10 +84,12 @@ def distance_figure(table: pd.DataFrame, definition: str, profile: str):
                              "factors, not the change of the weights they adapt)")
 
 
-def forgetting_figure(f: pd.DataFrame, profile: str):
-    """Per pair, passages forgotten along the path vs a random direction; their confidence during training."""
+def forgetting_figure(f: pd.DataFrame, profile: str, endpoints: pd.DataFrame | None = None):
+    """Per pair, passages forgotten along the path vs a random direction; their confidence during training (labelled
+    a pipeline demonstration where the encoder's endpoints did not converge)."""
+    demo = f" — {DEMO}" if demo_note(endpoints) else ""
     return P.forgetting_figure(f, f"Forgetting along the path, training passages (MiniLM, full fine-tuning; "
-                               f"{profile} profile)")
+                               f"{profile} profile){demo}")
 
 
 def _select(table, model, comp, metric, d):
@@ -108,9 +111,10 @@ def lm_findings(table: pd.DataFrame, p) -> tuple[list, F.Finding]:
     """Every LM comparison by its two criteria, and the scratch-minus-pretrained contrast (the headline)."""
     d, lm = p.definition, table[table.model == "lm"]
     body = [f"Our pretrained LM ({p.pretrain_steps} pretraining steps on the training plays, {p.finetune_steps} "
-            f"fine-tuning steps on held-out plays at lr {p.finetune_lr:g}; the scratch arm at lr {p.scratch_lr:g}; "
-            "test windows from every unseen play). The pretrained arms' pairs all descend from one pretraining run, "
-            "so their findings are conditional on it; each scratch pair has its own initialisation."]
+            f"fine-tuning steps on held-out plays at lr {p.finetune_lr:g}; the scratch arm runs the same two stages "
+            "as copies split at initialisation; test windows from every unseen play). The pretrained arms' pairs all "
+            "descend from one pretraining run, so their findings are conditional on it; each scratch pair has its own "
+            "initialisation."]
     for comp in dict.fromkeys(lm.comparison):
         body += [judged(table, "lm", comp, "error", d), judged(table, "lm", comp, "loss", d)]
     sc, pre = (_select(table, "lm", c, "loss", "chord") for c in (SCRATCH, PRETRAINED))
@@ -120,9 +124,13 @@ def lm_findings(table: pd.DataFrame, p) -> tuple[list, F.Finding]:
                   names=("scratch", "pretrained"), expected=F.HIGHER, unit_name="pair",
                   reference="Qin et al. and the GPT-2 Shakespeare study expect fine-tuned copies of a pretrained model "
                   "to stay connected while copies trained from scratch do not")
-    body += [head, f"The arms also differ in how far they trained: endpoints' test loss {sc.endpoint_mean.mean():.2f} "
-             f"(scratch) vs {pre.endpoint_mean.mean():.2f} nats (pretrained), so the contrast is confounded with "
-             "endpoint quality."]
+    gap = float(sc.endpoint_mean.mean() - pre.endpoint_mean.mean())
+    body.insert(1, f"- Precondition: the scratch arm's endpoints reach a test loss of {sc.endpoint_mean.mean():.3f} "
+                f"nats, the pretrained fine-tunes' {pre.endpoint_mean.mean():.3f} ({gap:+.3f}); "
+                + (f"within {ENDPOINT_MATCH_NATS:g} nats, so the arms compare endpoints of the same quality."
+                   if abs(gap) <= ENDPOINT_MATCH_NATS else f"more than {ENDPOINT_MATCH_NATS:g} nats apart, so the "
+                   "contrast below is confounded with endpoint quality."))
+    body.append(head)
     return body, head
 
 
@@ -142,15 +150,19 @@ def encoder_findings(table: pd.DataFrame, endpoints: pd.DataFrame | None, p) -> 
     return body
 
 
-def forgetting_findings(f: pd.DataFrame, p) -> list:
+def forgetting_findings(f: pd.DataFrame, p, endpoints: pd.DataFrame | None = None) -> list:
     """Forgetting along the path against the random direction, paired by pair, and the cartography gap."""
     s = forgetting_summary(f)
+    demo = f"; {DEMO} (above): the measurement, not Qin et al.'s effect" if demo_note(endpoints) else ""
     body = ["", f"Forgetting ({len(s)} full fine-tuning pairs, {p.enc_train_sample} *training* passages, where the "
-            f"cartography is measured): of the passages right at endpoint A, {100 * s.forgotten_path.mean():.1f} % "
-            f"turn wrong somewhere inside the path A → B and {100 * s.forgotten_random.mean():.1f} % inside a path of "
-            "the same length in a random direction.",
+            f"cartography is measured{demo}): "
+            f"of the passages right at both endpoints ({s.passages_right_at_both.mean():.0f} per pair), "
+            f"{s.forgotten_count.mean():.1f} per pair ({100 * s.forgotten_path.mean():.1f} %) turn wrong somewhere "
+            f"inside the path A → B and {100 * s.forgotten_random.mean():.1f} % inside a path of the same length in a "
+            f"random direction from A; a further {s.wrong_at_b.mean():.1f} per pair are right at A but wrong at B "
+            "(the endpoint's own error, not forgetting along the path). Not conditioned on the passages' margins.",
             F.paired(100 * (s.forgotten_path - s.forgotten_random), question="Passages forgotten along the path minus "
-                     "along the random direction", metric="of those right at endpoint A, per pair", unit=POINTS,
+                     "along the random direction", metric="of those right at both endpoints, per pair", unit=POINTS,
                      expected=F.HIGHER, digits=1)]
     gaps = confidence_gaps(f)
     if len(gaps):
@@ -169,7 +181,7 @@ def describe(table: pd.DataFrame, forgetting: pd.DataFrame | None, endpoints: pd
         body += encoder_findings(table, endpoints, p)
         numbers["encoder_converged"] = not not_converged(endpoints)
     if forgetting is not None and len(forgetting):
-        body += forgetting_findings(forgetting, p)
+        body += forgetting_findings(forgetting, p, endpoints)
     setting = (f"Profile `{p.profile}`; barrier `{p.definition}` ({DEFINITION_WORDS[p.definition]}), each path's "
                f"`chord` tags it convex (no barrier); error barriers in {POINTS} against {FRANKLE.words()} (Frankle "
                f"et al.), loss barriers in {PERCENT} against {RELATIVE_LOSS.words()}; intervals over the independent "

@@ -31,8 +31,7 @@ PRETRAIN_KEYS = ("lm_model", "lm_overrides", "batch_size", "pretrain_steps", "pr
 
 def lm_specs(params: dict, vocab: int, steps: int = 2, lr: float = 1e-3):
     """Notebook 03's (pretraining, fine-tuning) specs of its LM part with notebook 03's `params` (PRETRAIN_KEYS)."""
-    return finetuning.lm_specs({**params, "lm_pairs": 1, "finetune_steps": steps, "finetune_lr": lr,
-                                "scratch_lr": 1e-3}, vocab)[:2]
+    return finetuning.lm_specs({**params, "lm_pairs": 1, "finetune_steps": steps, "finetune_lr": lr}, vocab)[:2]
 
 
 def pretrained_state(store_root: str, cache_dir: str, params: dict):

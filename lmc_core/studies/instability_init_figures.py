@@ -5,8 +5,10 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import findings as F
+from ..analysis.criteria import FRANKLE, REPRODUCED_FACTOR
+from ..analysis.eval_noise import noise_words
 from ..analysis.metrics import LABELS, judge_barriers, unit_of
-from ..publish.plotting import COLORS, plt, threshold_line
+from ..publish.plotting import COLORS, plt, points_and_means, threshold_line
 from .base import Summary
 from .lm_setup import DEFINITION_WORDS, pairs_of
 from .reference import PTB_STUDY_PPL_INSTABILITY_PCT
@@ -20,24 +22,24 @@ def label(metric: str) -> str:
     return EXTRA_LABELS.get(metric, LABELS.get(metric, metric))
 
 
-def summary_table(barriers: pd.DataFrame, floors: pd.DataFrame, definition: str) -> pd.DataFrame:
+def summary_table(barriers: pd.DataFrame, noise: pd.DataFrame, definition: str) -> pd.DataFrame:
     """Per panel, split and metric: the instability's interval over initialisations then pairs, its verdict, the
     barrier in the metric's units (nats for the loss) with its interval, the chord and the convex paths, the
-    noise floor, and for perplexities the PTB study's normalisation."""
+    evaluation noise (median over pairs of the window-bootstrap standard error; error and loss), and for
+    perplexities the PTB study's normalisation."""
     rows = []
     d = barriers[barriers.definition == definition]
     for (panel, split, metric), g in d.groupby(["panel", "split", "metric"], sort=False):
         sub = barriers[barriers.panel == panel]
         v = judge_barriers(sub, split, metric, definition, "init", "initialisation")
         raw = _iv(g.barrier, g.init)
-        fl = floors[(floors.panel == panel) & (floors.split == split) & (floors.metric == metric)
-                    & (floors.definition == definition)]
+        se = noise[(noise.panel == panel) & (noise.split == split) & (noise.metric == metric)]
         row = {"panel": panel, "split": split, "metric": metric, "definition": definition,
                "inits": g.init.nunique(), "pairs": len(g), "instability": v.estimate,
                "instability_low": v.low, "instability_high": v.high, "interval": v.interval, "unit": unit_of(metric),
                "verdict": v.verdict, "barrier": raw.estimate, "barrier_low": raw.low, "barrier_high": raw.high,
                "chord_instability": g.chord_instability.mean(), "convex_pairs": int(g.convex.sum()),
-               "noise_floor_instability": fl.instability.mean()}
+               "eval_se_median": float(se.se.median()) if len(se) else float("nan")}
         if metric in ("ppl", "ppl_word"):
             ptb = _iv(100 * g.barrier / g.max_on_path, g.init)
             row.update(ptb_normalisation=ptb.estimate, ptb_normalisation_low=ptb.low, ptb_normalisation_high=ptb.high)
@@ -70,7 +72,7 @@ def training_figure(history: pd.DataFrame, runs: pd.DataFrame, profile: str):
             ax.axvline(hold, color="k", ls=":", lw=1, label="rate decays from here to 0")
         ax.set_xlabel("training step")
         ax.set_ylabel("training loss (nats/token, running mean)")
-        ax.set_title(f"{panel}: {r.copies} copies, {r.schedule}", fontsize=9)
+        ax.set_title(f"{panel}: {r.copies} copies,\n{r.schedule}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"Precondition: every copy trained to the floor of its basin ({profile} profile)", fontsize=10)
@@ -105,18 +107,18 @@ def interpolation_figure(curves: pd.DataFrame, profile: str):
     return fig, curves[["panel", "init", "pair", "split", "alpha", "loss", "error"]]
 
 
-def instability_figure(barriers: pd.DataFrame, floors: pd.DataFrame, definition: str, profile: str):
+def instability_figure(barriers: pd.DataFrame, noise: pd.DataFrame, definition: str, profile: str):
     """Per panel: the error barrier in points (Frankle et al.'s criterion), the loss instability in % and the
     perplexity under the PTB study's normalisation (per word-equivalent for characters) with the study's
     reported values on that scale. Bars: estimate; error bars: the 95 % interval over initialisations (pairs
-    averaged within each) from stats.MIN_UNITS of them on, else their range; dots: pairs; grey ticks: the noise
-    floor (a copy against itself shortly before the end)."""
-    panels = list(dict.fromkeys(barriers.panel))
+    averaged within each) from stats.MIN_UNITS of them on, else their range; dots: pairs; grey band: ± the
+    evaluation noise (the median over pairs of the window-bootstrap standard error) around the estimate."""
+    panels = list(dict.fromkeys(noise.panel)) or list(dict.fromkeys(barriers.panel))  # the runs' order
     fig, axes = plt.subplots(len(panels), 3, figsize=(13, 3.6 * len(panels)), squeeze=False)
     rows = []
     for r, panel in enumerate(panels):
         b = barriers[(barriers.panel == panel) & (barriers.definition == definition)]
-        f = floors[(floors.panel == panel) & (floors.definition == definition)]
+        f = noise[noise.panel == panel]
         ppl = "ppl_word" if "ppl_word" in set(b.metric) else "ppl"
         for ax, metric, what in zip(axes[r], ("error", "loss", ppl), ("instability", "instability", "ptb")):
             for j, split in enumerate(("train", "test")):
@@ -131,15 +133,16 @@ def instability_figure(barriers: pd.DataFrame, floors: pd.DataFrame, definition:
                     ax.plot([x + 0.12 * (int(i) - 1)] * len(gi), gi.v, ".", color=COLORS[(int(i) + 2) % len(COLORS)],
                             ms=4)
                 fv = f[(f.split == split) & (f.metric == metric)]
-                fvals = 100 * fv.barrier / fv.max_on_path if what == "ptb" else fv.instability
-                ax.plot([x - 0.3, x + 0.3], [fvals.mean()] * 2, color="grey", lw=3, alpha=0.8,
-                        label="noise floor" if j == 0 else None)
+                se = float(fv.se.median()) if what != "ptb" and len(fv) else float("nan")
+                if se == se:
+                    ax.fill_between([x - 0.3, x + 0.3], iv.estimate - se, iv.estimate + se, color="grey", alpha=0.4,
+                                    label="± evaluation noise (window bootstrap)" if j == 0 else None)
                 if what == "ptb" and (ppl == "ppl_word" or "word" in panel):
                     ax.plot(x, PTB_STUDY_PPL_INSTABILITY_PCT[split], "*", color="crimson", ms=12,
                             label="PTB study (word level, reported)" if j == 0 else None)
                 rows.append({"panel": panel, "metric": metric, "split": split, "scale": what,
                              "estimate": iv.estimate, "low": iv.low, "high": iv.high,
-                             "noise_floor": float(fvals.mean()), "pairs": len(g), "inits": g.init.nunique()})
+                             "eval_se_median": se, "pairs": len(g), "inits": g.init.nunique()})
             ax.set_xticks([0, 1], ["train", "test"])
             if what == "ptb":
                 ax.set_ylabel(f"{label(metric)}\n(max − endpoints' mean) / max, %")
@@ -181,11 +184,11 @@ def setting_words(p) -> str:
 
 
 def _headline_question(r) -> str:
-    return f"Instability at initialisation, {r.panel}, T = {r.steps} steps"
+    return f"Instability at initialisation, {r.panel}" + ("" if "T =" in r.panel else f", T = {r.steps} steps")
 
 
-def panel_findings(b: pd.DataFrame, fl: pd.DataFrame, r, p) -> tuple[list, F.Finding]:
-    """One panel's findings (Frankle's criterion first) and its headline."""
+def panel_findings(b: pd.DataFrame, noise: pd.DataFrame, r, p) -> tuple[list, F.Finding]:
+    """One panel's findings (Frankle's criterion first), its evaluation noise and its headline."""
     d = p.definition
     pick = lambda frame, metric, split="test": frame[(frame.split == split) & (frame.metric == metric)  # noqa: E731
                                                   & (frame.definition == d)]
@@ -203,11 +206,9 @@ def panel_findings(b: pd.DataFrame, fl: pd.DataFrame, r, p) -> tuple[list, F.Fin
                 _ptb(pw)]
     elif "word" in r.panel:
         out.append(_ptb(pick(b, "ppl")))
-    pairs = pick(b, "loss").groupby("init").barrier.mean()
-    floor = pick(fl, "loss").groupby("init").barrier.mean()
-    out.append(F.paired((pairs - floor.reindex(pairs.index)).to_numpy(), question=f"The pairs' loss barrier above the "
-                        f"noise floor (a copy against itself {p.floor_steps} steps before the end)", metric="test, "
-                        "per initialisation", unit="nats", expected=F.HIGHER, unit_name="initialisation", digits=4))
+    se = noise[(noise.split == "test") & (noise.metric == "error")]
+    out.append(noise_words(se, pick(b, "error").groupby("init").instability.mean(), "a pair's test error barrier",
+                           FRANKLE))
     return out, err
 
 
@@ -215,10 +216,72 @@ def _ptb(rows: pd.DataFrame) -> F.Finding:
     return F.estimate(100 * rows.barrier / rows.max_on_path, rows.init, question="Under the PTB study's normalisation "
                       "(barrier / maximum perplexity)", metric="test", unit="%", unit_name="initialisation", digits=1,
                       reference=f"the PTB study reported {PTB_STUDY_PPL_INSTABILITY_PCT['test']:g} % on test for its "
-                      "word-level PTB model (the one scale on which the two compare)")
+                      "word-level PTB model (d = 200, 8 epochs)")
 
 
-def describe(barriers: pd.DataFrame, floors: pd.DataFrame, runs: pd.DataFrame, p) -> Summary:
+def ptb_line(barriers: pd.DataFrame, runs: pd.DataFrame, d: str) -> str | None:
+    """The PTB study's number against every panel (a character panel per word-equivalent; of the main level's lengths
+    the longest) on its own scale: reproduced when every panel lies within REPRODUCED_FACTOR of it."""
+    vals = {}
+    for r in runs.itertuples():
+        metric = "ppl_word" if r.chars_per_word == r.chars_per_word and r.chars_per_word else "ppl"
+        g = barriers[(barriers.panel == r.panel) & (barriers.split == "test") & (barriers.metric == metric)
+                     & (barriers.definition == d)]
+        if len(g) and ("T =" not in r.panel or r.steps == runs.steps.max()):
+            vals[r.panel] = float((100 * g.barrier / g.max_on_path).groupby(g.init).mean().mean())
+    if not vals:
+        return None
+    ref = PTB_STUDY_PPL_INSTABILITY_PCT["test"]
+    lo, hi = min(vals.values()), max(vals.values())
+    near = all(ref / REPRODUCED_FACTOR <= v <= ref * REPRODUCED_FACTOR for v in vals.values())
+    return (f"- The PTB study's number is **{'reproduced' if near else 'not reproduced'}**: on its own scale (barrier / "
+            f"maximum perplexity, test) it reported {ref:g} % for its word-level PTB model (d = 200, 8 epochs); here "
+            + ", ".join(f"{k} {v:.1f} %" for k, v in vals.items())
+            + f" ({'every' if near else 'not every'} panel within a factor {REPRODUCED_FACTOR:g} of it)"
+            + (f"; the panels disagree {hi / lo:.1f}-fold with each other on the scale meant to compare them" if
+               lo > 0 and len(vals) > 1 else "") + ". The study's setting (word-level PTB, d = 200) is the `paper` "
+            "profile's, not this run's.")
+
+
+def length_rows(barriers: pd.DataFrame, runs: pd.DataFrame, d: str) -> pd.DataFrame:
+    """Per initialisation and training length of the main level's panels: the barrier (instability) per split and
+    metric, pairs averaged within their initialisation."""
+    main = runs[~runs.panel.str.contains("variant") & (runs.panel.str.split(",").str[0] == runs.panel.iloc[0]
+                                                        .split(",")[0])]
+    b = barriers[barriers.panel.isin(main.panel) & (barriers.definition == d) & barriers.metric.isin(("error", "loss"))]
+    t = b.merge(main[["panel", "steps"]], on="panel")
+    return t.groupby(["steps", "init", "split", "metric"], as_index=False).instability.mean()
+
+
+def length_figure(barriers: pd.DataFrame, runs: pd.DataFrame, definition: str, profile: str):
+    """The barrier against the training length T of the same setting: every initialisation a dot, the mean a line."""
+    t = length_rows(barriers, runs, definition)
+    fig, data = points_and_means(t, "steps", "instability", "split", ("train", "test"), "metric", {
+        "error": "error barrier (percentage points)", "loss": "loss barrier (% of the endpoints' mean)"},
+        "training length T (steps; the rate decays over the last quarter)", unit="initialisation")
+    threshold_line(fig.axes[0], unit="points")
+    threshold_line(fig.axes[1], unit="%")
+    fig.suptitle(f"The barrier grows with training length? (same model and schedule shape; barrier `{definition}`, "
+                 f"{profile} profile)", fontsize=10)
+    fig.tight_layout()
+    return fig, data
+
+
+def length_findings(barriers: pd.DataFrame, runs: pd.DataFrame, d: str) -> list:
+    """The test error barrier of each training length against the next shorter one, paired by initialisation (the
+    same initialisations at every length), claimed higher; and the trend when there are several."""
+    t = length_rows(barriers, runs, d)
+    t = t[(t.split == "test") & (t.metric == "error")].pivot(index="init", columns="steps", values="instability")
+    steps = sorted(t.columns)
+    out = [F.paired((t[hi] - t[lo]).dropna().to_numpy(), question=f"The error barrier at T = {hi} minus at T = {lo}",
+                    metric="test, per initialisation", unit="points", expected=F.HIGHER, unit_name="initialisation")
+           for lo, hi in zip(steps, steps[1:])]
+    if len(out) > 1:
+        out.append(F.trend(out, question="The error barrier grows with the training length", claimed=F.HIGHER))
+    return out
+
+
+def describe(barriers: pd.DataFrame, noise: pd.DataFrame, runs: pd.DataFrame, p) -> Summary:
     """The run's findings (findings layer), panel by panel; the headline is the main panel's Frankle criterion."""
     d = p.definition
     body = []
@@ -229,9 +292,14 @@ def describe(barriers: pd.DataFrame, floors: pd.DataFrame, runs: pd.DataFrame, p
                        if r.chars_per_word == r.chars_per_word and r.chars_per_word else "") + ".")
     heads = []
     for r in runs.itertuples():
-        found, head = panel_findings(barriers[barriers.panel == r.panel], floors[floors.panel == r.panel], r, p)
+        found, head = panel_findings(barriers[barriers.panel == r.panel], noise[noise.panel == r.panel], r, p)
         body += ["", f"**{r.panel}.**", *found]
         heads.append(head)
+    if p.lengths:
+        body += ["", "**Training length.**", *length_findings(barriers, runs, d)]
+    line = ptb_line(barriers, runs, d)
+    if line:
+        body += ["", "**The PTB study.**", line]
     setting = (f"Profile `{p.profile}`; barrier `{d}` ({DEFINITION_WORDS[d]}); pairs are averaged within their "
                "initialisation (the independent unit); evaluation windows are spread over every play of each split.")
     return Summary(setting, body, heads[0], {"definition": d, "verdict": heads[0].verdict})

@@ -97,7 +97,7 @@ class InstabilitySpawn(Study):
         # the PTB study's word-level d=200 model, 8 epochs, spawned at fractions of training (GPU)
         "paper": Params(profile="paper", steps=0, epochs=8, precision="auto", dropout_masks="hash",
                         spawn=[0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3,
-                        0.5], parents=3, alphas=31, eval_tokens=48000),  # as notebook 01's paper: sized by its standard error
+                        0.5], parents=5, alphas=31, eval_tokens=48000),  # as notebook 01's paper: sized by its standard error
     }
 
     def compute(self, p: Params, ctx) -> dict:

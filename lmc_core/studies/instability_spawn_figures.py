@@ -6,6 +6,7 @@ import pandas as pd
 
 from ..analysis import barrier as B
 from ..analysis import findings as F
+from ..analysis.criteria import FRANKLE
 from ..analysis.metrics import LABELS, judge_barriers, unit_of
 from ..analysis.stats import MIN_UNITS
 from ..publish.plotting import COLORS, plt, threshold_line
@@ -85,6 +86,7 @@ def parents_figure(logs: list[list[dict]], ks: list[int], schedule: str, profile
     for k in ks:
         ax.axvline(k, color="grey", lw=0.6, ls=":")
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(left=0)  # steps are never negative: no mirrored ticks of the symlog axis
     ax.set_xlabel("training step (dotted: spawn points)")
     ax.set_ylabel("training loss (nats/token)")
     ax.grid(alpha=0.3)
@@ -131,25 +133,30 @@ def instability_vs_k_figure(barriers: pd.DataFrame, onsets: pd.DataFrame, T: int
 def definitions_figure(barriers: pd.DataFrame, T: int, profile: str, metric: str = "loss"):
     """Test and train loss instability against k under every barrier definition (estimate over pairs)."""
     fracs, floor = _k_axis(barriers.k_frac)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), squeeze=False, sharey=True)
     rows = []
     for ax, split in zip(axes[0], ("train", "test")):
-        for i, d in enumerate(B.DEFINITIONS):
+        for i, d in enumerate(B.DEFINITIONS):  # markers and dashes of their own: lines that coincide stay visible
             g = (barriers[(barriers.split == split) & (barriers.metric == metric) & (barriers.definition == d)]
                  .groupby(["k", "k_frac"]).instability.mean().reset_index())
-            ax.plot(_xpos(g.k_frac.to_numpy(), floor), g.instability, "-o", ms=4, color=COLORS[i], label=d)
+            ax.plot(_xpos(g.k_frac.to_numpy(), floor), g.instability, ("-", "--", ":", "-.")[i % 4],
+                    marker="osD^"[i % 4], ms=7 - 1.5 * i, mfc="none", color=COLORS[i], label=d)
             rows += [{"split": split, "definition": d, "k": int(r.k), "instability_mean": r.instability,
                       "unit": unit_of(metric)} for r in g.itertuples()]
         threshold_line(ax)
         ax.axhline(0, color="grey", lw=0.8)
         _style_k_axis(ax, fracs, floor, T)
         ax.set_title(split, fontsize=10)
-    axes[0][0].set_ylabel(f"instability, {LABELS[metric]} ({unit_of(metric)})")
+    table = pd.DataFrame(rows)
+    spread = table.groupby(["split", "k"]).instability_mean.agg(lambda v: v.max() - v.min()).max()
+    axes[0][0].set_ylabel(f"instability, loss\n({unit_of(metric)})")
     axes[0][0].legend(fontsize=8, title="barrier definition", title_fontsize=8)
-    fig.suptitle(f"Loss instability against k under each barrier definition ({profile} profile; mean over pairs). "
-                 "`mean` reads half the endpoints' difference as a barrier where the path has none.", fontsize=9)
+    fig.suptitle(f"Loss instability against k under each barrier definition ({profile} profile; mean over pairs): "
+                 f"the definitions differ by at most {spread:.2g} {unit_of(metric)} at any k here\n(`mean` would "
+                 "read half the endpoints' difference as a barrier on a convex path; `chord` and `subchord` would not)",
+                 fontsize=9)
     fig.tight_layout()
-    return fig, pd.DataFrame(rows)
+    return fig, table
 
 
 def curves_by_k_figure(curves: pd.DataFrame, ks: list[int], T: int, profile: str, n_show: int = 4):
@@ -175,6 +182,19 @@ def curves_by_k_figure(curves: pd.DataFrame, ks: list[int], T: int, profile: str
     return fig, pd.DataFrame(rows)
 
 
+def agreement_line(found: dict) -> str:
+    """Whether the metrics' onsets agree: one k* is named only when every metric brackets the same one."""
+    got = {f"{split} {metric}": f for (split, metric), f in found.items() if f.verdict == F.BRACKETED}
+    if not got:
+        return "- No metric brackets an onset of stability, so no k* is named."
+    stars = {int(f.estimate) for f in got.values()}
+    words = "; ".join(f"{name}: k* in ({f.low:.0f}, {f.high:.0f}]" for name, f in got.items())
+    if len(stars) == 1 and len(got) == len(found):
+        return f"- Every metric brackets the same onset ({words})."
+    return (f"- The metrics do not agree on one k* ({words}; {len(found) - len(got)} of {len(found)} metrics bracket "
+            "none), so no single k* is named: each is the onset of its own metric.")
+
+
 def describe(barriers: pd.DataFrame, onsets: pd.DataFrame, runs: pd.DataFrame, T: int, p) -> Summary:
     """The findings (findings layer): the per-k table, k* per split and metric, the headline on the test error."""
     ks = sorted(int(k) for k in barriers.k.unique())
@@ -187,7 +207,12 @@ def describe(barriers: pd.DataFrame, onsets: pd.DataFrame, runs: pd.DataFrame, T
         row = [judge_barriers(sub, s, m, d, "parent", "parent") for s, m, d in cells]
         body.append(f"| {k} | " + " | ".join(f"{f.short()} {f.verdict}" for f in row) + " |")
     found = onset_findings(barriers)
-    body += ["", *found.values()]
+    body += ["", *found.values(), agreement_line(found)]
+    if len(runs) < MIN_UNITS:
+        body.append(f"- What this run cannot decide: with {len(runs)} parents no k* can be judged (an interval over "
+                    f"parents needs {MIN_UNITS}), and a k* needs copies spawned at k = 0 that are judged "
+                    f"{FRANKLE.above} at this T; the table above is descriptive. The `paper` profile (5 parents) is "
+                    "the design that can.")
     setting = (f"Profile `{p.profile}`: {len(runs)} parents, T = {T} steps ({r.schedule}), spawn points k = "
                + ", ".join(str(k) for k in ks) + f"; {r.children_per_k} copies per parent and k, every pair scored "
                f"({r.pairs_per_k} pairs per k), pairs averaged within their parent. Table cells: estimate [95 % "

@@ -6,7 +6,8 @@ lmc_core.linear_path, lmc_core.align_models and lmc_core.load_hf.
 The notebook holds the user's code (the models, the training loops, the calls); this module gives it its
 settings per profile, the data as plain tensors, where the checkpoints go, and turns the paths into figures and
 the summary (`report`). The claim tested is Git Re-Basin's: independently initialised MLPs are separated by a
-loss barrier that weight matching removes (most of it, at this width). Its precondition, shown first: matching
+loss barrier that weight matching removes, the more completely the wider they are (width is its variable: pairs
+at several widths, the aligned barrier of each width against the next). Its precondition, shown first: matching
 recovers a planted permutation of a trained model exactly.
 """
 from __future__ import annotations
@@ -27,24 +28,25 @@ from ..analysis.path_result import judge_paths
 from ..config import ConfigError
 from ..data import load_corpus
 from ..data.vectors import VectorDataConfig, load_vectors
-from ..publish.plotting import curves_with_band
+from ..publish.plotting import curves_with_band, points_and_means
 from ..publish import costs
 from .base import Study, Summary, folders, set_threads
-from .params import ALPHAS, BATCH, DEFINITION, EXAMPLES, RATE, STEPS, UNITS, WIDTH, StudyParams, param
+from .params import ALPHAS, BATCH, DEFINITION, EXAMPLES, RATE, STEPS, UNITS, WIDTH, ListOf, StudyParams, param
 
 
 @dataclass(frozen=True)
 class Params(StudyParams):
     """Notebook 00's settings: the MLP pairs (Git Re-Basin's setting on MNIST-1D) and the GPT-2 checkpoints."""
 
-    pairs: int = param(4, "pairs of independently initialised MLPs", UNITS)
-    width: int = param(512, "hidden units of each of the MLP's two hidden layers", WIDTH)
+    pairs: int = param(5, "pairs of independently initialised MLPs per width", UNITS)
+    widths: list = param([128, 256, 512, 1024, 2048], "hidden units of each of the MLP's two hidden layers: one set "
+                         "of pairs per width (Git Re-Basin's variable)", ListOf(WIDTH))
     steps: int = param(3000, "SGD steps per MLP", STEPS)
     lr: float = param(0.05, "SGD learning rate of the MLPs (momentum 0.9)", RATE)
     batch_size: int = param(128, "MLP batch size", BATCH)
     alphas: int = param(25, "points on each path, endpoints included", ALPHAS)
     definition: str = param(B.DEFAULT, "the barrier definition of the findings", DEFINITION)
-    lm_pairs: int = param(2, "pairs of GPT-2 checkpoints", UNITS)
+    lm_pairs: int = param(5, "pairs of GPT-2 checkpoints", UNITS)
     lm_d: int = param(128, "GPT-2 width (n_embd)", WIDTH)
     lm_layers: int = param(4, "GPT-2 layers", WIDTH)
     lm_heads: int = param(4, "GPT-2 attention heads", WIDTH)
@@ -56,11 +58,14 @@ class Params(StudyParams):
     align_tokens: int = param(4096, "training characters the GPT-2 spec is checked on", EXAMPLES)
 
     def check(self) -> None:
+        if sorted(set(self.widths)) != list(self.widths):
+            raise ConfigError(f"widths={self.widths} must be distinct and increasing (the trend is read from "
+                              "neighbouring widths)")
         if self.lm_d % self.lm_heads:
             raise ConfigError(f"lm_d={self.lm_d} must be divisible by lm_heads={self.lm_heads}")
 
 
-PAPER = Params(profile="paper")  # Git Re-Basin's MLP width 512; 4-layer d=128 GPT-2s (one GPU)
+PAPER = Params(profile="paper")  # widths 128 to 2048 around Git Re-Basin's 512; 4-layer d=128 GPT-2s (one GPU)
 
 
 class YourModels(Study):
@@ -73,11 +78,12 @@ class YourModels(Study):
     in_notebook = True
     capped = {"lm_eval_tokens": 2048, "align_tokens": 1024}
     profiles = {
-        "smoke": PAPER.replace(profile="smoke", pairs=2, width=32, steps=30, alphas=5, lm_pairs=1, lm_d=16,
+        "smoke": PAPER.replace(profile="smoke", pairs=2, widths=[16, 32], steps=30, alphas=5, lm_pairs=1, lm_d=16,
                                lm_layers=1, lm_heads=2, lm_context=16, lm_steps=5, lm_batch=4, lm_eval_tokens=512,
                                align_tokens=256),
-        # 4 MLP pairs 40-128-128-10 and 2 GPT-2 pairs (2 layers, d=64, 600 steps): minutes on a 2-core CPU
-        "quick": PAPER.replace(profile="quick", width=128, steps=2000, lm_d=64, lm_layers=2, lm_heads=4, lm_steps=600,
+        # 5 MLP pairs at each of 3 widths 40-w-w-10 and 5 GPT-2 pairs (2 layers, d=64, 600 steps): minutes on a
+        # 2-core CPU
+        "quick": PAPER.replace(profile="quick", widths=[32, 128, 512], steps=2000, lm_d=64, lm_layers=2, lm_heads=4, lm_steps=600,
                                lm_batch=16, lm_eval_tokens=8192, align_tokens=2048),
         "paper": PAPER,
     }
@@ -93,9 +99,10 @@ class YourModels(Study):
                           "(it calls settings() first and report() last)")
 
     def figures(self, p: Params, data: dict):
-        c = data["paths"]
-        yield "mlp_loss_vs_alpha", *_figure(c[c.model == "MLP"], f"MLPs 40-{p.width}-{p.width}-10 on MNIST-1D",
-                                            p.definition)
+        c, w = data["paths"], max(p.widths)
+        yield "mlp_loss_vs_alpha", *_figure(c[(c.model == "MLP") & (c.width == w)],
+                                            f"MLPs 40-{w}-{w}-10 on MNIST-1D (the widest)", p.definition)
+        yield "mlp_barrier_vs_width", *_width_figure(data["barriers"], p.definition)
         yield "gpt2_loss_vs_alpha", *_figure(c[c.model == "GPT-2"], f"GPT-2 checkpoints (d={p.lm_d}, {p.lm_layers} "
                                              "layers) on Shakespeare characters", p.definition)
 
@@ -106,7 +113,8 @@ class YourModels(Study):
         return describe(p, data)
 
     def setting(self, p: Params) -> str:
-        return f"MLPs 40-{p.width}-{p.width}-10, {p.pairs} pairs; GPT-2 d = {p.lm_d}, {p.lm_pairs} pairs"
+        return (f"MLPs 40-w-w-10 at w = {', '.join(map(str, p.widths))}, {p.pairs} pairs each; GPT-2 d = {p.lm_d}, "
+                f"{p.lm_pairs} pairs")
 
 
 STUDY = YourModels()
@@ -171,6 +179,18 @@ def _figure(curves: pd.DataFrame, title: str, definition: str):
     return fig, data
 
 
+def _width_figure(barriers: pd.DataFrame, definition: str):
+    """The MLPs' test barriers against width, unaligned and after weight matching: every pair and the mean."""
+    b = barriers[(barriers.model == "MLP") & (barriers.split == "test") & (barriers.definition == definition)]
+    fig, data = points_and_means(b, "width", "instability", "kind", (UNALIGNED, WEIGHT), "metric", {
+        "loss": "test-loss barrier (% of the endpoints' mean)", "error": "test-error barrier (percentage points)"},
+        "hidden units per layer (MLP 40-w-w-10)", log_base=2, unit="pair")
+    fig.suptitle(f"Git Re-Basin's variable: the barrier against width (MNIST-1D; barrier `{definition}`)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig, data
+
+
 def _instabilities(paths: list, metric: str, definition: str) -> np.ndarray:
     def one(r):
         b = r.barriers
@@ -178,22 +198,36 @@ def _instabilities(paths: list, metric: str, definition: str) -> np.ndarray:
     return np.array([one(r) for r in paths])
 
 
-def report(p: Params, mlp_before: list, mlp_after: list, mlp_alignments: list, planted, lm_before: list,
-           lm_after: list, lm_alignments: list, endpoint_acc: list):
+def report(p: Params, mlp: dict, planted, lm_before: list, lm_after: list, lm_alignments: list):
     """Figures, tables and the summary of the notebook's paths (lists of PathResult, one per pair) and alignments
-    (lists of Alignment); planted: planted_permutation's result (the precondition); endpoint_acc: the MLPs' test
-    accuracies. Returns the StudyResult."""
-    parts = (("MLP", mlp_before, mlp_after), ("GPT-2", lm_before, lm_after))
-    paths = pd.concat([r.curve.assign(pair=i, kind=kind, model=model) for model, before, after in parts
-                       for kind, runs in ((UNALIGNED, before), (WEIGHT, after)) for i, r in enumerate(runs)],
-                      ignore_index=True)
-    barriers = pd.concat([r.barriers.assign(pair=i, kind=kind, model=model) for model, before, after in parts
+    (lists of Alignment). mlp: {width: {"before": [...], "after": [...], "aligned": [...], "accuracy": [test
+    accuracy of each model]}} for every width of p.widths; planted: planted_permutation's result (the
+    precondition). Returns the StudyResult. ConfigError when a width of p.widths has no entry."""
+    missing = [w for w in p.widths if w not in mlp]
+    if missing:
+        raise ConfigError(f"report(mlp=...) has no paths for width(s) {missing} of widths={p.widths}: run the "
+                          "notebook's MLP cells for every width")
+    parts = [("MLP", w, mlp[w]["before"], mlp[w]["after"]) for w in p.widths]
+    parts.append(("GPT-2", p.lm_d, lm_before, lm_after))
+
+    def table(attr: str) -> pd.DataFrame:
+        return pd.concat([getattr(r, attr).assign(pair=i, kind=kind, model=model, width=width, setting=f"{model} " + (
+                          f"40-{width}-{width}-10" if model == "MLP" else f"d={width}"))
+                          for model, width, before, after in parts
                           for kind, runs in ((UNALIGNED, before), (WEIGHT, after)) for i, r in enumerate(runs)],
                          ignore_index=True)
-    data = {"barriers": barriers, "paths": paths, "parts": parts, "planted": planted, "endpoint_acc": endpoint_acc,
-            "spec_change": max(a.check.max_diff for a in [*mlp_alignments, *lm_alignments])}
+    alignments = [a for w in p.widths for a in mlp[w]["aligned"]] + list(lm_alignments)
+    data = {"barriers": table("barriers"), "paths": table("curve"), "parts": parts, "planted": planted,
+            "endpoint_acc": {w: list(mlp[w]["accuracy"]) for w in p.widths},
+            "spec_change": max(a.check.max_diff for a in alignments)}
     cost = None if p.cap_steps is None else costs.own_loops(STUDY, p, loops(p))
     return STUDY.publish(p, Path(p.figures_dir), data, cost)
+
+
+def mlp_model(width: int) -> torch.nn.Sequential:
+    """The notebook's MLP, 40-width-width-10 with ReLUs (the cost projection times the same module)."""
+    return torch.nn.Sequential(torch.nn.Linear(40, width), torch.nn.ReLU(), torch.nn.Linear(width, width),
+                               torch.nn.ReLU(), torch.nn.Linear(width, 10))
 
 
 def loops(p: Params) -> list[dict]:
@@ -202,25 +236,24 @@ def loops(p: Params) -> list[dict]:
     import transformers
 
     full, out = STUDY.profiles[p.profile], []
-    mlp = torch.nn.Sequential(torch.nn.Linear(40, p.width), torch.nn.ReLU(), torch.nn.Linear(p.width, p.width),
-                              torch.nn.ReLU(), torch.nn.Linear(p.width, 10))
     gpt = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=65, n_positions=p.lm_context, n_embd=p.lm_d,
                                                                n_layer=p.lm_layers, n_head=p.lm_heads))
-    for name, model, x, copies, steps in (
-            ("MLP", mlp, torch.randn(p.batch_size, 40), 2 * full.pairs, full.steps),
-            ("GPT-2", gpt, torch.randint(0, 65, (p.lm_batch, p.lm_context)), 2 * full.lm_pairs, full.lm_steps)):
-        out.append(costs.time_updates(name, model, x, copies * steps, p.cap_steps, p.lm_layers * (name == "GPT-2"),
-                                      p.lm_d * (name == "GPT-2")))
+    todo = [(f"MLP w={w}", mlp_model(w), torch.randn(p.batch_size, 40), 2 * full.pairs, full.steps, 0, 0)
+            for w in full.widths]
+    todo.append(("GPT-2", gpt, torch.randint(0, 65, (p.lm_batch, p.lm_context)), 2 * full.lm_pairs, full.lm_steps,
+                 p.lm_layers, p.lm_d))
+    for name, model, x, copies, steps, layers, d in todo:
+        out.append(costs.time_updates(name, model, x, copies * steps, p.cap_steps, layers, d))
     return out
 
 
-def model_findings(model: str, before: list, after: list, d: str) -> list:
-    """Every barrier of one model kind before and after weight matching, the paired reduction (Git Re-Basin's
-    claim: lower) and the share of the unaligned barrier that remains."""
+def model_findings(model: str, before: list, after: list, d: str, metrics=("loss", "error")) -> list:
+    """The barriers of one model kind before and after weight matching (each metric), the paired reduction (Git
+    Re-Basin's claim: lower) and the share of the unaligned barrier that remains."""
     out = [judge_paths(paths, split="test", metric=metric, definition=d)
-           for metric in ("loss", "error") for paths in (before, after)]
+           for metric in metrics for paths in (before, after)]
     out = [replace(f, question=f"{model}, {kind}: {f.question}") for f, kind in
-           zip(out, (UNALIGNED, f"after {WEIGHT}") * 2)]
+           zip(out, (UNALIGNED, f"after {WEIGHT}") * len(metrics))]
     un, wm = _instabilities(before, "loss", d), _instabilities(after, "loss", d)
     out.append(F.paired(wm - un, question=f"{model}: weight matching changes the test-loss barrier", metric="after "
                         "minus before, per pair, in points of the barrier's % of the endpoints' mean", unit="points",
@@ -230,21 +263,42 @@ def model_findings(model: str, before: list, after: list, d: str) -> list:
     return out
 
 
+def width_trend(p: Params, data: dict) -> tuple[list, F.Finding]:
+    """Git Re-Basin's variable: the aligned test-loss barrier of each width against the next narrower one (independent
+    pairs: an exact permutation test, claimed lower), and the trend over these neighbouring comparisons."""
+    by_width = {w: _instabilities(after, "loss", p.definition) for m, w, _, after in data["parts"] if m == "MLP"}
+    comparisons = [F.arms(by_width[w], by_width[v], question=f"MLP: the test-loss barrier after weight matching, "
+                          f"width {w} against {v}", metric="in % of the endpoints' mean", unit="points",
+                          names=(f"w={w}", f"w={v}"), expected=F.LOWER, unit_name="pair", digits=1)
+                   for v, w in zip(p.widths, p.widths[1:])]
+    trend = F.trend(comparisons, question="MLP: the test-loss barrier after weight matching falls as the width grows "
+                    f"(widths {', '.join(map(str, p.widths))}; Git Re-Basin: near zero at large width)",
+                    claimed=F.LOWER)
+    return comparisons, trend
+
+
 def describe(p: Params, data: dict) -> Summary:
     """The findings (findings layer) from this run's numbers."""
-    acc = np.asarray(data["endpoint_acc"], dtype=float)
+    acc = {w: np.asarray(a, dtype=float) for w, a in data["endpoint_acc"].items()}
     planted = data["planted"]
-    (_, mb, ma), (_, lb, la) = data["parts"]
     body = [f"- Precondition: weight matching recovers a planted permutation of a trained MLP "
             f"{'exactly' if planted['exact'] else 'NOT exactly (largest weight difference %.1e)' % planted['max_weight_diff']}"
             f"; every spec check passed (largest output change under a random permutation {data['spec_change']:.1e}).",
-            f"- The MLPs reach {100 * acc.mean():.1f} % test accuracy on average (min {100 * acc.min():.1f} %).", ""]
-    mlp, lm = model_findings("MLP", mb, ma, p.definition), model_findings("GPT-2", lb, la, p.definition)
-    body += mlp + lm
-    setting = (f"Profile `{p.profile}`: {len(mb)} pairs of independently initialised MLPs 40-{p.width}-{p.width}-10 "
-               f"(MNIST-1D, {p.steps} SGD steps each, trained by plain PyTorch code) and {len(lb)} "
-               f"pair{'s' * (len(lb) != 1)} of GPT-2 checkpoints (d={p.lm_d}, {p.lm_layers} "
-               f"layer{'s' * (p.lm_layers != 1)}, {p.lm_steps} AdamW steps each, saved and reloaded from local folders); barrier `{p.definition}` on the test split, {p.alphas} α points; every pair is its "
-               "own pair of initialisations (the independent unit).")
-    return Summary(setting, body, mlp[4], {"mlp_test_accuracy": float(acc.mean()),
-                                           "planted_recovered": bool(planted["exact"])})
+            "- The MLPs' test accuracy, mean (min) per width: " + "; ".join(
+                f"w={w}: {100 * a.mean():.1f} % ({100 * a.min():.1f} %)" for w, a in acc.items()) + ".", ""]
+    mlp = [model_findings(f"MLP w={w}", before, after, p.definition, metrics=("loss",) if w != max(p.widths) else
+                          ("loss", "error")) for m, w, before, after in data["parts"] if m == "MLP"]
+    comparisons, trend = width_trend(p, data)
+    (_, _, lb, la), = [part for part in data["parts"] if part[0] == "GPT-2"]
+    body += [f for fs in mlp for f in fs] + comparisons + [trend, ""] + model_findings("GPT-2", lb, la, p.definition)
+    n_lm = len(lb)
+    setting = (f"Profile `{p.profile}`: {p.pairs} pairs of independently initialised MLPs 40-w-w-10 at each width w = "
+               f"{', '.join(map(str, p.widths))} (MNIST-1D, {p.steps} SGD steps each, trained by plain PyTorch code) "
+               f"and {n_lm} pair{'s' * (n_lm != 1)} of GPT-2 checkpoints (d={p.lm_d}, {p.lm_layers} "
+               f"layer{'s' * (p.lm_layers != 1)}, {p.lm_steps} AdamW steps each, saved and reloaded from local "
+               f"folders); barrier `{p.definition}` on the test split, {p.alphas} α points; every pair is its own pair "
+               "of initialisations (the independent unit). Git Re-Basin's MLPs have 3 hidden layers on MNIST; these "
+               "have 2 on MNIST-1D.")
+    widest = max(p.widths)
+    return Summary(setting, body, trend, {"mlp_test_accuracy": {str(w): float(a.mean()) for w, a in acc.items()},
+                                          "widest": widest, "planted_recovered": bool(planted["exact"])})

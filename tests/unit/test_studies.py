@@ -24,6 +24,10 @@ def run(tmp_path, **kw):
     ({"corpus": "wikitext"}, ValueError, "shakespeare"),
     ({"corpus": "ptb", "data_path": "no/such/folder"}, DataUnavailableError, "no/such/folder"),
     ({"device": "cuda:7"} , ValueError, "cpu"),
+    ({"lengths": [40]}, ConfigError, "shorter than steps=40"),
+    ({"lengths": [10, 10]}, ConfigError, "distinct"),
+    ({"overrides": {"epochs": 1}}, ConfigError, "lengths=.* are steps"),
+    ({"resamples": 5}, ConfigError, "resamples"),
 ])
 def test_bad_parameters(tmp_path, kw, err, match):
     if kw.get("device") and __import__("torch").cuda.is_available():
@@ -132,3 +136,13 @@ def test_a_bad_executor_is_refused_before_anything_trains(study, kw, match, tmp_
         mod.run({"profile": "smoke", "figures_dir": str(tmp_path / "f"), "store_dir": str(tmp_path / "s"),
                  "cache_dir": str(tmp_path / "c"), "progress": False, **kw})
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_your_models_widths_increase_and_report_needs_every_width(tmp_path):
+    from lmc_core.studies import your_models
+
+    with pytest.raises(ConfigError, match="distinct and increasing"):
+        your_models.settings({"profile": "smoke", "overrides": {"widths": [32, 16]}, "figures_dir": str(tmp_path)})
+    p = your_models.settings({"profile": "smoke", "figures_dir": str(tmp_path), "store_dir": str(tmp_path / "s")})
+    with pytest.raises(ConfigError, match=r"no paths for width\(s\) \[32\]"):
+        your_models.report(p, {16: {}}, None, [], [], [])
