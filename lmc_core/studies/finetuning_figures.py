@@ -1,6 +1,8 @@
 """Figures and findings of notebook 03 (lmc_core.studies.finetuning)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -76,12 +78,14 @@ def barrier_figure(table: pd.DataFrame, definition: str, profile: str, endpoints
 
 
 def distance_figure(table: pd.DataFrame, definition: str, profile: str):
-    """RMS distance per compared parameter (comparable across tuning modes and models) against the loss barrier."""
+    """RMS distance per compared parameter (comparable across tuning modes and models) against the loss barrier; a
+    panel per model that ran."""
     panels = [(m, "our pretrained LM" if m == "lm" else "MiniLM (tuned parameters only)",
-               f"instability, test {metric_label(m, 'loss')}") for m in ("lm", "encoder")]
+               f"instability, test {metric_label(m, 'loss')}") for m in ("lm", "encoder") if (table.model == m).any()]
+    lora = " — for adapters and LoRA over their own factors, not the change of the weights they adapt" if \
+        (table.model == "encoder").any() else ""
     return P.distance_figure(table, definition, panels, f"Distance between the endpoints vs barrier `{definition}` "
-                             f"({profile} profile; RMS per tuned parameter — for adapters and LoRA over their own "
-                             "factors, not the change of the weights they adapt)")
+                             f"({profile} profile; RMS per compared parameter{lora})")
 
 
 def forgetting_figure(f: pd.DataFrame, profile: str, endpoints: pd.DataFrame | None = None):
@@ -124,6 +128,9 @@ def lm_findings(table: pd.DataFrame, p) -> tuple[list, F.Finding]:
                   names=("scratch", "pretrained"), expected=F.HIGHER, unit_name="pair",
                   reference="Qin et al. and the GPT-2 Shakespeare study expect fine-tuned copies of a pretrained model "
                   "to stay connected while copies trained from scratch do not")
+    n_arm = min(len(sc), len(pre))
+    if n_arm < MIN_UNITS:  # an exact test exists at 4 vs 4, but the findings layer judges from 5 units per arm on
+        head = replace(head, verdict=F.TOO_FEW, n_units=n_arm, unit_name="pairs per arm")
     gap = float(sc.endpoint_mean.mean() - pre.endpoint_mean.mean())
     body.insert(1, f"- Precondition: the scratch arm's endpoints reach a test loss of {sc.endpoint_mean.mean():.3f} "
                 f"nats, the pretrained fine-tunes' {pre.endpoint_mean.mean():.3f} ({gap:+.3f}); "

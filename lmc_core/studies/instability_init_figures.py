@@ -53,7 +53,7 @@ def _iv(values, units) -> F.Finding:
 
 def training_figure(history: pd.DataFrame, runs: pd.DataFrame, profile: str):
     """Training loss of every copy (colour: its initialisation) against the step, per panel, with the start of
-    the rate's decay: the precondition that the endpoints have reached their basin floor."""
+    the rate's decay to 0 (the endpoints at the bottom of the annealing, not at a loss that has stopped falling)."""
     panels = list(dict.fromkeys(history.panel))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 3.6), squeeze=False)
     rows = []
@@ -75,7 +75,7 @@ def training_figure(history: pd.DataFrame, runs: pd.DataFrame, profile: str):
         ax.set_title(f"{panel}: {r.copies} copies,\n{r.schedule}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Precondition: every copy trained to the floor of its basin ({profile} profile)", fontsize=10)
+    fig.suptitle(f"Training loss of every copy, the rate annealed to 0 at the end ({profile} profile)", fontsize=10)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
 
@@ -183,16 +183,13 @@ def setting_words(p) -> str:
     return f"{p.level} level, d = {d}, {length}, {p.inits} initialisations × {p.copies} copies"
 
 
-def _headline_question(r) -> str:
-    return f"Instability at initialisation, {r.panel}" + ("" if "T =" in r.panel else f", T = {r.steps} steps")
-
-
 def panel_findings(b: pd.DataFrame, noise: pd.DataFrame, r, p) -> tuple[list, F.Finding]:
     """One panel's findings (Frankle's criterion first), its evaluation noise and its headline."""
     d = p.definition
     pick = lambda frame, metric, split="test": frame[(frame.split == split) & (frame.metric == metric)  # noqa: E731
                                                   & (frame.definition == d)]
-    err = judge_barriers(b, "test", "error", d, "init", "initialisation", _headline_question(r))
+    err = judge_barriers(b, "test", "error", d, "init", "initialisation", f"Instability at initialisation, {r.panel}"
+                         + ("" if "T =" in r.panel else f", T = {r.steps} steps"))
     out = [err, judge_barriers(b, "train", "error", d, "init", "initialisation", "The same on the training plays"),
            F.estimate(pick(b, "loss").barrier, pick(b, "loss").init, question="Loss barrier", metric=f"test, `{d}`",
                       unit="nats/token", unit_name="initialisation", digits=3),

@@ -211,8 +211,9 @@ def describe(barriers: pd.DataFrame, onsets: pd.DataFrame, runs: pd.DataFrame, T
     if len(runs) < MIN_UNITS:
         body.append(f"- What this run cannot decide: with {len(runs)} parents no k* can be judged (an interval over "
                     f"parents needs {MIN_UNITS}), and a k* needs copies spawned at k = 0 that are judged "
-                    f"{FRANKLE.above} at this T; the table above is descriptive. The `paper` profile (5 parents) is "
-                    "the design that can.")
+                    f"{FRANKLE.above} at this T (notebook 01 measures copies of one initialisation of this model at "
+                    "its main T and its shorter `lengths`); the table above is descriptive. The `paper` profile (5 parents) is the design "
+                    "that can.")
     setting = (f"Profile `{p.profile}`: {len(runs)} parents, T = {T} steps ({r.schedule}), spawn points k = "
                + ", ".join(str(k) for k in ks) + f"; {r.children_per_k} copies per parent and k, every pair scored "
                f"({r.pairs_per_k} pairs per k), pairs averaged within their parent. Table cells: estimate [95 % "
