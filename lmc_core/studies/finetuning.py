@@ -116,11 +116,9 @@ class Finetuning(Study):
                                alphas=5, modes=list(enc.MODES), enc_controls=True, enc_layers=1, max_length=16,
                                enc_steps=4, enc_batch=4, enc_warmup=1, enc_eval=32, enc_train_sample=32, enc_alphas=3,
                                run_encoder=True),
-        # 10 minutes on 2 cores: the LM part only, 400 fine-tuning steps, 4 pairs per comparison, the scratch arm
-        # through the whole pretraining recipe (8 copies x 1500 steps: 3.7 of the 9 minutes). The MiniLM part added
-        # 4 minutes (12.3 from an empty store) and, at 60 steps of its first 4 layers, stayed a pipeline demonstration
-        # (LoRA at chance), so quick leaves it to `paper`; run_encoder=True turns it on with EncoderParams' defaults
-        # (full fine-tuning and LoRA, 60 steps, 128 test and 128 training passages, 7 alphas)
+        # 10 minutes on 2 cores: the LM part, 4 pairs per comparison, the scratch arm through the whole pretraining
+        # recipe (3.7 of the 9 minutes); MiniLM (+4 min, a demonstration at 60 steps, LoRA at chance) is left to
+        # paper; run_encoder=True adds it with EncoderParams' defaults (full + LoRA, 60 steps, 128 passages)
         "quick": QUICK.replace(run_encoder=False),
         # longer pretraining and fine-tuning, more pairs, a large test sample; MiniLM trained to its plateau (GPU)
         "paper": QUICK.replace(profile="paper", lm_overrides={"context": 128, "n_layers": 4, "d_model": 128,

@@ -167,10 +167,14 @@ def forgetting_findings(f: pd.DataFrame, p, endpoints: pd.DataFrame | None = Non
             f"{s.forgotten_count.mean():.1f} per pair ({100 * s.forgotten_path.mean():.1f} %) turn wrong somewhere "
             f"inside the path A → B and {100 * s.forgotten_random.mean():.1f} % inside a path of the same length in a "
             f"random direction from A; a further {s.wrong_at_b.mean():.1f} per pair are right at A but wrong at B "
-            "(the endpoint's own error, not forgetting along the path). Not conditioned on the passages' margins.",
+            "(the endpoint's own error, not forgetting along the path).",
             F.paired(100 * (s.forgotten_path - s.forgotten_random), question="Passages forgotten along the path minus "
                      "along the random direction", metric="of those right at both endpoints, per pair", unit=POINTS,
                      expected=F.HIGHER, digits=1)]
+    if "forgotten_path_low_margin" in s:
+        body.append(F.paired(100 * (s.forgotten_path_low_margin - s.forgotten_random_low_margin), question="The same "
+                             "among the passages nearest the decision boundary (the half with the smallest margin at "
+                             "either endpoint)", metric="per pair", unit=POINTS, expected=F.HIGHER, digits=1))
     gaps = confidence_gaps(f)
     if len(gaps):
         body.append(F.paired(gaps.gap, question="Dataset cartography: confidence during training of the forgotten "

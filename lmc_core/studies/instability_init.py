@@ -77,10 +77,8 @@ def panels(p: Params) -> dict[str, Params]:
 
 # eval_tokens sized by the barrier's evaluation noise (bench/eval_precision.py): 12,000 tokens left a pair's barrier a
 # standard error of 0.20-0.27 points of error (% of loss); 24,000 bring it to about a tenth of the 2-point criterion.
-# 5 initialisations (the findings layer's minimum for an interval) x 3 copies: one pair per initialisation left the
-# initialisations' means too noisy (6 x 2 gave [1.33, 2.86] points). No word-level panel: the same model on words
-# (a 1000-word vocabulary) left its test error at 71.8 % after 1500 steps and 71.1 % after 3000 (3 x 3 copies, 6 more
-# minutes), still at the plateau of frequent words, so it cannot be compared in minutes; `paper` is word-level.
+# 5 initialisations x 3 copies (6 x 2 left the units' means noisier: [1.33, 2.86] points). No word panel: on words
+# (1000-word vocabulary, 3 x 3 copies) test error stayed at 71.8 % / 71.1 % after 1500 / 3000 steps; `paper` is words.
 QUICK = Params(level="char", model_overrides={"d_model": 64, "d_ff": 64}, steps=3000, decay_frac=0.25, inits=5,
                copies=3, lengths=[1500], eval_tokens=24000)
 

@@ -140,3 +140,17 @@ def test_the_scratch_arm_runs_the_pretraining_recipe_from_shared_initialisations
     assert ft.train == replace(fine.train, checkpoints=()) and ft.data == fine.data  # fine-tuning's recipe
     assert ft.init_from == f"{config_hash(scratch)}@{p.pretrain_steps}"
     assert [s.data for s in ft.seeds] == [s.data for s in fine.seeds]  # the fine-tunes' own noise
+
+
+def test_margins_and_forgetting_near_the_decision_boundary():
+    from lmc_core.analysis.forgetting import margins
+
+    probs = np.array([[[0.7, 0.2, 0.1], [0.3, 0.6, 0.1]]])  # [1, N=2, C=3]
+    np.testing.assert_allclose(margins(probs, np.array([0, 0])), [[0.5, -0.3]])  # right: positive; wrong: negative
+    f = _forgetting_frame(-0.2).assign(margin=lambda d: 0.1 * d.example)  # passages 0-2 forgotten, least margin
+    s = forgetting_summary(f)
+    # of the 8 right at both endpoints (0-7), the half with the smallest margin (0-3, median 0.35) holds the 3 lost
+    assert list(s.low_margin_passages) == [4] * 6 and s.forgotten_path_low_margin.iloc[0] == pytest.approx(3 / 4)
+    assert s.forgotten_random_low_margin.iloc[0] == pytest.approx(1 / 4) and s.forgotten_random_low_margin.iloc[1] == 0
+    found = [x for x in figs.forgetting_findings(f, SimpleNamespace(enc_train_sample=10)) if isinstance(x, F.Finding)]
+    assert len(found) == 3 and "decision boundary" in found[1].question and found[1].verdict == F.HIGHER
