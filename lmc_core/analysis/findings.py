@@ -118,7 +118,7 @@ class Finding:
         if not np.isfinite(self.estimate):
             return "no value (no pairs)" if self.reason == _no_pairs else "not finite"
         est = f"{self.estimate:.{d}f}{u}"
-        units = _plural(self.n_units, self.unit_name) + (f", {self.n_pairs} pairs" if self.n_pairs > self.n_units else "")
+        units = plural(self.n_units, self.unit_name) + (f", {self.n_pairs} pairs" if self.n_pairs > self.n_units else "")
         if self.interval == "range" and self.n_units > 1:
             return f"{est} (range {self.low:.{d}f} to {self.high:.{d}f} over {units})"
         if self.interval in INTERVAL_NAME and np.isfinite(self.low):
@@ -153,7 +153,7 @@ class Finding:
             return f"{v}{why}{by}" + (f" ({test})" if test else "") + self.power_words()
         if v == TOO_FEW:
             crit = f" by {self.criterion}{by}" if self.criterion else ""
-            return (f"no verdict{crit}: {_plural(self.n_units, self.unit_name)}, fewer than the {S.MIN_UNITS} at "
+            return (f"no verdict{crit}: {plural(self.n_units, self.unit_name)}, fewer than the {S.MIN_UNITS} at "
                     f"which a {100 * S.CONFIDENCE:g} % interval holds its coverage" + (f" ({test})" if test else ""))
         if v == NO_BARRIER:
             every = "the path is" if self.n_pairs == 1 else f"all {self.n_pairs} paths are"
@@ -179,7 +179,7 @@ class Finding:
     def power_words(self) -> str:
         """'; the design detects 0.80 points at 80 % power' (or that it can detect nothing)."""
         if np.isfinite(self.min_p) and self.min_p > S.ALPHA:
-            return f"; no effect of any size could reach p ≤ {S.ALPHA:g} with {_plural(self.n_units, self.unit_name)}"
+            return f"; no effect of any size could reach p ≤ {S.ALPHA:g} with {plural(self.n_units, self.unit_name)}"
         if np.isnan(self.detectable):
             return ""
         if not np.isfinite(self.detectable):
@@ -205,8 +205,8 @@ class Finding:
         return {**asdict(self), "text": self.text()}
 
 
-def _plural(n: int, name: str) -> str:
-    """'3 initialisations', '1 pair', '4 pairs (one pretraining run)': the first word takes the plural."""
+def plural(n: int, name: str) -> str:
+    """'3 initialisations', '1 pair', '4 pairs (one pretraining run)': a count and its unit, in words."""
     head, sep, tail = name.partition(" (")
     return f"{n} {head}{'' if n == 1 or head.endswith('s') else 's'}{sep}{tail}"
 
@@ -306,7 +306,7 @@ def paired(differences, units=None, *, question: str, metric: str, unit: str, ex
         return replace(f, verdict=NOT_FINITE)
     means, _, _ = _summary(differences, units)
     verdict, p, min_p, sided = _directional(lambda alt: S.sign_flip_test(means, alt), f.estimate, expected)
-    f = replace(f, test=f"exact sign-flip test over {_plural(f.n_units, unit_name)}, {sided}", p_value=p,
+    f = replace(f, test=f"exact sign-flip test over {plural(f.n_units, unit_name)}, {sided}", p_value=p,
                 min_p=min_p, verdict=verdict)
     if means.size < S.MIN_UNITS:  # below 1/2^5 no test reaches p <= ALPHA one-sided: the range, no verdict
         return replace(f, verdict=TOO_FEW)
@@ -447,7 +447,7 @@ def argmin(grid: Sequence[float], matrix, *, question: str, metric: str, unit: s
     best = int(np.argmin(m.mean(0)))
     base = replace(base, estimate=grid[best])
     if len(grid) < 3 or n < S.MIN_UNITS:
-        return replace(base, verdict=TOO_FEW, reason=f"{len(grid)} grid points, {_plural(n, unit_name)}")
+        return replace(base, verdict=TOO_FEW, reason=f"{len(grid)} grid points, {plural(n, unit_name)}")
     keep = [j for j in range(len(grid)) if j == best or not float(S.studentized_interval(m[:, j] - m[:, best])[0]) > 0]
     base = replace(base, low=grid[min(keep)], high=grid[max(keep)], interval="",
                    reason="not worse than the best: " + ", ".join(f"{grid[j]:.3g}" for j in keep))

@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from ..analysis.findings import Finding
+from ..analysis.findings import Finding, plural
 from .colab import COLAB_CELL
 
 _BLOCK = re.compile(r"(<!-- summary:(\d\d) -->\n)(.*?)(<!-- /summary:\2 -->)", re.S)
@@ -39,7 +39,7 @@ def findings_table(figures_dir: Path) -> str:
             continue
         finding = Finding(**{k: h[k] for k in Finding.__dataclass_fields__ if k in h})
         value = f"{finding.short()} {finding.unit}".strip() if finding.estimate == finding.estimate else finding.reason
-        units = f"{h['n_units']} {h['unit_name']}{'' if h['n_units'] == 1 else 's'}"
+        units = plural(h["n_units"], h["unit_name"])
         rows.append(f"| {f.name[:2]} | {_cell(d.get('question', ''))} | {_cell(d.get('claim', ''))} | "
                     f"**{_cell(h['verdict'] or '–')}** | {_cell(value)} | {units} | {_cell(d.get('setting', ''))} |")
     if not rows:

@@ -130,7 +130,7 @@ def lm_findings(table: pd.DataFrame, p) -> tuple[list, F.Finding]:
                   "to stay connected while copies trained from scratch do not")
     n_arm = min(len(sc), len(pre))
     if n_arm < MIN_UNITS:  # an exact test exists at 4 vs 4, but the findings layer judges from 5 units per arm on
-        head = replace(head, verdict=F.TOO_FEW, n_units=n_arm, unit_name="pairs per arm")
+        head = replace(head, verdict=F.TOO_FEW, n_units=n_arm, unit_name="pairs (per arm)")
     gap = float(sc.endpoint_mean.mean() - pre.endpoint_mean.mean())
     body.insert(1, f"- Precondition: the scratch arm's endpoints reach a test loss of {sc.endpoint_mean.mean():.3f} "
                 f"nats, the pretrained fine-tunes' {pre.endpoint_mean.mean():.3f} ({gap:+.3f}); "
