@@ -39,13 +39,7 @@ def per_unit(result, metric: str, context: int | None) -> np.ndarray:
 def instabilities(alphas, values, metric: str, definitions=B.DEFINITIONS) -> dict[str, float]:
     """The barrier of one curve under each definition, in the instability's unit of `metric` (error: percentage
     points; loss, perplexity: % of the endpoints' mean)."""
-    a = B.check_alphas(alphas)
-    v = np.asarray(values, dtype=np.float64)
-    heights = {d: B.height(a, v, d) for d in definitions}
-    if METRIC_SCALE.get(metric, "relative") == "absolute":
-        return {d: 100.0 * h for d, h in heights.items()}
-    ends = 0.5 * (v[0] + v[-1])
-    return {d: 100.0 * h / ends for d, h in heights.items()}
+    return {d: B.instability(alphas, values, d, METRIC_SCALE.get(metric, "relative")) for d in definitions}
 
 
 def bootstrap_se(alphas, units: np.ndarray, metric: str, resamples: int = 1000, seed: int = 0,

@@ -120,7 +120,8 @@ class InstabilityAtInit(Study):
             curves.append(c)
             noise.append(se)
             histories.append(run.history.assign(panel=label, init=lambda h: h["copy"] // q.copies))
-            runs.append(figs.run_row(q, spec, run, label, corpus, steps, ctx.device, int(c.tokens.iloc[0]), cpw))
+            runs.append({**figs.run_row(q, spec, run, label, corpus, steps, ctx.device, int(c.tokens.iloc[0]), cpw),
+                         "role": name if name in ("main", "variant") else "length"})
             if p.tensorboard:  # from the stored loss log: works for runs trained now and for cached ones
                 write_history(tensorboard_dir(run.path), run.history)
         curves, noise = pd.concat(curves, ignore_index=True), pd.concat(noise, ignore_index=True)

@@ -189,7 +189,7 @@ def panel_findings(b: pd.DataFrame, noise: pd.DataFrame, r, p) -> tuple[list, F.
     pick = lambda frame, metric, split="test": frame[(frame.split == split) & (frame.metric == metric)  # noqa: E731
                                                   & (frame.definition == d)]
     err = judge_barriers(b, "test", "error", d, "init", "initialisation", f"Instability at initialisation, {r.panel}"
-                         + ("" if "T =" in r.panel else f", T = {r.steps} steps"))
+                         + ("" if f"T = {r.steps}" in r.panel else f", T = {r.steps} steps"))
     out = [err, judge_barriers(b, "train", "error", d, "init", "initialisation", "The same on the training plays"),
            F.estimate(pick(b, "loss").barrier, pick(b, "loss").init, question="Loss barrier", metric=f"test, `{d}`",
                       unit="nats/token", unit_name="initialisation", digits=3),
@@ -224,7 +224,7 @@ def ptb_line(barriers: pd.DataFrame, runs: pd.DataFrame, d: str) -> str | None:
         metric = "ppl_word" if r.chars_per_word == r.chars_per_word and r.chars_per_word else "ppl"
         g = barriers[(barriers.panel == r.panel) & (barriers.split == "test") & (barriers.metric == metric)
                      & (barriers.definition == d)]
-        if len(g) and ("T =" not in r.panel or r.steps == runs.steps.max()):
+        if len(g) and r.role != "length":  # of the main level's lengths, the main (longest) one
             vals[r.panel] = float((100 * g.barrier / g.max_on_path).groupby(g.init).mean().mean())
     if not vals:
         return None
@@ -243,10 +243,8 @@ def ptb_line(barriers: pd.DataFrame, runs: pd.DataFrame, d: str) -> str | None:
 def length_rows(barriers: pd.DataFrame, runs: pd.DataFrame, d: str) -> pd.DataFrame:
     """Per initialisation and training length of the main level's panels: the barrier (instability) per split and
     metric, pairs averaged within their initialisation."""
-    main = runs[~runs.panel.str.contains("variant") & (runs.panel.str.split(",").str[0] == runs.panel.iloc[0]
-                                                        .split(",")[0])]
-    b = barriers[barriers.panel.isin(main.panel) & (barriers.definition == d) & barriers.metric.isin(("error", "loss"))]
-    t = b.merge(main[["panel", "steps"]], on="panel")
+    b = barriers[(barriers.definition == d) & barriers.metric.isin(("error", "loss"))]
+    t = b.merge(runs.loc[runs.role != "variant", ["panel", "steps"]], on="panel")
     return t.groupby(["steps", "init", "split", "metric"], as_index=False).instability.mean()
 
 

@@ -24,6 +24,7 @@ import torch
 from ..align.methods import UNALIGNED, WEIGHT
 from ..analysis import barrier as B
 from ..analysis import findings as F
+from ..analysis.criteria import CONVEX_TOL
 from ..analysis.path_result import judge_paths
 from ..config import ConfigError
 from ..data import load_corpus
@@ -264,12 +265,13 @@ def model_findings(model: str, before: list, after: list, d: str, metrics=("loss
 
 
 def width_trend(p: Params, data: dict) -> tuple[list, F.Finding]:
-    """Git Re-Basin's variable: the aligned test-loss barrier of each width against the next narrower one (independent
-    pairs: an exact permutation test, claimed lower), and the trend over these neighbouring comparisons."""
-    by_width = {w: _instabilities(after, "loss", p.definition) for m, w, _, after in data["parts"] if m == "MLP"}
+    """Git Re-Basin's variable: the aligned test-loss barrier (`chord`, a convex path 0) of each width against the next
+    narrower one (independent pairs, exact permutation test, claimed lower) and the trend over these comparisons."""
+    by_width = {w: _instabilities(after, "loss", "chord") for m, w, _, after in data["parts"] if m == "MLP"}
     comparisons = [F.arms(by_width[w], by_width[v], question=f"MLP: the test-loss barrier after weight matching, "
-                          f"width {w} against {v}", metric="in % of the endpoints' mean", unit="points",
-                          names=(f"w={w}", f"w={v}"), expected=F.LOWER, unit_name="pair", digits=1)
+                          f"width {w} against {v}", metric=f"barrier `chord` in % of the endpoints' mean, 0 on a "
+                          f"convex path (chord ≤ {CONVEX_TOL:g})", unit="points", names=(f"w={w}", f"w={v}"),
+                          expected=F.LOWER, unit_name="pair", digits=1, convex_tol=CONVEX_TOL)
                    for v, w in zip(p.widths, p.widths[1:])]
     trend = F.trend(comparisons, question="MLP: the test-loss barrier after weight matching falls as the width grows "
                     f"(widths {', '.join(map(str, p.widths))})", claimed=F.LOWER)
@@ -277,8 +279,7 @@ def width_trend(p: Params, data: dict) -> tuple[list, F.Finding]:
 
 
 def widest_line(p: Params, barriers: pd.DataFrame) -> str:
-    """The widest MLPs after weight matching in the metrics' own units on both splits, and their fit to the training
-    set: what Git Re-Basin's 'near zero at large width' would have to mean here."""
+    """The widest MLPs after weight matching in the metrics' own units on both splits, beside their training fit."""
     w, b = max(p.widths), barriers[(barriers.model == "MLP") & (barriers.definition == p.definition)]
     mean = b[(b.width == w) & (b.kind == WEIGHT)].groupby(["split", "metric"])[["barrier", "endpoint_mean"]].mean()
     return (f"- The widest MLPs (w = {w}) after weight matching, mean over pairs: loss barrier "

@@ -94,7 +94,7 @@ def test_study_summary_names_criterion_interval_and_convexity():
     c = pd.concat([c, c.assign(split="train")]).assign(panel="char level", init=lambda d: d.pair // 2)
     t = barrier_table(c, ("panel", "init", "pair"))
     runs = pd.DataFrame([{"panel": "char level", "run": "x", "copies": 6, "inits": 3, "pairs": 6, "steps": 100,
-                          "schedule": "SGD", "eval_tokens": 100, "chars_per_word": float("nan")}])
+                          "schedule": "SGD", "eval_tokens": 100, "chars_per_word": float("nan"), "role": "main"}])
     noise = pd.DataFrame([{"panel": "char level", "init": p // 2, "pair": p, "split": "test", "metric": "error",
                            "se": 0.05, "windows": 100, "resamples": 1000} for p in range(6)])
     s = describe(t, noise, runs, STUDY.params({"profile": "quick"}))
