@@ -52,6 +52,15 @@ def main(argv=None) -> None:
             cells = [f"{C.coverage(kind, dist, n, reps):.3f}" if not (kind == "shared" and n < 3) else "–"
                      for n in SIZES]
             print(f"| layer: {kind} | {dist} | " + " | ".join(cells) + " |")
+    print(f"\n# share of the layer's intervals reaching more than half the data's range beyond the data ({a.reps} "
+          "designs per cell; shared: a quarter of them)")
+    print("| interval | data | " + " | ".join(f"n = {n}" for n in SIZES if n >= MIN_UNITS) + " |")
+    print("|---|---|" + "---|" * len([n for n in SIZES if n >= MIN_UNITS]))
+    for kind in ("mean", "shared"):
+        for dist in C.DISTS:
+            reps = a.reps if kind != "shared" else max(a.reps // 4, 300)
+            print(f"| layer: {kind} | {dist} | " + " | ".join(f"{C.far(kind, dist, n, reps):.3f}" for n in SIZES
+                                                          if n >= MIN_UNITS) + " |")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def activation_matching(spec: PermutationSpec, features_a: Features, features_b:
                                      f"and B; got {tuple(xa.shape)} and {tuple(xb.shape)} (were both collected on "
                                      "the same non-empty inputs?)")
             costs.append((sum(correlation(xa, xb) for xa, xb in pairs) / len(pairs)).cpu().numpy())
-        ps = [assign(costs[0])] if len(names) == 1 else list(assign_heads(costs[0], costs[1], g.n_heads))
+        ps = [assign(costs[0])] if len(names) == 1 else list(assign_heads(costs[0], costs[1], g.n_heads, g.qk_units))
         flat.update(zip(names, ps))
         quality[g.name] = sum(score(c, p) for c, p in zip(costs, ps)) / sum(len(p) for p in ps)
     return unflatten(spec, flat), quality

@@ -8,7 +8,12 @@ permuted with it), elementwise activations, dropout, pooling and softmax pass it
 C units in blocks of H*W (the next Linear's weight is seen as [out, C, H*W] while matching), a mean or sum over
 other axes keeps it. Units that reach the model's input or output stay in place.
 
-Anything else — attention, a reshape that splits an axis, a grouped convolution, a functional layer whose weight
+An nn.TransformerEncoder (or one of its layers) is kept whole and followed by its parameters: the units it is
+given are its residual stream (LayerNorms included), its heads a HeadGroup and its feed-forward units a group of
+their own, both for weight matching (activation matching has no site inside it). A bare nn.MultiheadAttention reads
+the units of its query, key and value, permutes its heads (a HeadGroup) and writes new units through out_proj.
+
+Anything else — other attention (Hugging Face objects: lmc_core.align.hf_specs), a reshape that splits an axis, a grouped convolution, a functional layer whose weight
 is not a module, data-dependent control flow — raises UnsupportedModelError naming the node or module. Write the
 spec by hand then (lmc_core.align.spec): for an ordinary model, axis 0 of every Axis is the copy axis that
 lmc_core adds, so `Axis("0.weight", 1)` is the output axis of the Linear `0` and `Axis("2.weight", 2)` the input
@@ -32,15 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .spec import Axis, PermutationSpec, State, UnitGroup
+from .auto_attention import HAND, AttentionRules, Site, UnsupportedModelError
+from .spec import Axis, HeadGroup, PermutationSpec, State, UnitGroup
 
 
-class UnsupportedModelError(ValueError):
-    """auto_spec met something it cannot follow; the message names it and says how to write a spec by hand."""
-
-
-HAND = ("write a PermutationSpec by hand (lmc_core.align: UnitGroup and Axis, see lmc_core.align.auto's docstring) "
-        "and pass spec=...")
 ELEMENTWISE_MODULES = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.LeakyReLU, nn.Softplus, nn.Mish,
                        nn.Hardtanh, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SELU, nn.CELU, nn.Identity,
                        nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Softmax, nn.LogSoftmax)
@@ -58,15 +58,6 @@ PASS_METHODS = {"relu", "tanh", "sigmoid", "contiguous", "clone", "float", "doub
                 "abs", "softmax", "log_softmax", "neg", "gelu"}
 RESHAPE_METHODS = {"flatten", "view", "reshape"}
 REDUCE_METHODS = {"mean", "sum", "amax"}
-
-
-@dataclass(frozen=True)
-class Site:
-    """Where a group's units can be read: the output of fx node `node`, units on `axis`, in blocks of `block`."""
-
-    node: str
-    axis: int
-    block: int = 1
 
 
 @dataclass(frozen=True)
@@ -140,7 +131,7 @@ class _Vars:
         self.fixed[self.find(v)] = True
 
 
-class _Tracer:
+class _Tracer(AttentionRules):
     """Walks the traced graph once, giving every tensor node its unit set: (var, axis, block) or None."""
 
     def __init__(self, gm: torch.fx.GraphModule, module_state: dict, ties: dict | None = None):
@@ -151,6 +142,7 @@ class _Tracer:
         self.sites: dict[int, list[Site]] = {}
         self.state = module_state
         self.modules = dict(gm.named_modules())
+        self.extra: list[HeadGroup] = []  # groups outside the union-find: the heads of attention blocks
 
     @staticmethod
     def shape(node) -> tuple[int, ...] | None:
@@ -160,7 +152,7 @@ class _Tracer:
     def input_of(self, node, where: str):
         arg = node.args[0] if node.args else None
         c = self.chan.get(arg) if isinstance(arg, torch.fx.Node) else None
-        return None if c is not None and c[0] == "attr" else c
+        return None if c is not None and c[0] in ("attr", "tuple") else c
 
     def place(self, v: int, param: str, axis: int, where: str) -> None:
         """`param`'s axis carries the units of v (a tied alias counts as its first name: one tensor, one place)."""
@@ -206,7 +198,11 @@ class _Tracer:
     def fix_all(self, arg) -> None:
         if isinstance(arg, torch.fx.Node):
             c = self.chan.get(arg)
-            if c is not None and c[0] != "attr":
+            if c is not None and c[0] == "tuple":
+                for part in c[1]:
+                    if part is not None:
+                        self.vars.fix(part[0])
+            elif c is not None and c[0] != "attr":
                 self.vars.fix(c[0])
         elif isinstance(arg, (tuple, list)):
             for a in arg:
@@ -256,6 +252,10 @@ class _Tracer:
                     if p + t in self.state:
                         self.place(c[0], p + t, k, where)
             return c
+        if isinstance(m, (nn.TransformerEncoder, nn.TransformerEncoderLayer)):
+            return self.encoder(m, p, c, where, shp)
+        if isinstance(m, nn.MultiheadAttention):
+            return self.attention(node, m, p, where)
         if isinstance(m, ELEMENTWISE_MODULES):
             return c
         if isinstance(m, POOL_MODULES):
@@ -312,6 +312,9 @@ class _Tracer:
             return self.reduce(node, c, where, shp)
         if fn is getattr:
             return None
+        held = self.chan.get(node.args[0]) if fn is operator.getitem else None
+        if held is not None and held[0] == "tuple" and isinstance(node.args[1], int):
+            return held[1][node.args[1]]  # an element of a module's tuple output (attention: output, weights)
         if fn is operator.getitem and (shp is None):
             return None
         raise UnsupportedModelError(f"auto_spec cannot handle {where}; {HAND}")
@@ -326,6 +329,16 @@ class _Tracer:
             return c
         if name in RESHAPE_METHODS:
             return self.reshape(node, c, where, shp)
+        if name in ("transpose", "swapaxes"):
+            if c is None:
+                return None  # the model's input (or a tensor without units) transposed
+            if c[2] != 1:
+                raise UnsupportedModelError(f"{where}: transposes flattened units; {HAND}")
+            n = len(shp)
+            dims = list(node.args[1:3]) + [node.kwargs[k] for k in ("dim0", "dim1", "axis0", "axis1")
+                                           if k in node.kwargs]
+            d0, d1 = (int(x) % n for x in dims[:2])
+            return (c[0], {d0: d1, d1: d0}.get(c[1], c[1]), c[2])  # the units' axis follows the swap
         if name in REDUCE_METHODS:
             return self.reduce(node, c, where, shp)
         raise UnsupportedModelError(f"auto_spec cannot handle {where}; {HAND}")
@@ -370,7 +383,7 @@ def auto_spec(model: nn.Module, sample, concrete_args: dict | None = None) -> Mo
     ValueError naming `sample` when the model cannot run on it.
     """
     try:
-        gm = torch.fx.symbolic_trace(model, concrete_args=concrete_args)
+        gm = torch.fx.symbolic_trace(model, concrete_args=concrete_args)  # torch.nn modules stay whole (leaves)
     except Exception as exc:  # noqa: BLE001 - any tracing failure: say what to do instead
         raise UnsupportedModelError(f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); {HAND}") from None
@@ -409,7 +422,9 @@ def auto_spec(model: nn.Module, sample, concrete_args: dict | None = None) -> Mo
             continue
         groups.append(UnitGroup(name, tr.vars.size[r], tuple(Axis(p, a + 1) for p, a in places)))
         sites[name] = [s for v in members for s in tr.sites.get(v, [])]
+    groups += tr.extra
     return ModuleSpec(PermutationSpec(tuple(groups), tuple(notes)), tr.views, sites, gm, ties)
+
 
 
 def tied_names(model: nn.Module) -> dict[str, str]:

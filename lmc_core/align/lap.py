@@ -25,13 +25,15 @@ def score(cost: np.ndarray, p: np.ndarray) -> float:
     return float(cost[np.arange(len(p)), p].sum(dtype=np.float64))
 
 
-def assign_heads(c_qk: np.ndarray, c_vo: np.ndarray, n_heads: int) -> tuple[np.ndarray, np.ndarray]:
+def assign_heads(c_qk: np.ndarray, c_vo: np.ndarray, n_heads: int, qk_units: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Joint optimum over a head permutation and within-head Q/K and V/O unit permutations.
 
     c_qk, c_vo: [H*hd, H*hd] unit-to-unit costs. For every (head i of A, head j of B) the two
     within-head assignments are solved; their optimal scores are the cost of pairing i with j, and
     one assignment over heads picks the pairing. The objective is a sum over heads of independent
-    within-head terms, so this is the exact joint optimum. Returns the flat (qk, vo) indices. n_heads: an integer
+    within-head terms, so this is the exact joint optimum. qk_units=False holds the Q/K units of a head in their
+    order (rotary positions): that block's score is its trace. Returns the flat (qk, vo) indices. n_heads: an integer
     >= 1 dividing the number of units (ArgumentError / ValueError otherwise).
     """
     n_heads = check_int("n_heads", n_heads, 1, MAX_WIDTH)
@@ -48,7 +50,8 @@ def assign_heads(c_qk: np.ndarray, c_vo: np.ndarray, n_heads: int) -> tuple[np.n
     for i in range(n_heads):
         for j in range(n_heads):
             bq, bv = blocks_qk[i, :, j, :], blocks_vo[i, :, j, :]
-            within_qk[i, j], within_vo[i, j] = assign(bq), assign(bv)
+            within_qk[i, j] = assign(bq) if qk_units else np.arange(hd)
+            within_vo[i, j] = assign(bv)
             pair[i, j] = score(bq, within_qk[i, j]) + score(bv, within_vo[i, j])
     heads = assign(pair)
     base = (heads * hd)[:, None]

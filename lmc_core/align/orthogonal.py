@@ -98,6 +98,8 @@ def along(t: torch.Tensor, ax: Axis, m: torch.Tensor) -> torch.Tensor:
     """t with the units [offset, offset + n) of axis ax.axis replaced by new_i = Σ_j old_j · m[j, i] (m [n, n];
     computed in float64, returned in t's dtype). Differentiable in t and m."""
     n = m.shape[0]
+    if ax.repeat != 1:
+        raise ValueError(f"{ax.param!r}: a residual map acts on contiguous units, not a repeated place")
     moved = t.movedim(ax.axis, -1)
     part = moved[..., ax.offset : ax.offset + n].double() @ m.double()
     out = torch.cat([moved[..., : ax.offset], part.to(t.dtype), moved[..., ax.offset + n :]], -1)

@@ -3,8 +3,11 @@
 A spec is a tuple of groups. A `UnitGroup` is one permutation of `size` units acting on a list of
 (parameter, axis, offset) places; a `HeadGroup` is the attention-head symmetry of one block: a
 permutation of whole heads plus, inside every head, one unit permutation shared by Q and K and
-another shared by V and the output projection. Axes are counted with the copy axis (axis 0 is K),
-and one permutation is applied to every copy of a state.
+another shared by V and the output projection (the Q/K one held at the identity where rotary positions forbid
+it: `qk_units=False`). Axes are counted with the copy axis (axis 0 is K),
+and one permutation is applied to every copy of a state. A place whose units repeat along its axis (grouped-query
+attention: the query heads that share a key-value head, laid out [groups, repeat, block]) names `repeat` and
+`block`: unit g * block + j sits at g * repeat * block + r * block + j for every r, and all repeats move alike.
 
 Convention: a permutation p applied to a model puts the model's unit p[i] at position i (index
 select). Matching B to A returns the p for which unit i of A is paired with unit p[i] of B, so
@@ -24,11 +27,33 @@ RESIDUAL = "residual"  # name of the residual-stream permutation in transformer 
 
 @dataclass(frozen=True)
 class Axis:
-    """The units [offset, offset + size) of axis `axis` (copy axis counted) of parameter `param`."""
+    """The units [offset, offset + size) of axis `axis` (copy axis counted) of parameter `param`; with repeat > 1,
+    `size` units in blocks of `block` each repeated `repeat` times: [size // block, repeat, block] from `offset`."""
 
     param: str
     axis: int
     offset: int = 0
+    repeat: int = 1
+    block: int = 1
+
+    def __post_init__(self):
+        if not (isinstance(self.repeat, int) and self.repeat >= 1 and isinstance(self.block, int) and self.block >= 1):
+            raise ValueError(f"Axis({self.param!r}): repeat={self.repeat!r} and block={self.block!r} must be integers "
+                             ">= 1")
+
+    def extent(self, size: int) -> int:
+        """How many positions of the axis the place covers."""
+        return size * self.repeat
+
+    def positions(self, size: int) -> torch.Tensor:
+        """[repeat, size] int64: where unit u sits in each repeat."""
+        if self.repeat == 1:
+            return (self.offset + torch.arange(size))[None]
+        if size % self.block:
+            raise ValueError(f"{self.param!r} axis {self.axis}: {size} units do not split into blocks of {self.block}")
+        u = torch.arange(size)
+        r = torch.arange(self.repeat)[:, None]
+        return self.offset + (u // self.block) * self.repeat * self.block + r * self.block + u % self.block
 
 
 @dataclass(frozen=True)
@@ -42,13 +67,16 @@ class UnitGroup:
 
 @dataclass(frozen=True)
 class HeadGroup:
-    """Heads of one attention block: head permutation plus within-head Q/K and V/O permutations."""
+    """Heads of one attention block: head permutation plus within-head Q/K and V/O permutations. qk_units=False
+    keeps the Q/K units inside a head in place (rotary positions rotate fixed pairs of them: Su et al. 2021, RoFormer's R_Θ,m),
+    so only whole heads and the V/O units move."""
 
     name: str
     n_heads: int
     head_dim: int
-    qk: tuple[Axis, ...]  # places of the query and key units (each n_heads * head_dim long)
+    qk: tuple[Axis, ...]  # places of the query and key units (n_heads * head_dim each, a repeated place repeat times)
     vo: tuple[Axis, ...]  # places of the value units and the output projection's input rows
+    qk_units: bool = True
 
     @property
     def size(self) -> int:
@@ -129,9 +157,9 @@ class PermutationSpec:
                                      "names its stacked parameters; for an ordinary nn.Module use "
                                      "lmc_core.align_models(model_a, model_b, sample), or align.auto.auto_spec)")
                 shape = state[ax.param].shape
-                if not 1 <= ax.axis < len(shape) or ax.offset + size > shape[ax.axis]:
-                    raise ValueError(f"permutation {name!r} ({size} units at offset {ax.offset}) does not fit "
-                                     f"axis {ax.axis} of {ax.param!r} with shape {tuple(shape)}")
+                if not 1 <= ax.axis < len(shape) or ax.offset + ax.extent(size) > shape[ax.axis]:
+                    raise ValueError(f"permutation {name!r} ({ax.extent(size)} positions at offset {ax.offset}) does "
+                                     f"not fit axis {ax.axis} of {ax.param!r} with shape {tuple(shape)}")
 
 
 def flatten(spec: PermutationSpec, perms: Permutations) -> dict[str, np.ndarray]:
@@ -171,7 +199,8 @@ def axis_indices(spec: PermutationSpec, flat: dict[str, np.ndarray], shapes: dic
             per = out.setdefault(ax.param, {})
             if ax.axis not in per:
                 per[ax.axis] = torch.arange(shapes[ax.param][ax.axis])
-            per[ax.axis][ax.offset : ax.offset + size] = torch.from_numpy(flat[name] + ax.offset)
+            pos = ax.positions(size)
+            per[ax.axis][pos] = pos[:, torch.from_numpy(flat[name])]
     return out
 
 
@@ -198,7 +227,8 @@ def random_permutation(spec: PermutationSpec, generator: torch.Generator) -> Per
     for g in spec.groups:
         if isinstance(g, HeadGroup):
             heads = torch.randperm(g.n_heads, generator=generator).numpy()
-            qk = np.stack([torch.randperm(g.head_dim, generator=generator).numpy() for _ in range(g.n_heads)])
+            qk = np.stack([torch.randperm(g.head_dim, generator=generator).numpy() if g.qk_units
+                           else np.arange(g.head_dim) for _ in range(g.n_heads)])
             vo = np.stack([torch.randperm(g.head_dim, generator=generator).numpy() for _ in range(g.n_heads)])
             out[g.name] = HeadPermutation(heads, qk, vo)
         else:

@@ -30,7 +30,7 @@ from ..domains import MAX_SEED, MAX_STEPS, MAX_THREADS
 from .. import rng
 from .check import check_finite, check_int, check_real
 from .lap import assign, assign_heads, score
-from .spec import HeadGroup, PermutationSpec, Permutations, State, flatten, identity_permutation, unflatten
+from .spec import Axis, HeadGroup, PermutationSpec, Permutations, State, flatten, identity_permutation, unflatten
 
 _ORDER_SITE = 0x3A7C  # generator site of the sweep order
 
@@ -100,11 +100,13 @@ class _Matcher:
         self.flat = {n: torch.from_numpy(p.copy()) for n, p in flatten(spec, init or identity_permutation(spec)).items()}
         self.sizes = {name: size for name, size, _ in spec.flat_groups()}
         self.owners: dict[tuple[str, int], set[str]] = {}  # (param, axis w/o K) -> flat names permuting it
-        self.places: dict[str, list[tuple[str, int, int]]] = {}  # flat name -> (param, axis w/o K, offset)
+        self.places: dict[str, list[tuple]] = {}  # flat name -> (param, axis w/o K, offset, repeat, block)
         self.index: dict[str, dict[int, torch.Tensor]] = {}  # param -> {axis w/o K: full index}
+        self.pos: dict[tuple, torch.Tensor] = {}  # place -> [repeat, n] positions of its units on its axis
         for name, _, axes in spec.flat_groups():
-            self.places[name] = [(ax.param, ax.axis - 1, ax.offset) for ax in axes]
-            for param, axis, _ in self.places[name]:
+            self.places[name] = [(ax.param, ax.axis - 1, ax.offset, ax.repeat, ax.block) for ax in axes]
+            self.pos.update({pl: Axis(*pl).positions(self.sizes[name]) for pl in self.places[name]})
+            for param, axis, *_ in self.places[name]:
                 self.index.setdefault(param, {}).setdefault(axis, torch.arange(self.a[param].shape[axis]))
                 self.owners.setdefault((param, axis), set()).add(name)
             self._write(name)
@@ -114,13 +116,13 @@ class _Matcher:
             n = self.sizes[name]
             c = torch.zeros(n, n, dtype=torch.float64)
             for pl in pls:
-                param, axis, off = pl
-                self.mass[pl] = float(self.a[param].narrow(axis, off, n).norm()
-                                      * self.b[param].narrow(axis, off, n).norm())  # |A_place| |B_place|
+                param, axis, off, repeat, _ = pl
+                mat_a, mat_b = self._mat(self.a[param], pl), self._mat(self.b[param], pl)
+                self.mass[pl] = float(mat_a.norm() * mat_b.norm())  # |A_place| |B_place|
                 others = self._others(pl)
                 if not others:
-                    c += self._mat(self.a[param], pl, n) @ self._mat(self.b[param], pl, n).T
-                elif self.a[param].dim() == 2:
+                    c += mat_a @ mat_b.T
+                elif self.a[param].dim() == 2 and repeat == 1:
                     self.terms[pl] = _Term(self.a[param], self.b[param], axis, off, n)
             self.const[name] = c
         self.untouched = sum(float((self.a[n] * self.b[n]).sum()) for n in self.a if n not in self.index)
@@ -129,26 +131,28 @@ class _Matcher:
 
     def _write(self, name: str) -> None:
         p = self.flat[name]
-        for param, axis, off in self.places[name]:
-            self.index[param][axis][off : off + len(p)] = p + off
+        for pl in self.places[name]:
+            pos = self.pos[pl]
+            self.index[pl[0]][pl[1]][pos] = pos[:, p]
 
-    def _others(self, place: tuple[str, int, int]) -> list[int]:
+    def _others(self, place: tuple) -> list[int]:
         return [ax for ax in self.index[place[0]] if ax != place[1]]
 
-    @staticmethod
-    def _mat(t: torch.Tensor, place: tuple[str, int, int], n: int) -> torch.Tensor:
-        return t.movedim(place[1], 0).narrow(0, place[2], n).reshape(n, -1)
+    def _mat(self, t: torch.Tensor, place: tuple) -> torch.Tensor:
+        """[n, rest] rows of the place's units (a repeated unit's rows side by side)."""
+        pos = self.pos[place]
+        return t.movedim(place[1], 0)[pos].movedim(0, 1).reshape(pos.shape[1], -1)
 
     def deps(self, name: str) -> set[str]:
         """Flat permutations whose value enters the cost matrix of `name`."""
         out = set()
-        for param, axis, _ in self.places[name]:
+        for param, axis, *_ in self.places[name]:
             for other, pls in self.places.items():
-                if any(p == param and ax != axis for p, ax, _ in pls):
+                if any(p == param and ax != axis for p, ax, *_ in pls):
                     out.add(other)
         return out
 
-    def known(self, place: tuple[str, int, int], solved: set[str] | None) -> bool:
+    def known(self, place: tuple, solved: set[str] | None) -> bool:
         """Whether every other permuted axis of `place` is in `solved` (None: all are)."""
         return solved is None or all(self.owners[(place[0], ax)] <= solved for ax in self._others(place))
 
@@ -159,7 +163,6 @@ class _Matcher:
     def cost(self, name: str, solved: set[str] | None = None) -> np.ndarray:
         """[n, n] float64: cost[i, j] = gain of pairing unit i of A with unit j of B; with `solved`, only the
         places whose other permutations are all in it (and those with none) count."""
-        n = self.sizes[name]
         c = self.const[name].clone()
         for pl in self.places[name]:
             others = self._others(pl)
@@ -171,7 +174,7 @@ class _Matcher:
             t = self.b[pl[0]]
             for ax in others:
                 t = t.index_select(ax, self.index[pl[0]][ax])
-            c += self._mat(self.a[pl[0]], pl, n) @ self._mat(t, pl, n).T
+            c += self._mat(self.a[pl[0]], pl) @ self._mat(t, pl).T
         return c.numpy()
 
     def objective(self) -> float:
@@ -225,7 +228,7 @@ def weight_matching(spec: PermutationSpec, a: State, b: State, max_sweeps: int =
 def _solve(m: _Matcher, g, names: list[str], solved: set[str] | None = None) -> tuple[list, list]:
     """Cost matrices of group g's flat permutations `names` and their jointly optimal assignment."""
     costs = [m.cost(f, solved) for f in names]
-    ps = [assign(costs[0])] if len(names) == 1 else list(assign_heads(costs[0], costs[1], g.n_heads))
+    ps = [assign(costs[0])] if len(names) == 1 else list(assign_heads(costs[0], costs[1], g.n_heads, g.qk_units))
     return costs, ps
 
 

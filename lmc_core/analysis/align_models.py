@@ -14,6 +14,7 @@ tied in the result; a spec that permutes the names of one tied tensor differentl
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import torch
@@ -22,10 +23,12 @@ from torch import nn
 
 from ..domains import MAX_SEED, MAX_STEPS
 from ..align import PermutationSpec, activation_matching, apply_permutation, match_weights
-from ..align.auto import ModuleSpec, auto_spec, tied_names
+from ..align.auto import HAND, ModuleSpec, UnsupportedModelError, auto_spec, tied_names
+from ..align.hf_specs import CLASSES, hf_module_spec
+from ..data.hf_batches import is_peft
 from ..align.methods import ALIASES
 from ..align.check import SpecError, check_finite, check_spec
-from ..align.spec import Axis, HeadGroup, UnitGroup
+from ..align.spec import HeadGroup
 from ..config import check_choice, check_int
 from . import path_data as D
 from .alignment_result import Alignment
@@ -93,13 +96,14 @@ def _untie_spec(ms: ModuleSpec, ties: dict[str, str]) -> ModuleSpec:
     places: dict[str, set] = {}
     for flat, _, axes in ms.spec.flat_groups():
         for ax in axes:
-            places.setdefault(ax.param, set()).add((flat, ax.axis, ax.offset))
+            places.setdefault(ax.param, set()).add((flat, ax.axis, ax.offset, ax.repeat, ax.block))
     for canon in sorted(set(ties.values())):
         names = [canon] + sorted(a for a, c in ties.items() if c == canon)
         used = {n: places[n] for n in names if places.get(n)}
         if len({frozenset(v) for v in used.values()}) > 1:
             what = "; ".join(f"{n!r}: " + (", ".join(f"{f!r} axis {a}" + (f" offset {o}" if o else "")
-                                                     for f, a, o in sorted(used[n])) if n in used else "nothing")
+                                                     + (f" repeated {r}x" if r > 1 else "")
+                                                     for f, a, o, r, _ in sorted(used[n])) if n in used else "nothing")
                              for n in names)
             raise SpecError(f"tied parameters {names} (one tensor under {len(names)} names) are permuted differently "
                             f"by the spec ({what}): a permutation can respect the tie only if every name is permuted "
@@ -109,7 +113,7 @@ def _untie_spec(ms: ModuleSpec, ties: dict[str, str]) -> ModuleSpec:
     def canon_axes(axes):
         out = []
         for ax in axes:
-            c = Axis(ties.get(ax.param, ax.param), ax.axis, ax.offset)
+            c = dataclasses.replace(ax, param=ties.get(ax.param, ax.param))
             if c not in out:
                 out.append(c)
         return tuple(out)
@@ -117,9 +121,9 @@ def _untie_spec(ms: ModuleSpec, ties: dict[str, str]) -> ModuleSpec:
     groups = []
     for g in ms.spec.groups:
         if isinstance(g, HeadGroup):
-            groups.append(HeadGroup(g.name, g.n_heads, g.head_dim, canon_axes(g.qk), canon_axes(g.vo)))
+            groups.append(dataclasses.replace(g, qk=canon_axes(g.qk), vo=canon_axes(g.vo)))
         else:
-            groups.append(UnitGroup(g.name, g.size, canon_axes(g.axes)))
+            groups.append(dataclasses.replace(g, axes=canon_axes(g.axes)))
     views = {ties.get(n, n): v for n, v in sorted(ms.views.items(), key=lambda kv: kv[0] in ties, reverse=True)}
     return ModuleSpec(type(ms.spec)(tuple(groups), ms.spec.notes), views, ms.sites, ms.graph, dict(ties))
 
@@ -156,8 +160,32 @@ def _features(ms: ModuleSpec, module_state: dict, args: tuple, kwargs: dict) -> 
     return out
 
 
+LOAD_HF_TYPES = ("opt", "bert", "roberta")  # model types load_hf converts into a family (GPT-2 objects: hf_specs)
+
+
+def _hugging_face_route(model: nn.Module) -> None:
+    """UnsupportedModelError before any tracing for a transformers model object (torch.fx cannot follow attention):
+    load_hf's route for the types it converts, a hand-written spec for the others."""
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if not isinstance(kind, str):
+        return
+    name = type(model).__name__
+    if hf_module_spec(model) is not None:
+        return  # followed by its structure (hf_specs)
+    if kind in LOAD_HF_TYPES:
+        raise UnsupportedModelError(f"{name} is a Hugging Face {kind!r} model, which torch.fx cannot follow through "
+                                    "attention: convert both models with lmc_core.load_hf(model) (OPT, BERT, "
+                                    "RoBERTa; outputs checked against transformers) and align those, whose family "
+                                    "permutes heads, MLP units and the residual stream; or " + HAND)
+    raise UnsupportedModelError(f"{name} is a Hugging Face {kind!r} model lmc_core does not follow (it follows "
+                                f"{', '.join(CLASSES)}; load_hf converts {', '.join(LOAD_HF_TYPES)}); " + HAND)
+
+
 def _as_module_spec(spec, model_a: nn.Module, sample) -> ModuleSpec:
     if spec is None:
+        found = hf_module_spec(model_a)  # a transformers object whose blocks are followed: by their structure
+        if found is not None:
+            return found
         b = D.parse_batch(sample, "sample")
         return auto_spec(model_a, b.kwargs if b.kwargs else b.args)
     if isinstance(spec, ModuleSpec):
@@ -179,7 +207,9 @@ def align_models(model_a: nn.Module, model_b: nn.Module, sample: Any, method: st
       the sample; sec. 3.1). spec: None (the family's, else torch.fx auto_spec), a PermutationSpec (axis 0 is the
       copy axis lmc_core adds: axis 1 is a parameter's first axis) or a ModuleSpec.
     seed: any integer (the check's random permutation and weight matching's sweep orders); max_sweeps: an integer
-    >= 1, weight matching's sweeps per restart. Tied parameters are matched and permuted once and stay tied.
+    >= 1, weight matching's sweeps per restart. Tied parameters are matched and permuted once and stay tied. Two
+    peft LoRA models are matched on their merged weights and B's base and adapter factors permuted together
+    (lmc_core.analysis.peft_align): the model returned is B's PeftModel, same function.
     Raises NonFiniteWeightsError (model and parameter named) for NaN/infinite weights, UnsupportedModelError when
     auto_spec cannot follow the model, SpecError when the spec changes A's outputs (its groups and parameters
     named) or permutes two names of one tied tensor differently, ConfigError (a ValueError) for a bad method, seed or
@@ -190,6 +220,11 @@ def align_models(model_a: nn.Module, model_b: nn.Module, sample: Any, method: st
     seed = check_int("seed", seed, 0, MAX_SEED)
     max_sweeps = check_int("max_sweeps", max_sweeps, 1, MAX_STEPS)
     check_pair(model_a, model_b)
+    if is_peft(model_a) or is_peft(model_b):
+        from .peft_align import peft_alignment
+
+        return peft_alignment(model_a, model_b, sample, align_models, _inputs, method=method, spec=spec, seed=seed,
+                              max_sweeps=max_sweeps)
     sd_a, sd_b = model_a.state_dict(), model_b.state_dict()
     check_finite(sd_a, "model_a")
     check_finite(sd_b, "model_b")
@@ -209,6 +244,8 @@ def align_models(model_a: nn.Module, model_b: nn.Module, sample: Any, method: st
     if tied_names(model_b) != ties:
         raise ValueError(f"model_a and model_b tie different parameters (model_a: {ties or 'none'}; model_b: "
                          f"{tied_names(model_b) or 'none'}): alignment needs one architecture")
+    if spec is None:
+        _hugging_face_route(model_a)  # a transformers object whose blocks are not followed: say so before running it
     _run_sample(model_a, "model_a", args, kwargs)
     ms = _untie_spec(_as_module_spec(spec, model_a, sample), ties)
     sd_a = {n: t for n, t in sd_a.items() if n not in ties}  # a tied tensor once, under its first name

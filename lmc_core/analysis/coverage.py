@@ -5,7 +5,7 @@ intervals that contain it. The simulated data: the unit values are "normal" (N(0
 shape 2, centred: skewness 1.4, the skew of a positive barrier whose spread is of the order of its mean); within a
 unit, pairs add N(0, 0.5²) noise. Kinds:
 
-- "mean":       one value per unit, the studentized-bootstrap interval (stats.studentized_interval);
+- "mean":       one value per unit, the smoothed studentized-bootstrap interval (stats.studentized_interval);
 - "two-stage":  3 pairs per unit summarised by the unit's mean, then the same interval (findings.estimate);
 - "difference": two independent arms of n units each, the Welch-studentized interval;
 - "shared":     all pairs among n models, value = a_i + a_j + noise, the model-resampling bootstrap-t.
@@ -35,6 +35,12 @@ def draw(dist: str, shape, rng) -> np.ndarray:
     raise ValueError(f"dist={dist!r}; choose one of {DISTS}")
 
 
+def shared_design(dist: str, pairs: np.ndarray, rng) -> np.ndarray:
+    """One simulated value per pair of models [P]: a_i + a_j + N(0, 0.5²), the model effects a drawn from `dist`."""
+    eff = draw(dist, int(pairs.max()) + 1, rng)
+    return eff[pairs[:, 0]] + eff[pairs[:, 1]] + rng.normal(0.0, 0.5, len(pairs))
+
+
 def coverage(kind: str, dist: str, n: int, reps: int = 4000, seed: int = 0, chunk: int = 500) -> float:
     """Share of `reps` simulated designs (n units) whose interval contains the true mean (0)."""
     rng = np.random.default_rng(seed)
@@ -42,8 +48,7 @@ def coverage(kind: str, dist: str, n: int, reps: int = 4000, seed: int = 0, chun
     if kind == "shared":
         pairs = np.array(list(itertools.combinations(range(n), 2)))
         for r in range(reps):
-            eff = draw(dist, n, rng)
-            v = eff[pairs[:, 0]] + eff[pairs[:, 1]] + rng.normal(0.0, 0.5, len(pairs))
+            v = shared_design(dist, pairs, rng)
             lo, hi, _ = S.shared_pairs_interval(v, pairs[:, 0], pairs[:, 1], seed=r)
             hits += bool(lo <= 0.0 <= hi)
         return hits / reps
@@ -71,3 +76,25 @@ def table(reps: int = 4000, sizes=SIZES) -> list[dict]:
         out.append({"kind": kind, "dist": dist, "n": n, "coverage": coverage(kind, dist, n, reps),
                     "printed": n >= S.MIN_UNITS})
     return out
+
+
+def far(kind: str, dist: str, n: int, reps: int = 2000, seed: int = 0) -> float:
+    """Share of the layer's intervals over `reps` simulated designs (n units; kinds "mean" and "shared" as in
+    `coverage`) that reach more than half the data's range beyond the data: the erratic intervals a plain bootstrap-t
+    draws at small n (a resample with a near-zero standard error). For "shared" the data are the pair values."""
+    rng = np.random.default_rng(seed)
+    if kind == "mean":
+        x = draw(dist, (reps, n), rng)
+        lo, hi = S.studentized_interval(x)
+        reach = 0.5 * (x.max(1) - x.min(1))
+        return float(np.mean((lo < x.min(1) - reach) | (hi > x.max(1) + reach)))
+    if kind != "shared":
+        raise ValueError(f"kind={kind!r}; choose 'mean' or 'shared'")
+    pairs, hits = np.array(list(itertools.combinations(range(n), 2))), 0
+    for r in range(reps):
+        v = shared_design(dist, pairs, rng)
+        lo, hi, _ = S.shared_pairs_interval(v, pairs[:, 0], pairs[:, 1], seed=r)
+        reach = 0.5 * (v.max() - v.min())
+        hits += bool(lo < v.min() - reach or hi > v.max() + reach)
+    return hits / reps
+

@@ -67,8 +67,8 @@ VERDICTS = {
 }
 NO_VERDICT = (TOO_FEW, NOT_FINITE, NOT_TESTABLE)
 _no_pairs = "nothing was measured (no pairs): nothing to judge"  # the reason of a finding over no values
-INTERVAL_NAME = {"bootstrap-t": "studentized-bootstrap interval", "welch bootstrap-t": "Welch-studentized "
-                 "bootstrap interval", "models bootstrap-t": "model-resampling bootstrap-t interval"}
+INTERVAL_NAME = {"bootstrap-t": "smoothed studentized-bootstrap interval", "welch bootstrap-t": "smoothed "
+                 "Welch-studentized bootstrap interval", "models bootstrap-t": "model-resampling bootstrap-t interval"}
 
 
 def is_convex(chord_instability: float, tol: float = CONVEX_TOL) -> bool:
@@ -113,7 +113,7 @@ class Finding:
 
     # ---------------------------------------------------------------------------------------------- words
     def value(self, over: bool = True) -> str:
-        """'2.85 points [2.61, 3.13] (95 % studentized-bootstrap interval over 5 initialisations, 30 pairs)'."""
+        """'2.85 points [2.61, 3.13] (95 % smoothed studentized-bootstrap interval over 5 initialisations, 30 pairs)'."""
         d, u = self.digits, (f" {self.unit}" if self.unit else "")
         if not np.isfinite(self.estimate):
             return "no value (no pairs)" if self.reason == _no_pairs else "not finite"
@@ -150,7 +150,7 @@ class Finding:
             return f"{v}{why}" + (f" ({test})" if test else "")
         by = f" ({self.source})" if self.source else ""
         if v == INCONCLUSIVE:
-            return f"{v}{why}{by}" + (f" ({test})" if test else "") + self.power_words()
+            return f"{v}{why}{by}" + (f" ({test})" if test else "") + self.power_words() + _convex(self)
         if v == TOO_FEW:
             crit = f" by {self.criterion}{by}" if self.criterion else ""
             return (f"no verdict{crit}: {plural(self.n_units, self.unit_name)}, fewer than the {S.MIN_UNITS} at "

@@ -144,8 +144,8 @@ def residual_ends(fam, cfg, a, b, perms: dict, x_match, train_windows, seed: int
                   ) -> tuple[dict, Any, dict]:
     """{method: (A, T(B))} for RESIDUAL_METHODS, all in the RMSNorm form, the config of that form, and the pair's
     numbers: seconds of each fit, and how much of A's residual stream B's explains (1 - |X_B M - X_A|^2 / |X_A|^2 on
-    the matching windows) after the residual permutation of weight / activation matching and after the Procrustes
-    rotation. perms: permutation_ends' info (its weight- and activation-matching permutations). seed: an integer;
+    the matching windows) with no map (the identity), after the residual permutation of weight / activation matching
+    and after the Procrustes rotation. perms: permutation_ends' info (its weight- and activation-matching permutations). seed: an integer;
     learn: a Learning (ConfigError / TypeError otherwise, before any work)."""
     seed = check_int("seed", seed, 0, MAX_SEED)
     if not isinstance(learn, Learning):
@@ -164,7 +164,8 @@ def residual_ends(fam, cfg, a, b, perms: dict, x_match, train_windows, seed: int
     info = {"orth_weights_seconds": ow.seconds, "orth_rounds": len(ow.objective) - 1,
             "orth_activations_seconds": oa.seconds,
             **{f"residual_fit_{k}": fit(permutation_matrix(np.asarray(perms[f"perms_{k}"][RESIDUAL])))
-               for k in ("wm", "am")}, "residual_fit_orthogonal": fit(oa.map)}
+               for k in ("wm", "am")}, "residual_fit_orthogonal": fit(oa.map),
+            "residual_fit_identity": fit(torch.eye(xa.shape[-1], dtype=xa.dtype))}
     g = generator(seed, 0x1EA)  # held-out windows first, then the training stream, from one generator
 
     def draw() -> dict:

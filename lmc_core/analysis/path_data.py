@@ -19,6 +19,7 @@ import contextlib
 import copy
 import functools
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -27,10 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, check_choice, check_int
+from ..data.batches import IGNORE_INDEX  # a label that counts in neither loss nor error
+from ..data.hf_batches import next_token_labels
 from ..domains import MAX_BATCH
 
 LABEL_KEYS = ("labels", "label", "y", "targets")
-IGNORE_INDEX = -100  # label value that counts in neither loss nor error (PyTorch's and Hugging Face's convention)
 
 
 @dataclass
@@ -78,15 +80,26 @@ def parse_batch(batch: Any, where: str = "data") -> Batch:
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
         labels = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
         return Batch((batch[0],), {}, labels, batch)
-    if isinstance(batch, dict) and batch:
+    if isinstance(batch, Mapping) and batch:
+        batch = dict(batch)  # a tokenizer's BatchEncoding too
         key = next((k for k in LABEL_KEYS if k in batch), None)
         return Batch((), {k: v for k, v in batch.items() if k != key}, None if key is None else batch[key], batch)
     raise TypeError(f"{where}: a batch must be a tensor x, a tuple (x, y, ...) of tensors or a dict of tensors; got "
                     f"{type(batch).__name__}. Pass (x, y) tensors, a DataLoader, or a list of such batches.")
 
 
+def shifted(b: Batch, where: str = "data") -> Batch:
+    """A Hugging Face causal LM's batch with its labels aligned to the logits (data.hf_batches.next_token_labels);
+    ValueError naming `where` for a batch without input_ids."""
+    ids = b.kwargs.get("input_ids")
+    if ids is None:
+        raise ValueError(f"{where}: a Hugging Face causal LM's batches are dicts with input_ids (and optionally "
+                         "attention_mask and labels), or pass loss_fn=callable(outputs, batch)")
+    return Batch(b.args, b.kwargs, next_token_labels(ids, b.kwargs.get("attention_mask"), b.labels, where), b.raw)
+
+
 def _is_tensor_dict(obj) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
 def is_split_dict(data: Any) -> bool:

@@ -37,6 +37,8 @@ from torch import nn
 from ..config import check_choice, check_int
 from ..domains import MAX_BATCH
 from . import barrier as B
+from ..data.hf_batches import is_causal_lm, is_hf_batch
+from .family_paths import LORA_PATHS, peft_pair
 from . import path_data as D
 from .interpolate import (MAX_MEMORY_MB, PathPlan, check_finite_weights, fixed_buffers, nbytes, path_alphas,
                           weight_writer)
@@ -328,7 +330,7 @@ def _evaluate(ev: _Evaluator, plan: PathPlan, al: np.ndarray, data_b: dict, trai
 def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.LossFn | None = None, alphas=11, *,
                 error_fn=None, train_data: Any = None, bn: str = "recompute", batched: bool | str = "auto",
                 batch_size: int = 256, memory_mb: int = 1024, definition: str = "mean", threshold: float = 2.0,
-                device: str | torch.device | None = None) -> PathResult:
+                device: str | torch.device | None = None, lora: str = "merged") -> PathResult:
     """Loss (and top-1 error where labels exist) along the straight line between two models, per split, with the
     barriers under every definition and the verdict, as the notebooks report them.
 
@@ -363,6 +365,9 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     any precision: exact at 0 and 1, a model with itself flat). A curve with a value that is not finite (a loss_fn
     returning NaN, logits that overflow; the error of a NaN logit is NaN, not a 0/1) has NaN barriers and the
     verdict "not finite", never "no barrier".
+    lora: for lmc_core models with LoRA, "merged" (the straight line between the adapted weights W + (alpha/r) A B,
+      the path mode-connectivity studies of adapters report; family_paths.merge_lora) or "factors" (A and B
+      interpolated each, a curved path in the adapted weights); the notes say which.
 
     Returns a PathResult: `curve` (split, alpha, loss, error, examples), `barriers` (split, metric, definition,
     barrier, instability, unit, convex), `verdicts` (the three built on first access), `notes` and `mode`. Raises,
@@ -383,10 +388,11 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     check_int("memory_mb", memory_mb, 1, MAX_MEMORY_MB)
     check_choice("bn", bn, ("recompute", "interpolate"))
     batched = check_batched(batched)
+    check_choice("lora", lora, LORA_PATHS)
     check_choice("definition", definition, B.DEFINITIONS)
     B.check_threshold(threshold)
     cfg = family_config(model_a)
-    named = D.is_split_dict(data) or (cfg is not None and isinstance(data, dict))
+    named = D.is_split_dict(data) or (cfg is not None and isinstance(data, dict) and not is_hf_batch(data))
     splits = data if named else {"eval": data}
     if cfg is not None:
         from .family_paths import family_curve
@@ -394,11 +400,15 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
         held = fixed_buffers(model_a, model_b)  # equal buffers are not interpolated: only the rest must be finite
         check_finite_weights(model_a, "model_a", held)
         check_finite_weights(model_b, "model_b", held)
-        curve, notes, mode = family_curve(cfg, model_a, model_b, splits, al, batch_size, device)
+        curve, notes, mode = family_curve(cfg, model_a, model_b, splits, al, batch_size, device, lora)
         return path_result(curve, notes, mode, definition, threshold, required=("loss", "error"))
+    model_a, model_b, notes = peft_pair(model_a, model_b, lora)
+    low = sorted({str(t.dtype)[6:] for t in model_a.parameters() if t.dtype in (torch.bfloat16, torch.float16)})
+    if low:
+        notes.append(f"evaluated in {'/'.join(low)}, the models' own precision: every interpolated weight is rounded "
+                     "once to it (from float64)")
     dev = torch.device(device) if device is not None else next(
         iter([*model_a.parameters(), *model_a.buffers()]), torch.empty(0)).device
-    notes: list[str] = []
     plan = PathPlan(model_a, model_b, bn, train_data, notes)
     # only parameters and interpolated buffers must be finite: plan.fixed (equal in both models, or BatchNorm
     # statistics recomputed at every alpha) is never interpolated
@@ -408,6 +418,11 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
     train = D.batches(train_data, batch_size, "train_data") if plan.bn == "recompute" else []
     where = {name: f"data[{name!r}]" if named else "data" for name in splits}
     data_b = {name: D.batches(s, batch_size, where[name]) for name, s in splits.items()}
+    if is_causal_lm(model_a) and loss_fn is None:  # the default loss: whatever error_fn is
+        data_b = {name: [D.shifted(b, where[name]) for b in bs] for name, bs in data_b.items()}
+        notes.append(f"a Hugging Face causal LM ({type(model_a).__name__}): each position's logits are scored "
+                     "against the next token (its labels, default input_ids, shifted as in the model's own loss); "
+                     "the last position, padding (attention_mask 0) and -100 labels count nowhere")
     ev = _Evaluator(model_a, loss_fn, error_fn, dev, where)
     with eval_mode(model_a, model_b):
         rows, mode = _evaluate(ev, plan, al, data_b, train, batched, memory_mb, notes)

@@ -11,6 +11,12 @@ n = 2, 3, 4, 6, 10 units on normal and on skewed (gamma, shape 2: skewness 1.4) 
 - the **studentized (bootstrap-t) interval** (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*,
   ch. 12.5; Davison & Hinkley 1997, §5.2.1) corrects for skewness: >= 93 % on both from n = 4 units. Below
   MIN_UNITS (5, a margin over 4) the findings layer prints the range over the units and draws no verdict.
+- plain, at n = 5 it is erratic: a resample that repeats two or three close values has a standard error near 0
+  and a huge t*, and 31-40 % of its intervals reached more than half the data's range beyond the data (e.g.
+  [0.00, 4.77] for five barriers of 3.5-4.7 %). The resamples are therefore **smoothed** (each resampled value
+  jittered by N(0, se²), se = s / sqrt(n); Silverman & Young 1987, Davison & Hinkley §3.4): coverage stays
+  >= 93 % (measured: 0.930-0.961 at n = 5, 6, 10 on both kinds of data), under 1 % of the intervals reach that
+  far, and the width is 1.02-1.14 times Student's t.
   scipy.stats.bootstrap offers percentile, basic and BCa only, and arch's studentized interval loops in Python
   (too slow for the simulation that checks it), so the bootstrap-t is written here, vectorised over designs.
 
@@ -135,10 +141,15 @@ def units_of_pairs(model_a: Sequence, model_b: Sequence) -> np.ndarray:
 
 
 def _resample_means(x: np.ndarray, n_resamples: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap means and standard errors [..., B] of x [..., n] (the same indices for every leading row)."""
+    """Smoothed-bootstrap means and standard errors [..., B] of x [..., n] (the same indices for every leading row):
+    each resampled value is jittered by N(0, h²) with h = s / sqrt(n), the standard error of the mean (a smoothed
+    bootstrap: Silverman & Young 1987; Davison & Hinkley 1997, §3.4). Without it, at n = 5 a resample that repeats
+    two or three close values has a standard error near 0 and a huge t*, and 31-40 % of the intervals reach more
+    than half the data's range beyond it (bench/coverage.py measures both)."""
     n = x.shape[-1]
     idx = rng.integers(0, n, (n_resamples, n))
-    xb = x[..., idx]  # [..., B, n]
+    h = x.std(-1, ddof=1) / math.sqrt(n)
+    xb = x[..., idx] + h[..., None, None] * rng.standard_normal((*x.shape[:-1], n_resamples, n))  # [..., B, n]
     return xb.mean(-1), xb.std(-1, ddof=1) / math.sqrt(n)
 
 

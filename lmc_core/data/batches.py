@@ -11,6 +11,8 @@ import torch
 
 from .. import rng
 
+IGNORE_INDEX = -100  # a target that counts in neither loss nor error (PyTorch's and Hugging Face's convention)
+
 
 class Examples:
     """Named tensors [N, ...] of one split; `take(idx)` gathers a batch [K, B, ...] for every copy."""

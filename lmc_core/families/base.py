@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ..capped import EVALUATION, Timer, cap_steps
 from ..align.activation_matching import Features
-from ..data.batches import Examples
+from ..data.batches import IGNORE_INDEX, Examples
 from ..progress import bar
 
 if TYPE_CHECKING:
@@ -301,6 +301,9 @@ class Family(abc.ABC):
             for b0 in range(0, len(examples), batch_size):
                 batch = {n: t[b0 : b0 + batch_size][None].to(device) for n, t in examples.tensors.items()}
                 logits, targets = self.outputs(model, batch, None)  # [G, N, C], [1 or G, N]
+                kept = targets[0] != IGNORE_INDEX  # the same positions in every copy (targets are the examples')
+                if not bool(kept.all()):  # padding or -100 labels (Hugging Face batches): counted nowhere
+                    logits, targets = logits[:, kept], targets[:, kept]
                 gk, n, c = logits.shape
                 t = targets.expand(gk, n)
                 ce = F.cross_entropy(logits.reshape(-1, c).float(), t.reshape(-1), reduction="none").view(gk, n)

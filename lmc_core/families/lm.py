@@ -65,10 +65,12 @@ class LMFamily(Family):
         return Examples(tokens=windows(source, cfg.context, limit))
 
     def outputs(self, model: TransformerLM, batch, drop=None):
-        """Next-token logits [K, B*T, V] and targets [K or 1, B*T]."""
+        """Next-token logits [K, B*T, V] and targets [K or 1, B*T]: the next tokens, or the batch's `targets` (Hugging
+        Face batches, data.hf_batches: IGNORE_INDEX where the next token is padding or a -100 label)."""
         tokens = batch["tokens"]
         logits = model(tokens[..., :-1], drop)
-        return logits, tokens[..., 1:].reshape(tokens.shape[0], -1)
+        targets = batch["targets"] if "targets" in batch else tokens[..., 1:]
+        return logits, targets.reshape(tokens.shape[0], -1)
 
     def loss(self, model: TransformerLM, batch, drop=None, budget_mb: float | None = None) -> torch.Tensor:
         """Mean next-token cross-entropy of each copy [K]; the logits are formed in pieces under budget_mb."""

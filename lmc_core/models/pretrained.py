@@ -97,7 +97,7 @@ def bert_from_hf(sd: dict[str, torch.Tensor], cfg: EncoderConfig, position_offse
             flat[f"layers.{i}.{ours}.bias"] = b
     if "pooler.dense.weight" in sd:
         flat["pooler.weight"], flat["pooler.bias"] = sd["pooler.dense.weight"].T, sd["pooler.dense.bias"]
-    if "classifier.weight" in sd and sd["classifier.weight"].shape[0] == cfg.n_classes:
+    if "classifier.weight" in sd:  # a classifier of another size is refused below, never dropped
         flat["head.weight"], flat["head.bias"] = sd["classifier.weight"].T, sd["classifier.bias"]
     shapes = _shapes(cfg)
     out = {}

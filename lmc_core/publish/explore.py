@@ -143,7 +143,9 @@ def explore(curves: pd.DataFrame, keys: tuple[str, ...] = ("pair",), metrics: tu
         display(Markdown("*No interpolation curves in this run to explore.*"))
         return None
     options = {k: sorted(curves[k].unique().tolist()) + ([MEAN] if k == "pair" else []) for k in keys}
-    default = {k: (MEAN if k == "pair" else opts[0]) for k, opts in options.items()}
+    named = [k for k in keys if k != "pair"]  # the first combination the curves have (not every one exists)
+    first = curves.sort_values(named).iloc[0] if named else None
+    default = {k: (MEAN if k == "pair" else first[k]) for k in options}
     splits = sorted(curves.split.unique().tolist(), key=lambda s: (s != "test", s))
     if not interactive():
         _show(explorer_figure(curves, default, splits[0], metrics[0], definition))

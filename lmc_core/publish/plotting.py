@@ -47,7 +47,8 @@ def curves_with_band(curves: pd.DataFrame, by: str, levels, metrics: tuple[str, 
             g = sel.groupby("alpha")[metric]
             m, se = g.mean(), g.sem().fillna(0.0)
             ax.plot(m.index, m.values, "-o", ms=2.5, color=COLORS[(3, 0, 2, 1)[c % 4]],
-                    label=f"{level} (mean of {sel.pair.nunique()} pairs)")
+                    label=f"{level} (one pair)" if sel.pair.nunique() == 1 else
+                    f"{level} (mean of {sel.pair.nunique()} pairs)")
             ax.fill_between(m.index, m - se, m + se, color=COLORS[(3, 0, 2, 1)[c % 4]], alpha=0.2)
             rows += [{"metric": metric, by: level, "alpha": a, "mean": v, "se": s}
                      for a, v, s in zip(m.index, m.values, se.values)]

@@ -251,7 +251,10 @@ def run_notebooks(
         error: BaseException | None = None
         html = None
         try:
-            pm.execute_notebook(str(nb), str(out_ipynb), parameters=params, kernel_name=KERNEL_NAME, cwd=str(root),
+            # the kernel starts in root (nbclient's resources path), never through papermill's cwd=, which chdirs
+            # this whole process: notebooks run at once in threads then left it in another run's folder
+            pm.execute_notebook(str(nb), str(out_ipynb), parameters=params, kernel_name=KERNEL_NAME,
+                                resources={"metadata": {"path": str(root)}},
                                 log_output=progress and jobs == 1, progress_bar=False)
         except Exception as exc:  # keep going: report it after the others ran
             error = exc

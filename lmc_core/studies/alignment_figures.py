@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..align.methods import ACTIVATION, ORTHOGONAL_WEIGHTS, UNALIGNED, WEIGHT
+from ..align.methods import ACTIVATION, LEARNED, UNALIGNED, WEIGHT
 from ..analysis import findings as F
 from ..analysis.lr_grid import median_pair
 from ..analysis.pair_alignment import PERMUTATION_METHODS as KINDS
@@ -15,7 +15,7 @@ from .reference import THEUS_GPT2_SHAKESPEARE_BARRIER_NATS as THEUS
 
 # our LM methods next to the columns of Theus et al.'s row (the reference's keys)
 THEUS_COLUMNS = {UNALIGNED: "unaligned", ACTIVATION: "activation matching", WEIGHT: "weight matching",
-                 ORTHOGONAL_WEIGHTS: "permutations + orthogonal residual map"}
+                 LEARNED: "learned permutations + orthogonal map"}
 
 
 def median_pair_figure(table: pd.DataFrame, curves: pd.DataFrame, profile: str):
@@ -100,19 +100,21 @@ def lm_barrier_figure(lm: pd.DataFrame, profile: str):
         theus = THEUS.get(THEUS_COLUMNS.get(kind, ""), np.nan)
         if np.isfinite(theus):
             ax.bar(i + 0.2, 100 * theus / t0, 0.4, color=COLORS[1],
-                   label="Theus et al. 2025, GPT-2 on Tiny Shakespeare" if kind == UNALIGNED else None)
+                   label="Theus et al. 2025, GPT-2-style LM on Tiny Shakespeare (the learned bar: their learned "
+                   "permutations + orthogonal map)" if kind == UNALIGNED else None)
             ax.text(i + 0.2, 100 * theus / t0, f"{theus:g} nats", ha="center", va="bottom", fontsize=6)
         ax.text(i - 0.2, 2, f"{iv.estimate:.2f}", ha="center", va="bottom", fontsize=6, color="white")
         rows.append({"kind": kind, "estimate": iv.estimate, "low": iv.low, "high": iv.high, "pairs": iv.n_units,
                      "interval": iv.interval, "pct_of_unaligned": pct.estimate, "pct_low": pct.low,
                      "pct_high": pct.high, "theus": theus,
                      "theus_pct_of_unaligned": 100 * theus / t0 if np.isfinite(theus) else np.nan})
-    ax.set_xticks(np.arange(len(kinds)), [k.replace(", ", ",\n").replace(" (", "\n(") for k in kinds], fontsize=7)
+    ax.set_xticks(np.arange(len(kinds)), [k.replace(", ", ",\n").replace(" (", "\n(") for k in kinds], fontsize=7,
+                  rotation=25, ha="right", rotation_mode="anchor")
     ax.set_ylabel("test-loss barrier, % of the unaligned one")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    fig.suptitle(f"Barrier `chord` after each alignment as a fraction of the unaligned barrier: ours (character-level "
-                 f"LMs, nats/char; white: mean in nats; error bars: {F.interval_words('pairs')}) beside Theus et al.'s "
-                 f"GPT-2 row (nats/token) ({profile} profile)", fontsize=9)
+    fig.suptitle(f"Barrier `chord` after each alignment as a fraction of the unaligned barrier ({profile} profile)\n"
+                 f"ours: character-level LMs (white: mean in nats/char; error bars: {F.interval_words('pairs')}); "
+                 "Theus et al.'s row in nats per subword token", fontsize=9)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)

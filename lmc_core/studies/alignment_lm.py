@@ -31,6 +31,7 @@ def lm_spec(p, vocab: int, steps: int | None = None, pairs: int | None = None) -
         raise ConfigError("the transformer part needs a pre-norm model with learned positions (lm_model='tinygpt')")
     steps = steps or p.lm_steps
     train = TrainConfig(steps=steps, batch_size=p.lm_batch, optimizer="adamw", lr=p.lm_lr, schedule="cosine",
+                        weight_decay=p.lm_weight_decay,
                         warmup_steps=min(p.lm_warmup, steps // 2), clip_norm=1.0, betas=(0.9, 0.95),
                         eval_every=max(steps // p.lm_evals, 1), save_every=max(steps // 4, 1))
     seeds = tuple(Seeds(init=s, data=s, dropout=s) for s in range(1, 2 * (pairs or p.lm_pairs) + 1))

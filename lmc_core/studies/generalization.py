@@ -89,13 +89,14 @@ class Params(StudyParams):
     permutations: int = param(999, "mode-label permutations of the agreement and across-minus-within nulls", RESAMPLES)
     plane_points: int = param(11, "grid points per axis of the plane", Int(2, MAX_PLANE_POINTS))
     plane_range: list = param([-0.5, 1.5], "the plane's extent along each axis (units of |B - A|)", ListOf(Real(), 2, 2))
-    sharpness_eps: float = param(5e-4, "epsilon of the sharpness box", RATE)
+    sharpness_eps: float = param(1e-5, "epsilon of the sharpness box (Juneja et al.'s measure_flatness: 1e-5)", RATE)
     sharpness_lr: float = param(1e-2, "step of the projected gradient ascent", RATE)
     sharpness_batches: int = param(8, "training batches of the sharpness", UNITS)
     sharpness_passes: int = param(10, "at most this many ascent passes", UNITS)
     dynamics: list = param([0.5], "fractions of fine-tuning at which the clusters are computed again",
                            ListOf(Real(0, 1, lo_open=True, hi_open=True), 0))
-    dynamics_examples: int = param(160, "in-distribution passages of the barriers during fine-tuning", EXAMPLES)
+    dynamics_examples: int = param(160, "in-distribution passages of the barriers during fine-tuning (every step, "
+                                   "the end included, on the same passages)", EXAMPLES)
     control: bool = param(True, "run the control (LM continuation, one cluster expected)", Bool())
     control_models: int = param(8, "fine-tunes of the control", UNITS)
     control_steps: int = param(300, "the control's fine-tuning steps", STEPS)
@@ -182,16 +183,17 @@ def landscape(p: Params, ctx, d: dict) -> dict:
     batches = first_batches(d["fam"], d["done"][0].spec, d["task"]["train"], p.sharpness_batches)
     models["sharpness"] = sharpness(cfg, state, batches, p.sharpness_eps, p.sharpness_lr, dev,
                                     passes=p.sharpness_passes)
-    final = pd.DataFrame({"step": p.finetune_steps, "model": models.model, "ood_accuracy": models.ood_accuracy,
-                          "mode": models["mode"], "cluster": models.cluster_k2,
-                          "mean_barrier": d["mat"].sum(1) / (len(d["mat"]) - 1)})
     curves = pair_curves(cfg, state, top_pairs(d["mat"], d["modes"].labels),
                          {"in-distribution": ev["id"], "out-of-distribution": ev["ood"]}, d["alphas"], dev)
-    done, n = d["done"], p.dynamics_examples
-    dyn = clusters_over_steps(d["fam"], cfg, done[0].spec.train.checkpoints, lambda step: stack_states(
-        [ctx.store.checkpoint(r.spec, step) for r in done]), ev, n, d["alphas"], p.definition, d["cl2"].labels,
-        lambda step: ctx.store.layout.matrix(matrix_key(d["ids"], step, n, d["alphas"], p.definition, "loss")), dev)
-    return {"planes": planes, "three": three, "curves": curves, "dynamics": pd.concat([dyn, final], ignore_index=True)}
+    # every step's clusters on the same first `dynamics_examples` passages, the final models' too (a change between
+    # steps is then a change of the models, not of the passages); the final clusters of the main matrix are the
+    # reference the labels are matched to
+    done, n, end = d["done"], p.dynamics_examples, p.finetune_steps
+    dyn = clusters_over_steps(d["fam"], cfg, [*done[0].spec.train.checkpoints, end], lambda step: state if step == end
+                              else stack_states([ctx.store.checkpoint(r.spec, step) for r in done]), ev, n, d["alphas"],
+                              p.definition, d["cl2"].labels, lambda step: ctx.store.layout.matrix(
+                                  matrix_key(d["ids"], step, n, d["alphas"], p.definition, "loss")), dev)
+    return {"planes": planes, "three": three, "curves": curves, "dynamics": dyn}
 
 
 class GeneralisationStrategies(Study):

@@ -13,7 +13,7 @@ from .generalization_report import structures
 
 def _what(p) -> str:
     enc = "our masked-LM-pretrained encoder" if p.encoder == "pretrained" else "MiniLM"
-    return f"{p.models} fine-tunes of {enc}, ε = {p.epsilon:g}, {p.profile} profile"
+    return f"{p.models} fine-tunes of {enc}, task ε = {p.epsilon:g}, {p.profile} profile"
 
 
 def figures(p, d: dict):
@@ -35,8 +35,8 @@ def figures(p, d: dict):
     yield "sharpness", *L.by_mode_figure(d["models"], "sharpness", f"ε-sharpness, projected ascent up to "
                                          f"{p.sharpness_passes} passes (ε = {p.sharpness_eps:g}; 100 (L_max − L_0)/"
                                          "(1 + L_0))", f"Sharpness and strategy ({_what(p)})")
-    yield "cluster_dynamics", *L.labels_over_steps_figure(d["dynamics"], f"fine-tuning step (barriers on "
-                                                          f"{p.dynamics_examples} examples before the end)",
+    yield "cluster_dynamics", *L.labels_over_steps_figure(d["dynamics"], f"fine-tuning step (barriers on the "
+                                                          f"same {p.dynamics_examples} passages at every step)",
                                                           f"Strategies and clusters during fine-tuning ({_what(p)})")
     if "ctrl" in d:
         yield "control", *control_figure(d["ctrl"], found["control"], p)

@@ -11,8 +11,9 @@ import numpy as np
 from ..analysis import findings as F
 from ..analysis.criteria import CONVEX_NATS
 from ..analysis.metrics import fmt_spread, mean_se
-from ..analysis.strategies import group_pairs
+from ..analysis.strategies import GROUPS, group_pairs
 from .base import Summary
+from .reference import JUNEJA_SHARPNESS_EPS
 
 NO_MODES = "the out-of-distribution accuracies show no two strategies (the precondition)"
 WITHIN = "(mean ± s.e.)"
@@ -33,9 +34,9 @@ def structures(p, d: dict) -> dict[str, F.Finding]:
         out[f"ari_{name}"] = F.structure(obs, null, question=f"Clusters (k = {2 if name == 'k2' else d['cl'].k}) vs "
                                          "strategy modes", metric="adjusted Rand index; mode labels permuted among "
                                          "the models, clusters fixed", n_units=m)
-    out["amw"] = F.structure(*d["amw"], question="Barriers across the modes above those within", metric="across "
-                             "minus within, mean barrier; mode labels permuted among the models, rows and columns "
-                             "together", unit="nats", n_units=m, digits=4)
+    out["amw"] = F.structure(*d["amw"], question="Barriers across the modes above those within", metric="the mean "
+                             "barrier across the modes minus the average of the two within-mode means; mode labels "
+                             "permuted among the models, rows and columns together", unit="nats", n_units=m, digits=4)
     for key in ("ari_k2", "ari_eigengap", "amw"):
         if key in out and not d["modes"].bimodal:
             out[key] = replace(out[key], verdict=F.NOT_TESTABLE, reason=NO_MODES)
@@ -88,17 +89,27 @@ def _barrier_lines(p, d: dict) -> list[str]:
 def _sharpness(p, d: dict) -> list:
     models = d["models"]
     s0, s1 = (models[models["mode"] == c].sharpness.to_numpy() for c in (0, 1))
-    what = f"ε-sharpness, projected ascent up to {p.sharpness_passes} passes"
+    what = (f"ε-sharpness at ε = {p.sharpness_eps:g} (Juneja et al.'s: {JUNEJA_SHARPNESS_EPS:g}), projected ascent up to "
+            f"{p.sharpness_passes} passes")
     if not (len(s0) > 1 and len(s1) > 1):  # stats.two_sample_test needs two models per arm
         return [f"- {what}: {fmt_spread(*mean_se(models.sharpness)[:2], 3)} {WITHIN} over all models; a mode with "
                 "fewer than two models, so no comparison."]
+    # three significant digits of the larger mode's mean (Juneja's ε gives sharpness of order 1e-3 to 1e-2)
+    dig = int(min(12, max(3, 2 - np.floor(np.log10(max(np.abs(np.r_[s0, s1]).max(), 1e-12))))))
     f = F.arms(s1, s0, question=what, metric="100 (L_max − L_0)/(1 + L_0)", unit="", names=("mode 1", "mode 0"),
-               unit_name="model", digits=3)
-    return [f"- {what}: mode 0 {fmt_spread(*mean_se(s0)[:2], 3)}, mode 1 {fmt_spread(*mean_se(s1)[:2], 3)} {WITHIN}.",
-            f if d["modes"].bimodal else replace(f, verdict=F.NOT_TESTABLE, reason=NO_MODES)]
+               unit_name="model", digits=dig)
+    zero = int((np.r_[s0, s1] == 0).sum())
+    if not d["modes"].bimodal:
+        f = replace(f, verdict=F.NOT_TESTABLE, reason=NO_MODES)
+    elif zero:  # the ascent gained nothing inside the box: below what this measurement resolves, not flat
+        f = replace(f, verdict=F.NOT_TESTABLE, reason=f"{zero} of {len(s0) + len(s1)} models measure exactly 0 (the "
+                    "ascent gained nothing inside the box: below this measurement's resolution at this ε), so the "
+                    "modes cannot be ranked")
+    return [f"- {what}: mode 0 {fmt_spread(*mean_se(s0)[:2], dig)}, mode 1 {fmt_spread(*mean_se(s1)[:2], dig)} "
+            f"{WITHIN}.", f]
 
 
-def _later_lines(d: dict) -> list[str]:
+def _later_lines(p, d: dict) -> list[str]:
     pid, pood, dyn = d["planes"]["id"], d["planes"]["ood"], d["dynamics"]
     out = [f"- Plane through models of both modes: in-distribution ECE from {np.nanmin(pid['ece']):.3f} to "
            f"{np.nanmax(pid['ece']):.3f}; out-of-distribution accuracy from {np.nanmin(pood['accuracy']):.3f} to "
@@ -106,9 +117,15 @@ def _later_lines(d: dict) -> list[str]:
     steps = sorted(dyn.step.unique())
     if len(steps) > 1:
         piv, pm = (dyn.pivot_table(index="model", columns="step", values=v) for v in ("cluster", "mode"))
-        out.append("- During fine-tuning (share of models that change between consecutive steps): " + ", ".join(
-            f"{a}→{b}: cluster {100 * (piv[a] != piv[b]).mean():.0f} %, mode {100 * (pm[a] != pm[b]).mean():.0f} %"
-            for a, b in zip(steps, steps[1:])) + ".")
+        end = piv[steps[-1]]
+        same = 100 * (end.to_numpy() == np.asarray(d["cl2"].labels)[end.index.to_numpy()]).mean()
+        out.append(f"- During fine-tuning (share of models that change between consecutive steps; clusters of every "
+                   f"step on the same first {p.dynamics_examples} of the {p.eval_examples} evaluation passages, for "
+                   "cost: one matrix per step): " + ", ".join(
+                       f"{a}→{b}: cluster {100 * (piv[a] != piv[b]).mean():.0f} %, mode "
+                       f"{100 * (pm[a] != pm[b]).mean():.0f} %" for a, b in zip(steps, steps[1:]))
+                   + f". At the end, the clusters on those {p.dynamics_examples} passages agree with the main "
+                   f"matrix's for {same:.0f} % of the models.")
     if "ctrl" in d:
         c = d["ctrl"]
         cb = c["pairs"].barrier.to_numpy()
@@ -119,12 +136,39 @@ def _later_lines(d: dict) -> list[str]:
     return out
 
 
+def _null_lines(d: dict, s: dict) -> list[str]:
+    """The within-mode barriers set against Juneja et al.'s picture (each strategy one connected basin), and the
+    central result read as what it is: above chance, or a null with the smallest effect the design could see."""
+    g, out = d["group_findings"], []
+    if not d["modes"].bimodal:
+        return out
+    if GROUPS[0] in g and GROUPS[1] in g:
+        w0, w1 = g[GROUPS[0]], g[GROUPS[1]]
+        apart = w1.low > w0.high or w0.low > w1.high
+        rule = "less" if w1.estimate > w0.estimate else "more"
+        out.append(f"- Within the modes: the higher-accuracy mode's pairs have a mean barrier of {w1.short()} nats, "
+                   f"the lower (heuristic) mode's {w0.short()}. " + (
+                       f"Their intervals do not overlap: the mode that generalises better is the {rule} internally "
+                       "connected one" + (", the opposite of Juneja et al.'s picture, in which the fine-tunes that "
+                                          "generalise share one connected basin." if rule == "less" else ".")
+                       if apart else "Their intervals overlap, so no mode is called the more connected one."))
+    ari, amw = s["ari_k2"], s["amw"]
+    if F.ABOVE_CHANCE not in (ari.verdict, amw.verdict):
+        out.append(f"- So this run finds no link between barrier clusters and strategies (a null): the agreement "
+                   f"ARI {ari.estimate:.3f} (p = {ari.p_value:.2g}) and across − within {amw.estimate:.4f} nats (p = "
+                   f"{amw.p_value:.2g}) are within their permutation nulls. What it could have seen: with "
+                   f"{ari.n_units} fine-tunes of one small encoder, an ARI above {ari.detectable:.3f} (the null's 95th "
+                   f"percentile; perfect recovery: 1) or an across − within difference above {amw.detectable:.4f} "
+                   f"nats would have been called {F.ABOVE_CHANCE}; a weaker link is not ruled out.")
+    return out
+
+
 def describe(p, d: dict) -> Summary:
     """The run's findings; the headline is the agreement of the k = 2 clusters with the strategy modes."""
     s, lines = structures(p, d), _barrier_lines(p, d)
     body = [*_task_lines(p, d), *lines[:2], s["eigengap"], s["row_null"], lines[2],
             "- **Clusters vs strategies** (the central number):", s["ari_k2"], *[s[k] for k in ("ari_eigengap",) if k
-            in s], *d["group_findings"].values(), s["amw"], *_sharpness(p, d), *_later_lines(d),
+            in s], *d["group_findings"].values(), s["amw"], *_null_lines(d, s), *_sharpness(p, d), *_later_lines(p, d),
             *[s[k] for k in ("control",) if k in s]]
     modes, t = d["modes"], s["eigengap"]
     numbers = {"models": p.models, "epsilon": p.epsilon, "dip": modes.dip, "dip_p": modes.dip_p, "delta_bic":
@@ -136,6 +180,8 @@ def describe(p, d: dict) -> Summary:
 def _setting(p) -> str:
     enc = "our masked-LM-pretrained encoder" if p.encoder == "pretrained" else "MiniLM"
     return (f"Profile `{p.profile}`: {p.models} fine-tunes of {enc} on the phrase task ('{' '.join(p.phrase)}', "
-            f"ε = {p.epsilon:g}) for {p.finetune_steps} steps, differing in data order, dropout and classifier seed; "
+            f"task ε = {p.epsilon:g}: the share of training passages drawn with both words out of order) for "
+            f"{p.finetune_steps} steps, "
+            "differing in data order, dropout and classifier seed; "
             f"barrier `{p.definition}` (Juneja's mod_BH) of the in-distribution test loss on {p.eval_examples} "
             f"passages ({p.eval_examples * (p.words + 2)} tokens), {p.alphas} α points.")

@@ -120,11 +120,14 @@ class Grokking(Study):
         "smoke": Params(profile="smoke", p=11, train_frac=0.6, d_model=16, n_heads=2, d_mlp=32, lr=1e-2,
                         weight_decay=[1.0, 0.0], fisher=[1.0, 0.0], steps=40, eval_every=10, checkpoints=2, alphas=5,
                         seeds=2, connect_seeds=3, learn_steps=3, trajectory_pairs=1, grok_evals=2),
-        # minutes on a CPU: small p, 10x the learning rate, the penalty on 128 pairs every 4th step; a 3 x 2 part of
-        # the grid (wd 0.5 groks too late in 3000 steps to hold the 500-step window)
-        "quick": Params(p=31, train_frac=0.5, d_model=32, n_heads=4, d_mlp=128, lr=1e-2, weight_decay=[2.0, 1.0, 0.0],
-                        fisher=[0.5, 0.0], steps=3000, eval_every=25, checkpoints=6, fisher_every=4, fisher_batch=128,
-                        connect_seeds=6),
+        # minutes on a CPU: small p, 10x the learning rate, the penalty on 128 pairs every 4th step; a 4 x 2 grid
+        # whose every cell fits the training set at this rate (λ 0.5 stops wd >= 1 from fitting; wd 0.5 groks too
+        # late to hold the 500-step window), so that each variable has 4 neighbouring comparisons; 2700 steps: every
+        # seed of a 3000-step run that grokked had crossed by step 2025; 6 connectivity seeds, not 5: the interval over
+        # pairs that share models is erratic at 5 (docs/statistics.md)
+        "quick": Params(p=31, train_frac=0.5, d_model=32, n_heads=4, d_mlp=128, lr=1e-2,
+                        weight_decay=[2.0, 1.5, 1.0, 0.0], fisher=[0.1, 0.0], steps=2700, eval_every=25, checkpoints=6,
+                        fisher_every=4, fisher_batch=128, connect_seeds=6),
         "paper": Params(profile="paper"),  # p = 113, 30 % train, the full grid, 40k full-batch steps (one GPU)
     }
 

@@ -15,6 +15,7 @@ from ..publish.plotting import COLORS, plt
 
 GROK_PCT = f"{100 * GROK_ACCURACY:g}"
 CONTROL_X = -0.2  # where the overlap figure draws the control pairs (no key frequencies); methods side by side
+OFF_SCALE = 100  # the loss panel of the overlap figure ends at this many times the median barrier (off_scale)
 
 
 def accuracy_figure(curves: pd.DataFrame, grok: pd.DataFrame, p):
@@ -36,7 +37,8 @@ def accuracy_figure(curves: pd.DataFrame, grok: pd.DataFrame, p):
         ax.tick_params(labelsize=6)
         ax.set_xlabel("step" if i == len(lams) - 1 else "", fontsize=7)
         ax.set_ylabel("accuracy" if j == 0 else "", fontsize=7)
-    axes[0][0].legend(fontsize=5)
+    # the legend where every seed is drawn: the panel with the most seeds (the connectivity setting's)
+    max((a for row in axes for a in row), key=lambda a: len(a.get_lines())).legend(fontsize=5)
     fig.suptitle(f"Modular addition (p = {p.p}, {100 * p.train_frac:g} % train): accuracy during training; dotted: "
                  f"each seed's sustained grok (test accuracy ≥ {GROK_PCT} % from there for "
                  + (f"{p.grok_evals} evaluations" if p.grok_evals else "the rest of the run") + f"; {p.profile} "
@@ -55,9 +57,9 @@ def grok_heatmap(cells: pd.DataFrame, p):
     fig, ax = text_heatmap(c.median_grok_step.unstack().reindex(**grid), words.unstack().reindex(**grid),
                            "weight decay", "Fisher penalty λ (sampled labels)", f"median sustained grok step (≥ "
                            f"{GROK_PCT} % test accuracy held)", vmin=0, vmax=p.steps)  # absolute steps
-    ax.set_title(f"Sustained grok: median [range] over seeds (∞: a seed did not grok in {p.steps} steps"
-                 + (f", holding it for {p.grok_evals * p.eval_every}" if p.grok_evals else "") + "; no fit: no "
-                 f"seed reached {GROK_PCT} % train accuracy; {p.profile} profile)", fontsize=8)
+    fig.suptitle(f"Sustained grok: median [range] over seeds ({p.profile} profile)\n∞: a seed did not grok in {p.steps} "
+                 "steps" + (f", holding it for {p.grok_evals * p.eval_every}" if p.grok_evals else "") + "; no fit: no "
+                 f"seed reached {GROK_PCT} % train accuracy", fontsize=9)
     fig.tight_layout()
     return fig, cells
 
@@ -110,6 +112,7 @@ def overlap_figure(pairs: pd.DataFrame, p):
         rows += [{"kind": kind, "role": role, "pair": pr, "overlap": o, "error_barrier_pp": e, "loss_barrier": lo}
                  for pr, o, e, lo in zip(g.pair, g.overlap, g[f"error_barrier_pp:{kind}"], g[f"loss_barrier:{kind}"])]
     axes[0].set_ylabel(f"test-error barrier '{p.definition}' (percentage points)")
+    off_scale(axes[1], pd.DataFrame(rows))
     axes[1].set(ylabel=f"test-loss barrier '{p.definition}' (nats, log axis)", yscale="log")
     for ax in axes:
         ax.set_xlabel("overlap of the two seeds' key frequencies (Jaccard index)")
@@ -121,6 +124,27 @@ def overlap_figure(pairs: pd.DataFrame, p):
                  f"{p.control_setting[1]:g}; hollow: convex path; {p.profile} profile)", fontsize=9)
     fig.tight_layout(rect=(0, 0.1, 1, 1))  # room for the legend below the panels
     return fig, pd.DataFrame(rows)
+
+
+def off_scale(ax, rows: pd.DataFrame) -> None:
+    """Cap the loss axis at OFF_SCALE times the median positive barrier so that a method whose paths leave the
+    function far behind (the least-squares invertible maps: 1e4-1e8 nats) does not flatten the others; the capped
+    points sit on the top edge as triangles, their range written there (the CSV keeps every value)."""
+    pos = rows.loss_barrier[rows.loss_barrier > 0]
+    if not len(pos):
+        return
+    cap = OFF_SCALE * float(pos.median())
+    over = rows[rows.loss_barrier > cap]
+    if not len(over):
+        return
+    ax.set_yscale("log")
+    ax.set_ylim(float(pos.min()) / 2, cap * 2)
+    for c, kind in enumerate(METHODS):
+        g = over[over.kind == kind]
+        ax.scatter(g.overlap + (c - 2) * 0.008, [cap] * len(g), marker="^", color=COLORS[c], s=22, clip_on=False)
+    ax.text(0.99, 0.03, f"▲ (top edge) off scale: {len(over)} pairs, {over.loss_barrier.min():.2g} to "
+            f"{over.loss_barrier.max():.2g} nats ({', '.join(dict.fromkeys(over.kind))})", transform=ax.transAxes,
+            ha="right", va="bottom", fontsize=6, bbox=dict(fc="white", ec="none", alpha=0.8))
 
 
 def frequency_figure(freqs: pd.DataFrame, p):

@@ -25,19 +25,25 @@ VARIABLES = (("weight_decay", "fisher", "weight decay", "wd", "λ"), ("fisher", 
 
 
 def comparisons(grok: pd.DataFrame, cells: pd.DataFrame, var: str, other: str, name: str, short: str,
-                other_short: str) -> list[F.Finding]:
+                other_short: str, accuracy: bool = False) -> list[F.Finding]:
     """Along every slice of the grid (`other` held fixed), neighbouring cells of the fitting part (every seed fit):
     the seeds' grok steps of the cell with more `var` against the other's (findings.arms on ranks, one-sided:
-    the claim is that the former is lower, i.e. sooner)."""
-    steps = {k: g.grok_step.fillna(np.inf) for k, g in grok.groupby(["weight_decay", "fisher"])}
+    the claim is that the former is lower, i.e. sooner); accuracy=True: their final test accuracy instead (the
+    claim: higher, i.e. a flatter minimum generalises better)."""
+    col = "final_test_acc" if accuracy else "grok_step"
+    vals = {k: (100 * g[col] if accuracy else g[col].fillna(np.inf)) for k, g in grok.groupby(["weight_decay", "fisher"])}
     out = []
     for val, h in cells[cells.fits].groupby(other):
         for lo, hi in itertools.pairwise(h.sort_values(var).itertuples()):
-            out.append(F.arms(steps[hi.weight_decay, hi.fisher], steps[lo.weight_decay, lo.fisher],
-                              question=f"Sooner with more {name}? ({other_short} {val:g})", metric=f"sustained grok "
-                              f"step, median [range] over seeds: {grok_range(hi)} vs {grok_range(lo)}", unit="steps",
+            a, b = vals[hi.weight_decay, hi.fisher], vals[lo.weight_decay, lo.fisher]
+            metric = (f"final test accuracy, range over seeds: {a.min():.0f}–{a.max():.0f} % vs {b.min():.0f}–"
+                      f"{b.max():.0f} %" if accuracy else f"sustained grok step, median [range] over seeds: "
+                      f"{grok_range(hi)} vs {grok_range(lo)}")
+            out.append(F.arms(a, b, question=f"{'Higher final test accuracy' if accuracy else 'Sooner'} with more "
+                              f"{name}? ({other_short} {val:g})", metric=metric, unit="points" if accuracy else "steps",
                               names=(f"{short} {getattr(hi, var):g}", f"{short} {getattr(lo, var):g}"),
-                              expected=F.LOWER, unit_name="seed", ranks=True, digits=0))
+                              expected=F.HIGHER if accuracy else F.LOWER, unit_name="seed", ranks=True,
+                              digits=1 if accuracy else 0))
     return out
 
 
@@ -56,6 +62,10 @@ def describe(grok: pd.DataFrame, cells: pd.DataFrame, pairs: pd.DataFrame, traje
         trends[var] = F.trend(comps, question=f"Sustained grok sooner with more {name} (study 5's claim; neighbouring "
                               "cells where every seed fit, the other variable fixed)", claimed=F.LOWER)
         body += [*comps, trends[var]]
+    comps = comparisons(grok, cells, *VARIABLES[1], accuracy=True)  # the penalty's aim: a flatter, better minimum
+    trends["accuracy"] = F.trend(comps, question="Higher final test accuracy with more Fisher penalty λ (neighbouring "
+                                 "cells where every seed fit, weight decay fixed)", claimed=F.HIGHER)
+    body += [*comps, trends["accuracy"]]
     if len(pairs):
         body += ["", *connect_lines(pairs, trajectory, grok, p, numbers)]
     numbers.update(cells=len(cells), fitting=int(cells.fits.sum()), no_fit=int(cells.no_fit.sum()),
@@ -150,6 +160,12 @@ def frequency_lines(gp: pd.DataFrame, found: dict, numbers: dict, factor: float)
                        for g, what in ((gp[gp.overlap == 1], "all"), (gp[gp.overlap == 0], "none")) if len(g))
     if best in rhos and rhos[best] < 0:
         out.append(f"So: after the alignment with the lowest mean error barrier ({best}), the barrier is lower where "
-                   f"two seeds share more key frequencies (ρ = {rhos[best]:.2f}; {groups}). Likely (argued, not "
-                   "tested): the frequencies live on the token axis, which permutations and residual maps leave alone.")
+                   f"two seeds share more key frequencies (ρ = {rhos[best]:.2f}; {groups}). Why an alignment cannot make "
+                   "two seeds' key frequencies the same (a proof about the sets, not about the barriers): every map "
+                   "these methods use acts on the residual axis (heads, MLP units, the stream's basis), so the token "
+                   "embedding W_E (residues × d) becomes W_E M; the Fourier transform over the residues acts on the "
+                   "other side, F (W_E M) = (F W_E) M, so frequency k's row is multiplied by M. A permutation or "
+                   "orthogonal M keeps every row's norm, hence each frequency's share of the energy and the "
+                   "key-frequency set; an invertible M keeps only which frequencies are absent (a zero row stays "
+                   "zero, no other row becomes zero).")
     return out

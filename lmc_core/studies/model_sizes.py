@@ -34,8 +34,9 @@ from ..publish.tb import command as tb_command, write_history
 from ..runs.layout import tensorboard_dir
 from ..train.trainer import resolve_precision
 from . import model_sizes_figures as figs
+from .model_sizes_figures import rung
 from .base import Study
-from .params import (ALPHAS, BATCH, DEFINITION, EXAMPLES, MAX_SEED, MAX_STEPS, MAX_VOCAB, RATE, STEPS, UNITS,
+from .params import (ALPHAS, BATCH, DEFINITION, EXAMPLES, MAX_SEED, MAX_STEPS, MAX_VOCAB, RATE, STEPS, UNITS, WIDTH,
                      Bool, Choice, Int, ListOf, Mapping, Maybe, StudyParams, param)
 
 
@@ -46,10 +47,28 @@ RECIPE_KEYS = ("steps", "warmup", "batch", "context", "accum", "model_overrides"
 
 
 @dataclass(frozen=True)
+class Rung:
+    """A rung of the ladder: a study size, or one at another width ('tinygpt@32'; `rung`)."""
+
+    def __call__(self, name: str, v) -> None:
+        base, width = rung(v) if isinstance(v, str) else (None, None)
+        if base not in STUDY_SIZES or ("@" in v and width is None):
+            raise ConfigError(f"{name}={v!r} must be one of {list(STUDY_SIZES)}, or one of them at another width "
+                              "as 'size@d_model' (e.g. 'tinygpt@32')")
+        if width is not None:
+            WIDTH(f"{name} (its width after '@')", width)
+
+    def words(self) -> str:
+        return "one of " + ", ".join(f"`{o}`" for o in STUDY_SIZES) + ", or one at another width (`tinygpt@32`)"
+
+
+@dataclass(frozen=True)
 class Params(StudyParams):
     """Notebook 07's parameters (the paper profile's values are the study's)."""
 
-    sizes: list = param(list(STUDY_SIZES), "the ladder's sizes, each at most once", ListOf(Choice(STUDY_SIZES)))
+    sizes: list = param(list(STUDY_SIZES), "the ladder's rungs, each at most once: the study's sizes, or one of "
+                        "them at another width ('tinygpt@32': TinyGPT's architecture and recipe at d_model 32)",
+                        ListOf(Rung()))
     recipes: dict = param({}, f"per size, changes to the study's recipe of {RECIPE_KEYS}", Mapping())
     pairs: int = param(3, "pairs per size, each from its own initialisation (the independent units)", UNITS)
     init_seed: int = param(0, "pair i shares the init seed init_seed + i", Int(0, MAX_SEED))
@@ -78,11 +97,12 @@ class Params(StudyParams):
 
     def check(self) -> None:
         if len(set(self.sizes)) != len(self.sizes):
-            raise ConfigError(f"sizes={self.sizes!r}: each of {list(STUDY_SIZES)} at most once")
+            raise ConfigError(f"sizes={self.sizes!r}: each rung at most once")
         for size, r in self.recipes.items():
-            if size not in STUDY_SIZES or not isinstance(r, dict) or set(r) - set(RECIPE_KEYS):
-                raise ConfigError(f"recipes[{size!r}]={r!r}: keys must be sizes of {list(STUDY_SIZES)} and values "
-                                  f"dicts of {list(RECIPE_KEYS)}")
+            Rung()(f"recipes key {size!r}", size)
+            if not isinstance(r, dict) or set(r) - set(RECIPE_KEYS):
+                raise ConfigError(f"recipes[{size!r}]={r!r}: keys must be rungs (sizes of {list(STUDY_SIZES)}, or "
+                                  f"'size@width') and values dicts of {list(RECIPE_KEYS)}")
         if self.min_lr > self.lr:
             raise ConfigError(f"min_lr={self.min_lr} must not exceed lr={self.lr} (warm-up from min_lr, decay back)")
         if self.ft_warmup >= self.ft_steps:
@@ -95,18 +115,19 @@ class Params(StudyParams):
             size_spec(self, size, vocab=300, level="char").validate()  # model overrides, context, optimiser
 
 
-SMALL = dict(sizes=["tinygpt", "toygpt", "compactgpt"], tokenizer="bpe", ft_model="ours")
-# minutes on a 2-core CPU: TinyGPT and ToyGPT at a tenth of the study's length with a 5x larger peak learning rate
-# (at the study's rate a run a tenth as long stays near its initialisation), CompactGPT shortened to 150 steps of 8
-# windows of 32 tokens; GPT-2's vocabulary would not fit: a 4,096-entry BPE. paper: the study (all its values; GPU)
-QUICK = Params(**SMALL, bpe_vocab=4096, recipes={"tinygpt": {"steps": 2000, "warmup": 200},
-               "toygpt": {"steps": 1500, "warmup": 150}, "compactgpt": {"steps": 150, "warmup": 15, "batch": 8,
-                                                                       "context": 32}},
-               lr=3e-3, min_lr=3e-4, alphas=11, eval_chars=16000, eval_batch=32,
+# minutes on a 2-core CPU: a ladder of one tokenizer (characters), parameters strictly increasing over 4 rungs
+# (TinyGPT's architecture at d_model 32, 48, 64 = TinyGPT itself, 96: 53k to 455k parameters; the study's subword
+# sizes cannot be: their 50,257-entry embedding alone is 1.6M parameters at d = 32), 5 pairs per rung, a twentieth
+# of TinyGPT's length with a 5x larger peak learning rate (at the study's rate a run that short stays near its
+# initialisation). paper: the study (all its values; GPU)
+QUICK = Params(sizes=["tinygpt@32", "tinygpt@48", "tinygpt", "tinygpt@96"], tokenizer="bpe", ft_model="ours",
+               pairs=5, ft_pairs=5, recipes={"tinygpt": {"steps": 1000, "warmup": 100}},
+               lr=3e-3, min_lr=3e-4, alphas=11, eval_chars=16000, eval_batch=256,
                precision="fp32")  # fp32 on every machine: a rebuild elsewhere trains the same runs
 # seconds: three sizes shrunk to a layer or two, a few dozen steps, two pairs
-SMOKE = Params(**SMALL, profile="smoke", precision="fp32", bpe_vocab=512, pairs=2, alphas=5, eval_chars=3000,
-               ft_steps=10, ft_warmup=2,
+# (a rung at another width, and the subword path)
+SMOKE = Params(sizes=["tinygpt@16", "toygpt", "compactgpt"], tokenizer="bpe", ft_model="ours", profile="smoke",
+               precision="fp32", bpe_vocab=512, pairs=2, alphas=5, eval_chars=3000, ft_steps=10, ft_warmup=2,
                ft_pairs=2, recipes={
                    **{s: {"steps": 30, "warmup": 3, "model_overrides": {"n_layers": 1}} for s in ("tinygpt", "toygpt")},
                    "compactgpt": {"steps": 6, "warmup": 1, "batch": 4, "context": 16,
@@ -114,8 +135,15 @@ SMOKE = Params(**SMALL, profile="smoke", precision="fp32", bpe_vocab=512, pairs=
 
 
 def recipe(p: Params, size: str) -> dict:
-    """The training recipe of one size: the study's, overlaid with the profile's and the user's `recipes`."""
-    return {"context": None, "accum": 1, "model_overrides": {}, **STUDY_RECIPES[size], **p.recipes.get(size, {})}
+    """The training recipe of one rung: its study size's, overlaid with the profile's and the user's `recipes` for
+    that size, then for the rung itself; a rung at another width sets d_model and d_ff (`rung`)."""
+    base, width = rung(size)
+    r = {"context": None, "accum": 1, "model_overrides": {}, **STUDY_RECIPES[base], **p.recipes.get(base, {}),
+         **(p.recipes.get(size, {}) if size != base else {})}
+    if width is not None:
+        study = model_preset(base)
+        r["model_overrides"] = {**r["model_overrides"], "d_model": width, "d_ff": study.d_ff * width // study.d_model}
+    return r
 
 
 def sources(p: Params) -> tuple[str, str]:
@@ -136,10 +164,11 @@ def size_spec(p: Params, size: str, vocab: int, level: str, part: str = "", prec
     data order; Adam (no weight decay), betas (0.9, 0.95), warm-up from min_lr then cosine to min_lr, clipping 1.0."""
     r = recipe(p, size)
     over = dict(r["model_overrides"]) | ({"context": r["context"]} if r["context"] else {})
-    model = model_preset(size, vocab_size=vocab, **over)
+    model = model_preset(rung(size)[0], vocab_size=vocab, **over)
     train = TrainConfig(steps=r["steps"], batch_size=r["batch"], accum=r["accum"], optimizer="adam", lr=p.lr,
                         min_lr=p.min_lr, warmup_from_min=True, schedule="cosine", warmup_steps=r["warmup"],
-                        betas=(0.9, 0.95), clip_norm=1.0, precision=prec, save_every=max(r["steps"] // 10, 1))
+                        betas=(0.9, 0.95), clip_norm=1.0, precision=prec, save_every=max(r["steps"] // 10, 1),
+                        store_optimizer=False)  # nothing resumes a finished rung: GPT-2's Adam buffers are 1 GB a copy
     seeds = tuple(Seeds(init=p.init_seed + c // 2, data=1 + c, dropout=0) for c in range(2 * p.pairs))
     data = DataConfig(level=level, vocab_cap=p.bpe_vocab if level == "bpe" else DataConfig().vocab_cap, part=part)
     return RunSpec(model=model, data=data, train=train, seeds=seeds)
@@ -169,13 +198,13 @@ class ModelSizes(Study):
         """Train the ladder and the fine-tunes (through the run store), interpolate every pair, judge every size."""
         tok, ft = sources(p)
         prec = resolve_precision(p.precision, ctx.device)
-        levels = {size: "char" if size == "tinygpt" else tok for size in p.sizes}  # TinyGPT reads characters
+        levels = {size: "char" if rung(size)[0] == "tinygpt" else tok for size in p.sizes}  # TinyGPT: characters
         texts = {lvl: text(p, lvl, ctx.cache_dir) for lvl in set(levels.values())}
         runs = []  # (part, label, spec, stored run, text, tokenisation level), in training order
         for size, lvl in levels.items():
             spec = size_spec(p, size, texts[lvl]["vocab"], lvl, texts[lvl]["part"], prec)
             r = ctx.store.get(spec, every_offset(texts[lvl]["train"], spec.model.context), ctx.device, p.progress)
-            r.opt_state = {}  # not needed after training: GPT-2's 6 copies hold 6 GB of Adam buffers
+            r.opt_state = {}  # not needed after training (nor stored): GPT-2's 6 copies hold 6 GB of Adam buffers
             runs.append(("ladder", size, spec, r, texts[lvl], lvl))
         if p.finetune:
             runs.append(finetune_part(p, ft, ctx, prec, texts, runs))

@@ -19,7 +19,7 @@ from ..analysis.metrics import LABELS, judge_barriers, unit_of
 from ..publish.plotting import COLORS, plt, threshold_line
 from ..publish.run_plots import interval_bars, paths_by_group, training_panels
 from .base import Summary
-from .reference import STUDY2_FIG1_LOSS
+from .reference import STUDY2_FIG1_LOSS, STUDY2_PARAMS
 
 SPLIT_COLOR = {"train": COLORS[0], "eval": COLORS[3]}  # the study's figures: train blue, eval red
 NAMES = {"tinygpt": "TinyGPT", "toygpt": "ToyGPT", "compactgpt": "CompactGPT", "mingpt": "MinGPT", "gpt2": "GPT-2"}
@@ -29,11 +29,32 @@ NOT_JUDGED = "not judged"
 PRECONDITION = ("the endpoints learned little beyond token frequencies: training loss not below the unigram entropy "
                 f"of the training text, or held-out loss not {100 * LEARNED_MARGIN:g} % below it")
 APPEARS, ABSENT, UNDECIDED = "appears", "does not appear", "undecided"
+NO_OVERFIT = f"not asked (not {OVERFIT.above})"  # the pattern is about sizes that overfit
+# the study's bumps drawn beside ours: TinyGPT (characters, as ours) and ToyGPT (GPT-2's BPE: another scale), read
+# off its Fig. 1 at full length; CompactGPT's is off the scale (567 %) and MinGPT's has no eval point
+STUDY_POINTS = {"tinygpt": ("D", "characters as ours, full length"),  # marker, setting (read off its Fig. 1)
+                "toygpt": ("s", "GPT-2's BPE: per token, not our scale")}
+
+
+def rung(size: str) -> tuple[str, int | None]:
+    """A ladder rung's (study size, width): 'tinygpt' is the study's TinyGPT; 'tinygpt@32' is TinyGPT's architecture
+    (layers, heads, context, tokenizer, recipe) at d_model = 32, its MLP scaled with it (d_ff / d_model kept)."""
+    base, at, width = size.partition("@")
+    return base, int(width) if at and width.isdigit() else None
 
 
 def name(size: str) -> str:
-    """Display name of a size (the fine-tuned model's label as it is)."""
-    return NAMES.get(size, size)
+    """Display name of a size ('TinyGPT at d = 32' for a rung at another width; the fine-tuned model's label as
+    it is)."""
+    base, width = rung(size)
+    return f"{NAMES.get(base, base)} at d = {width}" if width is not None else NAMES.get(size, size)
+
+
+def short(r) -> str:
+    """A size's label in crowded figures: 'd = 32' for a rung at another width, else its name; marked when it is
+    not judged."""
+    base, width = rung(r["size"])
+    return (f"d = {width}" if width is not None else name(base)) + ("" if r["trained"] else f" ({NOT_JUDGED})")
 
 
 def tag(r) -> str:
@@ -41,10 +62,15 @@ def tag(r) -> str:
     return name(r["size"]) + ("" if r["trained"] else f" ({NOT_JUDGED})")
 
 
+def study_bump(end: float, peak: float) -> float:
+    """Study 2's loss bump in % of the endpoints' loss, from (endpoint loss, peak near α = ½) of its Fig. 1."""
+    return 100 * (peak - end) / end
+
+
 def reference(size: str, split: str, metric: str) -> str:
     """Study 2's loss bump of `size` on `split`, read off its Fig. 1, on our scale (% of the endpoints' loss)."""
     end, peak = STUDY2_FIG1_LOSS.get(size, {}).get(split, (0, 0)) if metric == "loss" else (0, 0)
-    return (f"study 2's full-length run, read off its Fig. 1: ≈ {100 * (peak - end) / end:.0f} % ({end:g} nats at "
+    return (f"study 2's full-length run, read off its Fig. 1: ≈ {study_bump(end, peak):.0f} % ({end:g} nats at "
             f"the endpoints, {peak:g} near α = ½)") if end else ""
 
 
@@ -72,10 +98,13 @@ def size_findings(barriers: pd.DataFrame, curves: pd.DataFrame, sizes: pd.DataFr
 
 
 def pattern(found: dict) -> str:
-    """The over-parameterisation pattern from a size's verdicts: train loss UNSTABLE with eval loss STABLE or
-    NO_BARRIER (appears); train loss STABLE/NO_BARRIER or eval loss UNSTABLE (does not); else undecided."""
+    """The over-parameterisation pattern from a size's verdicts, asked only of a size that overfits (OVERFIT.above;
+    else NO_OVERFIT): train loss UNSTABLE with eval loss STABLE or NO_BARRIER (appears); train loss STABLE/NO_BARRIER
+    or eval loss UNSTABLE (does not); else undecided."""
     if not found["trained"]:
         return NOT_JUDGED
+    if found["findings"]["overfit"].verdict != OVERFIT.above:
+        return NO_OVERFIT
     tr, ev = found["findings"]["train_loss"].verdict, found["findings"]["eval_loss"].verdict
     if tr == F.UNSTABLE and ev in (F.STABLE, F.NO_BARRIER):
         return APPEARS
@@ -99,7 +128,7 @@ def summary_table(found: dict, sizes: pd.DataFrame, definition: str) -> pd.DataF
 def barrier_vs_params(s: pd.DataFrame, p):
     """Loss and error instability against parameters (log axis), train and eval, with their intervals (ranges below
     MIN_UNITS pairs); the fine-tuned model as a star; open markers: not judged."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharex=True)
     s, rows = s.sort_values("params"), []
     for ax, metric in zip(axes, ("loss", "error")):
         for j, split in enumerate(("train", "eval")):
@@ -112,18 +141,37 @@ def barrier_vs_params(s: pd.DataFrame, p):
             rows += [{"size": r["size"], "start": r.start, "params": r.params, "split": split, "metric": metric,
                       **{c: r[f"{key}_{c}"] for c in ("estimate", "low", "high", "interval", "verdict", "unit")}}
                      for _, r in s.iterrows()]
-        for i, (_, r) in enumerate(s[s.start != "pretrained"].iterrows()):
+        for i, (_, r) in enumerate(s.iterrows()):  # short labels above each size, staggered so they do not collide
             top = np.nanmax([r[f"{sp}_{metric}_{c}"] for sp in ("train", "eval") for c in ("estimate", "high")])
-            ax.annotate(tag(r), (r.params, top), xytext=(8 if i % 2 else -8, 6), textcoords="offset points",
-                        fontsize=7, ha="left" if i % 2 else "right")
+            if r.start == "pretrained":  # beside its star, clear of the rungs' bars
+                ax.annotate("fine-tuned", (r.params / 1.04, r[f"train_{metric}_estimate"]), ha="right", va="center",
+                            xytext=(-9, 0), textcoords="offset points", fontsize=7)
+            else:
+                ax.annotate(short(r), (r.params, top), ha="center", xytext=(0, 4 + 10 * (i % 2)),
+                            textcoords="offset points", fontsize=7)
+        if metric == "loss":  # the study's own bumps (Fig. 1), at its sizes' parameter counts
+            for size, by_split in STUDY2_FIG1_LOSS.items():
+                for j, (split, (end, peak)) in enumerate(by_split.items()):
+                    if size in STUDY_POINTS:
+                        ax.plot(STUDY2_PARAMS[size] * (1.04 if j else 1 / 1.04), study_bump(end, peak),
+                                STUDY_POINTS[size][0], ms=7, mfc="none", color=SPLIT_COLOR[split],
+                                label=f"study 2, {name(size)}, {split} ({STUDY_POINTS[size][1]})")
+                if size in STUDY_POINTS:
+                    ax.annotate(f"study 2: {name(size)}", (STUDY2_PARAMS[size], max(
+                        study_bump(*v) for v in by_split.values())), xytext=(0, 6), textcoords="offset points",
+                        fontsize=7, ha="center", color="0.3")
         threshold_line(ax, unit="%" if metric == "loss" else "points")
         ax.set(xscale="log", xlabel="parameters per model (log scale)",
                ylabel=f"{LABELS[metric]} instability ({unit_of(metric)})")
         ax.grid(alpha=0.3)
-        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]), top=ax.get_ylim()[1] * 1.12)
-        ax.legend(fontsize=7, loc="best", framealpha=0.9)
-    fig.suptitle(f"Instability at initialisation across model sizes, barrier `{p.definition}` ({p.profile} profile; "
-                 f"{F.interval_words('pairs')})", fontsize=9)
+        # room above the data for the legend (the loss panel's is long: the study's points have their own entries)
+        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]), top=ax.get_ylim()[1] * (1.75 if metric == "loss" else 1.3))
+        ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
+    shown = [STUDY2_PARAMS[z] for z in STUDY_POINTS]  # both panels: every size and the study's points, with margins
+    axes[0].set_xlim(min(s.params.min(), *shown) / 1.6, max(s.params.max(), *shown) * 1.6)
+    widths = ("; d = …: TinyGPT's architecture at that width" if any("@" in z for z in s["size"]) else "")
+    fig.suptitle(f"Instability at initialisation across model sizes, barrier `{p.definition}` ({p.profile} profile)\n"
+                 f"{F.interval_words('pairs')}{widths}", fontsize=9)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
 
@@ -179,22 +227,59 @@ def table_lines(s: pd.DataFrame, found: dict, sizes: pd.DataFrame) -> list[str]:
     for (_, r), z in zip(s.iterrows(), sizes.itertuples()):
         f = found[r["size"]]["findings"]
         study = f"{z.study_params / 1e6:.2f}M" if np.isfinite(z.study_params) else "–"
-        lines.append(f"| {tag(r)} | {r.params / 1e6:.3f}M ({study}) | {z.steps} ({z.study_steps:g}) | "
+        steps = f"{z.study_steps:g}" if np.isfinite(z.study_steps) else "–"
+        lines.append(f"| {tag(r)} | {r.params / 1e6:.3f}M ({study}) | {z.steps} ({steps}) | "
                      f"{r.train_loss_endpoints:.2f} / {r.eval_loss_endpoints:.2f} ({r.unigram_entropy:.2f}) | "
                      + " | ".join(cell(f[k]) for k in ("overfit", "train_loss", "eval_loss", "eval_error")) + " |")
     return lines
 
 
+def tokens_words(s: pd.DataFrame, p, tok: str) -> str:
+    """What the ladder's rungs read: one tokenizer for all (their losses on one scale), or TinyGPT characters and
+    the others subwords (the study's ladder: per character for one, per BPE token for the others)."""
+    words = {"char": "characters", "bpe": f"a byte-level BPE of {p.bpe_vocab:,} entries trained on the training plays",
+             "gpt2": "GPT-2's own BPE"}
+    levels = list(dict.fromkeys(s.loc[s.start != "pretrained", "tokenizer"]))
+    if len(levels) == 1:
+        return f"every rung reads {words[levels[0]]} (one tokenizer: every rung's loss on one scale)"
+    return (f"TinyGPT reads characters, the others {words[tok]} (as in the study: TinyGPT's loss is per character, the "
+            "others' per BPE token, so their % are not on one scale)")
+
+
+def ladder_lines(s: pd.DataFrame, found: dict) -> tuple[list[str], dict]:
+    """Study 2's claim (a loss bump at every size) over the judged rungs, and the over-parameterisation pattern
+    (train loss unstable, eval loss stable or no barrier), which needs a rung that overfits (criteria.OVERFIT)."""
+    ladder = s[s.start != "pretrained"]
+    judged = ladder[ladder.trained]
+    by = {v: [name(z) for z, w in zip(judged["size"], judged.train_loss_verdict) if w == v]
+          for v in dict.fromkeys(judged.train_loss_verdict)}
+    out = [f"- Study 2's claim, a loss bump from initialisation at every size (train loss, {RELATIVE_LOSS.words()}), "
+           f"over the {len(judged)} judged rungs: " + "; ".join(f"{v} at {', '.join(z)}" for v, z in by.items()) + "."]
+    groups = {w: [name(z) for z, v in zip(ladder["size"], ladder.pattern) if v == w]
+              for w in (APPEARS, ABSENT, UNDECIDED, NO_OVERFIT, NOT_JUDGED)}
+    if not (judged.overfit_verdict == OVERFIT.above).any():
+        out.append(f"- The over-parameterisation pattern (train loss {F.UNSTABLE}, eval loss {F.STABLE} or "
+                   f"{F.NO_BARRIER}) needs a rung that overfits; none does here (every eval − train gap is judged "
+                   f"against {OVERFIT.words()}, and none is {OVERFIT.above}), so this run cannot test it. The study's "
+                   "over-parameterised sizes (CompactGPT, MinGPT) are in the `paper` profile.")
+    else:
+        out.append(f"- The study's over-parameterisation pattern (train loss {F.UNSTABLE}, eval loss {F.STABLE} or "
+                   f"{F.NO_BARRIER}), read off the verdicts above: " + "; ".join(f"{w} at {', '.join(v)}" for w, v in
+                                                                               groups.items() if v) + ".")
+    return out, groups
+
+
 def describe(found: dict, s: pd.DataFrame, sizes: pd.DataFrame, p, tok: str, ft: str) -> Summary:
     """The run's findings: per size the study's criterion on train and eval loss, Frankle's on the eval error and
-    overfitting; the over-parameterisation pattern from those verdicts. Headline: the train-loss finding of the
-    smallest judged size on the study's ladder (TinyGPT when judged: the one trained nearest the study's recipe)."""
-    tok_words = {"bpe": f"a byte-level BPE of {p.bpe_vocab:,} entries trained on the training plays",
-                 "gpt2": "GPT-2's own BPE"}[tok]
-    setting = (f"Profile `{p.profile}`: {len(p.sizes)} sizes, {p.pairs} pairs per size (each pair from its own "
-               f"initialisation, the two copies differing only in data order); TinyGPT at character level, the others "
-               f"with {tok_words}; barrier `{p.definition}`; the loss barrier against the study's criterion ("
-               f"{RELATIVE_LOSS.words()}), the eval error against Frankle et al.'s ({FRANKLE.words()}).")
+    overfitting; the study's claim over the ladder and the over-parameterisation pattern from those verdicts.
+    Headline: the train-loss finding of the smallest judged size on the study's ladder (TinyGPT when judged: the
+    one trained nearest the study's recipe)."""
+    ladder = s[s.start != "pretrained"].sort_values("params")
+    setting = (f"Profile `{p.profile}`: {len(p.sizes)} rungs ({', '.join(name(z) for z in ladder['size'])}: "
+               f"{ladder.params.min() / 1e3:,.0f}k to {ladder.params.max() / 1e3:,.0f}k parameters), {p.pairs} pairs "
+               f"per rung (each pair from its own initialisation, the two copies differing only in data order); "
+               f"{tokens_words(sizes, p, tok)}; barrier `{p.definition}`; the loss barrier against the study's criterion "
+               f"({RELATIVE_LOSS.words()}), the eval error against Frankle et al.'s ({FRANKLE.words()}).")
     body, skipped = table_lines(s, found, sizes) + [""], [name(z) for z in s[~s.trained]["size"]]
     if skipped:
         body += [f"- Precondition not met at {', '.join(skipped)} ({PRECONDITION}): {NOT_JUDGED}.", ""]
@@ -203,14 +288,9 @@ def describe(found: dict, s: pd.DataFrame, sizes: pd.DataFrame, p, tok: str, ft:
         body += [f"**{name(r.size)}**" + (f" ({r.pairs} pairs from the one pretrained model: every interval is "
                                           "conditional on it)" if r.start == "pretrained" else "") + ".",
                  f["train_loss"], f["eval_loss"], f["eval_error"], f["overfit"], ""]
-    ladder = s[s.start != "pretrained"]
-    groups = {w: [name(z) for z, v in zip(ladder["size"], ladder.pattern) if v == w]
-              for w in (APPEARS, ABSENT, UNDECIDED, NOT_JUDGED)}
-    body += [f"- The study's over-parameterisation pattern (train loss {F.UNSTABLE}, eval loss {F.STABLE} or "
-             f"{F.NO_BARRIER}), read off the verdicts above: " + "; ".join(f"{w} at {', '.join(v)}" for w, v in
-                                                                         groups.items() if v) + ".", "",
-             "Under the other barrier definitions and for perplexity, see `07_barriers.csv`; every finding's "
-             "sentence and numbers are in `07_sizes.csv`."]
+    lines, groups = ladder_lines(s, found)
+    body += lines + ["", "Under the other barrier definitions and for perplexity, see `07_barriers.csv`; every "
+                     "finding's sentence and numbers are in `07_sizes.csv`."]
     order = list(sizes[sizes.start != "pretrained"].sort_values("study_params", kind="mergesort")["size"])
     head = found[([z for z in order if found[z]["trained"]] or order)[0]]["findings"]["train_loss"]
     return Summary(setting, body, head, {"definition": p.definition, "tokenizer": tok, "finetuned": ft,

@@ -10,11 +10,15 @@ FRANKLE_THRESHOLD_PCT = 2.0
 # Frankle et al. 2020: ResNet-20 on CIFAR-10 becomes stable to SGD noise at about 3 % of training.
 FRANKLE_RESNET20_ONSET_PCT = 3.0
 
-# Theus et al. 2025, "Generalized Linear Mode Connectivity for Transformers" (NeurIPS; as quoted in the project's
-# notebook-04 issue): GPT-2 (124M) on Tiny Shakespeare, test-loss barrier between two independently trained models
-# in nats, unaligned and after each alignment; the last is permutations plus an orthogonal map of the residual stream.
+# Theus et al. 2025, "Generalized Linear Mode Connectivity for Transformers" (NeurIPS), their GPT-2-style LM on Tiny
+# Shakespeare (6 layers, 4 heads, d = 256, MLP 1024, context 256, 100 epochs, batch 32, AdamW 3e-4, weight decay
+# 0.01; as quoted in the project's issues): test-loss barrier between two independently trained models in nats,
+# unaligned (2.02 ± 0.12) and after each alignment (weight matching 0.34 ± 0.01); "learned permutations + orthogonal
+# map" is their learned alignment of the permutations with an orthogonal map of the residual stream.
 THEUS_GPT2_SHAKESPEARE_BARRIER_NATS = {"unaligned": 2.02, "activation matching": 1.43, "weight matching": 0.34,
-                                       "permutations + orthogonal residual map": 0.02}
+                                       "learned permutations": 0.63,
+                                       "learned permutations + orthogonal map": 0.02}
+THEUS_LM = {"n_layers": 6, "n_heads": 4, "d_model": 256, "d_ff": 1024, "context": 256}
 
 # Study 2 (shxjames/lmc-transformers), Fig. 1, read off the figure (no number is printed): (loss at the endpoints,
 # peak loss near α = ½) in nats/token of its full-length runs from one initialisation, per size and split.
@@ -30,3 +34,6 @@ STUDY2_RECIPES = {"tinygpt": {"steps": 20000, "warmup": 2000, "batch": 32},
                   "gpt2": {"steps": 3000, "warmup": 300, "batch": 8}}
 STUDY2_PARAMS = {"tinygpt": 204e3, "toygpt": 1.65e6, "compactgpt": 12e6, "mingpt": 30e6, "gpt2": 124e6}
 STUDY2_TRAIN_CHARS = 1_003_854
+
+# Juneja et al. 2023 (study 4), misc/measure_flatness.py: the box of the ε-sharpness, |w - w0| <= ε (|w0| + 1).
+JUNEJA_SHARPNESS_EPS = 1e-5

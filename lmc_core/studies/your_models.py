@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from ..align.methods import UNALIGNED, WEIGHT
+from ..align.spec import flatten
 from ..analysis import barrier as B
 from ..analysis import findings as F
 from ..analysis.criteria import CONVEX_TOL
@@ -39,7 +40,8 @@ from .params import ALPHAS, BATCH, DEFINITION, EXAMPLES, RATE, STEPS, UNITS, WID
 class Params(StudyParams):
     """Notebook 00's settings: the MLP pairs (Git Re-Basin's setting on MNIST-1D) and the GPT-2 checkpoints."""
 
-    pairs: int = param(5, "pairs of independently initialised MLPs per width", UNITS)
+    # 10 pairs: with 5, the width comparison 128 vs 32 gave p = 0.012 on one machine's build and 0.068 on another's
+    pairs: int = param(10, "pairs of independently initialised MLPs per width", UNITS)
     widths: list = param([128, 256, 512, 1024, 2048], "hidden units of each of the MLP's two hidden layers: one set "
                          "of pairs per width (Git Re-Basin's variable)", ListOf(WIDTH))
     steps: int = param(3000, "SGD steps per MLP", STEPS)
@@ -57,6 +59,11 @@ class Params(StudyParams):
     lm_lr: float = param(1e-3, "GPT-2 AdamW learning rate", RATE)
     lm_eval_tokens: int = param(16384, "test characters the GPT-2 paths are evaluated on", EXAMPLES)
     align_tokens: int = param(4096, "training characters the GPT-2 spec is checked on", EXAMPLES)
+    llama_pairs: int = param(5, "pairs of Llama-style models (Hugging Face objects, GPT-2's sizes and training)",
+                             UNITS)
+    lora_rank: int = param(8, "rank of the two LoRA fine-tunes (peft) of the first GPT-2 checkpoint", WIDTH)
+    lora_steps: int = param(300, "AdamW steps of each LoRA fine-tune", STEPS)
+    lora_lr: float = param(3e-3, "AdamW learning rate of the LoRA fine-tunes", RATE)
 
     def check(self) -> None:
         if sorted(set(self.widths)) != list(self.widths):
@@ -81,11 +88,11 @@ class YourModels(Study):
     profiles = {
         "smoke": PAPER.replace(profile="smoke", pairs=2, widths=[16, 32], steps=30, alphas=5, lm_pairs=1, lm_d=16,
                                lm_layers=1, lm_heads=2, lm_context=16, lm_steps=5, lm_batch=4, lm_eval_tokens=512,
-                               align_tokens=256),
-        # 5 MLP pairs at each of 3 widths 40-w-w-10 and 5 GPT-2 pairs (2 layers, d=64, 600 steps): minutes on a
+                               align_tokens=256, llama_pairs=1, lora_rank=2, lora_steps=5),
+        # 10 MLP pairs at each of 3 widths 40-w-w-10 and 5 GPT-2 pairs (2 layers, d=64, 600 steps): minutes on a
         # 2-core CPU
         "quick": PAPER.replace(profile="quick", widths=[32, 128, 512], steps=2000, lm_d=64, lm_layers=2, lm_heads=4, lm_steps=600,
-                               lm_batch=16, lm_eval_tokens=8192, align_tokens=2048),
+                               lm_batch=16, lm_eval_tokens=8192, align_tokens=2048, lora_steps=200),
         "paper": PAPER,
     }
 
@@ -93,6 +100,7 @@ class YourModels(Study):
         p = super().params(params)  # a capped run: the notebook's own loops make cap_steps updates, stored apart
         return p if p.cap_steps is None else p.replace(steps=min(p.steps, p.cap_steps),
                                                        lm_steps=min(p.lm_steps, p.cap_steps),
+                                                       lora_steps=min(p.lora_steps, p.cap_steps),
                                                        store_dir=p.store_dir or str(Path("runs") / "capped" / "00"))
 
     def compute(self, p: Params, ctx) -> dict:
@@ -106,6 +114,16 @@ class YourModels(Study):
         yield "mlp_barrier_vs_width", *_width_figure(data["barriers"], p.definition)
         yield "gpt2_loss_vs_alpha", *_figure(c[c.model == "GPT-2"], f"GPT-2 checkpoints (d={p.lm_d}, {p.lm_layers} "
                                              "layers) on Shakespeare characters", p.definition)
+        if (c.model == "Llama").any():
+            yield "llama_loss_vs_alpha", *_figure(c[c.model == "Llama"], f"Llama-style models as Hugging Face objects "
+                                                  f"(d={p.lm_d}, {p.lm_layers} layers, grouped-query attention)",
+                                                  p.definition)
+            moved = data["lora_moved"] > 0  # else the path after matching is the merged path: not drawn twice
+            yield "lora_loss_vs_alpha", *_figure(c[c.model == "LoRA"], f"Two LoRA fine-tunes (peft, r={p.lora_rank}) "
+                                                 "of the first GPT-2: merged weights, factors" + (
+                                                     ", merged after matching" if moved else
+                                                     " (matching moved no unit)"), p.definition,
+                                                 LORA_KINDS if moved else LORA_KINDS[:2])
 
     def csvs(self, p: Params, data: dict) -> dict:
         return {"barriers": data["barriers"], "paths": data["paths"]}
@@ -171,11 +189,12 @@ def planted_permutation(model: torch.nn.Module, sample: torch.Tensor, seed: int 
     return {"exact": diff == 0.0, "max_weight_diff": diff, "alignment": al}
 
 
-def _figure(curves: pd.DataFrame, title: str, definition: str):
+def _figure(curves: pd.DataFrame, title: str, definition: str, kinds: tuple = (UNALIGNED, WEIGHT)):
     test = curves[curves.split == "test"]
-    fig, data = curves_with_band(test, "kind", (UNALIGNED, WEIGHT), ("loss", "error"),
+    fig, data = curves_with_band(test, "kind", kinds, ("loss", "error"),
                                  {"loss": "test loss (nats)", "error": "test error (fraction)"})
-    fig.suptitle(f"{title} — band: ± 1 s.e. over pairs; barrier `{definition}` in the summary", fontsize=10)
+    band = "band: ± 1 s.e. over pairs" if test.pair.nunique() > 1 else "one pair, no band"
+    fig.suptitle(f"{title} — {band}; barrier `{definition}` in the summary", fontsize=10)
     fig.tight_layout()
     return fig, data
 
@@ -199,28 +218,42 @@ def _instabilities(paths: list, metric: str, definition: str) -> np.ndarray:
     return np.array([one(r) for r in paths])
 
 
-def report(p: Params, mlp: dict, planted, lm_before: list, lm_after: list, lm_alignments: list):
+LORA_KINDS = ("merged", "factors", "aligned")  # the paths between LoRA fine-tunes (linear_path's lora=; merged after
+# align_models permuted B's base and adapters)
+
+
+def report(p: Params, mlp: dict, planted, lm_before: list, lm_after: list, lm_alignments: list,
+           transformers: dict | None = None):
     """Figures, tables and the summary of the notebook's paths (lists of PathResult, one per pair) and alignments
     (lists of Alignment). mlp: {width: {"before": [...], "after": [...], "aligned": [...], "accuracy": [test
     accuracy of each model]}} for every width of p.widths; planted: planted_permutation's result (the
-    precondition). Returns the StudyResult. ConfigError when a width of p.widths has no entry."""
+    precondition); transformers: None, or the Hugging Face objects' part {"llama_before", "llama_after",
+    "llama_aligned": lists per pair, "lora_merged", "lora_factors", "lora_aligned": the LoRA pair's PathResults,
+    "lora_alignment": its Alignment}. Returns the
+    StudyResult. ConfigError when a width of p.widths has no entry."""
     missing = [w for w in p.widths if w not in mlp]
     if missing:
         raise ConfigError(f"report(mlp=...) has no paths for width(s) {missing} of widths={p.widths}: run the "
                           "notebook's MLP cells for every width")
     parts = [("MLP", w, mlp[w]["before"], mlp[w]["after"]) for w in p.widths]
     parts.append(("GPT-2", p.lm_d, lm_before, lm_after))
+    hf = transformers or {}
+    if hf:
+        parts.append(("Llama", p.lm_d, hf["llama_before"], hf["llama_after"]))
+    runs = [(model, width, kind, rs) for model, width, before, after in parts
+            for kind, rs in ((UNALIGNED, before), (WEIGHT, after))]
+    runs += [("LoRA", p.lm_d, kind, [hf[f"lora_{kind}"]]) for kind in LORA_KINDS if hf]
 
     def table(attr: str) -> pd.DataFrame:
         return pd.concat([getattr(r, attr).assign(pair=i, kind=kind, model=model, width=width, setting=f"{model} " + (
                           f"40-{width}-{width}-10" if model == "MLP" else f"d={width}"))
-                          for model, width, before, after in parts
-                          for kind, runs in ((UNALIGNED, before), (WEIGHT, after)) for i, r in enumerate(runs)],
-                         ignore_index=True)
-    alignments = [a for w in p.widths for a in mlp[w]["aligned"]] + list(lm_alignments)
+                          for model, width, kind, rs in runs for i, r in enumerate(rs)], ignore_index=True)
+    alignments = [a for w in p.widths for a in mlp[w]["aligned"]] + list(lm_alignments) + list(
+        hf.get("llama_aligned", []))
     data = {"barriers": table("barriers"), "paths": table("curve"), "parts": parts, "planted": planted,
             "endpoint_acc": {w: list(mlp[w]["accuracy"]) for w in p.widths},
-            "spec_change": max(a.check.max_diff for a in alignments)}
+            "spec_change": max(a.check.max_diff for a in alignments),
+            "lora_moved": moved_share(hf["lora_alignment"]) if hf else None}
     cost = None if p.cap_steps is None else costs.own_loops(STUDY, p, loops(p))
     return STUDY.publish(p, Path(p.figures_dir), data, cost)
 
@@ -241,11 +274,22 @@ def loops(p: Params) -> list[dict]:
                                                                n_layer=p.lm_layers, n_head=p.lm_heads))
     todo = [(f"MLP w={w}", mlp_model(w), torch.randn(p.batch_size, 40), 2 * full.pairs, full.steps, 0, 0)
             for w in full.widths]
-    todo.append(("GPT-2", gpt, torch.randint(0, 65, (p.lm_batch, p.lm_context)), 2 * full.lm_pairs, full.lm_steps,
-                 p.lm_layers, p.lm_d))
+    tokens = torch.randint(0, 65, (p.lm_batch, p.lm_context))
+    todo.append(("GPT-2", gpt, tokens, 2 * full.lm_pairs, full.lm_steps, p.lm_layers, p.lm_d))
+    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=65, hidden_size=p.lm_d, intermediate_size=4 * p.lm_d, num_hidden_layers=p.lm_layers,
+        num_attention_heads=p.lm_heads, num_key_value_heads=max(1, p.lm_heads // 2), max_position_embeddings=p.lm_context))
+    todo.append(("Llama", llama, tokens, 2 * full.llama_pairs, full.lm_steps, p.lm_layers, p.lm_d))
+    todo.append(("LoRA fine-tunes (timed as full updates)", gpt, tokens, 2, full.lora_steps, p.lm_layers, p.lm_d))
     for name, model, x, copies, steps, layers, d in todo:
         out.append(costs.time_updates(name, model, x, copies * steps, p.cap_steps, layers, d))
     return out
+
+
+def moved_share(al) -> float:
+    """The share of an alignment's permuted units (every group, heads' units counted) that it moved."""
+    flat = flatten(al.spec.spec, al.perms)
+    return sum(int((v != np.arange(len(v))).sum()) for v in flat.values()) / sum(len(v) for v in flat.values())
 
 
 def model_findings(model: str, before: list, after: list, d: str, metrics=("loss", "error")) -> list:
@@ -291,6 +335,31 @@ def widest_line(p: Params, barriers: pd.DataFrame) -> str:
             "is read here, not decided: the trend above says only that the barrier falls with width.")
 
 
+def transformer_lines(p: Params, data: dict) -> list:
+    """The Hugging Face objects' part: the Llama pairs' findings before and after matching (their spec from their
+    module structure) and the LoRA pair's barrier on its two paths (one pair: read, not judged)."""
+    llama = [part for part in data["parts"] if part[0] == "Llama"]
+    if not llama:
+        return []
+    (_, _, before, after), = llama
+    b = data["barriers"]
+    lora = b[(b.model == "LoRA") & (b.split == "test") & (b.metric == "loss") & (b.definition == p.definition)]
+    if lora.empty:
+        return ["", *model_findings("Llama", before, after, p.definition)]
+    merged, factors, aligned = (lora[lora.kind == k].iloc[0] for k in LORA_KINDS)
+
+    def read(r) -> str:  # a convex path has no barrier to read (its value is half the endpoints' difference)
+        return "no barrier: it is convex (at or below its chord)" if r.convex else \
+            f"a barrier `{p.definition}` of {r.barrier:.4f} nats ({r.instability:.2f} % of the endpoints' mean)"
+    return ["", *model_findings("Llama", before, after, p.definition),
+            f"- LoRA (one pair of fine-tunes of the first GPT-2, r = {p.lora_rank}, {p.lora_steps} steps, each its "
+            f"own adapter initialisation and batch order): the test-loss path between their merged weights has "
+            f"{read(merged)}; with A and B "
+            f"interpolated each, it has {read(factors)}; after weight matching of the peft models (B's base and "
+            f"adapter factors permuted together; it moved {100 * data['lora_moved']:.1f} % of the units), the merged "
+            f"path has {read(aligned)} (one pair: read, not judged)."]
+
+
 def describe(p: Params, data: dict) -> Summary:
     """The findings (findings layer) from this run's numbers."""
     acc = {w: np.asarray(a, dtype=float) for w, a in data["endpoint_acc"].items()}
@@ -306,12 +375,23 @@ def describe(p: Params, data: dict) -> Summary:
     (_, _, lb, la), = [part for part in data["parts"] if part[0] == "GPT-2"]
     body += [f for fs in mlp for f in fs] + comparisons + [trend, widest_line(p, data["barriers"]), ""]
     body += model_findings("GPT-2", lb, la, p.definition)
+    body += transformer_lines(p, data)
     n_lm = len(lb)
+    llama = [part[2] for part in data["parts"] if part[0] == "Llama"]
+    hf_setting = "" if not llama else (
+        f"; {len(llama[0])} pairs of Llama-style models (Hugging Face objects of the GPT-2s' width, depth and "
+        "training, their SwiGLU MLPs 1.5 times the GPT-2 MLPs' parameters; "
+        f"grouped-query attention with half as many key-value heads, aligned as objects: whole key-value groups "
+        "with their query heads, value and output units within heads, SwiGLU units and the residual stream; query "
+        "and key units inside rotary heads stay in place) and "
+        "one pair of LoRA "
+        "fine-tunes of the first GPT-2")
     setting = (f"Profile `{p.profile}`: {p.pairs} pairs of independently initialised MLPs 40-w-w-10 at each width w = "
                f"{', '.join(map(str, p.widths))} (MNIST-1D, {p.steps} SGD steps each, trained by plain PyTorch code) "
                f"and {n_lm} pair{'s' * (n_lm != 1)} of GPT-2 checkpoints (d={p.lm_d}, {p.lm_layers} "
                f"layer{'s' * (p.lm_layers != 1)}, {p.lm_steps} AdamW steps each, saved and reloaded from local "
-               f"folders); barrier `{p.definition}` on the test split, {p.alphas} α points; every pair is its own pair "
+               f"folders){hf_setting}; barrier `{p.definition}` on the test split, {p.alphas} α points; every pair "
+               "is its own pair "
                "of initialisations (the independent unit). Git Re-Basin's MLPs have 3 hidden layers on MNIST; these "
                "have 2 on MNIST-1D.")
     widest = max(p.widths)

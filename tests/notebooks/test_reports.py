@@ -394,13 +394,20 @@ def test_failing_notebook_keeps_others_and_index(tmp_path: Path, home: Path) -> 
     assert "boom from 02_fail" in fail_page and str(tmp_path) not in fail_page
 
 
-def test_notebooks_run_at_once_give_the_same_reports_and_failures(tmp_path: Path, home: Path) -> None:
+def test_notebooks_run_at_once_give_the_same_reports_and_failures(tmp_path: Path, home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "src"
     _write_notebook(src / "notebooks" / "01_demo.ipynb", SIMPLE)
     _write_notebook(src / "notebooks" / "02_fail.ipynb", FAIL)
     _write_notebook(src / "notebooks" / "03_demo.ipynb", SIMPLE)
+    here, moved, chdir = os.getcwd(), [], os.chdir
+    monkeypatch.setattr(os, "chdir", lambda p: (moved.append(p), chdir(p))[1])
     with pytest.raises(NotebookRunError, match="02_fail") as info:
         run_notebooks(profile="smoke", root=src, progress=False, jobs=2)
+    # notebooks run in threads never move this process elsewhere (papermill's cwd= chdirs the whole process: two
+    # runs at once left it in a folder deleted later, and every subprocess started after it failed; papermill's
+    # file reads still chdir to where the process is, which is harmless)
+    assert os.getcwd() == here and set(moved) <= {here}, sorted(set(moved))
     out = home / "reports" / "smoke"
     assert (out / "01_demo.html").exists() and (out / "03_demo.html").exists() and (out / "02_fail.ipynb").exists()
     assert [f["notebook"] for f in info.value.failures] == ["02_fail"]

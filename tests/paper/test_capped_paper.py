@@ -4,6 +4,7 @@ papermill to its HTML report. A crash or a memory blow-up of the paper profile f
 spends GPU hours on it. `make test-paper` runs this tier (CI runs it after `make test`)."""
 import json
 import os
+import shutil
 
 import pytest
 
@@ -42,6 +43,16 @@ def capped_run(tmp_path_factory):
     return figures, reports
 
 
+def raised(executed) -> str:
+    """The errors an executed notebook's cells raised ('ename: evalue'), and the disk left where its runs went: what
+    a CI log must show when only its tail is kept."""
+    cells = json.loads(executed.read_text(encoding="utf-8"))["cells"] if executed.exists() else []
+    errors = [f"{o['ename']}: {o['evalue']}" for c in cells for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    free = shutil.disk_usage(executed.parent).free / 2 ** 30
+    return f"{'; '.join(errors) or 'no error output'} (disk free beside the reports: {free:.1f} GiB)"
+
+
 @pytest.mark.parametrize("prefix", PACKAGE_PREFIXES)
 def test_every_paper_profile_runs_capped_to_its_html_report(capped_run, prefix):
     figures, reports = capped_run
@@ -49,7 +60,8 @@ def test_every_paper_profile_runs_capped_to_its_html_report(capped_run, prefix):
     html = reports / f"{stem}.html"
     assert html.exists(), f"{stem}: no HTML report (the capped paper profile failed; see the executed notebook)"
     text = html.read_text(encoding="utf-8")
-    assert "CAPPED" in text and "Traceback" not in text
+    assert "Traceback" not in text, f"{stem} raised {raised(reports / f'{stem}.ipynb')}"
+    assert "CAPPED" in text
     summary = json.loads((figures / f"{prefix}_summary.json").read_text(encoding="utf-8"))
     assert summary["profile"] == "paper" and summary["capped"]["cap_steps"] == CAP
     proj = summary["capped"]["projection"]

@@ -191,3 +191,18 @@ def test_learned_alignment_starts_from_the_closed_form_with_the_lower_midpoint_l
     assert start == "near" and out is near and info == "info"
     tie, _, first = L.learned_from_best(a, {"x": near, "y": {"w": torch.ones(1, 3)}}, loss, iter([]), [{}])
     assert first == "x"  # a tie keeps the first candidate
+
+
+def test_the_residual_fits_of_a_model_with_itself():
+    """residual_ends' fits (1 - |X_B M - X_A|^2 / |X_A|^2): B = A fits 1 with no map (the identity, issue 27), after
+    weight matching's residual permutation and after the Procrustes rotation."""
+    from lmc_core.analysis.pair_alignment import Learning, permutation_ends, residual_ends
+
+    fam, a = family_of(LM), noisy(LM, 1)
+    x = tokens(LM)
+    windows = torch.cat([x, x[:, :1]], 1)  # context + 1 tokens per window
+    learn = Learning(2, 1e-2, 4, 1, False)
+    _, info = permutation_ends(fam, LM, a, a, x, 0, 1)
+    fits = residual_ends(fam, LM, a, a, info, x, windows, 0, learn)[2]
+    assert fits["residual_fit_identity"] == pytest.approx(1.0) and fits["residual_fit_orthogonal"] == pytest.approx(1.0)
+    assert fits["residual_fit_wm"] == pytest.approx(1.0)

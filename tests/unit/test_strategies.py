@@ -302,3 +302,30 @@ def test_fine_tunes_on_unpadded_passages_train_as_alone_inside_an_ensemble():
     alone = train_copies(replace(spec, seeds=spec.seeds[1:]), data, "cpu", progress=False)
     for n, t in both.state.items():
         torch.testing.assert_close(t[1:2], alone.state[n], rtol=1e-5, atol=1e-6)
+
+
+def test_the_null_is_read_as_a_null_with_its_power_and_the_modes_set_against_juneja():
+    """Issue 27: clusters that do not recover the strategies are a null stated with the smallest effect the design
+    could have seen; the rule-like mode's within barriers are set against Juneja et al.'s one-basin picture."""
+    from types import SimpleNamespace
+
+    from lmc_core.analysis import findings as F
+    from lmc_core.studies.generalization_report import _null_lines
+
+    rng = np.random.default_rng(0)
+    null = rng.normal(0, 0.03, 999)
+    s = {"ari_k2": F.structure(0.0, null, question="ari", metric="m", n_units=32),
+         "amw": F.structure(0.001, null / 10, question="amw", metric="m", unit="nats", n_units=32, digits=4)}
+    within = {g: F.estimate(v, question=g, metric="m", unit="nats", unit_name="model", digits=4)
+              for g, v in (("within mode 0", rng.normal(0.05, 0.002, 6)), ("within mode 1", rng.normal(0.07, 0.002, 6)))}
+    d = {"modes": SimpleNamespace(bimodal=True), "group_findings": within}
+    text = "\n".join(_null_lines(d, s))
+    assert "a null" in text and f"an ARI above {s['ari_k2'].detectable:.3f}" in text and "not ruled out" in text
+    assert "generalises better is the less internally connected one, the opposite of Juneja" in text
+    assert "do not overlap" in text
+    within["within mode 1"] = F.estimate(rng.normal(0.051, 0.01, 6), question="w1", metric="m", unit="nats",
+                                         unit_name="model", digits=4)  # overlapping: no direction
+    text = "\n".join(_null_lines(d, s))
+    assert "overlap, so no mode is called the more connected one" in text and "Juneja" not in text
+    d["modes"] = SimpleNamespace(bimodal=False)  # no two strategies: nothing to read
+    assert _null_lines(d, s) == []

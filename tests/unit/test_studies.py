@@ -100,6 +100,30 @@ def test_grokking_claim_leaves_out_settings_that_never_fit_the_training_set():
     assert [c.verdict for c in comps] == [F.INCONCLUSIVE, F.INCONCLUSIVE] and t.verdict == F.INCONCLUSIVE
 
 
+def test_grokking_compares_final_test_accuracy_along_the_fisher_penalty():
+    """Issue 27: at weight decay 0 nobody groks, so grok steps cannot compare the penalty (infinite vs infinite), but
+    the final test accuracy can: higher with more λ where every seed of the penalised cell generalises better."""
+    import pandas as pd
+
+    from lmc_core.analysis import findings as F
+    from lmc_core.analysis.grok import cell_table
+    from lmc_core.studies.grokking_summary import VARIABLES, comparisons
+
+    nan = float("nan")
+    acc = {(0.0, 0.0): (0.25, 0.30, 0.35), (0.0, 0.1): (0.42, 0.46, 0.50), (1.0, 0.0): (1.0, 1.0, 1.0),
+           (1.0, 0.1): (1.0, 1.0, 1.0)}
+    grok = pd.DataFrame([{"weight_decay": wd, "fisher": lam, "seed": s + 1, "diverged": False, "memorised_step": 50.0,
+                          "grok_step": nan if wd == 0 else 800.0 + s, "first_hit_step": nan, "final_test_acc": a}
+                         for (wd, lam), accs in acc.items() for s, a in enumerate(accs)])
+    cells = cell_table(grok)
+    steps = comparisons(grok, cells, *VARIABLES[1])
+    assert [c.verdict for c in steps][0] == F.NOT_TESTABLE  # wd 0: no seed grokked in either cell
+    accuracy = comparisons(grok, cells, *VARIABLES[1], accuracy=True)
+    assert accuracy[0].verdict == F.HIGHER and accuracy[0].estimate == pytest.approx(100 * 0.16)
+    assert "final test accuracy, range over seeds: 42–50 % vs 25–35 %" in accuracy[0].metric
+    assert accuracy[1].verdict != F.HIGHER  # equal accuracies at wd 1: nothing to claim
+
+
 def test_overrides_arrive_as_papermill_delivers_them():
     from lmc_core.studies.params import merge_overrides
 
