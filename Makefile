@@ -74,7 +74,7 @@ test-unit: $(DEV_STAMP) ## Run the unit tests alone (seconds: functions and tiny
 test-integration: $(DEV_STAMP) ## Run the unit and integration tests (tiny training runs), no notebooks
 	$(VPY) -m pytest tests/unit tests/integration
 
-test-paper: $(DEV_STAMP) ## Run every notebook's paper profile capped at one update per run, to its HTML report (CI runs it)
+test-paper: $(DEV_STAMP) ## Run every notebook's paper profile capped at one update per run, to its HTML report (over an hour on 2 cores; not in CI)
 	$(VPY) -m pytest tests/paper
 
 lab: install $(LAB_STAMP) ## Open the notebooks in JupyterLab (installed into the venv on first use), at the repo root

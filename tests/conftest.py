@@ -6,7 +6,8 @@
 
 - tests/paper: every notebook's paper profile, capped (lmc_core.capped), to its HTML report (minutes).
 
-`make test` runs the first three (the README's test command); `make test-paper` the fourth; .ci/run calls both.
+`make test` runs the first three (the README's test command, what .ci/run calls); `make test-paper` the fourth
+(over an hour on two cores: run it before a GPU run of a paper profile, not in CI).
 """
 from pathlib import Path
 
@@ -31,6 +32,15 @@ def tiny_model(**kw) -> ModelConfig:
 def tiny_spec(seeds=(Seeds(0, 1, 2),), steps=12, model=None, **train) -> RunSpec:
     train.setdefault("batch_size", 4)
     return RunSpec(model=model or tiny_model(), train=TrainConfig(steps=steps, **train), seeds=tuple(seeds))
+
+
+@pytest.fixture(scope="session")
+def smoke_store(tmp_path_factory) -> Path:
+    """One run store for the smoke profile's runs, shared by the tests that run a study or notebook at smoke
+    (tests/integration/test_study_runs.py, tests/notebooks/test_notebooks.py, test_switches.py): a run is trained
+    once per session and found in the store afterwards, as a user's second run finds it. Tests of training itself
+    (TensorBoard logging, the executors, the store's faults) keep stores of their own."""
+    return tmp_path_factory.mktemp("smoke-runs")
 
 
 TIERS = ("unit", "integration", "notebooks", "paper")

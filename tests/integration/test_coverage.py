@@ -17,7 +17,10 @@ PRINTED = [n for n in (*SIZES, S.MIN_UNITS) if n >= S.MIN_UNITS]
 @pytest.mark.parametrize("kind", ("mean", "two-stage", "difference"))
 @pytest.mark.parametrize("n", sorted(set(PRINTED)))
 def test_every_printed_interval_covers_at_least_93_percent(kind, dist, n):
-    assert C.coverage(kind, dist, n, reps=10000, seed=7) >= 0.93
+    # 10,000 designs (simulation s.e. 0.0025) where docs/statistics.md's table puts the coverage within 0.01 of the
+    # bar (mean and two-stage at n = 5 and 6, skewed data at 0.927-0.942); 4,000 (s.e. 0.004) where it is >= 0.946
+    reps = 4000 if n >= 10 or kind == "difference" else 10000
+    assert C.coverage(kind, dist, n, reps=reps, seed=7) >= 0.93
 
 
 @pytest.mark.parametrize("dist", C.DISTS)

@@ -33,8 +33,8 @@ def check_finding(f: F.Finding) -> None:
 
 
 @pytest.mark.parametrize("study", RUN, ids=[s.notebook for s in RUN])
-def test_the_smoke_profile_runs_and_its_findings_follow_the_rules(study, tmp_path):
-    res = study.run({"profile": "smoke", "figures_dir": str(tmp_path / "f"), "store_dir": str(tmp_path / "s"),
+def test_the_smoke_profile_runs_and_its_findings_follow_the_rules(study, tmp_path, smoke_store):
+    res = study.run({"profile": "smoke", "figures_dir": str(tmp_path / "f"), "store_dir": str(smoke_store),
                      "cache_dir": str(tmp_path / "c") if study.prefix == "99" else None, "progress": False})
     assert res.findings and res.summary.startswith("**")
     for f in res.findings:

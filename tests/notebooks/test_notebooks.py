@@ -11,8 +11,8 @@ NOTEBOOKS = list_notebooks(ROOT)
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_smoke(nb: Path, tmp_path):
-    figs, reports, store = tmp_path / "figures", tmp_path / "reports", tmp_path / "runs"
+def test_notebook_smoke(nb: Path, tmp_path, smoke_store):
+    figs, reports, store = tmp_path / "figures", tmp_path / "reports", smoke_store
     run_notebooks("smoke", root=ROOT, notebooks=[nb.stem], figures_dir=figs, reports_dir=reports,
                   store_dir=store, extra_params={"cache_dir": str(ROOT / "data" / "cache")}, progress=False)
     prefix = nb.stem[:2]

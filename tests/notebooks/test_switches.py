@@ -35,6 +35,7 @@ SWITCHES = {  # notebook -> (study module, the switches its notebook or its stud
     "07_model_sizes": ("model_sizes", [{"finetune": False}, {"sizes": ["tinygpt"]}, {"tensorboard": True}]),
 }
 NOTEBOOK_LEVEL = {"tensorboard", "executor"}  # set in the parameters cell itself; the rest goes through `overrides`
+TRAINING = {"tensorboard", "executor"}  # switches of the training itself: a store of their own, so that they train
 TESTED_ELSEWHERE = {  # boolean parameters whose switch a smoke notebook run would only make slow
     "progress": "progress bars only",
     "compile": "tests/integration/test_fast_training.py trains compiled runs (a cold compile takes about a minute)",
@@ -59,9 +60,10 @@ def _run_notebook(name: str, injected: dict) -> dict:
 
 @pytest.mark.parametrize("notebook, switch", _cases(),
                          ids=[f"{nb[:2]}-" + ",".join(f"{k}={v}" for k, v in sw.items()) for nb, sw in _cases()])
-def test_a_documented_switch_runs_the_notebook_to_its_end(notebook, switch, tmp_path):
+def test_a_documented_switch_runs_the_notebook_to_its_end(notebook, switch, tmp_path, smoke_store):
     overrides = {k: v for k, v in switch.items() if k not in NOTEBOOK_LEVEL}
-    injected = {"profile": "smoke", "figures_dir": str(tmp_path / "f"), "store_dir": str(tmp_path / "s"),
+    store = tmp_path / "s" if TRAINING & set(switch) else smoke_store  # the others find the smoke runs they share
+    injected = {"profile": "smoke", "figures_dir": str(tmp_path / "f"), "store_dir": str(store),
                 "cache_dir": str(ROOT / "data" / "cache"), "progress": False, "overrides": overrides,
                 **{k: v for k, v in switch.items() if k in NOTEBOOK_LEVEL}}
     ns = _run_notebook(notebook, injected)

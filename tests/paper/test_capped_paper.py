@@ -1,7 +1,7 @@
 """The `paper` profile of every notebook, capped (issue 31): the real model sizes, data pipeline, α grid, alignment
 and statistics, with every training run stopped after one update and evaluation on small samples, run through
 papermill to its HTML report. A crash or a memory blow-up of the paper profile fails here, on a CPU, before anyone
-spends GPU hours on it. `make test-paper` runs this tier (CI runs it after `make test`)."""
+spends GPU hours on it. `make test-paper` runs this tier (over an hour on two cores, so not in CI: run it before a GPU run)."""
 import json
 import os
 import shutil

@@ -83,8 +83,9 @@ def test_ci_runs_make_test() -> None:
         line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
     assert "set -euo pipefail" in commands
-    assert commands[-2:] == ["make test", "make test-paper"], \
-        ".ci/run must end by running exactly `make test` (the README's test command), then `make test-paper`"
+    assert commands[-1] == "make test", ".ci/run must end by running exactly `make test` (the README's test command)"
+    assert "make test-paper" not in commands, \
+        "make test-paper takes over an hour on CI's two cores: with make test it does not fit CI's 90 minutes"
 
 
 def test_readme_documents_make_targets() -> None:
