@@ -139,19 +139,39 @@ def fresh_store(prefix: str) -> Path:
     return d
 
 
-def device_words() -> str:
-    """The machine a capped run measured: its CPU (or GPU) and the threads torch used, in words."""
+def machine() -> dict:
+    """What computed a run's numbers, for its summary: the CPU's model name, the instruction set torch's CPU kernels
+    use (`torch.backends.cpu.get_cpu_capability()`: AVX2, AVX512 ...; kernels and their summation order differ
+    between them, so float32 results differ in the last bits), torch's threads and version, and the GPU if one is
+    used. A verdict that flips between two machines' rebuilds is not a finding; this says which machine built which."""
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    return f"{cpu}, {torch.get_num_threads()} torch thread(s)"
+    out = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__}
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def machine_words(m: dict) -> str:
+    """A `machine()` record in words: 'Intel(R) Xeon(R) Processor (AVX512), 1 torch thread(s), torch 2.13.0+cpu'
+    ('' for an empty record: a summary written before machines were recorded)."""
+    if not m:
+        return ""
+    gpu = f"{m['gpu']}; " if m.get("gpu") else ""
+    return f"{gpu}{m['cpu']} ({m['cpu_capability']}), {m['threads']} torch thread(s), torch {m['torch']}"
+
+
+def device_words() -> str:
+    """The machine a capped run measured: its GPU if one is used, else its CPU and the threads torch used."""
+    m = machine()
+    return m["gpu"] if m.get("gpu") else f"{m['cpu']}, {m['threads']} torch thread(s)"
 
 
 def hours(seconds: float) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..analysis.findings import Finding, plural
 from .colab import COLAB_CELL
+from .costs import machine_words
 
 _BLOCK = re.compile(r"(<!-- summary:(\d\d) -->\n)(.*?)(<!-- /summary:\2 -->)", re.S)
 _FINDINGS = re.compile(r"(<!-- findings -->\n)(.*?)(<!-- /findings -->)", re.S)
@@ -31,12 +32,13 @@ def findings_table(figures_dir: Path) -> str:
     """The README's findings at a glance: one row per notebook from its summary JSON (the headline Finding the
     study wrote, the study's question, the seed study's claim on the same scale, the setting); '' when no summary
     carries a headline finding yet."""
-    rows = []
+    rows, machines = [], {}
     for f in sorted(Path(figures_dir).glob("[0-9][0-9]_summary.json")):
         d = json.loads(f.read_text(encoding="utf-8"))
         h = d.get("headline_finding")
         if not h or d.get("capped"):  # a capped run is never a result
             continue
+        machines.setdefault(machine_words(d.get("machine", {})), []).append(f.name[:2])
         finding = Finding(**{k: h[k] for k in Finding.__dataclass_fields__ if k in h})
         value = f"{finding.short()} {finding.unit}".strip() if finding.estimate == finding.estimate else finding.reason
         units = plural(h["n_units"], h["unit_name"])
@@ -47,7 +49,9 @@ def findings_table(figures_dir: Path) -> str:
     head = ("| notebook | question | the seed study's claim (its scale) | our verdict | estimate [95 % interval] or "
             "(range over fewer than 5 units) "
             "| independent units | setting |\n|---|---|---|---|---|---|---|\n")
-    return head + "\n".join(rows) + "\n"
+    built = "; ".join(f"{', '.join(nbs)} on {words}" if words else f"{', '.join(nbs)}: machine not recorded"
+                      for words, nbs in machines.items())
+    return head + "\n".join(rows) + f"\n\nComputed by: {built}.\n"
 
 
 def summary_blocks(readme: str) -> dict[str, str]:
@@ -80,6 +84,8 @@ def update_readme(root: Path, profile: str = "quick") -> list[str]:
     stamp_notebooks(root, repository(root))
     before, after = summary_blocks(old), summary_blocks(new)
     changed = [k for k in after if before.get(k) != after[k]] + (["colab"] if render_colab(old, root) != old else [])
+    tables = [m.group(2) for text in (old, new) for m in _FINDINGS.finditer(text)]
+    changed += ["findings table"] if len(set(tables)) > 1 else []
     if new != old:
         path.write_text(new, encoding="utf-8")
     return changed

@@ -122,7 +122,7 @@ class StudyResult:
         self.outputs.text(f"{prefix}_summary.md", self.summary)
         figures = [{"file": f"{name}.png", "title": figure_title(fig)} for name, fig in self.figures.items()]
         self.outputs.json(f"{prefix}_summary.json", {"profile": self.params.get("profile"), **self.numbers,
-                                                    "figures": figures})
+                                                    "figures": figures, "machine": costs.machine()})
         self.files = self.outputs.commit(fig_dir, prefix)
         return self.files
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from lmc_core.analysis import findings as F
 from lmc_core.analysis.stats import MIN_UNITS
@@ -41,6 +42,9 @@ def test_the_smoke_profile_runs_and_its_findings_follow_the_rules(study, tmp_pat
         check_finding(f)
     numbers = json.loads((tmp_path / "f" / f"{study.prefix}_summary.json").read_text())
     assert numbers["headline_finding"]["verdict"] and numbers["findings"]
+    # the machine that computed the numbers: float32 kernels (AVX2, AVX512 ...) round differently
+    assert numbers["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert numbers["machine"]["torch"] == torch.__version__
     assert (tmp_path / "f" / f"{study.prefix}_summary.md").read_text() == res.summary
 
 
