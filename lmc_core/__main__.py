@@ -154,6 +154,27 @@ def _run_costs(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- compare
+def _configure_compare(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``compare``."""
+    p.add_argument("a", type=Path, metavar="FIGURES_A", help="a figures folder (e.g. figures/quick as committed)")
+    p.add_argument("b", type=Path, metavar="FIGURES_B", help="another build's figures folder (e.g. a rebuild's)")
+
+
+@command("compare", "compare two builds' summaries finding by finding: which verdicts differ (exit 1 if any)",
+         _configure_compare)
+def _run_compare(args: argparse.Namespace) -> int:
+    """Print the comparison; 0 when every verdict is the same, 1 when one differs (as diff does)."""
+    from .publish.compare import compare, report
+
+    try:
+        pairs, machines = compare(args.a, args.b)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    print(report(pairs, machines), end="")
+    return 0 if all(p.same for p in pairs) else 1
+
+
 # --------------------------------------------------------------------------- profiles
 @command("profiles", "list the run profiles and what each is for")
 def _run_profiles(args: argparse.Namespace) -> int:

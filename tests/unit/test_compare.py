@@ -1,0 +1,52 @@
+"""Two builds compared finding by finding (lmc_core.publish.compare, `python -m lmc_core compare`)."""
+import json
+import shutil
+
+from lmc_core.__main__ import main
+from lmc_core.publish.compare import compare, report
+from lmc_core.publish.paths import repo_root
+
+MACHINE = {"cpu": "Some CPU", "cpu_capability": "AVX2", "threads": 1, "torch": "2.13.0+cpu"}
+
+
+def finding(question, verdict, estimate, metric="m"):
+    return {"question": question, "metric": metric, "verdict": verdict, "estimate": estimate}
+
+
+def write(folder, prefix, findings, headline=0, **extra):
+    folder.mkdir(parents=True, exist_ok=True)
+    d = {"findings": findings, "headline_finding": findings[headline], **extra}
+    (folder / f"{prefix}_summary.json").write_text(json.dumps(d))
+
+
+def test_a_flipped_verdict_is_found_with_both_estimates_and_machines(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write(a, "01", [finding("q1", "unstable", 2.6), finding("q2", "higher", 1.1), finding("q2", "", 0.5)],
+          machine=MACHINE)
+    write(b, "01", [finding("q1", "inconclusive", 1.9), finding("q2", "higher", 1.0), finding("q2", "", 0.4),
+                    finding("q3", "lower", -1.0)])
+    write(a, "02", [finding("q", "stable", 1.0)])  # only in A: not compared
+    pairs, machines = compare(a, b)
+    assert [p.notebook for p in pairs] == ["01"] * 4
+    flips = [p for p in pairs if not p.same]
+    assert [(p.question, p.verdict_a, p.verdict_b, p.headline) for p in flips] == [
+        ("q1", "unstable", "inconclusive", True), ("q3", None, "lower", False)]
+    assert machines["01"] == ("Some CPU (AVX2), 1 torch thread(s), torch 2.13.0+cpu", "not recorded")
+    text = report(pairs, machines)
+    assert "2 of 4 verdicts the same; 2 differ" in text and "**headline** q1 (m) | unstable | inconclusive" in text
+    assert "absent | lower" in text
+
+
+def test_the_command_exits_1_on_a_difference_0_on_none_and_2_on_a_missing_folder(tmp_path, capsys):
+    fig = repo_root() / "figures" / "quick"
+    same = tmp_path / "same"
+    shutil.copytree(fig, same, ignore=shutil.ignore_patterns("*.png", "*.pdf", "*.csv"))
+    assert main(["compare", str(fig), str(same)]) == 0
+    assert "differ." in capsys.readouterr().out
+    d = json.loads((same / "01_summary.json").read_text())
+    d["headline_finding"] = d["findings"][0] = {**d["findings"][0], "verdict": "flipped"}
+    (same / "01_summary.json").write_text(json.dumps(d))
+    assert main(["compare", str(fig), str(same)]) == 1
+    assert "| flipped |" in capsys.readouterr().out
+    assert main(["compare", str(fig), str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such figures folder" in capsys.readouterr().err
