@@ -36,13 +36,16 @@ def empty_figure(title: str, why: str):
     return fig, pd.DataFrame({"note": [why]})
 
 
-def curves_with_band(curves: pd.DataFrame, by: str, levels, metrics: tuple[str, ...], ylabels: dict):
+def curves_with_band(curves: pd.DataFrame, by: str, levels, metrics: tuple[str, ...], ylabels: dict,
+                     slots: tuple[int, ...] | None = None):
     """One panel per metric: for each level of column `by`, the metric against alpha as the mean over pairs with a
-    band of ± 1 standard error (sample sd / sqrt(pairs)). Returns (figure, the plotted numbers)."""
+    band of ± 1 standard error (sample sd / sqrt(pairs)). `slots`: each level's colour slot (default its position;
+    slot 0 is the unaligned path's colour and slot 1 weight matching's in every figure), so that a figure whose
+    levels come in another order keeps those colours. Returns (figure, the plotted numbers)."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.4), squeeze=False)
     rows = []
     for ax, metric in zip(axes[0], metrics):
-        for c, level in enumerate(levels):
+        for c, level in zip(slots or range(len(levels)), levels):
             sel = curves[curves[by] == level]
             g = sel.groupby("alpha")[metric]
             m, se = g.mean(), g.sem().fillna(0.0)

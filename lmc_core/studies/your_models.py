@@ -123,7 +123,7 @@ class YourModels(Study):
                                                  "of the first GPT-2: merged weights, factors" + (
                                                      ", merged after matching" if moved else
                                                      " (matching moved no unit)"), p.definition,
-                                                 LORA_KINDS if moved else LORA_KINDS[:2])
+                                                 LORA_KINDS if moved else LORA_KINDS[:2], LORA_SLOTS)
 
     def csvs(self, p: Params, data: dict) -> dict:
         return {"barriers": data["barriers"], "paths": data["paths"]}
@@ -189,10 +189,10 @@ def planted_permutation(model: torch.nn.Module, sample: torch.Tensor, seed: int 
     return {"exact": diff == 0.0, "max_weight_diff": diff, "alignment": al}
 
 
-def _figure(curves: pd.DataFrame, title: str, definition: str, kinds: tuple = (UNALIGNED, WEIGHT)):
+def _figure(curves: pd.DataFrame, title: str, definition: str, kinds: tuple = (UNALIGNED, WEIGHT), slots=None):
     test = curves[curves.split == "test"]
     fig, data = curves_with_band(test, "kind", kinds, ("loss", "error"),
-                                 {"loss": "test loss (nats)", "error": "test error (fraction)"})
+                                 {"loss": "test loss (nats)", "error": "test error (fraction)"}, slots)
     band = "band: ± 1 s.e. over pairs" if test.pair.nunique() > 1 else "one pair, no band"
     fig.suptitle(f"{title} — {band}; barrier `{definition}` in the summary", fontsize=10)
     fig.tight_layout()
@@ -218,6 +218,7 @@ def _instabilities(paths: list, metric: str, definition: str) -> np.ndarray:
     return np.array([one(r) for r in paths])
 
 
+LORA_SLOTS = (0, 2, 1)  # colours: merged as every unaligned path, merged after matching as weight matching
 LORA_KINDS = ("merged", "factors", "aligned")  # the paths between LoRA fine-tunes (linear_path's lora=; merged after
 # align_models permuted B's base and adapters)
 
