@@ -35,11 +35,8 @@ from . import stats as S
 from .criteria import CONVEX_TOL, Criterion
 
 # ------------------------------------------------------------------------------------------- the vocabulary
-STABLE, UNSTABLE = "stable", "unstable"
-INCONCLUSIVE = "inconclusive"
-NO_BARRIER = "no barrier"
-NOT_FINITE = "not finite"
-TOO_FEW = "too few units"
+STABLE, UNSTABLE, INCONCLUSIVE = "stable", "unstable", "inconclusive"
+NO_BARRIER, NOT_FINITE, TOO_FEW = "no barrier", "not finite", "too few units"
 HIGHER, LOWER = "higher", "lower"
 SUPPORTED, CONTRADICTED, MIXED = "supported", "contradicted", "mixed"
 BRACKETED, NOT_REACHED, NOT_TESTABLE = "bracketed", "not reached", "not testable"
@@ -153,8 +150,8 @@ class Finding:
             return f"{v}{why}{by}" + (f" ({test})" if test else "") + self.power_words() + _convex(self)
         if v == TOO_FEW:
             crit = f" by {self.criterion}{by}" if self.criterion else ""
-            return (f"no verdict{crit}: {plural(self.n_units, self.unit_name)}, fewer than the {S.MIN_UNITS} at "
-                    f"which a {100 * S.CONFIDENCE:g} % interval holds its coverage" + (f" ({test})" if test else ""))
+            cov = f"{100 * S.CONFIDENCE:g} % interval holds its coverage{f' ({test})' if test else ''}{_convex(self)}"
+            return f"no verdict{crit}: {plural(self.n_units, self.unit_name)}, fewer than the {S.MIN_UNITS} at which a {cov}"
         if v == NO_BARRIER:
             every = "the path is" if self.n_pairs == 1 else f"all {self.n_pairs} paths are"
             return (f"no barrier: {every} convex (no bump above the chord: chord ≤ {CONVEX_TOL:g}), so the value "
@@ -258,7 +255,9 @@ def threshold(values, chord=None, units=None, *, criterion: Criterion, question:
         return replace(f, verdict=NOT_TESTABLE, reason=_no_pairs)
     if not finite or not np.all(np.isfinite(c)):
         return replace(f, verdict=NOT_FINITE)
-    if convex == f.n_pairs:
+    if means.size < S.MIN_UNITS and f.n_pairs > 1:  # "no barrier" of 4 units flipped on a rebuild on another CPU
+        return replace(f, verdict=TOO_FEW)
+    if convex == f.n_pairs:  # of several pairs, a claim about their kind; of one path (linear_path), that it is convex
         return replace(f, verdict=NO_BARRIER)
     if means.size < S.MIN_UNITS:
         return replace(f, verdict=TOO_FEW)

@@ -11,6 +11,7 @@ estimates and both machines (`NN_summary.json`'s `machine`, written by `lmc_core
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +37,20 @@ class Pair:
         return self.verdict_a == self.verdict_b
 
 
+_NUMBER = re.compile(r"[-+]?\d[\d.,]*(e[-+]?\d+)?")
+
+
+def _key(text: str) -> str:
+    """A finding's question or metric with its numbers blanked: questions quote measured numbers ("... unaligned
+    1.896 nats", "2 of 3 paths convex"), which differ between builds of the same finding."""
+    return _NUMBER.sub("#", text)
+
+
 def _findings(summary: dict) -> dict[tuple[str, str, int], dict]:
-    """{(question, metric, k-th time asked): finding} of one summary JSON."""
+    """{(question, metric, k-th time asked): finding} of one summary JSON, numbers in the question blanked."""
     out, seen = {}, {}
     for f in summary.get("findings", []):
-        key = (f.get("question", ""), f.get("metric", ""))
+        key = (_key(f.get("question", "")), _key(f.get("metric", "")))
         k = seen[key] = seen.get(key, -1) + 1
         out[(*key, k)] = f
     return out
@@ -70,10 +80,10 @@ def compare(folder_a: Path, folder_b: Path) -> tuple[list[Pair], dict[str, tuple
     for nb in common:
         fa, fb = _findings(a[nb]), _findings(b[nb])
         head = a[nb].get("headline_finding") or {}
-        head_key = (head.get("question"), head.get("metric"))
+        head_key = (_key(head.get("question", "")), _key(head.get("metric", "")))
         for key in list(fa) + [k for k in fb if k not in fa]:
             x, y = fa.get(key, {}), fb.get(key, {})
-            pairs.append(Pair(nb, key[0], key[1], x.get("verdict") if x else None, y.get("verdict") if y else None,
+            pairs.append(Pair(nb, (x or y).get("question", ""), (x or y).get("metric", ""), x.get("verdict") if x else None, y.get("verdict") if y else None,
                               float(x.get("estimate", float("nan"))) if x else float("nan"),
                               float(y.get("estimate", float("nan"))) if y else float("nan"),
                               headline=key[:2] == head_key and key[2] == 0))

@@ -24,7 +24,7 @@ def check_finding(f: F.Finding) -> None:
     if f.verdict in (F.HIGHER, F.LOWER):
         assert np.isfinite(f.p_value) and f.p_value <= 0.05 and f.test, f.text()
     if f.verdict == F.NO_BARRIER:
-        assert f.convex_pairs == f.n_pairs, f.text()
+        assert f.convex_pairs == f.n_pairs and f.n_units >= MIN_UNITS, f.text()
     if f.verdict == F.INCONCLUSIVE and f.interval not in ("range", ""):
         assert np.isfinite(f.detectable) or f.test, f.text()  # a null says what it could have seen
     if f.interval == "range":

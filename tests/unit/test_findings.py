@@ -30,6 +30,16 @@ def test_a_monotone_path_is_convex_and_its_mean_barrier_is_only_the_endpoint_gap
     assert "no barrier" in f.text() and "endpoints' difference" in f.text()
 
 
+def test_convex_paths_of_fewer_than_the_minimum_of_units_draw_no_verdict():
+    """'No barrier' of several pairs is a claim about their kind: from 4 units (3 of 4 paths convex on one CPU, 4 of 4
+    on another) it flipped between machines, so below stats.MIN_UNITS it is the range and the convex count, no
+    verdict. One lone path (linear_path's verdict) is still described as convex."""
+    curve = 3.0 - 0.2 * ALPHAS
+    f = judge([inst(curve, "mean")] * 4, [inst(curve, "chord")] * 4)
+    assert f.verdict == F.TOO_FEW and f.convex_pairs == 4 and "4 of 4 paths are convex" in f.text()
+    assert judge([inst(curve, "mean")], [inst(curve, "chord")]).verdict == F.NO_BARRIER
+
+
 def test_a_valley_is_no_barrier_either():
     curve = 60 - 108 * ALPHAS + 108 * ALPHAS ** 2
     assert judge([inst(curve, "mean")] * 5, [inst(curve, "chord")] * 5).verdict == F.NO_BARRIER

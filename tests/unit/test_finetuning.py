@@ -92,12 +92,12 @@ def _table(comparison: str, model: str, error_paths, loss_paths=None) -> pd.Data
     return paths.tables()[0]
 
 
-def test_a_valley_shaped_path_reads_as_no_barrier():
+def test_a_valley_shaped_path_reads_as_convex_and_two_pairs_draw_no_verdict():
     t = _table("LoRA fine-tuning, SGD noise", "encoder", LORA)
     rows = t[(t.metric == "error") & (t.definition == "mean")]
     assert rows.instability.mean() == pytest.approx(2.93, abs=0.01) and rows.convex.all()
     f = figs.judged(t, "encoder", "LoRA fine-tuning, SGD noise", "error", "mean")
-    assert f.verdict == F.NO_BARRIER and f.convex_pairs == 2 and "no barrier" in f.text()
+    assert f.verdict == F.TOO_FEW and f.convex_pairs == 2 and "2 of 2 paths are convex (no barrier)" in f.text()
 
 
 def test_each_comparison_names_its_independent_unit():

@@ -71,7 +71,7 @@ def test_error_instability_is_in_points_and_loss_is_relative():
 
 def test_verdict_says_convex_when_the_chord_barrier_is_zero():
     # endpoints differ, the middle is lower: `mean` = 4.8 % > 2 % but there is no barrier
-    c = curves({p: {"loss": [1.0, 0.99, 1.1], "ppl": [2.72, 2.69, 3.0], "error": [0.3, 0.3, 0.31]} for p in (0, 1)})
+    c = curves({p: {"loss": [1.0, 0.99, 1.1], "ppl": [2.72, 2.69, 3.0], "error": [0.3, 0.3, 0.31]} for p in range(5)})
     t = barrier_table(c)
     v = judge_barriers(t, "test", "loss", "mean")
     assert v.estimate > 2 and v.verdict == "no barrier"
@@ -99,7 +99,8 @@ def test_study_summary_names_criterion_interval_and_convexity():
                            "se": 0.05, "windows": 100, "resamples": 1000} for p in range(6)])
     s = describe(t, noise, runs, STUDY.params({"profile": "quick"}))
     text, numbers = s.markdown(), s.as_numbers()
-    assert numbers["verdict"] == "no barrier" and "no barrier" in text and "Frankle" in text
+    # every path convex, but 3 initialisations: the convex count and the range, no verdict ("no barrier" is one)
+    assert numbers["verdict"] == "too few units" and "6 of 6 paths are convex (no barrier)" in text and "Frankle" in text
     assert "unstable" not in text and "range" in text and "`mean`" in text and "3 initialisations" in text
     assert "T = 100 steps" in s.headline.question  # the headline names the level and the training length
     assert "standard error of 0.05 percentage points" in text and "2 % of the 2-point threshold" in text
