@@ -36,16 +36,18 @@ def read_text(rel: str) -> str:
 
 
 def folder(rel: str, dest: Path) -> Path:
-    """A copy of the committed files of folder `rel` (not its subfolders) in `dest`; returns dest."""
+    """A copy of the committed files of folder `rel` and its subfolders (e.g. figures/quick/rebuilds/) in `dest`;
+    returns dest."""
+    import shutil
+
     dest.mkdir(parents=True, exist_ok=True)
     if in_git():
-        names = _git("ls-tree", "--name-only", f"HEAD:{rel}").stdout.decode().split()
+        names = _git("ls-tree", "-r", "--name-only", f"HEAD:{rel}").stdout.decode().splitlines()
         for name in names:
             data = _git("show", f"HEAD:{rel}/{name}")
             if data.returncode == 0:
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
                 (dest / name).write_bytes(data.stdout)
         return dest
-    for p in (ROOT / rel).iterdir():
-        if p.is_file():
-            (dest / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(ROOT / rel, dest, dirs_exist_ok=True)
     return dest

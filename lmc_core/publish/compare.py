@@ -110,3 +110,38 @@ def report(pairs: list[Pair], machines: dict[str, tuple[str, str]]) -> str:
                          f"{p.verdict_b if p.verdict_b is not None else 'absent'} | {p.estimate_a:.4g} | "
                          f"{p.estimate_b:.4g} |")
     return "\n".join(lines) + "\n"
+
+
+REBUILDS = "rebuilds"  # figures/<profile>/rebuilds/<label>/NN_summary.json: the same notebooks built elsewhere
+
+
+def rebuilt(figures_dir: Path) -> list[tuple[str, list[Pair]]]:
+    """[(label, its Pairs against figures_dir)] for every other build kept under figures_dir/rebuilds/<label>/ (its
+    summary JSONs, e.g. the same commit built on another CPU); [] when there is none."""
+    root = Path(figures_dir) / REBUILDS
+    folders = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    return [(d.name, compare(figures_dir, d)[0]) for d in folders if any(d.glob("[0-9][0-9]_summary.json"))]
+
+
+def flipped_headlines(figures_dir: Path) -> dict[str, str]:
+    """{notebook: words} for each notebook whose headline verdict differs on a kept rebuild: such a verdict is not a
+    finding ('unstable here, inconclusive on the rebuild amd-epyc-avx2')."""
+    out = {}
+    for label, pairs in rebuilt(figures_dir):
+        for p in pairs:
+            if p.headline and not p.same:
+                out[p.notebook] = (out[p.notebook] + "; " if p.notebook in out else "") + (
+                    f"{p.verdict_a or '–'} here, {p.verdict_b or 'absent'} on the rebuild {label}")
+    return out
+
+
+def rebuild_lines(figures_dir: Path) -> str:
+    """Markdown lines, one per kept rebuild: how many verdicts it shares with figures_dir and each one that differs."""
+    lines = []
+    for label, pairs in rebuilt(figures_dir):
+        flips = [p for p in pairs if not p.same]
+        what = "; ".join(f"{p.notebook} {p.question} ({p.metric}): {p.verdict_a or 'absent'} here, "
+                         f"{p.verdict_b or 'absent'} there" for p in flips)
+        lines.append(f"Rebuild `{label}` (figures/quick/{REBUILDS}/{label}): {sum(p.same for p in pairs)} of "
+                     f"{len(pairs)} verdicts the same" + (f"; differ: {what}." if flips else "."))
+    return "\n\n".join(lines)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..analysis.findings import Finding, plural
 from .colab import COLAB_CELL
+from .compare import flipped_headlines, rebuild_lines
 from .costs import machine_words
 
 _BLOCK = re.compile(r"(<!-- summary:(\d\d) -->\n)(.*?)(<!-- /summary:\2 -->)", re.S)
@@ -30,9 +31,10 @@ def _cell(text: str) -> str:
 
 def findings_table(figures_dir: Path) -> str:
     """The README's findings at a glance: one row per notebook from its summary JSON (the headline Finding the
-    study wrote, the study's question, the seed study's claim on the same scale, the setting); '' when no summary
-    carries a headline finding yet."""
-    rows, machines = [], {}
+    study wrote, the study's question, the seed study's claim on the same scale, the setting), the machines that
+    computed them, and every verdict a kept rebuild (figures_dir/rebuilds/<label>/, publish.compare) does not share;
+    a headline verdict a rebuild does not keep reads "not a finding". '' when no summary carries a headline finding."""
+    rows, machines, flipped = [], {}, flipped_headlines(figures_dir)
     for f in sorted(Path(figures_dir).glob("[0-9][0-9]_summary.json")):
         d = json.loads(f.read_text(encoding="utf-8"))
         h = d.get("headline_finding")
@@ -40,10 +42,13 @@ def findings_table(figures_dir: Path) -> str:
             continue
         machines.setdefault(machine_words(d.get("machine", {})), []).append(f.name[:2])
         finding = Finding(**{k: h[k] for k in Finding.__dataclass_fields__ if k in h})
+        verdict = f"**{_cell(h['verdict'] or '–')}**"
+        if f.name[:2] in flipped:  # a verdict a rebuild elsewhere does not keep is not a finding
+            verdict = f"**not a finding** ({_cell(flipped[f.name[:2]])})"
         value = f"{finding.short()} {finding.unit}".strip() if finding.estimate == finding.estimate else finding.reason
         units = plural(h["n_units"], h["unit_name"])
         rows.append(f"| {f.name[:2]} | {_cell(d.get('question', ''))} | {_cell(d.get('claim', ''))} | "
-                    f"**{_cell(h['verdict'] or '–')}** | {_cell(value)} | {units} | {_cell(d.get('setting', ''))} |")
+                    f"{verdict} | {_cell(value)} | {units} | {_cell(d.get('setting', ''))} |")
     if not rows:
         return ""
     head = ("| notebook | question | the seed study's claim (its scale) | our verdict | estimate [95 % interval] or "
@@ -51,7 +56,8 @@ def findings_table(figures_dir: Path) -> str:
             "| independent units | setting |\n|---|---|---|---|---|---|---|\n")
     built = "; ".join(f"{', '.join(nbs)} on {words}" if words else f"{', '.join(nbs)}: machine not recorded"
                       for words, nbs in machines.items())
-    return head + "\n".join(rows) + f"\n\nComputed by: {built}.\n"
+    again = rebuild_lines(figures_dir)
+    return head + "\n".join(rows) + f"\n\nComputed by: {built}.\n" + (f"\n{again}\n" if again else "")
 
 
 def summary_blocks(readme: str) -> dict[str, str]:

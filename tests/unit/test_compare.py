@@ -50,3 +50,21 @@ def test_the_command_exits_1_on_a_difference_0_on_none_and_2_on_a_missing_folder
     assert "| flipped |" in capsys.readouterr().out
     assert main(["compare", str(fig), str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such figures folder" in capsys.readouterr().err
+
+
+def test_a_headline_a_kept_rebuild_does_not_share_is_not_a_finding_in_the_readme_table(tmp_path):
+    from lmc_core.publish.compare import flipped_headlines, rebuild_lines
+    from lmc_core.publish.readme import findings_table
+
+    fig = tmp_path / "quick"
+    head = {**finding("q1", "unstable", 2.8), "unit": "percentage points", "n_units": 5, "unit_name": "initialisation"}
+    write(fig, "01", [head, finding("q2", "higher", 1.1)], machine=MACHINE, question="Q?", claim="C", setting="S")
+    write(fig / "rebuilds" / "other-cpu", "01", [{**head, "verdict": "inconclusive", "estimate": 2.6},
+                                                  finding("q2", "higher", 1.0)])
+    assert flipped_headlines(fig) == {"01": "unstable here, inconclusive on the rebuild other-cpu"}
+    assert "1 of 2 verdicts the same; differ: 01 q1 (m): unstable here, inconclusive there." in rebuild_lines(fig)
+    table = findings_table(fig)
+    assert "**not a finding** (unstable here, inconclusive on the rebuild other-cpu)" in table
+    assert "**unstable**" not in table and "01 on Some CPU (AVX2)" in table
+    (fig / "rebuilds" / "other-cpu" / "01_summary.json").unlink()  # no rebuild kept: the verdict stands
+    assert flipped_headlines(fig) == {} and "**unstable**" in findings_table(fig)
