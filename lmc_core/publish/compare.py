@@ -20,39 +20,79 @@ from .costs import machine_words
 
 @dataclass(frozen=True)
 class Pair:
-    """One finding in both builds: its notebook, question and metric, verdict and estimate in each (a finding one
-    build lacks has verdict None there)."""
+    """One finding in both builds: its notebook, each build's finding (a dict of NN_summary.json's `findings`; {} where
+    that build has none paired with it) and whether it is A's headline."""
 
     notebook: str
-    question: str
-    metric: str
-    verdict_a: str | None
-    verdict_b: str | None
-    estimate_a: float
-    estimate_b: float
+    a: dict
+    b: dict
     headline: bool
+
+    def _get(self, key: str):
+        return (self.a or self.b).get(key, "")
+
+    @property
+    def question(self) -> str:
+        return self._get("question")
+
+    @property
+    def metric(self) -> str:
+        return self._get("metric")
+
+    @property
+    def verdict_a(self) -> str | None:
+        return self.a.get("verdict") if self.a else None
+
+    @property
+    def verdict_b(self) -> str | None:
+        return self.b.get("verdict") if self.b else None
+
+    @property
+    def estimate_a(self) -> float:
+        return float(self.a.get("estimate", float("nan"))) if self.a else float("nan")
+
+    @property
+    def estimate_b(self) -> float:
+        return float(self.b.get("estimate", float("nan"))) if self.b else float("nan")
 
     @property
     def same(self) -> bool:
         return self.verdict_a == self.verdict_b
 
 
-_NUMBER = re.compile(r"[-+]?\d[\d.,]*(e[-+]?\d+)?")
+_NUMBER = re.compile(r"[-+]?(\d[\d.,]*(e[-+]?\d+)?|∞|nan|inf)")
 
 
-def _key(text: str) -> str:
-    """A finding's question or metric with its numbers blanked: questions quote measured numbers ("... unaligned
-    1.896 nats", "2 of 3 paths convex"), which differ between builds of the same finding."""
-    return _NUMBER.sub("#", text)
+def _key(f: dict) -> tuple[str, str]:
+    """A finding's question and metric with their numbers blanked: questions quote measured numbers ("... unaligned
+    1.896 nats", "2 of 3 paths convex", "∞ [1900-∞]"), which differ between builds of the same finding."""
+    return _NUMBER.sub("#", f.get("question", "")), _NUMBER.sub("#", f.get("metric", ""))
 
 
-def _findings(summary: dict) -> dict[tuple[str, str, int], dict]:
-    """{(question, metric, k-th time asked): finding} of one summary JSON, numbers in the question blanked."""
-    out, seen = {}, {}
-    for f in summary.get("findings", []):
-        key = (_key(f.get("question", "")), _key(f.get("metric", "")))
-        k = seen[key] = seen.get(key, -1) + 1
-        out[(*key, k)] = f
+def _pair(fa: list[dict], fb: list[dict]) -> list[tuple[dict, dict]]:
+    """The findings of two builds of one notebook, paired: first by the exact question and metric; the rest by the
+    question and metric with numbers blanked, in order, only where both builds have the same number of them (a
+    study emits its findings in its design's order, so the k-th is the same finding); every other finding unpaired
+    ({} on the other side). Blanking also blanks design numbers (wd 1 and wd 0.5): a group whose sizes differ
+    between the builds is never paired by order, so one build's missing finding cannot shift the others."""
+    exact = lambda f: (f.get("question", ""), f.get("metric", ""))  # noqa: E731
+    out, left_a, left_b = [], [], list(fb)
+    for x in fa:
+        y = next((y for y in left_b if exact(y) == exact(x)), None)
+        if y is None:
+            left_a.append(x)
+        else:
+            left_b.remove(y)
+            out.append((x, y))
+    groups_a, groups_b = {}, {}
+    for x in left_a:
+        groups_a.setdefault(_key(x), []).append(x)
+    for y in left_b:
+        groups_b.setdefault(_key(y), []).append(y)
+    for key, xs in groups_a.items():
+        ys = groups_b.pop(key, [])
+        out += list(zip(xs, ys)) if len(xs) == len(ys) else [(x, {}) for x in xs] + [({}, y) for y in ys]
+    out += [({}, y) for ys in groups_b.values() for y in ys]
     return out
 
 
@@ -78,15 +118,9 @@ def compare(folder_a: Path, folder_b: Path) -> tuple[list[Pair], dict[str, tuple
         raise ValueError(f"{folder_a} and {folder_b} hold no summary of the same notebook (NN_summary.json)")
     pairs, machines = [], {}
     for nb in common:
-        fa, fb = _findings(a[nb]), _findings(b[nb])
         head = a[nb].get("headline_finding") or {}
-        head_key = (_key(head.get("question", "")), _key(head.get("metric", "")))
-        for key in list(fa) + [k for k in fb if k not in fa]:
-            x, y = fa.get(key, {}), fb.get(key, {})
-            pairs.append(Pair(nb, (x or y).get("question", ""), (x or y).get("metric", ""), x.get("verdict") if x else None, y.get("verdict") if y else None,
-                              float(x.get("estimate", float("nan"))) if x else float("nan"),
-                              float(y.get("estimate", float("nan"))) if y else float("nan"),
-                              headline=key[:2] == head_key and key[2] == 0))
+        pairs += [Pair(nb, x, y, headline=bool(x) and x == head)
+                  for x, y in _pair(a[nb].get("findings", []), b[nb].get("findings", []))]
         machines[nb] = (machine_words(a[nb].get("machine", {})) or "not recorded",
                         machine_words(b[nb].get("machine", {})) or "not recorded")
     return pairs, machines
@@ -106,6 +140,8 @@ def report(pairs: list[Pair], machines: dict[str, tuple[str, str]]) -> str:
         lines += ["", "| notebook | finding | verdict A | verdict B | estimate A | estimate B |", "|---|---|---|---|---|---|"]
         for p in flips:
             name = f"{'**headline** ' if p.headline else ''}{p.question} ({p.metric})"
+            if p.a and p.b and (p.b.get("question"), p.b.get("metric")) != (p.a.get("question"), p.a.get("metric")):
+                name += f" [B: {p.b.get('question')} ({p.b.get('metric')})]"
             lines.append(f"| {p.notebook} | {name} | {p.verdict_a if p.verdict_a is not None else 'absent'} | "
                          f"{p.verdict_b if p.verdict_b is not None else 'absent'} | {p.estimate_a:.4g} | "
                          f"{p.estimate_b:.4g} |")
@@ -124,15 +160,23 @@ def rebuilt(figures_dir: Path) -> list[tuple[str, list[Pair]]]:
 
 
 def flipped_headlines(figures_dir: Path) -> dict[str, str]:
-    """{notebook: words} for each notebook whose headline verdict differs on a kept rebuild: such a verdict is not a
-    finding ('unstable here, inconclusive on the rebuild amd-epyc-avx2')."""
+    """{notebook: words} for each notebook whose headline verdict differs in a kept build: such a verdict is not a
+    finding ('unstable here (2.81 [2.63, 3.07]), inconclusive in the kept build previous (2.63 [1.98, 3.04])')."""
     out = {}
     for label, pairs in rebuilt(figures_dir):
         for p in pairs:
             if p.headline and not p.same:
                 out[p.notebook] = (out[p.notebook] + "; " if p.notebook in out else "") + (
-                    f"{p.verdict_a or '–'} here, {p.verdict_b or 'absent'} on the rebuild {label}")
+                    f"{p.verdict_a or '–'} here ({_short(p.a)}), {p.verdict_b or 'absent'} in the kept build "
+                    f"`{label}`" + (f" ({_short(p.b)})" if p.b else ""))
     return out
+
+
+def _short(f: dict) -> str:
+    """A finding's estimate and interval (or range) in a few characters, as the findings table prints it."""
+    from ..analysis.findings import Finding
+
+    return Finding(**{k: f[k] for k in Finding.__dataclass_fields__ if k in f}).short()
 
 
 def rebuild_lines(figures_dir: Path) -> str:
@@ -142,6 +186,6 @@ def rebuild_lines(figures_dir: Path) -> str:
         flips = [p for p in pairs if not p.same]
         what = "; ".join(f"{p.notebook} {p.question} ({p.metric}): {p.verdict_a or 'absent'} here, "
                          f"{p.verdict_b or 'absent'} there" for p in flips)
-        lines.append(f"Rebuild `{label}` (figures/quick/{REBUILDS}/{label}): {sum(p.same for p in pairs)} of "
+        lines.append(f"Kept build `{label}` (figures/{Path(figures_dir).name}/{REBUILDS}/{label}): {sum(p.same for p in pairs)} of "
                      f"{len(pairs)} verdicts the same" + (f"; differ: {what}." if flips else "."))
     return "\n\n".join(lines)

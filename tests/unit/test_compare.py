@@ -61,10 +61,34 @@ def test_a_headline_a_kept_rebuild_does_not_share_is_not_a_finding_in_the_readme
     write(fig, "01", [head, finding("q2", "higher", 1.1)], machine=MACHINE, question="Q?", claim="C", setting="S")
     write(fig / "rebuilds" / "other-cpu", "01", [{**head, "verdict": "inconclusive", "estimate": 2.6},
                                                   finding("q2", "higher", 1.0)])
-    assert flipped_headlines(fig) == {"01": "unstable here, inconclusive on the rebuild other-cpu"}
+    assert flipped_headlines(fig) == {"01": "unstable here (2.80), inconclusive in the kept build `other-cpu` (2.60)"}
     assert "1 of 2 verdicts the same; differ: 01 q1 (m): unstable here, inconclusive there." in rebuild_lines(fig)
     table = findings_table(fig)
-    assert "**not a finding** (unstable here, inconclusive on the rebuild other-cpu)" in table
+    assert "**not a finding** (unstable here (2.80), inconclusive in the kept build `other-cpu` (2.60))" in table
     assert "**unstable**" not in table and "01 on Some CPU (AVX2)" in table
     (fig / "rebuilds" / "other-cpu" / "01_summary.json").unlink()  # no rebuild kept: the verdict stands
     assert flipped_headlines(fig) == {} and "**unstable**" in findings_table(fig)
+
+
+def test_a_finding_missing_in_one_build_never_shifts_the_pairing_of_the_others(tmp_path):
+    """Questions that differ only by design numbers (T = 3000, T = 1500) blank to the same key: with one of them
+    missing in B, the other is not paired with A's by order (the referee's case), both are reported unpaired."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    t3000 = finding("barrier, T = 3000 (5 inits)", "unstable", 2.8)
+    t1500 = finding("barrier, T = 1500 (5 inits)", "", 1.7)
+    write(a, "01", [t3000, t1500])
+    write(b, "01", [{**t1500, "question": "barrier, T = 1500 (4 inits)"}])
+    pairs, _ = compare(a, b)
+    assert [(p.verdict_a, p.verdict_b) for p in pairs] == [("unstable", None), ("", None), (None, "")]
+    assert next(p for p in pairs if p.verdict_a == "unstable").headline
+
+
+def test_measured_numbers_and_infinities_in_a_question_still_pair_the_same_finding(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write(a, "06", [finding("sooner? (wd 1 − wd 0) (grok step 800 [325–825] vs 975 [575–1650])", "lower", -175),
+                    finding("sooner? (wd 1 − wd 0.5) (grok step 800 [325–825] vs 900 [500–1000])", "", -100)])
+    write(b, "06", [finding("sooner? (wd 1 − wd 0) (grok step 810 [330–830] vs ∞ [1900–∞])", "inconclusive", 0),
+                    finding("sooner? (wd 1 − wd 0.5) (grok step 810 [330–830] vs 905 [500–1000])", "", -95)])
+    pairs, machines = compare(a, b)
+    assert [(p.verdict_a, p.verdict_b) for p in pairs] == [("lower", "inconclusive"), ("", "")]
+    assert "[B: sooner? (wd 1 − wd 0) (grok step 810" in report(pairs, machines)
