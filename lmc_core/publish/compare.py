@@ -186,6 +186,6 @@ def rebuild_lines(figures_dir: Path) -> str:
         flips = [p for p in pairs if not p.same]
         what = "; ".join(f"{p.notebook} {p.question} ({p.metric}): {p.verdict_a or 'absent'} here, "
                          f"{p.verdict_b or 'absent'} there" for p in flips)
-        lines.append(f"Kept build `{label}` (figures/{Path(figures_dir).name}/{REBUILDS}/{label}): {sum(p.same for p in pairs)} of "
+        lines.append(f"Kept build `{label}` (its summaries in {REBUILDS}/{label}/ beside the committed ones): {sum(p.same for p in pairs)} of "
                      f"{len(pairs)} verdicts the same" + (f"; differ: {what}." if flips else "."))
     return "\n\n".join(lines)
