@@ -24,7 +24,8 @@ def check_finding(f: F.Finding) -> None:
     if f.verdict in (F.HIGHER, F.LOWER):
         assert np.isfinite(f.p_value) and f.p_value <= 0.05 and f.test, f.text()
     if f.verdict == F.NO_BARRIER:
-        assert f.convex_pairs == f.n_pairs and f.n_units >= MIN_UNITS, f.text()
+        # of several pairs a claim, which needs the units; of one lone path, the description that it is convex
+        assert f.convex_pairs == f.n_pairs and (f.n_units >= MIN_UNITS or f.n_pairs == 1), f.text()
     if f.verdict == F.INCONCLUSIVE and f.interval not in ("range", ""):
         assert np.isfinite(f.detectable) or f.test, f.text()  # a null says what it could have seen
     if f.interval == "range":
