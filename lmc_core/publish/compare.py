@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .costs import machine_words
+from ..machine import words as machine_words
 
 
 @dataclass(frozen=True)

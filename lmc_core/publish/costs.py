@@ -17,12 +17,12 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import platform
 import re
 from pathlib import Path
 from typing import Any
 
 from ..capped import H100_BF16_FLOPS, H100_UTILISATION, Timer, peak_memory_bytes, project, training_flops
+from ..machine import machine
 
 BANNER = "CAPPED RUN — NOT A RESULT"
 
@@ -137,35 +137,6 @@ def fresh_store(prefix: str) -> Path:
     if d.exists():
         shutil.rmtree(d)
     return d
-
-
-def machine() -> dict:
-    """What computed a run's numbers, for its summary: the CPU's model name, the instruction set torch's CPU kernels
-    use (`torch.backends.cpu.get_cpu_capability()`: AVX2, AVX512 ...; kernels and their summation order differ
-    between them, so float32 results differ in the last bits), torch's threads and version, and the GPU if one is
-    used. A verdict that flips between two machines' rebuilds is not a finding; this says which machine built which."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    out = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__}
-    if torch.cuda.is_available():
-        out["gpu"] = torch.cuda.get_device_name(0)
-    return out
-
-
-def machine_words(m: dict) -> str:
-    """A `machine()` record in words: 'Intel(R) Xeon(R) Processor (AVX512), 1 torch thread(s), torch 2.13.0+cpu'
-    ('' for an empty record: a summary written before machines were recorded)."""
-    if not m:
-        return ""
-    gpu = f"{m['gpu']}; " if m.get("gpu") else ""
-    return f"{gpu}{m['cpu']} ({m['cpu_capability']}), {m['threads']} torch thread(s), torch {m['torch']}"
 
 
 def device_words() -> str:

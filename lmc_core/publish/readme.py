@@ -19,7 +19,7 @@ from pathlib import Path
 from ..analysis.findings import Finding, plural
 from .colab import COLAB_CELL
 from .compare import flipped_headlines, rebuild_lines
-from .costs import machine_words
+from ..machine import words as machine_words
 
 _BLOCK = re.compile(r"(<!-- summary:(\d\d) -->\n)(.*?)(<!-- /summary:\2 -->)", re.S)
 _FINDINGS = re.compile(r"(<!-- findings -->\n)(.*?)(<!-- /findings -->)", re.S)

@@ -38,7 +38,9 @@ import torch
 
 from ..config import RunSpec, Seeds, config_hash, non_default
 from ..train.trainer import LOG_FIELDS, TrainResult, TrainState, history_frame
-from ..files import StoreAccessError, atomic_write, load_tensors, quarantine, save_tensors, write_json
+from ..files import (CorruptFileError, StoreAccessError, atomic_write, load_tensors, quarantine, read_json, save_tensors,
+                     write_json)
+from .. import machine as _machine
 
 State = dict[str, torch.Tensor]
 RESULT = "final.safetensors"
@@ -258,7 +260,8 @@ def write_result(directory: Path, res: TrainResult, spec_json: dict, identity: d
                            res.dynamics, skip=skip)
     save_tensors(d / RESULT, tensors, {"steps": res.steps, "diverged": res.diverged})
     write_history(d / "history.csv", res.history.assign(**(extra or {})))
-    done = {"hash": d.name, "steps": res.steps}
+    done = {"hash": d.name, "steps": res.steps, "machine": _machine.machine()}  # the machine that trained it
+    _machine.note(done["machine"])
     if getattr(res, "dropout_masks", ""):  # which generator drew the dropout masks (runs stored since 2026-12)
         done["dropout_masks"] = res.dropout_masks
     write_json(d / DONE, done)
@@ -273,6 +276,10 @@ def read_result(directory: Path) -> StoredResult:
     """A verified result (CorruptFileError if its weights are damaged, StoreAccessError if unreadable)."""
     d = Path(directory)
     t, meta = load_tensors(d / RESULT)
+    try:  # the machine that trained it ({} in runs stored before 2026-12-07): a record, never a reason to fail
+        _machine.note(read_json(d / DONE).get("machine"))
+    except (CorruptFileError, StoreAccessError, AttributeError):
+        _machine.note({})
     state, opt, dyn = unpack(t)
     hist = read_history(d / "history.csv", t)
     steps = meta.get("steps")

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Iterable
 import pandas as pd
 
 from ..analysis.findings import Finding
+from .. import machine
 from ..capped import Timer, capping
 from ..publish import costs
 from ..publish.outputs import Outputs, check_output_dir
@@ -122,7 +123,8 @@ class StudyResult:
         self.outputs.text(f"{prefix}_summary.md", self.summary)
         figures = [{"file": f"{name}.png", "title": figure_title(fig)} for name, fig in self.figures.items()]
         self.outputs.json(f"{prefix}_summary.json", {"profile": self.params.get("profile"), **self.numbers,
-                                                    "figures": figures, "machine": costs.machine()})
+                                                    "figures": figures, "machine": machine.machine(),
+                                                    "trained_on": machine.trained_on()})
         self.files = self.outputs.commit(fig_dir, prefix)
         return self.files
 
@@ -209,6 +211,7 @@ class Study(ABC):
         p = self.params(params)
         if p.cap_steps is not None and p.store_dir is None:  # a fresh store: every run trained (and timed) now
             p = p.replace(store_dir=str(costs.fresh_store(self.prefix)))
+        machine.TRAINED_ON.clear()  # the machines of the runs this study stores or reads, for its summary
         with capping(p.cap_steps) as ledger, Timer() as timer:
             ctx = setup(p)
             data = self.compute(p, ctx)

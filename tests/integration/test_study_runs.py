@@ -46,6 +46,9 @@ def test_the_smoke_profile_runs_and_its_findings_follow_the_rules(study, tmp_pat
     # the machine that computed the numbers: float32 kernels (AVX2, AVX512 ...) round differently
     assert numbers["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert numbers["machine"]["torch"] == torch.__version__
+    # the machines that trained the runs it read: this one (the session's smoke store), or none (no stored run)
+    here = f"{numbers['machine']['cpu']} ({numbers['machine']['cpu_capability']})"
+    assert all(w.startswith(here) for w in numbers["trained_on"]), numbers["trained_on"]
     assert (tmp_path / "f" / f"{study.prefix}_summary.md").read_text() == res.summary
 
 

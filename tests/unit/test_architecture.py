@@ -208,7 +208,7 @@ def test_the_rules_catch_what_they_look_for(tmp_path):
 
 
 # -------------------------------------------------------------------- folders depend one way (docs/architecture.md)
-ORDER = (("domains", "capped", "config", "rng", "files", "progress"), ("nn",), ("data",), ("models",), ("align",), ("families",),
+ORDER = (("domains", "capped", "config", "rng", "files", "progress", "machine"), ("nn",), ("data",), ("models",), ("align",), ("families",),
          ("ensemble",), ("train",), ("runs",), ("analysis",), ("publish",), ("studies",))
 RANK = {name: i for i, names in enumerate(ORDER) for name in names}
 
