@@ -223,7 +223,7 @@ def _run_readme(args: argparse.Namespace) -> int:
     from .publish.reports import repo_root
 
     changed = update_readme(repo_root(), args.profile)
-    print("README.md: " + (f"updated {', '.join(c if not c.isdigit() else 'notebook ' + c for c in changed)}" if changed else "up to date"))
+    print("README.md: " + (f"updated {', '.join(changed)}" if changed else "up to date"))
     return 0
 
 

@@ -255,9 +255,9 @@ def threshold(values, chord=None, units=None, *, criterion: Criterion, question:
         return replace(f, verdict=NOT_TESTABLE, reason=_no_pairs)
     if not finite or not np.all(np.isfinite(c)):
         return replace(f, verdict=NOT_FINITE)
-    if means.size < S.MIN_UNITS and f.n_pairs > 1:  # "no barrier" of 4 units flipped on a rebuild on another CPU
-        return replace(f, verdict=TOO_FEW)
-    if convex == f.n_pairs:  # of several pairs, a claim about their kind; of one path (linear_path), that it is convex
+    # of one lone path (linear_path) "no barrier" says it is convex; of several pairs it is a claim about their kind
+    # and needs the units like any verdict (from 4 units it flipped on a rebuild on another CPU)
+    if convex == f.n_pairs and (f.n_pairs == 1 or means.size >= S.MIN_UNITS):
         return replace(f, verdict=NO_BARRIER)
     if means.size < S.MIN_UNITS:
         return replace(f, verdict=TOO_FEW)

@@ -159,11 +159,12 @@ def rebuilt(figures_dir: Path) -> list[tuple[str, list[Pair]]]:
     return [(d.name, compare(figures_dir, d)[0]) for d in folders if any(d.glob("[0-9][0-9]_summary.json"))]
 
 
-def flipped_headlines(figures_dir: Path) -> dict[str, str]:
-    """{notebook: words} for each notebook whose headline verdict differs in a kept build: such a verdict is not a
-    finding ('unstable here (2.81 [2.63, 3.07]), inconclusive in the kept build previous (2.63 [1.98, 3.04])')."""
+def flipped_headlines(kept: list[tuple[str, list[Pair]]]) -> dict[str, str]:
+    """{notebook: words} for each notebook whose headline verdict differs in a kept build (`rebuilt`'s list): such a
+    verdict is not a finding ('unstable here (2.81 [2.63, 3.07]), inconclusive in the kept build `previous` (2.63
+    [1.98, 3.04])')."""
     out = {}
-    for label, pairs in rebuilt(figures_dir):
+    for label, pairs in kept:
         for p in pairs:
             if p.headline and not p.same:
                 out[p.notebook] = (out[p.notebook] + "; " if p.notebook in out else "") + (
@@ -179,13 +180,15 @@ def _short(f: dict) -> str:
     return Finding(**{k: f[k] for k in Finding.__dataclass_fields__ if k in f}).short()
 
 
-def rebuild_lines(figures_dir: Path) -> str:
-    """Markdown lines, one per kept rebuild: how many verdicts it shares with figures_dir and each one that differs."""
+def rebuild_lines(kept: list[tuple[str, list[Pair]]]) -> str:
+    """Markdown lines, one per kept build (`rebuilt`'s list): how many verdicts it shares with the committed build
+    and each one that differs."""
     lines = []
-    for label, pairs in rebuilt(figures_dir):
+    for label, pairs in kept:
         flips = [p for p in pairs if not p.same]
         what = "; ".join(f"{p.notebook} {p.question} ({p.metric}): {p.verdict_a or 'absent'} here, "
                          f"{p.verdict_b or 'absent'} there" for p in flips)
-        lines.append(f"Kept build `{label}` (its summaries in {REBUILDS}/{label}/ beside the committed ones): {sum(p.same for p in pairs)} of "
-                     f"{len(pairs)} verdicts the same" + (f"; differ: {what}." if flips else "."))
+        lines.append(f"Kept build `{label}` (its summaries in {REBUILDS}/{label}/ beside the committed ones): "
+                     f"{sum(p.same for p in pairs)} of {len(pairs)} verdicts the same"
+                     + (f"; differ: {what}." if flips else "."))
     return "\n\n".join(lines)

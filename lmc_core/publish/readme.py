@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..analysis.findings import Finding, plural
 from .colab import COLAB_CELL
-from .compare import flipped_headlines, rebuild_lines
+from .compare import flipped_headlines, rebuild_lines, rebuilt
 from ..machine import words as machine_words
 
 _BLOCK = re.compile(r"(<!-- summary:(\d\d) -->\n)(.*?)(<!-- /summary:\2 -->)", re.S)
@@ -34,7 +34,8 @@ def findings_table(figures_dir: Path) -> str:
     study wrote, the study's question, the seed study's claim on the same scale, the setting), the machines that
     computed them, and every verdict a kept rebuild (figures_dir/rebuilds/<label>/, publish.compare) does not share;
     a headline verdict a rebuild does not keep reads "not a finding". '' when no summary carries a headline finding."""
-    rows, machines, flipped = [], {}, flipped_headlines(figures_dir)
+    kept = rebuilt(figures_dir)  # every kept build compared once, for the flags and the lines below the table
+    rows, machines, flipped = [], {}, flipped_headlines(kept)
     for f in sorted(Path(figures_dir).glob("[0-9][0-9]_summary.json")):
         d = json.loads(f.read_text(encoding="utf-8"))
         h = d.get("headline_finding")
@@ -56,7 +57,7 @@ def findings_table(figures_dir: Path) -> str:
             "| independent units | setting |\n|---|---|---|---|---|---|---|\n")
     built = "; ".join(f"{', '.join(nbs)} on {words}" if words else f"{', '.join(nbs)}: machine not recorded"
                       for words, nbs in machines.items())
-    again = rebuild_lines(figures_dir)
+    again = rebuild_lines(kept)
     return head + "\n".join(rows) + f"\n\nComputed by: {built}.\n" + (f"\n{again}\n" if again else "")
 
 
@@ -83,13 +84,15 @@ def render(readme: str, figures_dir: Path) -> str:
 
 
 def update_readme(root: Path, profile: str = "quick") -> list[str]:
-    """Rewrite README.md in place from figures/<profile>; returns the prefixes that changed."""
+    """Rewrite README.md in place from figures/<profile>; returns what changed ('notebook 01', 'colab', 'findings
+    table')."""
     path = Path(root) / "README.md"
     old = path.read_text(encoding="utf-8")
     new = render_colab(render(old, Path(root) / "figures" / profile), root)
     stamp_notebooks(root, repository(root))
     before, after = summary_blocks(old), summary_blocks(new)
-    changed = [k for k in after if before.get(k) != after[k]] + (["colab"] if render_colab(old, root) != old else [])
+    changed = [f"notebook {k}" for k in after if before.get(k) != after[k]]
+    changed += ["colab"] if render_colab(old, root) != old else []
     tables = [m.group(2) for text in (old, new) for m in _FINDINGS.finditer(text)]
     changed += ["findings table"] if len(set(tables)) > 1 else []
     if new != old:

@@ -53,7 +53,7 @@ def test_the_command_exits_1_on_a_difference_0_on_none_and_2_on_a_missing_folder
 
 
 def test_a_headline_a_kept_rebuild_does_not_share_is_not_a_finding_in_the_readme_table(tmp_path):
-    from lmc_core.publish.compare import flipped_headlines, rebuild_lines
+    from lmc_core.publish.compare import flipped_headlines, rebuild_lines, rebuilt
     from lmc_core.publish.readme import findings_table
 
     fig = tmp_path / "quick"
@@ -61,13 +61,13 @@ def test_a_headline_a_kept_rebuild_does_not_share_is_not_a_finding_in_the_readme
     write(fig, "01", [head, finding("q2", "higher", 1.1)], machine=MACHINE, question="Q?", claim="C", setting="S")
     write(fig / "rebuilds" / "other-cpu", "01", [{**head, "verdict": "inconclusive", "estimate": 2.6},
                                                   finding("q2", "higher", 1.0)])
-    assert flipped_headlines(fig) == {"01": "unstable here (2.80), inconclusive in the kept build `other-cpu` (2.60)"}
-    assert "1 of 2 verdicts the same; differ: 01 q1 (m): unstable here, inconclusive there." in rebuild_lines(fig)
+    assert flipped_headlines(rebuilt(fig)) == {"01": "unstable here (2.80), inconclusive in the kept build `other-cpu` (2.60)"}
+    assert "1 of 2 verdicts the same; differ: 01 q1 (m): unstable here, inconclusive there." in rebuild_lines(rebuilt(fig))
     table = findings_table(fig)
     assert "**not a finding** (unstable here (2.80), inconclusive in the kept build `other-cpu` (2.60))" in table
     assert "**unstable**" not in table and "01 on Some CPU (AVX2)" in table
     (fig / "rebuilds" / "other-cpu" / "01_summary.json").unlink()  # no rebuild kept: the verdict stands
-    assert flipped_headlines(fig) == {} and "**unstable**" in findings_table(fig)
+    assert flipped_headlines(rebuilt(fig)) == {} and "**unstable**" in findings_table(fig)
 
 
 def test_a_finding_missing_in_one_build_never_shifts_the_pairing_of_the_others(tmp_path):
