@@ -15,6 +15,7 @@ them, with the break-even (compile seconds / seconds saved per step against the 
     python bench/ensemble.py                       # CPU: K = 1 and 8, eager
     python bench/ensemble.py --vocab 72 --d-model 64 --batch 16 --ks 8 --paths eager compiled compiled+bf16
     python bench/ensemble.py --device cuda --ks 1 8 64 --vocab 10000 --steps 50
+    python bench/ensemble.py --preset tinygpt --vocab 72 --d-model 64 --batch 16 --ks 10 --paths eager+bf16 compiled
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from lmc_core.config import RunSpec, Seeds, TrainConfig, model_preset
 from lmc_core.train import resolve_device
 from lmc_core.train.trainer import Trainer, check_bf16
 
+# notebook 03's (and 04's, 05's control) pre-norm LM: tinygpt with these fields (lmc_core.studies.finetuning)
+TINYGPT_03 = {"context": 64, "n_layers": 2}
 PATHS = {"eager": {}, "hash": {"dropout_masks": "hash"}, "compiled": {"dropout_masks": "hash", "compile": True}}
 
 
@@ -93,9 +96,10 @@ class LoopSide:
 class EnsembleSide:
     """lmc_core's K-copy trainer in one training path (see the module docstring)."""
 
-    def __init__(self, vocab, steps, batch, dev, k, path, d=200):
-        stream = torch.randint(0, vocab, ((steps + 8) * batch * 35 + 1,), generator=torch.Generator().manual_seed(0))
-        model = model_preset("ptb-transformer", vocab_size=vocab, d_model=d, d_ff=d)
+    def __init__(self, vocab, steps, batch, dev, k, path, d=200, preset="ptb-transformer"):
+        stream = torch.randint(0, vocab, ((steps + 8) * batch * 64 + 1,), generator=torch.Generator().manual_seed(0))
+        model = (model_preset("ptb-transformer", vocab_size=vocab, d_model=d, d_ff=d) if preset == "ptb-transformer"
+                 else model_preset(preset, vocab_size=vocab, d_model=d, **TINYGPT_03))
         name, _, prec = path.partition("+")
         tc = TrainConfig(steps=steps + 8, batch_size=batch, precision=prec or "fp32", **PATHS[name])
         self.trainer = Trainer(RunSpec(model=model, train=tc, seeds=tuple(Seeds(0, i, i) for i in range(k))), stream,
@@ -137,9 +141,14 @@ def main(argv=None):
     ap.add_argument("--vocab", type=int, default=10000)
     ap.add_argument("--d-model", type=int, default=200, help="width (d_ff = d_model, as in the PTB study)")
     ap.add_argument("--batch", type=int, default=20)
+    ap.add_argument("--preset", default="ptb-transformer", choices=("ptb-transformer", "tinygpt"),
+                    help="the ensemble's model: the PTB study's post-norm LM (the loop trains the same), or notebook "
+                         "03's pre-norm tinygpt, context 64, 2 layers (no loop: rates against the eager path)")
     ap.add_argument("--paths", nargs="+", default=["eager"],
                     help="lmc_core training paths: eager, hash, compiled, each optionally +bf16")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's setting)")
+    ap.add_argument("--profile", action="store_true",
+                    help="after timing, print torch.profiler's busiest operations of each lmc_core side (10 steps)")
     ap.add_argument("--cold-compile", action="store_true",
                     help="compile into an empty inductor cache (a first run on a new machine), not the user's cache")
     a = ap.parse_args(argv)
@@ -157,14 +166,35 @@ def main(argv=None):
             check_bf16(dev)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"# ensemble benchmark, {date.today()}, {name}, torch {torch.__version__}, python {platform.python_version()}")
+    ptb = a.preset == "ptb-transformer"
     print(f"# d={a.d_model} 2-layer post-norm LM, vocab {a.vocab}, batch {a.batch} x 35, SGD, dropout 0.2, "
-          f"{a.steps} timed steps")
+          f"{a.steps} timed steps" if ptb else f"# tinygpt (pre-norm, no dropout) d={a.d_model}, {TINYGPT_03}, vocab "
+          f"{a.vocab}, batch {a.batch} x {TINYGPT_03['context']}, SGD, {a.steps} timed steps; no loop: against eager")
+    if not ptb and "eager" not in a.paths:
+        a.paths = ["eager", *a.paths]  # the baseline of a preset without a loop
     total = (a.steps + 3) * a.rounds + 8
     sides = {("loop", bf16): LoopSide(a.vocab, total, a.batch, dev, bf16, a.d_model)
-             for bf16 in sorted({p.endswith("+bf16") for p in a.paths} | {False})}
-    sides.update({(path, k): EnsembleSide(a.vocab, total, a.batch, dev, k, path, a.d_model)
+             for bf16 in sorted({p.endswith("+bf16") for p in a.paths} | {False})} if ptb else {}
+    sides.update({(path, k): EnsembleSide(a.vocab, total, a.batch, dev, k, path, a.d_model, a.preset)
                   for k in a.ks for path in a.paths})
     rate, first = measure(sides, a.steps, a.rounds, dev)
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for (path, k), side in sides.items():
+            if path != "loop":
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    timed(side, 10, dev)
+                print(f"# torch.profiler, lmc_core ensemble, {path}, K = {k}, 10 steps (self CPU time)")
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    if not ptb:
+        print(f"# median of {a.rounds} interleaved rounds of {a.steps} steps per side, after 3 warm-up steps each")
+        print("| how | K | copy-steps/s | vs eager fp32 | first 3 steps (s) |\n|---|---|---|---|---|")
+        for k in a.ks:
+            for path in a.paths:
+                print(f"| lmc_core ensemble, {path} | {k} | {rate[(path, k)]:.1f} | "
+                      f"{rate[(path, k)] / rate[('eager', k)]:.2f}x | {first[(path, k)]:.1f} |")
+        return
     loop = rate[("loop", False)]
     print(f"# inductor cache: {'empty (cold compile)' if a.cold_compile else 'the default one (may be warm)'}; "
           f"load average {os.getloadavg()[0]:.1f} at the end")

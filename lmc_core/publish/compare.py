@@ -109,13 +109,23 @@ def _summaries(folder: Path) -> dict[str, dict]:
     return out
 
 
-def compare(folder_a: Path, folder_b: Path) -> tuple[list[Pair], dict[str, tuple[str, str]]]:
+def other_designs(folder_a: Path, folder_b: Path) -> list[str]:
+    """The notebooks both folders hold whose runs had another design: their summaries' `setting` words differ (e.g.
+    6 initialisations against 5), so their verdicts answer different runs and are not a rebuild's to compare."""
+    a, b = _summaries(folder_a), _summaries(folder_b)
+    return sorted(nb for nb in set(a) & set(b) if a[nb].get("setting") != b[nb].get("setting"))
+
+
+def compare(folder_a: Path, folder_b: Path, same_design: bool = False) -> tuple[list[Pair], dict[str, tuple[str, str]]]:
     """Every finding of the notebooks both folders hold, paired (`Pair`), and {notebook: (machine of a, of b)} in
-    words. Raises FileNotFoundError naming a folder that does not exist, ValueError when they share no notebook."""
+    words; with same_design, only the notebooks whose `setting` is the same in both (other_designs lists the rest).
+    Raises FileNotFoundError naming a folder that does not exist, ValueError when they share no notebook."""
     a, b = _summaries(folder_a), _summaries(folder_b)
     common = sorted(set(a) & set(b))
     if not common:
         raise ValueError(f"{folder_a} and {folder_b} hold no summary of the same notebook (NN_summary.json)")
+    if same_design:
+        common = [nb for nb in common if a[nb].get("setting") == b[nb].get("setting")]
     pairs, machines = [], {}
     for nb in common:
         head = a[nb].get("headline_finding") or {}
@@ -151,20 +161,22 @@ def report(pairs: list[Pair], machines: dict[str, tuple[str, str]]) -> str:
 REBUILDS = "rebuilds"  # figures/<profile>/rebuilds/<label>/NN_summary.json: the same notebooks built elsewhere
 
 
-def rebuilt(figures_dir: Path) -> list[tuple[str, list[Pair]]]:
-    """[(label, its Pairs against figures_dir)] for every other build kept under figures_dir/rebuilds/<label>/ (its
-    summary JSONs, e.g. the same commit built on another CPU); [] when there is none."""
+def rebuilt(figures_dir: Path) -> list[tuple[str, list[Pair], list[str]]]:
+    """[(label, its Pairs against figures_dir, the notebooks it ran in another design)] for every other build kept
+    under figures_dir/rebuilds/<label>/ (its summary JSONs, e.g. the same commit built on another CPU); only notebooks
+    of the same design (`setting`) are paired; [] when there is none."""
     root = Path(figures_dir) / REBUILDS
     folders = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
-    return [(d.name, compare(figures_dir, d)[0]) for d in folders if any(d.glob("[0-9][0-9]_summary.json"))]
+    return [(d.name, compare(figures_dir, d, same_design=True)[0], other_designs(figures_dir, d))
+            for d in folders if any(d.glob("[0-9][0-9]_summary.json"))]
 
 
-def flipped_headlines(kept: list[tuple[str, list[Pair]]]) -> dict[str, str]:
+def flipped_headlines(kept: list[tuple[str, list[Pair], list[str]]]) -> dict[str, str]:
     """{notebook: words} for each notebook whose headline verdict differs in a kept build (`rebuilt`'s list): such a
     verdict is not a finding ('unstable here (2.81 [2.63, 3.07]), inconclusive in the kept build `previous` (2.63
     [1.98, 3.04])')."""
     out = {}
-    for label, pairs in kept:
+    for label, pairs, _ in kept:
         for p in pairs:
             if p.headline and not p.same:
                 out[p.notebook] = (out[p.notebook] + "; " if p.notebook in out else "") + (
@@ -180,15 +192,17 @@ def _short(f: dict) -> str:
     return Finding(**{k: f[k] for k in Finding.__dataclass_fields__ if k in f}).short()
 
 
-def rebuild_lines(kept: list[tuple[str, list[Pair]]]) -> str:
-    """Markdown lines, one per kept build (`rebuilt`'s list): how many verdicts it shares with the committed build
-    and each one that differs."""
+def rebuild_lines(kept: list[tuple[str, list[Pair], list[str]]]) -> str:
+    """Markdown lines, one per kept build (`rebuilt`'s list): how many verdicts it shares with the committed build,
+    each one that differs, and the notebooks it ran in another design (not compared)."""
     lines = []
-    for label, pairs in kept:
+    for label, pairs, other in kept:
         flips = [p for p in pairs if not p.same]
         what = "; ".join(f"{p.notebook} {p.question} ({p.metric}): {p.verdict_a or 'absent'} here, "
                          f"{p.verdict_b or 'absent'} there" for p in flips)
         lines.append(f"Kept build `{label}` (its summaries in {REBUILDS}/{label}/ beside the committed ones): "
                      f"{sum(p.same for p in pairs)} of {len(pairs)} verdicts the same"
-                     + (f"; differ: {what}." if flips else "."))
+                     + (f"; differ: {what}." if flips else ".")
+                     + (f" Not compared: notebook{'s' if len(other) > 1 else ''} {', '.join(other)}, run there in "
+                        "another design (the summaries' settings differ)." if other else ""))
     return "\n\n".join(lines)

@@ -207,7 +207,10 @@ def describe(barriers: pd.DataFrame, onsets: pd.DataFrame, runs: pd.DataFrame, T
         row = [judge_barriers(sub, s, m, d, "parent", "parent") for s, m, d in cells]
         body.append(f"| {k} | " + " | ".join(f"{f.short()} {f.verdict}" for f in row) + " |")
     found = onset_findings(barriers)
-    body += ["", *found.values(), agreement_line(found)]
+    first = judge_barriers(barriers[barriers.k == ks[0]], *cells[0], "parent", "parent")
+    body += ["", f"- Precondition: copies spawned at k = {ks[0]} (test error, `chord`): {first.short()}, "
+             f"{first.verdict}; an onset of stability can be sought only if they are judged {FRANKLE.above}.",
+             *found.values(), agreement_line(found)]
     if len(runs) < MIN_UNITS:
         body.append(f"- What this run cannot decide: with {len(runs)} parents no k* can be judged (an interval over "
                     f"parents needs {MIN_UNITS}), and a k* needs copies spawned at k = 0 that are judged "

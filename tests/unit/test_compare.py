@@ -60,7 +60,7 @@ def test_a_headline_a_kept_rebuild_does_not_share_is_not_a_finding_in_the_readme
     head = {**finding("q1", "unstable", 2.8), "unit": "percentage points", "n_units": 5, "unit_name": "initialisation"}
     write(fig, "01", [head, finding("q2", "higher", 1.1)], machine=MACHINE, question="Q?", claim="C", setting="S")
     write(fig / "rebuilds" / "other-cpu", "01", [{**head, "verdict": "inconclusive", "estimate": 2.6},
-                                                  finding("q2", "higher", 1.0)])
+                                                  finding("q2", "higher", 1.0)], setting="S")
     assert flipped_headlines(rebuilt(fig)) == {"01": "unstable here (2.80), inconclusive in the kept build `other-cpu` (2.60)"}
     assert "1 of 2 verdicts the same; differ: 01 q1 (m): unstable here, inconclusive there." in rebuild_lines(rebuilt(fig))
     table = findings_table(fig)
@@ -92,3 +92,21 @@ def test_measured_numbers_and_infinities_in_a_question_still_pair_the_same_findi
     pairs, machines = compare(a, b)
     assert [(p.verdict_a, p.verdict_b) for p in pairs] == [("lower", "inconclusive"), ("", "")]
     assert "[B: sooner? (wd 1 − wd 0) (grok step 810" in report(pairs, machines)
+
+
+def test_a_kept_build_of_another_design_is_named_not_compared(tmp_path):
+    """A notebook the kept build ran with another setting (6 initialisations against 5) answers other runs: its
+    verdicts are neither paired nor able to make the committed headline 'not a finding'."""
+    from lmc_core.publish.compare import flipped_headlines, other_designs, rebuild_lines, rebuilt
+
+    fig = tmp_path / "quick"
+    write(fig, "01", [finding("q1", "unstable", 2.8)], setting="6 initialisations")
+    write(fig, "02", [finding("k", "bracketed", 50)], setting="5 parents")
+    write(fig / "rebuilds" / "old", "01", [finding("q1", "inconclusive", 2.6)], setting="5 initialisations")
+    write(fig / "rebuilds" / "old", "02", [finding("k", "bracketed", 50)], setting="5 parents")
+    assert other_designs(fig, fig / "rebuilds" / "old") == ["01"]
+    kept = rebuilt(fig)
+    assert [p.notebook for p in kept[0][1]] == ["02"] and kept[0][2] == ["01"]
+    assert flipped_headlines(kept) == {}
+    assert "1 of 1 verdicts the same. Not compared: notebook 01, run there in another design" in rebuild_lines(kept)
+    assert [p.verdict_b for p in compare(fig, fig / "rebuilds" / "old")[0]] == ["inconclusive", "bracketed"]
