@@ -114,7 +114,7 @@ class Finding:
         d, u = self.digits, (f" {self.unit}" if self.unit else "")
         if not np.isfinite(self.estimate):
             return "no value (no pairs)" if self.reason == _no_pairs else "not finite"
-        est = f"{self.estimate:.{d}f}{u}"
+        est = f"({self.low:.{d}f}, {self.high:.{d}f}]{u}" if self.verdict == BRACKETED else f"{self.estimate:.{d}f}{u}"
         units = plural(self.n_units, self.unit_name) + (f", {self.n_pairs} pairs" if self.n_pairs > self.n_units else "")
         if self.interval == "range" and self.n_units > 1:
             return f"{est} (range {self.low:.{d}f} to {self.high:.{d}f} over {units})"
@@ -124,11 +124,12 @@ class Finding:
         return f"{est} ({units})" if over else est
 
     def short(self) -> str:
-        """'2.85 [2.61, 3.13]', '2.85 (range 2.1–3.8)' or '2.85': the value for a table cell (its heading says the
-        unit and the interval)."""
+        """A table cell's value: '2.85 [2.61, 3.13]', '2.85 (range 2.1–3.8)', '(0, 250]' (an onset's bracket), '2.85'."""
         d = self.digits
         if not np.isfinite(self.estimate):
             return "–" if self.verdict != NOT_FINITE else "not finite"
+        if self.verdict == BRACKETED:  # k* lies after the last k judged unstable, at or before the first stable one
+            return f"({self.low:.{d}f}, {self.high:.{d}f}]"
         est = f"{self.estimate:.{d}f}"
         if self.interval == "range" and self.n_units > 1:
             return f"{est} (range {self.low:.{d}f} to {self.high:.{d}f})"

@@ -58,7 +58,9 @@ def curves_with_band(curves: pd.DataFrame, by: str, levels, metrics: tuple[str, 
         ax.set_xlabel(r"interpolation weight $\alpha$ (0 = model A, 1 = model B)")
         ax.set_ylabel(ylabels.get(metric, metric))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    # below the panels, where no curve or band runs (lay the figure out with tight_layout(rect=(0, 0.1, 1, 1)))
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(levels), fontsize=8,
+               frameon=False)
     return fig, pd.DataFrame(rows)
 
 

@@ -11,7 +11,7 @@ from ..analysis.criteria import (CONVEX_TOL, ENDPOINT_MATCH_NATS, FRANKLE, LEARN
                                  RELATIVE_LOSS)
 from ..analysis.pair_paths import not_converged
 from ..analysis.forgetting import confidence_gaps, forgetting_summary
-from ..analysis.metrics import LABELS, criterion_of, unit_of
+from ..analysis.metrics import LABELS, bounds_of, criterion_of, unit_of
 from ..analysis.stats import MIN_UNITS
 from ..publish import pair_plots as P
 from .base import Summary
@@ -108,7 +108,7 @@ def judged(table: pd.DataFrame, model: str, comp: str, metric: str, d: str) -> F
     units, name = units_of(model, comp, len(g))
     what = "cross-entropy" if metric == "loss" else metric_label(model, metric)
     return F.threshold(g.instability, g.chord_instability, units, criterion=criterion_of(metric), question=comp,
-                       metric=f"test {what}, barrier `{d}`", unit_name=name)
+                       metric=f"test {what}, barrier `{d}`", unit_name=name, bounds=bounds_of(metric, d))
 
 
 def lm_findings(table: pd.DataFrame, p) -> tuple[list, F.Finding]:
@@ -125,7 +125,8 @@ def lm_findings(table: pd.DataFrame, p) -> tuple[list, F.Finding]:
     head = F.arms(sc.instability, pre.instability, question="LM loss barrier of copies trained from scratch against "
                   "copies fine-tuned from one pretraining run", metric="test cross-entropy, barrier `chord`, 0 on a "
                   f"convex path (chord ≤ {CONVEX_TOL:g})", unit=PERCENT, convex_tol=CONVEX_TOL,
-                  names=("scratch", "pretrained"), expected=F.HIGHER, unit_name="pair",
+                  names=("scratch", "pretrained"), expected=F.HIGHER,
+                  unit_name=f"pair ({len(sc)} of scratch initialisations, {len(pre)} fine-tuned from one pretraining run)",
                   reference="Qin et al. and the GPT-2 Shakespeare study expect fine-tuned copies of a pretrained model "
                   "to stay connected while copies trained from scratch do not")
     n_arm = min(len(sc), len(pre))

@@ -88,7 +88,7 @@ def parents_figure(logs: list[list[dict]], ks: list[int], schedule: str, profile
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlim(left=0)  # steps are never negative: no mirrored ticks of the symlog axis
     ax.set_xlabel("training step (dotted: spawn points)")
-    ax.set_ylabel("training loss (nats/token)")
+    ax.set_ylabel("training loss (nats/token;\nrunning mean of 5 logged values)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"Parents up to the last spawn point ({profile} profile; {schedule})", fontsize=9)
@@ -117,12 +117,13 @@ def instability_vs_k_figure(barriers: pd.DataFrame, onsets: pd.DataFrame, T: int
             ax.plot(x, est, "-o", ms=4, color=COLORS[j], label=split)
             ax.fill_between(x, lo, hi, color=COLORS[j], alpha=0.2)
             o = onsets[(onsets.split == split) & (onsets.metric == metric) & (onsets.verdict == F.BRACKETED)]
-            if not o.empty:
-                ax.axvline(_xpos(np.array([o.k_high.iloc[0] / T]), floor)[0], color=COLORS[j], ls=":", lw=1.2,
+            if not o.empty:  # k* is a bracket, not a point: shade it (train hatched, so both stay visible)
+                x0, x1 = _xpos(np.array([o.k_low.iloc[0], o.k_high.iloc[0]]) / T, floor)
+                ax.axvspan(x0, x1, color=COLORS[j], alpha=0.08, hatch="//" if split == "train" else None, lw=0,
                            label=f"k* ({split}) in ({int(o.k_low.iloc[0])}, {int(o.k_high.iloc[0])}]")
         threshold_line(ax, unit="points" if metric == "error" else "%")
         _style_k_axis(ax, fracs, floor, T)
-        ax.set_ylabel(f"`chord` instability, {LABELS[metric]}\n({unit_of(metric)})")
+        ax.set_ylabel(f"`chord` instability,\n{LABELS[metric]} ({unit_of(metric)})", fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(f"Instability of copies spawned at step k, barrier `chord` ({profile} profile; line and band: "
                  f"estimate and {F.interval_words('parents')}; dots: pairs)", fontsize=10)
@@ -152,7 +153,8 @@ def definitions_figure(barriers: pd.DataFrame, T: int, profile: str, metric: str
     axes[0][0].set_ylabel(f"instability, loss\n({unit_of(metric)})")
     axes[0][0].legend(fontsize=8, title="barrier definition", title_fontsize=8)
     fig.suptitle(f"Loss instability against k under each barrier definition ({profile} profile; mean over pairs): "
-                 f"the definitions differ by at most {spread:.2g} {unit_of(metric)} at any k here\n(`mean` would "
+                 + (f"the definitions differ by at most {spread:.2g} {unit_of(metric)} at any k here" if spread > 0
+                    else "the definitions coincide at every k here") + "\n(`mean` would "
                  "read half the endpoints' difference as a barrier on a convex path; `chord` and `subchord` would not)",
                  fontsize=9)
     fig.tight_layout()

@@ -120,6 +120,7 @@ def test_the_onset_is_bracketed_and_needs_instability_to_start_from():
     per_k = [mk([9, 8, 9.5, 8.5, 9]), mk([5, 4, 6, 5.5, 4.5]), mk([1, 3, 2.5, 0.5, 2.1]), mk([0.1, 0.2, 0.1, 0.3, 0.2])]
     f = F.onset(ks, per_k, question="q", metric="m")
     assert f.verdict == F.BRACKETED and (f.low, f.high) == (10, 100)
+    assert f.short() == "(10, 100]" and "(10, 100] steps" in f.text()  # a bracket, not a point
     stable_start = F.onset(ks[1:], [mk([0.1, 0.2, 0.1, 0.3, 0.2])] * 3, question="q", metric="m")
     assert stable_start.verdict == F.NOT_TESTABLE
 
