@@ -112,7 +112,11 @@ def _summaries(folder: Path) -> dict[str, dict]:
 def other_designs(folder_a: Path, folder_b: Path) -> list[str]:
     """The notebooks both folders hold whose runs had another design: their summaries' `setting` words differ (e.g.
     6 initialisations against 5), so their verdicts answer different runs and are not a rebuild's to compare."""
-    a, b = _summaries(folder_a), _summaries(folder_b)
+    return _other(_summaries(folder_a), _summaries(folder_b))
+
+
+def _other(a: dict, b: dict) -> list[str]:
+    """The notebooks of two read folders (`_summaries`) whose `setting` differs."""
     return sorted(nb for nb in set(a) & set(b) if a[nb].get("setting") != b[nb].get("setting"))
 
 
@@ -125,7 +129,7 @@ def compare(folder_a: Path, folder_b: Path, same_design: bool = False) -> tuple[
     if not common:
         raise ValueError(f"{folder_a} and {folder_b} hold no summary of the same notebook (NN_summary.json)")
     if same_design:
-        common = [nb for nb in common if a[nb].get("setting") == b[nb].get("setting")]
+        common = [nb for nb in common if nb not in _other(a, b)]
     pairs, machines = [], {}
     for nb in common:
         head = a[nb].get("headline_finding") or {}
