@@ -186,6 +186,24 @@ class ListOf:
         return f"list of {n} items, each {domain_words(self.item)}"
 
 
+@dataclass(frozen=True)
+class DictOf:
+    """A dict whose keys pass `key` and whose values pass `value`."""
+
+    key: Callable
+    value: Callable
+
+    def __call__(self, name: str, v: Any) -> None:
+        if not isinstance(v, dict):
+            raise ConfigError(f"{name}={v!r:.200} must be a dict")
+        for k, x in v.items():
+            self.key(f"{name} key {k!r}", k)
+            self.value(f"{name}[{k!r}]", x)
+
+    def words(self) -> str:
+        return f"dict from {domain_words(self.key)} to {domain_words(self.value)}"
+
+
 class Mapping(_IsA):
     """A dict (its keys and values checked by the study's `check`, which knows what they mean)."""
 

@@ -6,11 +6,27 @@ independent unit and matrices are paired by it. The findings layer turns these i
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
 CELL = ["optimizer", "width", "lr", "fisher"]
 MIN_LRS = 3  # a rank correlation over fewer learning rates says nothing
+
+
+def budget_steps(lr: float, steps: int, budget: float, multiple: int = 50) -> int:
+    """Training steps of a cell at learning rate `lr`: `steps`, or ceil(budget / lr) rounded up to a multiple of
+    `multiple` where lr x steps falls short of `budget` (steps scaled with 1/lr, so a low rate travels as far;
+    budget 0: always `steps`)."""
+    return max(steps, int(np.ceil(budget / lr / multiple - 1e-9)) * multiple if budget > 0 else 0)
+
+
+def middle_points(grid: list, n: int) -> list:
+    """The n points of `grid` nearest its middle (ties: the later one), in grid order; all of it for n = 0."""
+    if not n or n >= len(grid):
+        return list(grid)
+    mid = (len(grid) - 1) / 2
+    return [grid[i] for i in sorted(sorted(range(len(grid)), key=lambda i: (abs(i - mid), -i))[:n])]
 
 
 def mark_trained(table: pd.DataFrame, margin_pp: float) -> pd.DataFrame:

@@ -38,8 +38,10 @@ def _lr_column(axes, g: pd.DataFrame, grid, lam: float, col) -> list[dict]:
     rel, ends, mid, err = (_spread(g, c, grid)["mean"] for c in ("rel_barrier_wm_pct", "endpoint_loss", "midpoint_wm",
                                                                   "endpoint_error"))
     axes[1].plot(rel.index, rel, "-", color=col)
-    axes[2].plot(ends.index, ends, ":", color=col, label=f"λ = {lam:g}, endpoints")
-    axes[2].plot(mid.index, mid, "-", lw=0.8, color=col, label=f"λ = {lam:g}, raw midpoint (study 5)")
+    lone = {"marker": "o", "ms": 3} if ends.notna().sum() == 1 else {}  # a cell alone draws no line
+    axes[2].plot(ends.index, ends, ":", color=col, label=f"λ = {lam:g}, endpoints", **lone)
+    axes[2].plot(mid.index, mid, "-", lw=0.8, color=col, label=f"λ = {lam:g}, raw midpoint (study 5)",
+                 **{**lone, "mfc": "none"} if lone else {})
     axes[3].plot(err.index, 100 * err, ":", color=col)
     for ax, v in ((axes[1], rel), (axes[3], 100 * err)):
         _marks(ax, v, trained, col)
@@ -76,8 +78,10 @@ def barrier_vs_lr_figure(table: pd.DataFrame, definition: str, margin_pp: float,
             ax.set(ylabel=y, xscale="log")
             ax.grid(alpha=0.3)
         axes[3][j].set_xlabel("learning rate (log axis; gaps: diverged)")
-    for ax in axes[[0, 2, 3], 0]:
+    for row in (0, 2):  # the column that drew the most Fisher weights names them all
+        ax = max(axes[row], key=lambda a: len(a.get_legend_handles_labels()[1]))
         ax.legend(fontsize=6)
+    axes[3][0].legend(fontsize=6)
     fig.suptitle(f"MLP on MNIST-1D: barrier between independently initialised models before and after alignment "
                  f"(mean and range over pairs; hollow: endpoints not trained; {profile} profile)", fontsize=10)
     fig.tight_layout()
@@ -96,14 +100,14 @@ def sparsity_figure(table: pd.DataFrame, profile: str):
         grid = sorted(table[table.optimizer == opt].lr.unique())
         for c, lam in enumerate(sorted(table.fisher.unique())):
             g = ok[(ok.optimizer == opt) & (ok.fisher == lam)].groupby("lr").sparsity_a.mean().reindex(grid)
-            ax.plot(g.index, g.values, "-o", ms=3, color=COLORS[c], label=f"λ = {lam:g}")
+            ax.plot(g.index, g.values, "-o", ms=3, color=COLORS[c], label=f"λ = {lam:g}" if g.notna().any() else None)
             rows += [{"optimizer": opt, "fisher": lam, "lr": lr, "sparsity": v} for lr, v in g.items()]
         ax.set_xscale("log")
         ax.set_title(opt, fontsize=10)
         ax.set_xlabel("learning rate (log axis)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("fraction of ReLU outputs at 0")
-    axes[0][0].legend(fontsize=8)
+    max(axes[0], key=lambda a: len(a.get_legend_handles_labels()[1])).legend(fontsize=8)
     fig.suptitle(f"Activation sparsity of the MLP vs learning rate (trained cells, mean over pairs; {profile} profile)",
                  fontsize=10)
     fig.tight_layout()

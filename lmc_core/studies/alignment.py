@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..analysis.interpolate import alpha_grid
-from ..analysis.lr_grid import mark_trained
+from ..analysis.lr_grid import budget_steps, mark_trained
 from ..config import ConfigError, model_preset
 from ..data.vectors import VECTOR_DATASETS, VectorDataConfig, load_vectors
 from ..publish import lr_grid_plots as grid_plots
@@ -29,7 +29,7 @@ from .base import Study
 from .reference import THEUS_LM
 from ..publish.tb import tensorboard_logs
 from .params import (ALPHAS, BATCH, DEFINITION, EXAMPLES, MAX_BATCH, MAX_STEPS, MAX_UNITS, RATE, STEPS, UNITS, WIDTH,
-                     Bool, Choice, Int, ListOf, Mapping, Real, StudyParams, Text, param)
+                     Bool, Choice, DictOf, Int, ListOf, Mapping, Real, StudyParams, Text, param)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # the grid jobs' training data; a recipe is no part of a run's hash (runs.dispatch), so stored jobs load under it
@@ -63,9 +63,17 @@ class Params(StudyParams):
     warmup_steps: int = param(10, "SGD's linear warm-up before its cosine decay (study 5: 10)", Int(0, MAX_STEPS))
     lr_grid: dict = param({"sgd": [0.005, 1.0, 5], "adam": [5e-5, 1e-1, 6], "adamw": [5e-5, 1e-1, 6]},
                           "per optimizer [lowest lr, highest lr, number of log-spaced values]", Mapping())
+    lr_budget: dict = param({}, "per optimizer, the least lr x steps of a cell: a cell whose lr x steps falls short "
+                            "trains ceil(budget / lr) steps (rounded up to 50), so low rates are trained too "
+                            "(absent or 0: every cell `steps`)",
+                            DictOf(Choice(OPTIMIZERS), Real(0)))
     optimizers: list = param(list(OPTIMIZERS), "optimizers of the grid", ListOf(Choice(OPTIMIZERS)))
     fisher: list = param([0.0, 0.5, 1.0], "Fisher-penalty weights λ (must include 0, the plain optimizer)",
                          ListOf(Real(0)))
+    fisher_optimizers: list = param(list(OPTIMIZERS), "optimizers whose grids have the λ > 0 cells",
+                                    ListOf(Choice(OPTIMIZERS), 0))
+    fisher_lrs: int = param(0, "the λ > 0 cells train at this many learning rates nearest the middle of each "
+                            "optimizer's grid (0: at every learning rate)", Int(0, MAX_UNITS))
     fisher_mode: str = param("empirical", "the penalty's labels: true (empirical, study 5's MNIST form) or sampled",
                              Choice(("empirical", "sampled")))
     fisher_batch: int = param(0, "the penalty on the first n examples of each batch (0: all)", Int(0, MAX_BATCH))
@@ -114,6 +122,11 @@ class Params(StudyParams):
             if not lr_range_ok(self.lr_grid.get(o)):
                 raise ConfigError(f"lr_grid[{o!r}]={self.lr_grid.get(o)!r} must be [lowest lr, highest lr, number of "
                                   "log-spaced values]")
+        for o in self.optimizers:
+            longest = budget_steps(min(mlp.lrs(self, o)), self.steps, self.lr_budget.get(o, 0))
+            if longest > MAX_STEPS:
+                raise ConfigError(f"lr_budget[{o!r}]={self.lr_budget.get(o)!r} asks {longest} steps of the lowest "
+                                  f"learning rate, more than {MAX_STEPS}: lower the budget or raise the lowest lr")
         if 0 not in self.fisher:
             raise ConfigError(f"fisher={self.fisher!r} must include 0 (the plain optimizer)")
         if any(o not in self.optimizers for o in self.width_optimizers):
@@ -124,9 +137,10 @@ class Params(StudyParams):
         check_executor(self.executor, self.slurm)
 
 
-QUICK = Params(fisher=[0.0, 1.0], fisher_every=4, lm_pairs=5,
-               lr_grid={"sgd": [0.005, 0.2659147948472494, 4], "adam": [5e-5, 0.02186724147886555, 5],
-                        "adamw": [5e-5, 0.02186724147886555, 5]})
+QUICK = Params(fisher=[0.0, 1.0], fisher_every=4, fisher_lrs=1, fisher_optimizers=["adam", "adamw"], lm_pairs=5,
+               pairs=5, optimizers=["sgd", "adam"],
+               lr_grid={"sgd": [0.04, 0.25, 6], "adam": [5e-4, 0.02, 6], "adamw": [5e-4, 0.02, 6]},
+               lr_budget={"sgd": 80.0, "adam": 1.0, "adamw": 1.0})
 
 
 class Alignment(Study):
@@ -144,22 +158,26 @@ class Alignment(Study):
     capped_eval = {"lr_grid": 1, "pairs": 1}  # the grid's alignments and paths
     profiles = {
         # seconds: narrow MLPs, two optimizers, a few steps; a one-layer LM
-        "smoke": Params(profile="smoke", hidden=[32, 32], steps=30, lr_grid={"sgd": [0.01, 0.5, 3], "adam": [1e-3, 1e-2, 3],
+        "smoke": Params(profile="smoke", hidden=[32, 32], steps=30, lr_budget={"sgd": 0.6}, fisher_lrs=2, lr_grid={"sgd": [0.01, 0.5, 3], "adam": [1e-3, 1e-2, 3],
                         "adamw": [1e-3, 1e-2, 2]}, optimizers=["sgd", "adam"], fisher=[0.0, 1.0], pairs=2, alphas=5,
                         widths=[32, 64], width_optimizers=["sgd"], width_pairs=2,
                         lm_overrides={"context": 16, "n_layers": 1, "d_model": 32, "d_ff": 64}, lm_steps=30, lm_pairs=2,
                         lm_eval_tokens=1024, lm_match_tokens=512, match_examples=256, lm_learn_steps=5, lm_learn_batch=4,
                         lm_heldout_batches=1, lm_evals=3),
-        # the penalty's double backward is most of the grid's cost: two Fisher weights instead of study 5's three, the
-        # penalty on every 4th step (as notebook 06's quick profile), and no top learning rate at which every copy
-        # diverged in the full grids (SGD 1, Adam and AdamW 0.1: the same log-spaced points below them)
+        # 6 rates per optimizer, 5 pairs, every cell trained: low rates train budget / lr steps (in a trial SGD 0.05 x
+        # 1600 steps and Adam 3.7e-4 x 3200 came within 10 points of the best); the ranges stop below the rates where
+        # pairs diverged (SGD 0.5, Adam 0.1). Within 10 minutes: the Fisher penalty (double backward) every 4th step at
+        # Adam's middle rate only (SGD's lambda = 1 cells did not train), and no AdamW (in `paper`)
         "quick": QUICK,
-        # the seed study's sweep size on MNIST-1D with the 3x512 MLP (GPU): 20 learning rates per optimizer; the
+        # the seed study's sweep size on MNIST-1D with the 3x512 MLP (GPU): 20 learning rates per optimizer, the low
+        # ones trained longer to quick's budget per step (study 5 trains every cell equally long: its low rates stay
+        # untrained; lr_budget={} is its design); the
         # LMs in Theus et al.'s setting (6 layers, 4 heads, d 256, MLP 1024, context 256, batch 32, AdamW 3e-4 with
         # weight decay 0.01, 100 epochs: 12,250 steps of 32 x 256 characters are 100 passes over a corpus of Tiny
         # Shakespeare's 1.0M training characters), on our plays at character level
         "paper": Params(profile="paper", hidden=[512, 512, 512], steps=2000,
                         lr_grid={"sgd": [0.005, 1.0, 20], "adam": [5e-5, 1e-1, 20], "adamw": [5e-5, 1e-1, 20]},
+                        lr_budget={"sgd": 200.0, "adam": 2.0, "adamw": 2.0},
                         pairs=5, alphas=21, widths=[128, 256, 512, 1024], width_optimizers=list(OPTIMIZERS),
                         width_pairs=5, lm_overrides=dict(THEUS_LM), lm_steps=12250, lm_batch=32, lm_lr=3e-4,
                         lm_weight_decay=0.01, lm_pairs=6, lm_eval_tokens=65536, lm_learn_steps=500),

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from ..analysis.diagnostics import activation_entropy, disagreement, sparsity
-from ..analysis.lr_grid import lowest_lr
+from ..analysis.lr_grid import budget_steps, lowest_lr, middle_points
 from ..analysis.pair_alignment import classifier_pair
 from ..config import CopySettings, RunSpec, Seeds, TrainConfig
 from ..data.vectors import VectorDataConfig
@@ -45,7 +45,9 @@ def mlp_spec_of(p, data: VectorDataConfig, opt: str, d_in: int = 40, n_classes: 
                         schedule="cosine" if sgd else "constant", warmup_steps=p.warmup_steps if sgd else 0,
                         clip_norm=None, fisher_mode=p.fisher_mode, fisher_batch=p.fisher_batch,
                         fisher_every=p.fisher_every, on_divergence="freeze", save_every=max(p.steps // 4, 1))
-    settings = settings if settings is not None else [(lr, float(lam)) for lr in lrs(p, opt) for lam in p.fisher]
+    penalised = middle_points(lrs(p, opt), p.fisher_lrs) if opt in p.fisher_optimizers else []
+    settings = settings if settings is not None else [(lr, float(lam)) for lr in lrs(p, opt) for lam in p.fisher
+                                                      if lam == 0 or lr in penalised]
     seeds, per_copy, rows = [], [], []
     for lr, lam in settings:
         for pair in range(pairs or p.pairs):
@@ -54,14 +56,17 @@ def mlp_spec_of(p, data: VectorDataConfig, opt: str, d_in: int = 40, n_classes: 
                 seeds.append(Seeds(init=s, data=s, dropout=s))
                 per_copy.append(CopySettings(lr=lr, fisher=float(lam)))
                 rows.append({"optimizer": opt, "width": model.hidden[0], "lr": lr, "fisher": float(lam), "pair": pair,
-                             "side": side})
+                             "side": side, "steps": budget_steps(lr, p.steps, p.lr_budget.get(opt, 0))})
     return RunSpec(model=model, data=data, train=train, seeds=tuple(seeds), per_copy=tuple(per_copy)), rows
 
 
 def grid_jobs(spec: RunSpec, copies: list[dict], recipe: Recipe) -> list[Job]:
-    """One job per (lr, lambda, pair): its two models, with their own per-copy settings."""
-    return [Job(replace(spec, seeds=spec.seeds[i : i + 2], per_copy=spec.per_copy[i : i + 2]), recipe)
-            for i in range(0, len(copies), 2)]
+    """One job per (lr, lambda, pair): its two models, with their own per-copy settings and their cell's length
+    (jobs of one length train as one ensemble)."""
+    def train(steps: int):
+        return replace(spec.train, steps=steps, save_every=max(steps // 4, 1))
+    return [Job(replace(spec, seeds=spec.seeds[i : i + 2], per_copy=spec.per_copy[i : i + 2],
+                        train=train(copies[i]["steps"])), recipe) for i in range(0, len(copies), 2)]
 
 
 def train_and_align(grids: dict, recipe: Recipe, data, alphas, p, ctx) -> tuple[list[dict], list[pd.DataFrame], list]:
@@ -92,7 +97,7 @@ def align_pairs(spec: RunSpec, state, copies: list[dict], diverged: set, data, a
         preds = fam.model_from_state(cfg, state).eval()(test["x"][None]).argmax(-1).numpy()  # [K, N]
     spars, ent, rows, curves = sparsity(hid), activation_entropy(hid), [], []
     for i in range(0, len(copies), 2):
-        ident = {k: copies[i][k] for k in ("optimizer", "width", "lr", "fisher", "pair")}
+        ident = {k: copies[i][k] for k in ("optimizer", "width", "lr", "fisher", "pair", "steps")}
         if i in diverged or i + 1 in diverged:
             rows.append({**ident, "diverged": True, "collapsed": False})
             continue

@@ -39,12 +39,27 @@ def describe(p, data: dict) -> Summary:
     if p.run_lm:
         lines, numbers["lm"] = lm_body(data["lm"], data["lm_floor"], p)
         body += lines
-    setting = (f"Profile `{p.profile}`: MLP {'-'.join(map(str, p.hidden))} on MNIST-1D, {p.steps} steps, {p.pairs} pairs "
+    setting = (f"Profile `{p.profile}`: MLP {'-'.join(map(str, p.hidden))} on MNIST-1D, {steps_text(grid, p)}, {p.pairs} pairs "
                "of independently initialised models per (optimizer, lr, λ); pair i has the same seeds in every cell and "
                "width, so the pairs are the independent units. Every finding reads the test-loss barrier `chord` (a "
                f"path at most {CONVEX_NATS:g} nats above its chord is convex: no barrier); tables and MLP figures also "
                f"show `{p.definition}`.")
     return Summary(setting, body, head, numbers)
+
+
+def steps_text(grid: pd.DataFrame, p) -> str:
+    """How long the cells trained: `steps`, and where lr_budget lengthened the low rates, each optimizer's budget
+    and range of steps; where the lambda > 0 cells are."""
+    out = f"{p.steps} steps"
+    longer = {o: g for o, g in grid.groupby("optimizer", sort=False) if "steps" in g and g.steps.max() > p.steps}
+    if longer:
+        out += (" (a cell whose lr × steps falls short of its optimizer's budget trains budget / lr steps, so that "
+                "low rates are trained too: " + "; ".join(f"{o} {p.lr_budget[o]:g}, {g.steps.min()}–{g.steps.max()} "
+                                                         "steps" for o, g in longer.items()) + ")")
+    penal = grid[grid.fisher > 0].groupby("optimizer", sort=False).lr.unique()
+    if p.fisher_lrs and len(penal):
+        out += "; λ > 0 at " + "; ".join(f"{o} lr {', '.join(f'{x:.3g}' for x in v)}" for o, v in penal.items())
+    return out
 
 
 def mlp_body(grid: pd.DataFrame, p) -> tuple[list, dict]:
@@ -98,9 +113,13 @@ def optimizer_lines(grid: pd.DataFrame, opt: str) -> tuple[list, dict]:
                  digits=int(2 - np.floor(np.log10(min(lrs)))))  # three significant digits of the smallest lr
     at = grid[grid.trained & (grid.optimizer == opt) & (grid.fisher == 0) & (grid.lr == f.estimate)]
     convex = int((at.chord_wm <= CONVEX_NATS).sum())
+    cells = grid[grid.trained & (grid.optimizer == opt) & (grid.fisher == 0)].groupby("lr").endpoint_error.mean()
     there = F.estimate(at.chord_wm, at.pair, question=f"{opt}: the barrier after weight matching at lr {f.estimate:.3g} "
                        f"({convex} of {len(at)} paths convex, no barrier; unaligned {at.chord_unaligned.mean():.3f} "
-                       "nats)", metric=CHORD, unit="nats", digits=3)
+                       f"nats; the endpoints' test error there {100 * at.endpoint_error.mean():.1f} %, lowest "
+                       f"{100 * cells.min():.1f} % at lr {cells.idxmin():.3g}: where the barrier is lowest "
+                       f"{'the endpoints are best too' if cells.idxmin() == f.estimate else 'is not where the endpoints are best'})",
+                       metric=CHORD, unit="nats", digits=3)
     return [f, there], {"argmin": f.as_dict(), "at_argmin": there.as_dict(), "convex_at_argmin": convex}
 
 
@@ -109,7 +128,7 @@ def fisher_findings(grid: pd.DataFrame) -> list:
     trained (findings.paired by pair, the claimed direction: lower)."""
     out = []
     for opt in dict.fromkeys(grid.optimizer):
-        for lam in sorted(x for x in grid.fisher.unique() if x > 0):
+        for lam in sorted(x for x in grid[grid.optimizer == opt].fisher.unique() if x > 0):
             common, diff = fisher_differences(grid, opt, lam, "chord_wm")
             out.append(F.paired(diff.to_numpy(), question=f"{opt}: Fisher penalty λ = {lam:g} against none, barrier "
                                 f"after weight matching (claimed: lower; mean over the {len(common)} learning rate(s) "

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from ..analysis import barrier as B
 # the domain checks and bounds live in lmc_core.domains (the lowest layer); studies import them from here
 from ..domains import (MAX_ALPHAS, MAX_BATCH, MAX_EXAMPLES, MAX_MODULUS, MAX_PLANE_POINTS, MAX_RESAMPLES,  # noqa: F401
-                       MAX_SEED, MAX_STEPS, MAX_UNITS, MAX_VOCAB, MAX_WIDTH, Bool, Choice, ConfigError, Int, ListOf,
+                       MAX_SEED, MAX_STEPS, MAX_UNITS, MAX_VOCAB, MAX_WIDTH, Bool, Choice, ConfigError, DictOf, Int, ListOf,
                        Mapping, Maybe, Real, Text, Threads, domain_words)
 from ..publish.paths import PROFILES
 

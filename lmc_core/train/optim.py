@@ -83,6 +83,8 @@ class StackedOptimizer:
         steps_done = steps_done.to(dev)
         wd = None if weight_decay is None else weight_decay.to(dev)
         decay = bool(c.weight_decay) if wd is None else bool((weight_decay != 0).any())  # host-side check
+        if mask is not None and bool(mask.all()):
+            mask = None  # every copy updates: nothing to restore
         if mask is not None:
             mask = mask.to(dev)
             before = {n: p.detach().clone() for n, p in self.params.items() if p.grad is not None}
@@ -115,8 +117,10 @@ class StackedOptimizer:
                 p.addcmul_(g, lr_k, value=-1.0)
             else:
                 b1, b2 = c.betas
-                m = self.state.setdefault("exp_avg." + name, torch.zeros_like(p))
-                v = self.state.setdefault("exp_avg_sq." + name, torch.zeros_like(p))
+                if "exp_avg." + name not in self.state:  # (setdefault would allocate the zeros on every step)
+                    self.state["exp_avg." + name] = torch.zeros_like(p)
+                    self.state["exp_avg_sq." + name] = torch.zeros_like(p)
+                m, v = self.state["exp_avg." + name], self.state["exp_avg_sq." + name]
                 if c.optimizer == "adamw":
                     if decay:
                         p.mul_(1 - lr_k * wd_k)

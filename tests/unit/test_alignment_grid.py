@@ -9,7 +9,8 @@ import torch
 
 from lmc_core.align.methods import CONTROL, UNALIGNED, WEIGHT
 from lmc_core.analysis import findings as F
-from lmc_core.analysis.lr_grid import fisher_differences, lowest_lr, lr_matrix, mark_trained, median_pair, raw_midpoint
+from lmc_core.analysis.lr_grid import (budget_steps, fisher_differences, lowest_lr, lr_matrix, mark_trained, median_pair,
+                                      middle_points, raw_midpoint)
 from lmc_core.analysis.pair_alignment import classifier_pair, permutation_ends
 from lmc_core.analysis.stats import MIN_UNITS
 from lmc_core.config import CopySettings, RunSpec, Seeds, TrainConfig
@@ -156,3 +157,28 @@ def test_the_grid_s_data_recipe_lives_in_data_and_fisher_jobs_pack_apart(tmp_pat
     assert job(0.5).pack_key() == job(1.0).pack_key() != job(0.0).pack_key()
     data = recipe.make()
     assert data["x"].shape[1] == 40 and len(data) == 4000
+
+
+def test_low_rates_train_longer_to_the_budget_and_the_jobs_of_one_length_pack_together(tmp_path):
+    from lmc_core.config import ConfigError
+    from lmc_core.data.vectors import VectorDataConfig
+    from lmc_core.studies import alignment_mlp as mlp
+    p = alignment.Alignment().params({"profile": "smoke"}).replace(
+        steps=100, lr_grid={"sgd": [0.01, 0.1, 3]}, optimizers=["sgd"], lr_budget={"sgd": 2.0}, fisher=[0.0, 1.0],
+        fisher_lrs=1)
+    grid = mlp.lrs(p, "sgd")
+    assert [budget_steps(lr, 100, 2.0) for lr in grid] == [200, 100, 100]  # 2 / 0.01; 2 / 0.0316 = 63 < 100
+    assert budget_steps(0.03, 100, 7.0) == 250 and budget_steps(0.01, 100, 0.0) == 100  # rounded up to 50
+    assert middle_points(grid, 1) == [grid[1]] and middle_points(grid, 0) == grid
+    assert middle_points([1, 2, 3, 4], 1) == [3] and middle_points([1, 2, 3, 4], 2) == [2, 3]
+    spec, copies = mlp.mlp_spec_of(p, VectorDataConfig(), "sgd")
+    assert sorted({(c["lr"], c["fisher"]) for c in copies}) == sorted([(lr, 0.0) for lr in grid] + [(grid[1], 1.0)])
+    jobs = mlp.grid_jobs(spec, copies, Recipe.of(RECIPE, dataset="mnist1d", cache_dir=str(tmp_path)))
+    assert [j.spec.train.steps for j in jobs] == [c["steps"] for c in copies[::2]]
+    low = [j for j in jobs if j.spec.per_copy[0].lr == grid[0]]
+    assert len({j.pack_key() for j in low}) == 1 and low[0].pack_key() != jobs[-1].pack_key()
+    assert jobs[-1].spec.train == replace(spec.train, steps=100, save_every=25)  # a cell of `steps`: the old run
+    with pytest.raises(ConfigError, match="lr_budget"):
+        alignment.Alignment().params({"profile": "smoke", "overrides": {"lr_budget": {"sgd": 1e9}}})
+    with pytest.raises(ConfigError, match="lr_budget"):
+        alignment.Alignment().params({"profile": "smoke", "overrides": {"lr_budget": {"rmsprop": 1.0}}})
