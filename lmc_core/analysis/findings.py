@@ -273,7 +273,7 @@ def threshold(values, chord=None, units=None, *, criterion: Criterion, question:
 def _directional(test, sign: float, expected: str | None) -> tuple[str, float, float, str]:
     """(verdict, p, smallest reachable p, how the test was sided) of test(alternative) -> (p, min_p). Two-sided
     without a claimed direction; with one, one-sided in the claimed direction, and — only if that does not reject —
-    one-sided against it, so that an effect the other way is reported as such (a second test: each at ALPHA)."""
+    an effect the other way when its two-sided p is at most ALPHA (a direction nobody claimed needs two sides)."""
     if expected is None:
         p, min_p = test("two-sided")
         word = (HIGHER if sign > 0 else LOWER) if np.isfinite(p) and p <= S.ALPHA else INCONCLUSIVE
@@ -283,8 +283,8 @@ def _directional(test, sign: float, expected: str | None) -> tuple[str, float, f
         return expected, p, min_p, "one-sided in the claimed direction"
     other = LOWER if expected == HIGHER else HIGHER
     q, _ = test(_alternative(other))
-    if np.isfinite(q) and q <= S.ALPHA:
-        return other, q, min_p, f"one-sided against the claimed direction (in it: p = {p:.3g})"
+    if np.isfinite(q) and 2 * q <= S.ALPHA:
+        return other, 2 * q, 2 * min_p, f"two-sided, against the claimed direction (in it: p = {p:.3g})"
     return INCONCLUSIVE, p, min_p, "one-sided in the claimed direction"
 
 
@@ -432,9 +432,9 @@ def onset(ks: Sequence, per_k: Sequence[Finding], *, question: str, metric: str,
 
 def argmin(grid: Sequence[float], matrix, *, question: str, metric: str, unit: str, unit_name: str = "pair",
            digits: int = 3) -> Finding:
-    """Where a measure is lowest along a grid (e.g. learning rates), from `matrix` [units x cells] paired by unit:
-    a cell is worse than the best when the interval of its paired difference to the best lies above 0; the set
-    of cells not worse is the argmin's confidence set. interior: the set avoids both ends; edge: it is one end."""
+    """Where a measure is lowest along a grid (e.g. learning rates), from `matrix` [units x cells] paired by unit: a
+    cell is worse than the best when an exact one-sided sign-flip test of its paired differences to the best gives
+    p <= ALPHA; the cells not worse are the argmin's confidence set. interior: it avoids both ends; edge: one end."""
     S.check_args(digits)
     m = np.asarray(matrix, dtype=float)
     grid = [float(g) for g in grid]
@@ -448,9 +448,9 @@ def argmin(grid: Sequence[float], matrix, *, question: str, metric: str, unit: s
     base = replace(base, estimate=grid[best])
     if len(grid) < 3 or n < S.MIN_UNITS:
         return replace(base, verdict=TOO_FEW, reason=f"{len(grid)} grid points, {plural(n, unit_name)}")
-    keep = [j for j in range(len(grid)) if j == best or not float(S.studentized_interval(m[:, j] - m[:, best])[0]) > 0]
-    base = replace(base, low=grid[min(keep)], high=grid[max(keep)], interval="",
-                   reason="not worse than the best: " + ", ".join(f"{grid[j]:.3g}" for j in keep))
+    keep = [j for j in range(len(grid)) if j == best or S.sign_flip_test(m[:, j] - m[:, best], "greater")[0] > S.ALPHA]
+    base = replace(base, low=grid[min(keep)], high=grid[max(keep)], interval="", reason="not worse than the best ("
+                   f"one-sided exact sign-flip test of each, p > {S.ALPHA:g}): " + ", ".join(f"{grid[j]:.3g}" for j in keep))
     if 0 not in keep and len(grid) - 1 not in keep:
         return replace(base, verdict=INTERIOR)
     if keep in ([0], [len(grid) - 1]):

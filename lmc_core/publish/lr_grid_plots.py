@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..analysis.criteria import CONVEX_NATS
 from .plotting import COLORS, empty_figure, plt
 
 
@@ -25,23 +26,31 @@ def _lr_column(axes, g: pd.DataFrame, grid, lam: float, col) -> list[dict]:
     """One optimizer's four panels for one Fisher weight; the plotted numbers."""
     opt, rows = g.optimizer.iloc[0], []
     trained = g.groupby("lr").trained.all().reindex(grid).fillna(False).astype(bool)
+    lone = g.lr.nunique() == 1  # a cell alone draws no line: markers (filled: trained; + and x for the others)
     for k, (column, style, name) in enumerate((("barrier_wm", "-", "weight matching"),
                                                ("barrier_am", "-.", "activation matching"),
                                                ("barrier_unaligned", "--", "unaligned"))):
         s = _spread(g, column, grid)
-        axes[0].plot(s.index, s["mean"], style, lw=1.4 if k == 0 else 1, color=col, label=f"λ = {lam:g}, {name}")
+        axes[0].plot(s.index, s["mean"], style, lw=1.4 if k == 0 else 1, color=col, label=f"λ = {lam:g}, {name}",
+                     **({"marker": "o+x"[k], "ms": 4} if lone and k else {}))
         if k == 0:
             axes[0].fill_between(s.index, s["min"], s["max"], color=col, alpha=0.15, lw=0)
             _marks(axes[0], s["mean"], trained, col)
+            if "chord_wm" in g:  # how many of the cell's aligned paths are convex (chord: no barrier)
+                convex = g.groupby("lr").chord_wm.agg(lambda x: f"{int((x <= CONVEX_NATS).sum())}/{len(x)}")
+                for lr, text in convex.items():
+                    if not text.startswith("0/"):
+                        axes[0].annotate(f"{text} convex", (lr, s["mean"][lr]), xytext=(0, 5), fontsize=6,
+                                         textcoords="offset points", ha="center", color=col)
         rows += [{"optimizer": opt, "fisher": lam, "lr": lr, "quantity": column, "mean": v["mean"], "min": v["min"],
                   "max": v["max"], "trained": bool(trained[lr])} for lr, v in s.iterrows()]
     rel, ends, mid, err = (_spread(g, c, grid)["mean"] for c in ("rel_barrier_wm_pct", "endpoint_loss", "midpoint_wm",
                                                                   "endpoint_error"))
     axes[1].plot(rel.index, rel, "-", color=col)
-    lone = {"marker": "o", "ms": 3} if ends.notna().sum() == 1 else {}  # a cell alone draws no line
-    axes[2].plot(ends.index, ends, ":", color=col, label=f"λ = {lam:g}, endpoints", **lone)
+    axes[2].plot(ends.index, ends, ":", color=col, label=f"λ = {lam:g}, endpoints", **({"marker": "o", "ms": 3}
+                                                                                         if lone else {}))
     axes[2].plot(mid.index, mid, "-", lw=0.8, color=col, label=f"λ = {lam:g}, raw midpoint (study 5)",
-                 **{**lone, "mfc": "none"} if lone else {})
+                 **({"marker": "d", "ms": 4} if lone else {}))
     axes[3].plot(err.index, 100 * err, ":", color=col)
     for ax, v in ((axes[1], rel), (axes[3], 100 * err)):
         _marks(ax, v, trained, col)
@@ -56,7 +65,8 @@ def barrier_vs_lr_figure(table: pd.DataFrame, definition: str, margin_pp: float,
     barrier after weight matching relative to the endpoints' loss; (3) the endpoints' test loss (dotted) and study
     5's own measure, the raw test loss at the midpoint of the aligned path (thin); (4) the endpoints' test error
     with each optimizer's 'trained' limit. A colour per Fisher weight; filled markers: trained cells, hollow:
-    cells whose endpoints did not train (left out of every finding); gaps: diverged."""
+    cells whose endpoints did not train (left out of every finding); gaps: diverged; "k/n convex": k of the cell's
+    n aligned paths have no barrier. A Fisher weight trained at one rate only is drawn as markers."""
     opts = list(dict.fromkeys(table.optimizer))
     fig, axes = plt.subplots(4, len(opts), figsize=(4.6 * len(opts), 10.5), squeeze=False, sharex="col",
                              gridspec_kw={"height_ratios": [2, 1.2, 1.2, 1.2]})

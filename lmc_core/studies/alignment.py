@@ -85,7 +85,7 @@ class Params(StudyParams):
     match_examples: int = param(1000, "training examples activation matching correlates", EXAMPLES)
     wm_restarts: int = param(4, "runs of weight matching, half from its anchored start and half from the identity "
                                 "(the best objective is kept)", UNITS)
-    definition: str = param("mean", "barrier definition of the tables and figures (findings read `chord`)", DEFINITION)
+    definition: str = param("chord", "barrier definition of the tables and figures (findings read `chord`)", DEFINITION)
     trained_margin_pp: float = param(10.0, "a cell is trained when its endpoints' mean test error is within this "
                                      "many points of its optimizer's best cell", Real(0, 100))
     widths: list = param([128, 256, 512], "hidden units per layer of the width sweep", ListOf(WIDTH))

@@ -64,9 +64,11 @@ def test_neighbouring_cells_are_compared_by_an_exact_rank_test_of_their_seeds_gr
     assert overlap.verdict == F.INCONCLUSIVE and overlap.p_value > 0.05  # ranges overlap
     trend = F.trend([sooner, overlap], question="q", claimed=F.LOWER)
     assert trend.verdict == F.INCONCLUSIVE  # 1 of 2 decisive: not most
-    later = wd_comparisons(grok_of([(0.5, [1000, 1100, 1200]), (1.0, [3000, 3100, math.nan])]))
-    assert [c.verdict for c in later] == [F.HIGHER]  # later, said as it is (the test against the claimed direction)
-    assert "against the claimed direction" in later[0].text()
+    later = wd_comparisons(grok_of([(0.5, [1000, 1100, 1200, 1300]), (1.0, [3000, 3100, 3200, math.nan])]))
+    assert [c.verdict for c in later] == [F.HIGHER]  # later, said as it is (two-sided: 2/70 <= 0.05)
+    assert "against the claimed direction" in later[0].text() and later[0].p_value == pytest.approx(2 / 70)
+    three = wd_comparisons(grok_of([(0.5, [1000, 1100, 1200]), (1.0, [3000, 3100, math.nan])]))[0]
+    assert three.verdict == F.INCONCLUSIVE  # one-sided 1/20 against the claim, two-sided 1/10: not enough
     assert F.trend(later + [sooner], question="q", claimed=F.LOWER).verdict == F.MIXED
     two = wd_comparisons(grok_of([(0.5, [3000, 3100]), (1.0, [1000, 1100])]))[0]  # 2 vs 2 seeds: p >= 1/6
     assert two.verdict == F.INCONCLUSIVE and two.min_p == pytest.approx(1 / 6) and "no effect of any size" in two.text()
