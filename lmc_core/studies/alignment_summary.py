@@ -60,7 +60,7 @@ def steps_text(grid: pd.DataFrame, p) -> str:
                                                          "steps" for o, g in longer.items()) + ")")
     penal = grid[grid.fisher > 0].groupby("optimizer", sort=False).lr.unique()
     if p.fisher_lrs and len(penal):
-        out += "; λ > 0 at " + "; ".join(f"{o} lr {', '.join(f'{x:.3g}' for x in v)}" for o, v in penal.items())
+        out += " (λ > 0 only at " + "; ".join(f"{o} lr {', '.join(f'{x:.3g}' for x in v)}" for o, v in penal.items()) + ")"
     return out
 
 

@@ -83,8 +83,6 @@ class StackedOptimizer:
         steps_done = steps_done.to(dev)
         wd = None if weight_decay is None else weight_decay.to(dev)
         decay = bool(c.weight_decay) if wd is None else bool((weight_decay != 0).any())  # host-side check
-        if mask is not None and bool(mask.all()):
-            mask = None  # every copy updates: nothing to restore
         if mask is not None:
             mask = mask.to(dev)
             before = {n: p.detach().clone() for n, p in self.params.items() if p.grad is not None}
