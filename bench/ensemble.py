@@ -37,6 +37,15 @@ from lmc_core.train.trainer import Trainer, check_bf16
 # notebook 03's (and 04's, 05's control) pre-norm LM: tinygpt with these fields (lmc_core.studies.finetuning)
 TINYGPT_03 = {"context": 64, "n_layers": 2}
 PATHS = {"eager": {}, "hash": {"dropout_masks": "hash"}, "compiled": {"dropout_masks": "hash", "compile": True}}
+MODIFIERS = ("bf16", "fused")  # +bf16: precision="bf16"; +fused: fused_cross_entropy=True
+
+
+def path_config(path: str) -> dict:
+    """TrainConfig fields of a --paths entry: a name of PATHS, then any of +bf16 and +fused."""
+    name, *mods = path.split("+")
+    if name not in PATHS or any(m not in MODIFIERS for m in mods) or len(set(mods)) != len(mods):
+        raise ValueError(f"--paths {path!r}: choose from {sorted(PATHS)}, each optionally with +bf16 and/or +fused")
+    return {**PATHS[name], "precision": "bf16" if "bf16" in mods else "fp32", "fused_cross_entropy": "fused" in mods}
 
 
 class ReferenceLM(nn.Module):
@@ -100,8 +109,7 @@ class EnsembleSide:
         stream = torch.randint(0, vocab, ((steps + 8) * batch * 64 + 1,), generator=torch.Generator().manual_seed(0))
         model = (model_preset("ptb-transformer", vocab_size=vocab, d_model=d, d_ff=d) if preset == "ptb-transformer"
                  else model_preset(preset, vocab_size=vocab, d_model=d, **TINYGPT_03))
-        name, _, prec = path.partition("+")
-        tc = TrainConfig(steps=steps + 8, batch_size=batch, precision=prec or "fp32", **PATHS[name])
+        tc = TrainConfig(steps=steps + 8, batch_size=batch, **path_config(path))
         self.trainer = Trainer(RunSpec(model=model, train=tc, seeds=tuple(Seeds(0, i, i) for i in range(k))), stream,
                                dev)
         self.k = k
@@ -145,7 +153,7 @@ def main(argv=None):
                     help="the ensemble's model: the PTB study's post-norm LM (the loop trains the same), or notebook "
                          "03's pre-norm tinygpt, context 64, 2 layers (no loop: rates against the eager path)")
     ap.add_argument("--paths", nargs="+", default=["eager"],
-                    help="lmc_core training paths: eager, hash, compiled, each optionally +bf16")
+                    help="lmc_core training paths: eager, hash, compiled, each optionally +bf16 and/or +fused")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's setting)")
     ap.add_argument("--profile", action="store_true",
                     help="after timing, print torch.profiler's busiest operations of each lmc_core side (10 steps)")
@@ -160,9 +168,11 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     dev = resolve_device(a.device)
     for path in a.paths:
-        if path.partition("+")[0] not in PATHS or path.partition("+")[2] not in ("", "bf16"):
-            ap.error(f"--paths {path!r}: choose from {sorted(PATHS)}, each optionally with +bf16")
-        if path.endswith("+bf16"):
+        try:
+            fields = path_config(path)
+        except ValueError as e:
+            ap.error(str(e))
+        if fields["precision"] == "bf16":
             check_bf16(dev)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"# ensemble benchmark, {date.today()}, {name}, torch {torch.__version__}, python {platform.python_version()}")
@@ -174,7 +184,7 @@ def main(argv=None):
         a.paths = ["eager", *a.paths]  # the baseline of a preset without a loop
     total = (a.steps + 3) * a.rounds + 8
     sides = {("loop", bf16): LoopSide(a.vocab, total, a.batch, dev, bf16, a.d_model)
-             for bf16 in sorted({p.endswith("+bf16") for p in a.paths} | {False})} if ptb else {}
+             for bf16 in sorted({"+bf16" in p for p in a.paths} | {False})} if ptb else {}
     sides.update({(path, k): EnsembleSide(a.vocab, total, a.batch, dev, k, path, a.d_model, a.preset)
                   for k in a.ks for path in a.paths})
     rate, first = measure(sides, a.steps, a.rounds, dev)

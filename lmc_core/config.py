@@ -157,6 +157,11 @@ class TrainConfig:
     # (bench/compile.py measures the break-even), but its kernels round differently from eager mode, so a compiled
     # run is a different run (the field enters the run's hash); with dropout it needs dropout_masks="hash"
     compile: bool = False
+    # a language model's output layer and cross-entropy as one fused operation (lmc_core.nn.linear_ce): the logits
+    # are formed a few tokens at a time and never held in full, which pays where the vocabulary is large (the PTB
+    # study's 10,000 words: bench/ensemble.py --paths ...+fused); it rounds differently (the float32 sums run over
+    # pieces), so it enters the run's hash; transformer LMs only, one backward (no Fisher penalty)
+    fused_cross_entropy: bool = False
     checkpoints: tuple[int, ...] = ()  # steps at which to keep model checkpoints
     save_every: int = 0  # resume-checkpoint period in steps (0: only at `checkpoints` and the end)
     # a copy whose mean training loss over a logging window exceeds diverge_factor x the loss of a
@@ -192,6 +197,11 @@ class TrainConfig:
         _choice("dropout_masks", self.dropout_masks, ("device", "hash"))
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile={self.compile!r} must be True or False")
+        if not isinstance(self.fused_cross_entropy, bool):
+            raise ConfigError(f"fused_cross_entropy={self.fused_cross_entropy!r} must be True or False")
+        if self.fused_cross_entropy and self.fisher > 0:
+            raise ConfigError(f"fused_cross_entropy=True cannot train with the Fisher penalty (fisher={self.fisher}): "
+                              "its gradient supports one backward, the penalty needs two; set fused_cross_entropy=False")
         if self.compile and self.fisher > 0:
             raise ConfigError(f"compile=True cannot train with the Fisher penalty (fisher={self.fisher}): its double "
                               "backward does not compile; set compile=False or fisher=0")

@@ -202,12 +202,25 @@ class Family(abc.ABC):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [K, N, C], targets [K or 1, N]) of a batch whose tensors are [K or 1, B, ...]."""
 
-    def loss(self, model, batch: dict[str, torch.Tensor], drop=None, budget_mb: float | None = None) -> torch.Tensor:
-        """Mean training loss of each copy [K] (the sum over copies is what is minimised)."""
+    # whether loss(..., fused=True) is available (TrainConfig.fused_cross_entropy)
+    fused_cross_entropy = False
+
+    def loss(self, model, batch: dict[str, torch.Tensor], drop=None, budget_mb: float | None = None,
+             fused: bool = False) -> torch.Tensor:
+        """Mean training loss of each copy [K] (the sum over copies is what is minimised); fused: the
+        output layer and loss as one operation (TrainConfig.fused_cross_entropy; families with
+        `fused_cross_entropy = True` only)."""
+        self.check_fused(fused)
         logits, targets = self.outputs(model, batch, drop)
         k, n, c = logits.shape
         ce = F.cross_entropy(logits.reshape(-1, c).float(), targets.expand(k, n).reshape(-1), reduction="none")
         return ce.view(k, n).mean(1)
+
+    def check_fused(self, fused: bool) -> None:
+        """Raise ValueError if `fused` is asked of a family without a fused loss."""
+        if fused and not self.fused_cross_entropy:
+            raise ValueError(f"fused_cross_entropy=True: the {type(self).__name__} family has no fused loss; set "
+                             "TrainConfig(fused_cross_entropy=False)")
 
     def eval_bytes_per_example(self, cfg) -> int:
         """Memory of one example's logits and softmax temporaries, for grouping copies in evaluation."""

@@ -72,12 +72,17 @@ class LMFamily(Family):
         targets = batch["targets"] if "targets" in batch else tokens[..., 1:]
         return logits, targets.reshape(tokens.shape[0], -1)
 
-    def loss(self, model: TransformerLM, batch, drop=None, budget_mb: float | None = None) -> torch.Tensor:
-        """Mean next-token cross-entropy of each copy [K]; the logits are formed in pieces under budget_mb."""
+    fused_cross_entropy = True
+
+    def loss(self, model: TransformerLM, batch, drop=None, budget_mb: float | None = None,
+             fused: bool = False) -> torch.Tensor:
+        """Mean next-token cross-entropy of each copy [K]; the logits are formed in pieces under budget_mb, or by
+        the fused output layer and cross-entropy (`fused`, lmc_core.nn.linear_ce)."""
         tokens = batch["tokens"]
         k = model.k
         h = model.features(tokens[..., :-1], drop)  # [K, B*T, d]
-        return model.copy_losses(h, tokens[..., 1:].reshape(tokens.shape[0], -1).expand(k, -1), budget_mb)
+        return model.copy_losses(h, tokens[..., 1:].reshape(tokens.shape[0], -1).expand(k, -1), budget_mb,
+                                 fused)
 
     def eval_bytes_per_example(self, cfg: ModelConfig) -> int:
         """Logits and softmax temporaries of one window."""

@@ -85,9 +85,11 @@ class SeqClassFamily(Family):
         h = model.features(tokens, drop).view(model.k, b, t, -1)[:, :, -1]  # [K, B, d]
         return model.logits(h), batch["labels"]
 
-    def loss(self, model: TransformerLM, batch, drop=None, budget_mb: float | None = None) -> torch.Tensor:
+    def loss(self, model: TransformerLM, batch, drop=None, budget_mb: float | None = None,
+             fused: bool = False) -> torch.Tensor:
         """Mean cross-entropy per copy [K] with a float64 log-softmax (Nanda et al., and study 5: in float32 the
         loss of a memorised training set rounds to exactly 0 and its gradient vanishes)."""
+        self.check_fused(fused)
         logits, targets = self.outputs(model, batch, drop)
         k, n, c = logits.shape
         ce = torch.nn.functional.cross_entropy(logits.double().reshape(-1, c), targets.expand(k, n).reshape(-1),

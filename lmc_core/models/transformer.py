@@ -16,6 +16,7 @@ from ..config import ModelConfig
 from .. import rng
 from ..nn import DropoutSource, StackedLayerNorm, StackedLinear, StackedRMSNorm, dropout, sinusoidal
 from ..nn.activations import activation
+from ..nn.linear_ce import linear_cross_entropy
 
 
 def norm_layer(cfg: ModelConfig, k: int) -> nn.Module:
@@ -126,13 +127,18 @@ class TransformerLM(nn.Module):
             x = self.ln_f(x)
         return x
 
-    def copy_losses(self, h: torch.Tensor, targets: torch.Tensor, budget_mb: float | None = None) -> torch.Tensor:
+    def copy_losses(self, h: torch.Tensor, targets: torch.Tensor, budget_mb: float | None = None,
+                    fused: bool = False) -> torch.Tensor:
         """Mean next-token cross-entropy of each copy [K] from features h [K, N, d], targets [K, N].
 
         With budget_mb, the logits are formed in pieces of at most that size (copies x tokens), so
         no huge temporary is allocated (on CPU, allocations above 32 MB are fresh page-faulting
-        mmaps every step); the result is the same.
+        mmaps every step); the result is the same. fused: the output layer and cross-entropy as one
+        operation (`nn.linear_ce.linear_cross_entropy`; one backward only; budget_mb is then unused).
         """
+        if fused:
+            w = self.tok_emb.transpose(1, 2) if self.head is None else self.head.weight
+            return linear_cross_entropy(h, w, None if self.head is None else self.head.bias, targets)
         k, n, _ = h.shape
         v = self.n_out
         if budget_mb is None:

@@ -107,7 +107,9 @@ class InstabilityAtInit(Study):
         # the PTB study's setting (its d=200 model, SGD lr 2.5, StepLR 0.95 per epoch, clipping 0.5, 8 epochs) on
         # word-level Shakespeare, or on PTB with overrides corpus="ptb", data_path=<folder>; the character-level
         # model as the variant (GPU)
+        # (fused_cross_entropy: the 10,000-word output layer is the step's largest cost; bench/ensemble.py +fused)
         "paper": Params(profile="paper", steps=0, epochs=8, precision="auto", dropout_masks="hash", inits=5,
+                        fused_cross_entropy=True,
                         copies=3, alphas=31, eval_tokens=48000,  # SE about half of 12,000's (above)
                         variant={"level": "char", "vocab_cap": 10000}),
     }

@@ -102,6 +102,7 @@ class InstabilitySpawn(Study):
         "quick": QUICK,
         # the PTB study's word-level d=200 model, 8 epochs, spawned at fractions of training (GPU)
         "paper": Params(profile="paper", steps=0, epochs=8, precision="auto", dropout_masks="hash",
+                        fused_cross_entropy=True,  # a 10,000-word output layer (as notebook 01's paper)
                         spawn=[0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3,
                         0.5], parents=5, alphas=31, eval_tokens=48000),  # as notebook 01's paper: sized by its standard error
     }

@@ -56,6 +56,9 @@ class LMParams(StudyParams):
                                "hash (the same masks on every device; needed by compile)", Choice(("device", "hash")))
     compile: bool = param(False, "train through torch.compile (pays on long runs: bench/ensemble.py's break-even)",
                           Bool())
+    fused_cross_entropy: bool = param(False, "train with the output layer and cross-entropy as one operation that "
+                                      "never holds the logits (pays with a large vocabulary: bench/ensemble.py "
+                                      "+fused); it rounds differently, so it is a different run", Bool())
 
     def check(self) -> None:
         """Rules between the shared fields."""
@@ -95,7 +98,8 @@ def train_config(p: LMParams, steps: int, checkpoints: tuple[int, ...] = ()) -> 
     over the last decay_frac of training."""
     common = dict(steps=steps, batch_size=p.batch_size, optimizer=p.optimizer, lr=p.lr,
                   clip_norm=p.clip_norm, save_every=max(steps // 10, 1), checkpoints=checkpoints,
-                  precision=resolve_precision(p.precision), dropout_masks=p.dropout_masks, compile=p.compile)
+                  precision=resolve_precision(p.precision), dropout_masks=p.dropout_masks, compile=p.compile,
+                  fused_cross_entropy=p.fused_cross_entropy)
     if p.decay_frac:
         hold = int(round(steps * (1 - p.decay_frac)))
         return TrainConfig(schedule="cosine", hold_steps=min(hold, steps - 1), **common)

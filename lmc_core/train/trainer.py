@@ -138,6 +138,10 @@ class Trainer:
         per_copy_wd = spec.per_copy and len(set(spec.copy_values("weight_decay"))) > 1
         self.wd = torch.tensor(spec.copy_values("weight_decay"), dtype=torch.float32) if per_copy_wd else None
         self.lam = torch.tensor(spec.copy_values("fisher"), dtype=torch.float32, device=dev)
+        self.family.check_fused(self.tc.fused_cross_entropy)
+        if self.tc.fused_cross_entropy and bool((self.lam > 0).any()):
+            raise ValueError("fused_cross_entropy=True cannot train copies with a Fisher penalty (per-copy fisher > 0): "
+                             "its gradient supports one backward, the penalty needs two; set fused_cross_entropy=False")
         self.masks = "hash" if self.tc.dropout_masks == "hash" else None  # None: the device's default
         self.loss_of = self._compiled_loss() if self.tc.compile else self._loss
         self.pending: list[tuple] = []  # per step: (steps or None per copy, loss [K], lr [K], penalty [K])
@@ -149,7 +153,8 @@ class Trainer:
 
     def _loss(self, chunk: dict[str, torch.Tensor], drop: DropoutSource | None) -> torch.Tensor:
         """Each copy's mean loss [K] on its (micro-)batch `chunk`, with dropout masks from `drop`."""
-        return self.family.loss(self.model, chunk, drop, LOGITS_BUDGET_MB if self.device.type == "cpu" else None)
+        return self.family.loss(self.model, chunk, drop, LOGITS_BUDGET_MB if self.device.type == "cpu" else None,
+                                self.tc.fused_cross_entropy)
 
     def _compiled_loss(self):
         """`_loss` through torch.compile (TrainConfig.compile): checked before any work, compiled on first use."""

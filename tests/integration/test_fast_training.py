@@ -3,6 +3,8 @@
 Each must keep the guarantees the eager fp32 trainer gives: same seeds give the same weights, copy k of an
 ensemble equals a lone run, masks do not depend on K, and (bf16) barriers agree with fp32's within the spread
 between initialisations."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from lmc_core import rng
 from lmc_core.analysis.barrier import barrier
 from lmc_core.analysis.interpolate import interpolation_curve
-from lmc_core.config import ConfigError, Seeds, TrainConfig, model_preset
+from lmc_core.config import ConfigError, CopySettings, Seeds, TrainConfig, model_preset
 from lmc_core.ensemble import copy_state
 from lmc_core.train import train_copies
 from lmc_core.train import trainer as trainer_mod
@@ -20,6 +22,7 @@ from conftest import tiny_model, tiny_spec
 SEEDS = [Seeds(0, 1, 2), Seeds(0, 3, 4), Seeds(7, 5, 6)]
 HASH = {"dropout_masks": "hash"}
 COMPILED = {"dropout_masks": "hash", "compile": True}
+FUSED = {"fused_cross_entropy": True}
 
 
 def same(a, b):
@@ -110,6 +113,34 @@ def test_bf16_training_gives_the_barriers_of_fp32_within_the_spread_between_init
     assert abs(bf16.mean() - fp32.mean()) <= fp32.std(ddof=1), (fp32, bf16)
 
 
+def test_the_fused_loss_repeats_itself_keeps_copy_k_a_lone_run_and_trains_the_unfused_weights(stream):
+    ens = train_copies(tiny_spec(SEEDS, **FUSED), stream, "cpu", progress=False)
+    again = train_copies(tiny_spec(SEEDS, **FUSED), stream, "cpu", progress=False)
+    assert same(ens.state, again.state)
+    for k, s in enumerate(SEEDS):
+        one = train_copies(tiny_spec([s], **FUSED), stream, "cpu", progress=False)
+        close(copy_state(ens.state, k), one.state)
+    plain = train_copies(tiny_spec(SEEDS), stream, "cpu", progress=False)
+    close(ens.state, plain.state, rtol=1e-4, atol=1e-5)  # the same updates; only the rounding differs
+    tied = tiny_model(tie_embeddings=True)  # the output layer is the embedding's transposed view
+    close(train_copies(tiny_spec(SEEDS, model=tied, **FUSED), stream, "cpu", progress=False).state,
+          train_copies(tiny_spec(SEEDS, model=tied), stream, "cpu", progress=False).state, rtol=1e-4, atol=1e-5)
+
+
+def test_the_fused_loss_is_refused_before_training_where_it_cannot_work(stream):
+    from lmc_core.config import config_hash, non_default
+
+    with pytest.raises(ConfigError, match="fused_cross_entropy=False"):
+        TrainConfig(fused_cross_entropy=True, fisher=0.5).validate()
+    with pytest.raises(ConfigError, match="fused_cross_entropy"):
+        TrainConfig(fused_cross_entropy=1).validate()
+    with pytest.raises(ValueError, match="fused_cross_entropy=False"):  # a per-copy Fisher weight (a grid)
+        spec = dataclasses.replace(tiny_spec(SEEDS, **FUSED), per_copy=tuple(CopySettings(fisher=f) for f in (0, 0.5, 0)))
+        train_copies(spec, stream, "cpu", progress=False)
+    assert "fused_cross_entropy" not in non_default(TrainConfig())  # stored runs keep their hashes
+    assert config_hash(tiny_spec(SEEDS)) != config_hash(tiny_spec(SEEDS, **FUSED))
+
+
 def test_the_studies_choose_precision_masks_and_compile_before_any_training():
     from lmc_core.studies.instability_init import PROFILES
     from lmc_core.studies.lm_setup import train_config
@@ -122,6 +153,8 @@ def test_the_studies_choose_precision_masks_and_compile_before_any_training():
     paper, quick = PROFILES["paper"], PROFILES["quick"]
     tc = train_config(paper, 100)
     assert (tc.precision, tc.dropout_masks, tc.compile) == (resolve_precision("auto"), "hash", False)
+    assert tc.fused_cross_entropy and train_config(SPAWN["paper"], 100).fused_cross_entropy  # 10,000 words
+    assert not train_config(quick, 100).fused_cross_entropy  # 72 characters: nothing to gain
     # the quick profiles of 01 and 02 (issue 26): compiled, hash masks, bf16 where the CPU has bf16 instructions
     for q in (quick, SPAWN["quick"]):
         tc = train_config(q, 100)

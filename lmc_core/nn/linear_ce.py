@@ -1,0 +1,132 @@
+"""Fused output layer and cross-entropy for K stacked copies: the logits never exist in full.
+
+A language model's last linear map and its cross-entropy, done the usual way, write the logits [K, N, V], their
+float32 copy, the log-softmax and, in the backward, two more tensors of that size: for the PTB study's model (V =
+10,000, 700 tokens, K = 8) some 220 MB per tensor, which on a CPU are page-faulted afresh and streamed through
+memory several times a step. `linear_cross_entropy` forms the logits a few tokens at a time (a piece that stays in
+cache), takes the log-sum-exp in float32 and writes the gradient of the logits at once (softmax - one-hot) / N in
+the compute dtype; the gradients of the features, the weight and the bias are then two batched products and a sum.
+It is the fused linear cross-entropy of Liger Kernel (Hsu et al. 2024, arXiv:2410.10989) and Cut Cross-Entropy
+(Wijmans et al. 2024, arXiv:2411.09009), written with torch operations for a leading copy axis.
+
+The values equal `F.cross_entropy(torch.baddbmm(bias, h, w).float(), targets)` per copy up to rounding (the
+float32 sums run over pieces); under `torch.autocast` the products run in its dtype (bf16), as autocast would run
+them, and the log-sum-exp in float32. The gradient is computed in the forward pass: it supports one backward
+(no double backward, e.g. the Fisher penalty, and no torch.func transforms).
+"""
+from __future__ import annotations
+
+import torch
+
+IGNORE_INDEX = -100  # F.cross_entropy's default: such targets add nothing to the loss (the mean still divides by N)
+# bytes of float32 logits in one piece: large enough for efficient products, small enough to stay in cache
+PIECE_BYTES = 8 << 20
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+def _piece(z: torch.Tensor, zf: torch.Tensor, t: torch.Tensor, n: int, out: torch.Tensor | None
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One piece, in place: logits z [rows, V] (zf: a float32 buffer of that shape, or z itself), targets t [rows]
+    of a copy's N; returns (the summed loss, the column sums [V] of the gradient) and writes the gradient of the
+    mean loss, (softmax - one-hot) / N (0 on ignored rows), into `out` [rows, V] (None: no gradient)."""
+    if zf is not z:
+        zf.copy_(z)
+    keep = (t != IGNORE_INDEX).to(zf.dtype).unsqueeze(1)  # [rows, 1]
+    ts = torch.where(t != IGNORE_INDEX, t, 0).unsqueeze(1)
+    z_t = zf.gather(1, ts)
+    top = zf.amax(1, keepdim=True)
+    total = zf.sub_(top).exp_().sum(1, keepdim=True)  # zf now holds exp(z - max)
+    loss = ((top + total.log() - z_t) * keep).sum()
+    if out is None:
+        return loss, None
+    p = zf.mul_(keep / (total * n))  # softmax / N, 0 on ignored rows
+    p.scatter_add_(1, ts, -keep / n)
+    out.copy_(p)
+    return loss, p.sum(0)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, bias, targets, piece_tokens):
+        k, n, _ = h.shape
+        v = weight.shape[-1]
+        cd = _compute_dtype(h)
+        with torch.autocast(h.device.type, enabled=False):
+            hc, wc = h.to(cd), weight.to(cd)
+            bc = None if bias is None else bias.reshape(k, v).to(cd)
+            need = any(ctx.needs_input_grad[:3])
+            dev = h.device
+            grad_z = torch.empty(k, n, v, dtype=cd, device=dev) if need else None
+            acc = torch.float64 if cd == torch.float64 else torch.float32  # losses, bias gradient, softmax
+            grad_b = torch.zeros(k, v, dtype=acc, device=dev) if need and bias is not None else None
+            losses = torch.zeros(k, dtype=acc, device=dev)
+            # one set of buffers for every piece: fresh multi-MB temporaries page-fault on a CPU
+            rows = min(n, piece_tokens)
+            z_buf = torch.empty(rows, v, dtype=cd, device=dev)
+            zf_buf = z_buf if cd == acc else torch.empty(rows, v, dtype=acc, device=dev)
+            for c in range(k):
+                for r0 in range(0, n, piece_tokens):
+                    r1 = min(n, r0 + piece_tokens)
+                    z = z_buf[: r1 - r0]
+                    if bc is None:
+                        torch.mm(hc[c, r0:r1], wc[c], out=z)
+                    else:
+                        torch.addmm(bc[c], hc[c, r0:r1], wc[c], out=z)
+                    out = grad_z[c, r0:r1] if need else None
+                    loss, col = _piece(z, zf_buf[: r1 - r0], targets[c, r0:r1], n, out)
+                    losses[c] += loss
+                    if grad_b is not None:
+                        grad_b[c] += col
+        ctx.save_for_backward(hc, wc, grad_z, grad_b)
+        ctx.has_bias = bias is not None
+        ctx.bias_shape = None if bias is None else bias.shape
+        ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return losses / n
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        hc, wc, grad_z, grad_b = ctx.saved_tensors
+        k = hc.shape[0]
+        scale = grad_losses.reshape(k, 1, 1)
+        ones = bool((grad_losses == 1).all())  # the usual case (a sum of the copies' losses): no scaling pass
+        gh = gw = gb = None
+        dh, dw, db = ctx.dtypes
+        with torch.autocast(hc.device.type, enabled=False):
+            if ctx.needs_input_grad[0]:
+                gh = torch.bmm(grad_z, wc.transpose(1, 2)).to(dh)
+                gh = gh if ones else gh.mul_(scale)
+            if ctx.needs_input_grad[1]:
+                # a contiguous h^T: the product runs ~1.4x faster than from the transposed view (measured on AMX)
+                gw = torch.bmm(hc.transpose(1, 2).contiguous(), grad_z).to(dw)
+                gw = gw if ones else gw.mul_(scale)
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                gb = (grad_b if ones else grad_b * scale.reshape(k, 1)).to(db).reshape(ctx.bias_shape)
+        return gh, gw, gb, None, None
+
+
+@torch.compiler.disable  # a Python loop over pieces: a compiled step runs it eagerly (a graph break)
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                         piece_bytes: int = PIECE_BYTES) -> torch.Tensor:
+    """Mean cross-entropy of each copy [K] of the logits h @ weight + bias, without holding them.
+
+    h: features [K, N, d]; weight: [K, d, V] (a transposed view of a tied embedding [K, V, d] is fine); bias: [K, V]
+    or [K, 1, V] or None; targets: class indices [K, N] (IGNORE_INDEX adds 0; the mean divides by N, as
+    `reduction='none'` then `.mean()` would). piece_bytes: the float32 logits formed at once (a piece of rows of
+    one copy). Under autocast the products run in its dtype and the log-sum-exp in float32. Differentiable once
+    in h, weight and bias (the gradient is formed in the forward pass and held as [K, N, V] in the compute dtype).
+    Raises ValueError on mismatched shapes.
+    """
+    if h.dim() != 3 or weight.dim() != 3 or weight.shape[:2] != (h.shape[0], h.shape[2]):
+        raise ValueError(f"h must be [K, N, d] and weight [K, d, V]; got {tuple(h.shape)} and {tuple(weight.shape)}")
+    if targets.shape != h.shape[:2]:
+        raise ValueError(f"targets must be [K, N] = {tuple(h.shape[:2])}; got {tuple(targets.shape)}")
+    if bias is not None and bias.numel() != h.shape[0] * weight.shape[-1]:
+        raise ValueError(f"bias must hold [K, V] = {(h.shape[0], weight.shape[-1])} values; got {tuple(bias.shape)}")
+    piece = max(1, int(piece_bytes) // (4 * weight.shape[-1]))
+    return _LinearCrossEntropy.apply(h, weight, bias, targets, piece)
