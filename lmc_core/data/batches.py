@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from .. import rng
-
-IGNORE_INDEX = -100  # a target that counts in neither loss nor error (PyTorch's and Hugging Face's convention)
+from ..nn.linear_ce import IGNORE_INDEX  # a target that counts in neither loss nor error (re-exported here)
 
 
 class Examples:

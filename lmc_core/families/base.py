@@ -279,6 +279,12 @@ class Family(abc.ABC):
         raise self._lacks("residual_maps", "residual-stream maps beyond permutations")
 
     # --- evaluation
+    def example_losses(self, model, batch: dict[str, torch.Tensor]
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(per-example loss [G, N], top-1 correctness [G, N], targets [1 or G, N]) computed without holding the
+        logits, where the family has a faster way than `outputs` (a large vocabulary); None: use `outputs`."""
+        return None
+
     def evaluate(self, cfg, state: State, examples: Examples, batch_size: int = 32, device="cpu",
                  memory_mb: int = 512, keep: tuple[str, ...] = (), progress: bool = False,
                  desc: str = "eval") -> EvalResult:
@@ -313,15 +319,23 @@ class Family(abc.ABC):
             l_g, c_g, p_g, y_g, cf_g = [], [], [], [], []
             for b0 in range(0, len(examples), batch_size):
                 batch = {n: t[b0 : b0 + batch_size][None].to(device) for n, t in examples.tensors.items()}
-                logits, targets = self.outputs(model, batch, None)  # [G, N, C], [1 or G, N]
-                kept = targets[0] != IGNORE_INDEX  # the same positions in every copy (targets are the examples')
-                if not bool(kept.all()):  # padding or -100 labels (Hugging Face batches): counted nowhere
-                    logits, targets = logits[:, kept], targets[:, kept]
-                gk, n, c = logits.shape
-                t = targets.expand(gk, n)
-                ce = F.cross_entropy(logits.reshape(-1, c).float(), t.reshape(-1), reduction="none").view(gk, n)
+                fused = None if {"probs", "confidence"} & set(keep) else self.example_losses(model, batch)
+                if fused is not None:
+                    ce, hit, targets = fused
+                    kept = targets[0] != IGNORE_INDEX
+                    if not bool(kept.all()):
+                        ce, hit, targets = ce[:, kept], hit[:, kept], targets[:, kept]
+                else:
+                    logits, targets = self.outputs(model, batch, None)  # [G, N, C], [1 or G, N]
+                    kept = targets[0] != IGNORE_INDEX  # the same positions in every copy (targets are the examples')
+                    if not bool(kept.all()):  # padding or -100 labels (Hugging Face batches): counted nowhere
+                        logits, targets = logits[:, kept], targets[:, kept]
+                    gk, n, c = logits.shape
+                    t = targets.expand(gk, n)
+                    ce = F.cross_entropy(logits.reshape(-1, c).float(), t.reshape(-1), reduction="none").view(gk, n)
+                    hit = logits.argmax(-1) == t
                 l_g.append(ce.cpu())
-                c_g.append((logits.argmax(-1) == t).cpu())
+                c_g.append(hit.cpu())
                 if "probs" in keep:
                     p_g.append(logits.float().softmax(-1).cpu())
                 if "confidence" in keep:

@@ -11,6 +11,7 @@ from ..config import ConfigError, DataConfig, ModelConfig
 from ..data.batches import Examples
 from ..data.loader import windows
 from ..models.transformer import TransformerLM
+from ..nn.linear_ce import FUSED_EVAL_MIN_CLASSES, token_losses
 from ..nn.activations import activation
 from .. import rng
 from .base import Family, FamilyExample, Features
@@ -83,6 +84,18 @@ class LMFamily(Family):
         h = model.features(tokens[..., :-1], drop)  # [K, B*T, d]
         return model.copy_losses(h, tokens[..., 1:].reshape(tokens.shape[0], -1).expand(k, -1), budget_mb,
                                  fused)
+
+    def example_losses(self, model: TransformerLM, batch):
+        """Per-token loss and top-1 correctness from the fused output layer (nn.linear_ce.token_losses) where the
+        vocabulary has FUSED_EVAL_MIN_CLASSES entries or more; None below (the logits route is as fast there)."""
+        if model.n_out < FUSED_EVAL_MIN_CLASSES:
+            return None
+        tokens = batch["tokens"]
+        targets = (batch["targets"] if "targets" in batch else tokens[..., 1:]).reshape(tokens.shape[0], -1)
+        h = model.features(tokens[..., :-1])
+        w = model.tok_emb.transpose(1, 2) if model.head is None else model.head.weight
+        ce, hit = token_losses(h, w, None if model.head is None else model.head.bias, targets)
+        return ce, hit, targets
 
     def eval_bytes_per_example(self, cfg: ModelConfig) -> int:
         """Logits and softmax temporaries of one window."""

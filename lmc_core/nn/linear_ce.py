@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import torch
 
-IGNORE_INDEX = -100  # F.cross_entropy's default: such targets add nothing to the loss (the mean still divides by N)
+# a target that counts in neither loss nor error: PyTorch's and Hugging Face's convention (lmc_core.data.batches
+# uses this one): it adds nothing to the loss, the mean still divides by N
+IGNORE_INDEX = -100
+
 # bytes of float32 logits in one piece: large enough for efficient products, small enough to stay in cache
 PIECE_BYTES = 8 << 20
 
@@ -30,13 +33,33 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _piece(z: torch.Tensor, zf: torch.Tensor, t: torch.Tensor, n: int, out: torch.Tensor | None
+def _logit_pieces(hc: torch.Tensor, wc: torch.Tensor, bc: torch.Tensor | None, rows: int, acc: torch.dtype):
+    """Yield (copy, first row, last row + 1, logits [rows, V] in `acc`) of hc [K, N, d] @ wc [K, d, V] + bc [K, V],
+    a piece of rows of one copy at a time, in two buffers reused for every piece (fresh multi-MB temporaries
+    page-fault on a CPU): the product in the compute dtype, then its `acc` copy (the same buffer when they agree).
+    A piece is overwritten by the next one."""
+    k, n, _ = hc.shape
+    v = wc.shape[-1]
+    z_buf = torch.empty(min(n, rows), v, dtype=hc.dtype, device=hc.device)
+    zf_buf = z_buf if hc.dtype == acc else torch.empty(z_buf.shape, dtype=acc, device=hc.device)
+    for c in range(k):
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            z, zf = z_buf[: r1 - r0], zf_buf[: r1 - r0]
+            if bc is None:
+                torch.mm(hc[c, r0:r1], wc[c], out=z)
+            else:
+                torch.addmm(bc[c], hc[c, r0:r1], wc[c], out=z)
+            if zf is not z:
+                zf.copy_(z)
+            yield c, r0, r1, zf
+
+
+def _piece(zf: torch.Tensor, t: torch.Tensor, n: int, out: torch.Tensor | None
            ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One piece, in place: logits z [rows, V] (zf: a float32 buffer of that shape, or z itself), targets t [rows]
-    of a copy's N; returns (the summed loss, the column sums [V] of the gradient) and writes the gradient of the
-    mean loss, (softmax - one-hot) / N (0 on ignored rows), into `out` [rows, V] (None: no gradient)."""
-    if zf is not z:
-        zf.copy_(z)
+    """One piece, in place: float logits zf [rows, V] (overwritten), targets t [rows] of a copy's N; returns (the
+    summed loss, the column sums [V] of the gradient) and writes the gradient of the mean loss, (softmax - one-hot)
+    / N (0 on ignored rows), into `out` [rows, V] (None: no gradient)."""
     keep = (t != IGNORE_INDEX).to(zf.dtype).unsqueeze(1)  # [rows, 1]
     ts = torch.where(t != IGNORE_INDEX, t, 0).unsqueeze(1)
     z_t = zf.gather(1, ts)
@@ -66,23 +89,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             acc = torch.float64 if cd == torch.float64 else torch.float32  # losses, bias gradient, softmax
             grad_b = torch.zeros(k, v, dtype=acc, device=dev) if need and bias is not None else None
             losses = torch.zeros(k, dtype=acc, device=dev)
-            # one set of buffers for every piece: fresh multi-MB temporaries page-fault on a CPU
-            rows = min(n, piece_tokens)
-            z_buf = torch.empty(rows, v, dtype=cd, device=dev)
-            zf_buf = z_buf if cd == acc else torch.empty(rows, v, dtype=acc, device=dev)
-            for c in range(k):
-                for r0 in range(0, n, piece_tokens):
-                    r1 = min(n, r0 + piece_tokens)
-                    z = z_buf[: r1 - r0]
-                    if bc is None:
-                        torch.mm(hc[c, r0:r1], wc[c], out=z)
-                    else:
-                        torch.addmm(bc[c], hc[c, r0:r1], wc[c], out=z)
-                    out = grad_z[c, r0:r1] if need else None
-                    loss, col = _piece(z, zf_buf[: r1 - r0], targets[c, r0:r1], n, out)
-                    losses[c] += loss
-                    if grad_b is not None:
-                        grad_b[c] += col
+            for c, r0, r1, zf in _logit_pieces(hc, wc, bc, piece_tokens, acc):
+                loss, col = _piece(zf, targets[c, r0:r1], n, grad_z[c, r0:r1] if need else None)
+                losses[c] += loss
+                if grad_b is not None:
+                    grad_b[c] += col
         ctx.save_for_backward(hc, wc, grad_z, grad_b)
         ctx.has_bias = bias is not None
         ctx.bias_shape = None if bias is None else bias.shape
@@ -130,3 +141,35 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         raise ValueError(f"bias must hold [K, V] = {(h.shape[0], weight.shape[-1])} values; got {tuple(bias.shape)}")
     piece = max(1, int(piece_bytes) // (4 * weight.shape[-1]))
     return _LinearCrossEntropy.apply(h, weight, bias, targets, piece)
+
+
+# vocabularies from this size on are evaluated by `token_losses` (Family.example_losses): below it the logits of a
+# batch are small and torch's unfused cross-entropy is as fast (bench/ensemble.py +fused at 72 symbols: 1.01x)
+FUSED_EVAL_MIN_CLASSES = 4096
+
+
+@torch.no_grad()
+def token_losses(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                 piece_bytes: int = PIECE_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token cross-entropy [K, N] (float32) and top-1 correctness [K, N] (bool) of the logits h @ weight + bias,
+    formed a piece of rows at a time (evaluation: no gradient). Shapes as `linear_cross_entropy`; targets [K or 1,
+    N]; an IGNORE_INDEX target gets loss 0 and counts as wrong. Top-1 is torch.argmax's (the first of tied maxima).
+    The values equal F.cross_entropy's and argmax's on the full logits up to float32 rounding of the log-sum-exp."""
+    k, n, _ = h.shape
+    v = weight.shape[-1]
+    targets = targets.expand(k, n)
+    cd = _compute_dtype(h)
+    ce = torch.empty(k, n, dtype=torch.float32, device=h.device)
+    hit = torch.empty(k, n, dtype=torch.bool, device=h.device)
+    with torch.autocast(h.device.type, enabled=False):
+        hc, wc = h.to(cd), weight.to(cd)
+        bc = None if bias is None else bias.reshape(k, v).to(cd)
+        for c, r0, r1, zf in _logit_pieces(hc, wc, bc, max(1, int(piece_bytes) // (4 * v)), torch.float32):
+            t = targets[c, r0:r1]
+            ok = t != IGNORE_INDEX
+            z_t = zf.gather(1, torch.where(ok, t, 0).unsqueeze(1)).squeeze(1)
+            top, arg = zf.max(1, keepdim=True)  # the first of tied maxima, as torch.argmax
+            hit[c, r0:r1] = (arg.squeeze(1) == t) & ok
+            lse = zf.sub_(top).exp_().sum(1).log_().add_(top.squeeze(1))  # in place: no fresh [rows, V]
+            ce[c, r0:r1] = torch.where(ok, lse - z_t, 0)
+    return ce, hit

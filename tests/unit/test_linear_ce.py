@@ -81,3 +81,45 @@ def test_mismatched_shapes_are_refused_with_what_to_change():
         linear_cross_entropy(h, w, b, t[:, :-1])
     with pytest.raises(ValueError, match="bias"):
         linear_cross_entropy(h, w, b[:, :, :-1], t)
+
+
+def test_token_losses_equal_cross_entropy_and_argmax_on_the_full_logits():
+    from lmc_core.nn.linear_ce import token_losses
+
+    h, w, b, t = [x.detach().float() if x.is_floating_point() else x for x in _inputs(k=3, n=37, d=8, v=50)]
+    t[2, 5:9] = IGNORE_INDEX
+    w[1, :, 11], b[1, 0, 7], b[1, 0, 11] = w[1, :, 7], 100.0, 100.0  # tied maxima: the first counts (torch.argmax)
+    t[1, :3] = 11
+    z = torch.baddbmm(b, h, w)
+    ce, hit = token_losses(h, w, b, t, piece_bytes=4 * 50 * 5)
+    ref = F.cross_entropy(z.reshape(-1, 50), t.reshape(-1), reduction="none").view(3, 37)
+    torch.testing.assert_close(ce, ref, rtol=1e-6, atol=1e-6)
+    assert torch.equal(hit, (z.argmax(-1) == t) & (t != IGNORE_INDEX))
+    shared = t[:1]  # targets shared by every copy ([1, N]) are broadcast
+    ce1, _ = token_losses(h, w, b, shared)
+    torch.testing.assert_close(ce1[2], F.cross_entropy(z[2], t[0], reduction="none"))
+    assert not hit[1, :3].any() and (z[1].argmax(-1) == 7).all()
+
+
+def test_the_lm_family_evaluates_a_large_vocabulary_without_the_logits_to_the_same_numbers():
+    from lmc_core.config import model_preset
+    from lmc_core.data.batches import Examples
+    from lmc_core.families import family_of
+    from lmc_core.nn.linear_ce import FUSED_EVAL_MIN_CLASSES
+
+    for v, fused in ((FUSED_EVAL_MIN_CLASSES, True), (60, False)):
+        cfg = model_preset("ptb-transformer", vocab_size=v, d_model=16, d_ff=16, context=12, tie_embeddings=v == 60)
+        fam = family_of(cfg)
+        model = fam.build(cfg, 3).init_weights([0, 1, 2])
+        state = {n: p.detach() for n, p in model.state_dict().items()}
+        tokens = torch.randint(0, v, (9, 13), generator=torch.Generator().manual_seed(1))
+        examples = Examples(tokens=tokens)
+        got = fam.evaluate_copies(cfg, state, examples, batch_size=4, keep=("examples",))
+        m = fam.model_from_state(cfg, state, "cpu").eval()
+        assert (fam.example_losses(m, {"tokens": tokens[None]}) is not None) == fused
+        with torch.no_grad():
+            logits, targets = fam.outputs(m, {"tokens": tokens[None]})
+        ref = F.cross_entropy(logits.reshape(-1, v), targets.expand(3, -1).reshape(-1), reduction="none").view(3, -1)
+        torch.testing.assert_close(torch.from_numpy(got.per_example_loss), ref, rtol=1e-5, atol=1e-5)
+        acc = (logits.argmax(-1) == targets).double().mean(1).numpy()
+        assert (got.accuracy == acc).all()
