@@ -34,13 +34,13 @@ def check(name, fn):
         return False
 
 
-def copies_match():
+def copies_match(**train):
     """Copy k of a CUDA ensemble equals a lone CUDA run with the same seeds (dropout from the device hash)."""
     g = torch.Generator().manual_seed(0)
     stream = torch.randint(0, 60, (20000,), generator=g)
     cfg = model_preset("ptb-transformer", vocab_size=60, d_model=32, d_ff=32, context=16)
     seeds = [Seeds(0, 1, 2), Seeds(0, 3, 4), Seeds(5, 6, 7)]
-    spec = lambda s: RunSpec(model=cfg, train=TrainConfig(steps=20, batch_size=8), seeds=tuple(s))  # noqa: E731
+    spec = lambda s: RunSpec(model=cfg, train=TrainConfig(steps=20, batch_size=8, **train), seeds=tuple(s))  # noqa: E731
     ens = train_copies(spec(seeds), stream, "cuda", progress=False)
     for k, s in enumerate(seeds):
         one = train_copies(spec([s]), stream, "cuda", progress=False)
@@ -79,6 +79,8 @@ def main():
         return 1
     print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     ok = check("ensemble copy k = lone run on CUDA; same seeds bit-identical", copies_match)
+    ok &= check("the same with the fused output layer and cross-entropy",
+                lambda: copies_match(fused_cross_entropy=True))
     ok &= check("bf16 autocast trains", bf16_trains)
     for name in STUDIES:
         ok &= check(f"study {name}, smoke profile on CUDA", study(name))

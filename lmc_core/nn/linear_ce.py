@@ -22,8 +22,11 @@ import torch
 # uses this one): it adds nothing to the loss, the mean still divides by N
 IGNORE_INDEX = -100
 
-# bytes of float32 logits in one piece: large enough for efficient products, small enough to stay in cache
+# bytes of float32 logits in one piece: on a CPU large enough for efficient products and small enough to stay in
+# cache (the output layer's products for a 10,000-word vocabulary took 1.7x as long in pieces of 52 rows as of 128;
+# docs/benchmarks.md); on a GPU a piece is a dozen kernel launches, so pieces are few and large (not measured)
 PIECE_BYTES = 8 << 20
+PIECE_BYTES_GPU = 256 << 20
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -33,50 +36,64 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _logit_pieces(hc: torch.Tensor, wc: torch.Tensor, bc: torch.Tensor | None, rows: int, acc: torch.dtype):
-    """Yield (copy, first row, last row + 1, logits [rows, V] in `acc`) of hc [K, N, d] @ wc [K, d, V] + bc [K, V],
-    a piece of rows of one copy at a time, in two buffers reused for every piece (fresh multi-MB temporaries
+def piece_shape(k: int, n: int, v: int, piece_bytes: int) -> tuple[int, int]:
+    """(copies, rows) of one piece of K copies' [N, V] float32 logits under piece_bytes: whole copies, as many as fit,
+    where one copy fits; else rows of one copy (at least one)."""
+    per_copy = n * v * 4
+    if per_copy <= piece_bytes:
+        return max(1, min(k, piece_bytes // per_copy)), n
+    return 1, max(1, piece_bytes // (v * 4))
+
+
+def _logit_pieces(hc: torch.Tensor, wc: torch.Tensor, bc: torch.Tensor | None, piece_bytes: int, acc: torch.dtype):
+    """Yield (c0, c1, r0, r1, logits [c1-c0, r1-r0, V] in `acc`) of hc [K, N, d] @ wc [K, d, V] + bc [K, V] for copies
+    c0..c1 and rows r0..r1 (piece_shape), in two buffers reused for every piece (fresh multi-MB temporaries
     page-fault on a CPU): the product in the compute dtype, then its `acc` copy (the same buffer when they agree).
     A piece is overwritten by the next one."""
     k, n, _ = hc.shape
     v = wc.shape[-1]
-    z_buf = torch.empty(min(n, rows), v, dtype=hc.dtype, device=hc.device)
+    copies, rows = piece_shape(k, n, v, piece_bytes)
+    z_buf = torch.empty(copies * rows * v, dtype=hc.dtype, device=hc.device)
     zf_buf = z_buf if hc.dtype == acc else torch.empty(z_buf.shape, dtype=acc, device=hc.device)
-    for c in range(k):
+    for c0 in range(0, k, copies):
+        c1 = min(k, c0 + copies)
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
-            z, zf = z_buf[: r1 - r0], zf_buf[: r1 - r0]
+            shape = (c1 - c0, r1 - r0, v)
+            size = shape[0] * shape[1] * v
+            z, zf = z_buf[:size].view(shape), zf_buf[:size].view(shape)  # contiguous, also the last piece
             if bc is None:
-                torch.mm(hc[c, r0:r1], wc[c], out=z)
+                torch.bmm(hc[c0:c1, r0:r1], wc[c0:c1], out=z)
             else:
-                torch.addmm(bc[c], hc[c, r0:r1], wc[c], out=z)
+                torch.baddbmm(bc[c0:c1, None], hc[c0:c1, r0:r1], wc[c0:c1], out=z)
             if zf is not z:
                 zf.copy_(z)
-            yield c, r0, r1, zf
+            yield c0, c1, r0, r1, zf
 
 
 def _piece(zf: torch.Tensor, t: torch.Tensor, n: int, out: torch.Tensor | None
            ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One piece, in place: float logits zf [rows, V] (overwritten), targets t [rows] of a copy's N; returns (the
-    summed loss, the column sums [V] of the gradient) and writes the gradient of the mean loss, (softmax - one-hot)
-    / N (0 on ignored rows), into `out` [rows, V] (None: no gradient)."""
-    keep = (t != IGNORE_INDEX).to(zf.dtype).unsqueeze(1)  # [rows, 1]
-    ts = torch.where(t != IGNORE_INDEX, t, 0).unsqueeze(1)
-    z_t = zf.gather(1, ts)
-    top = zf.amax(1, keepdim=True)
-    total = zf.sub_(top).exp_().sum(1, keepdim=True)  # zf now holds exp(z - max)
-    loss = ((top + total.log() - z_t) * keep).sum()
+    """One piece, in place: float logits zf [C, rows, V] (overwritten), targets t [C, rows] of the copies' N; returns
+    (each copy's summed loss [C], the column sums [C, V] of the gradient) and writes the gradient of the mean loss,
+    (softmax - one-hot) / N (0 on ignored rows), into `out` [C, rows, V] (None: no gradient)."""
+    ok = t != IGNORE_INDEX
+    keep = ok.to(zf.dtype).unsqueeze(-1)  # [C, rows, 1]
+    ts = torch.where(ok, t, 0).unsqueeze(-1)
+    z_t = zf.gather(-1, ts)
+    top = zf.amax(-1, keepdim=True)
+    total = zf.sub_(top).exp_().sum(-1, keepdim=True)  # zf now holds exp(z - max)
+    loss = ((top + total.log() - z_t) * keep).sum((1, 2))
     if out is None:
         return loss, None
     p = zf.mul_(keep / (total * n))  # softmax / N, 0 on ignored rows
-    p.scatter_add_(1, ts, -keep / n)
+    p.scatter_add_(-1, ts, -keep / n)
     out.copy_(p)
-    return loss, p.sum(0)
+    return loss, p.sum(1)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, bias, targets, piece_tokens):
+    def forward(ctx, h, weight, bias, targets, piece_bytes):
         k, n, _ = h.shape
         v = weight.shape[-1]
         cd = _compute_dtype(h)
@@ -89,11 +106,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             acc = torch.float64 if cd == torch.float64 else torch.float32  # losses, bias gradient, softmax
             grad_b = torch.zeros(k, v, dtype=acc, device=dev) if need and bias is not None else None
             losses = torch.zeros(k, dtype=acc, device=dev)
-            for c, r0, r1, zf in _logit_pieces(hc, wc, bc, piece_tokens, acc):
-                loss, col = _piece(zf, targets[c, r0:r1], n, grad_z[c, r0:r1] if need else None)
-                losses[c] += loss
+            for c0, c1, r0, r1, zf in _logit_pieces(hc, wc, bc, piece_bytes, acc):
+                loss, col = _piece(zf, targets[c0:c1, r0:r1], n, grad_z[c0:c1, r0:r1] if need else None)
+                losses[c0:c1] += loss
                 if grad_b is not None:
-                    grad_b[c] += col
+                    grad_b[c0:c1] += col
         ctx.save_for_backward(hc, wc, grad_z, grad_b)
         ctx.has_bias = bias is not None
         ctx.bias_shape = None if bias is None else bias.shape
@@ -123,15 +140,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 @torch.compiler.disable  # a Python loop over pieces: a compiled step runs it eagerly (a graph break)
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-                         piece_bytes: int = PIECE_BYTES) -> torch.Tensor:
+                         piece_bytes: int | None = None) -> torch.Tensor:
     """Mean cross-entropy of each copy [K] of the logits h @ weight + bias, without holding them.
 
     h: features [K, N, d]; weight: [K, d, V] (a transposed view of a tied embedding [K, V, d] is fine); bias: [K, V]
     or [K, 1, V] or None; targets: class indices [K, N] (IGNORE_INDEX adds 0; the mean divides by N, as
-    `reduction='none'` then `.mean()` would). piece_bytes: the float32 logits formed at once (a piece of rows of
-    one copy). Under autocast the products run in its dtype and the log-sum-exp in float32. Differentiable once
-    in h, weight and bias (the gradient is formed in the forward pass and held as [K, N, V] in the compute dtype).
-    Raises ValueError on mismatched shapes.
+    `reduction='none'` then `.mean()` would). piece_bytes: the float32 logits formed at once (piece_shape; None:
+    PIECE_BYTES on a CPU, PIECE_BYTES_GPU on a GPU). Under autocast the products run in its dtype and the
+    log-sum-exp in float32. Differentiable once in h, weight and bias (the gradient is formed in the forward pass and
+    held as [K, N, V] in the compute dtype). Raises ValueError on mismatched shapes.
     """
     if h.dim() != 3 or weight.dim() != 3 or weight.shape[:2] != (h.shape[0], h.shape[2]):
         raise ValueError(f"h must be [K, N, d] and weight [K, d, V]; got {tuple(h.shape)} and {tuple(weight.shape)}")
@@ -139,8 +156,13 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         raise ValueError(f"targets must be [K, N] = {tuple(h.shape[:2])}; got {tuple(targets.shape)}")
     if bias is not None and bias.numel() != h.shape[0] * weight.shape[-1]:
         raise ValueError(f"bias must hold [K, V] = {(h.shape[0], weight.shape[-1])} values; got {tuple(bias.shape)}")
-    piece = max(1, int(piece_bytes) // (4 * weight.shape[-1]))
-    return _LinearCrossEntropy.apply(h, weight, bias, targets, piece)
+    return _LinearCrossEntropy.apply(h, weight, bias, targets, _piece_bytes(h, piece_bytes))
+
+
+def _piece_bytes(h: torch.Tensor, piece_bytes: int | None) -> int:
+    if piece_bytes is None:
+        return PIECE_BYTES_GPU if h.device.type == "cuda" else PIECE_BYTES
+    return max(1, int(piece_bytes))
 
 
 # vocabularies from this size on are evaluated by `token_losses` (Family.example_losses): below it the logits of a
@@ -150,7 +172,7 @@ FUSED_EVAL_MIN_CLASSES = 4096
 
 @torch.no_grad()
 def token_losses(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-                 piece_bytes: int = PIECE_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
+                 piece_bytes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token cross-entropy [K, N] (float32) and top-1 correctness [K, N] (bool) of the logits h @ weight + bias,
     formed a piece of rows at a time (evaluation: no gradient). Shapes as `linear_cross_entropy`; targets [K or 1,
     N]; an IGNORE_INDEX target gets loss 0 and counts as wrong. Top-1 is torch.argmax's (the first of tied maxima).
@@ -164,12 +186,12 @@ def token_losses(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     with torch.autocast(h.device.type, enabled=False):
         hc, wc = h.to(cd), weight.to(cd)
         bc = None if bias is None else bias.reshape(k, v).to(cd)
-        for c, r0, r1, zf in _logit_pieces(hc, wc, bc, max(1, int(piece_bytes) // (4 * v)), torch.float32):
-            t = targets[c, r0:r1]
+        for c0, c1, r0, r1, zf in _logit_pieces(hc, wc, bc, _piece_bytes(h, piece_bytes), torch.float32):
+            t = targets[c0:c1, r0:r1]
             ok = t != IGNORE_INDEX
-            z_t = zf.gather(1, torch.where(ok, t, 0).unsqueeze(1)).squeeze(1)
-            top, arg = zf.max(1, keepdim=True)  # the first of tied maxima, as torch.argmax
-            hit[c, r0:r1] = (arg.squeeze(1) == t) & ok
-            lse = zf.sub_(top).exp_().sum(1).log_().add_(top.squeeze(1))  # in place: no fresh [rows, V]
-            ce[c, r0:r1] = torch.where(ok, lse - z_t, 0)
+            z_t = zf.gather(-1, torch.where(ok, t, 0).unsqueeze(-1)).squeeze(-1)
+            top, arg = zf.max(-1, keepdim=True)  # the first of tied maxima, as torch.argmax
+            hit[c0:c1, r0:r1] = (arg.squeeze(-1) == t) & ok
+            lse = zf.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))  # in place: no fresh [C, rows, V]
+            ce[c0:c1, r0:r1] = torch.where(ok, lse - z_t, 0)
     return ce, hit

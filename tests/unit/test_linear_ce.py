@@ -31,7 +31,7 @@ def _grads(loss_fn, inputs, weights):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("piece_bytes", [4 * 50 * 5, 1 << 20])  # 5 rows per piece (37 = 7 x 5 + 2), or all rows
+@pytest.mark.parametrize("piece_bytes", [4 * 50 * 5, 4 * 50 * 37 * 2, 1 << 20])  # 5 rows (37 = 7 x 5 + 2), 2 of 3 copies, all
 def test_losses_and_gradients_equal_the_unfused_ones(bias, piece_bytes):
     inputs = _inputs(bias=bias)
     inputs[3][1, :4] = IGNORE_INDEX  # ignored targets add nothing; the mean still divides by N
@@ -123,3 +123,12 @@ def test_the_lm_family_evaluates_a_large_vocabulary_without_the_logits_to_the_sa
         torch.testing.assert_close(torch.from_numpy(got.per_example_loss), ref, rtol=1e-5, atol=1e-5)
         acc = (logits.argmax(-1) == targets).double().mean(1).numpy()
         assert (got.accuracy == acc).all()
+
+
+def test_a_piece_is_whole_copies_where_one_fits_and_rows_of_one_copy_where_not():
+    from lmc_core.nn.linear_ce import piece_shape
+
+    assert piece_shape(8, 560, 72, 8 << 20) == (8, 560)  # the character model: every copy at once
+    assert piece_shape(8, 700, 10000, 8 << 20) == (1, 209)  # 10,000 words: 209 rows (8 MB) of one copy
+    assert piece_shape(64, 700, 10000, 256 << 20) == (9, 700)  # a GPU's larger pieces: whole copies
+    assert piece_shape(2, 3, 10**9, 8) == (1, 1)  # at least one row
