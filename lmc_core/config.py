@@ -158,7 +158,8 @@ class TrainConfig:
     # run is a different run (the field enters the run's hash); with dropout it needs dropout_masks="hash"
     compile: bool = False
     # a language model's output layer and cross-entropy as one fused operation (lmc_core.nn.linear_ce): the logits
-    # are formed a few tokens at a time and never held in full, which pays where the vocabulary is large (the PTB
+    # are formed a piece at a time and never held in full (their gradient is, in the compute dtype, until the
+    # backward), which pays where the vocabulary is large (the PTB
     # study's 10,000 words: bench/ensemble.py --paths ...+fused); it rounds differently (the float32 sums run over
     # pieces), so it enters the run's hash; transformer LMs only, one backward (no Fisher penalty)
     fused_cross_entropy: bool = False

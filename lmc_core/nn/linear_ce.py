@@ -1,11 +1,11 @@
-"""Fused output layer and cross-entropy for K stacked copies: the logits never exist in full.
+"""Fused output layer and cross-entropy for K stacked copies: the logits are never held in full.
 
 A language model's last linear map and its cross-entropy, done the usual way, write the logits [K, N, V], their
 float32 copy, the log-softmax and, in the backward, two more tensors of that size: for the PTB study's model (V =
 10,000, 700 tokens, K = 8) some 220 MB per tensor, which on a CPU are page-faulted afresh and streamed through
-memory several times a step. `linear_cross_entropy` forms the logits a few tokens at a time (a piece that stays in
-cache), takes the log-sum-exp in float32 and writes the gradient of the logits at once (softmax - one-hot) / N in
-the compute dtype; the gradients of the features, the weight and the bias are then two batched products and a sum.
+memory several times a step. `linear_cross_entropy` forms the logits a piece at a time (on a CPU one that stays in
+cache), takes the log-sum-exp in float32 and writes the gradient of the logits at once, (softmax - one-hot) / N, in
+the compute dtype (that gradient is held until the backward: in bf16 half the size of float32 logits); the gradients of the features, the weight and the bias are then two batched products and a sum.
 It is the fused linear cross-entropy of Liger Kernel (Hsu et al. 2024, arXiv:2410.10989) and Cut Cross-Entropy
 (Wijmans et al. 2024, arXiv:2411.09009), written with torch operations for a leading copy axis.
 
@@ -30,8 +30,9 @@ PIECE_BYTES_GPU = 256 << 20
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Autocast's dtype for float32 inputs under autocast (as its matrix products); else the input's own."""
     dev = x.device.type
-    if torch.is_autocast_enabled(dev):
+    if x.dtype == torch.float32 and torch.is_autocast_enabled(dev):
         return torch.get_autocast_dtype(dev)
     return x.dtype
 
@@ -93,14 +94,14 @@ def _piece(zf: torch.Tensor, t: torch.Tensor, n: int, out: torch.Tensor | None
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, bias, targets, piece_bytes):
+    def forward(ctx, h, weight, bias, targets, piece_bytes, need):
         k, n, _ = h.shape
         v = weight.shape[-1]
         cd = _compute_dtype(h)
         with torch.autocast(h.device.type, enabled=False):
             hc, wc = h.to(cd), weight.to(cd)
             bc = None if bias is None else bias.reshape(k, v).to(cd)
-            need = any(ctx.needs_input_grad[:3])
+            need = need and any(ctx.needs_input_grad[:3])  # no [K, N, V] gradient under torch.no_grad()
             dev = h.device
             grad_z = torch.empty(k, n, v, dtype=cd, device=dev) if need else None
             acc = torch.float64 if cd == torch.float64 else torch.float32  # losses, bias gradient, softmax
@@ -122,7 +123,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         hc, wc, grad_z, grad_b = ctx.saved_tensors
         k = hc.shape[0]
         scale = grad_losses.reshape(k, 1, 1)
-        ones = bool((grad_losses == 1).all())  # the usual case (a sum of the copies' losses): no scaling pass
+        # the usual case (a sum of the copies' losses) skips a scaling pass; not on a GPU, where the check would wait
+        ones = grad_losses.device.type == "cpu" and bool((grad_losses == 1).all())
         gh = gw = gb = None
         dh, dw, db = ctx.dtypes
         with torch.autocast(hc.device.type, enabled=False):
@@ -134,8 +136,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 gw = torch.bmm(hc.transpose(1, 2).contiguous(), grad_z).to(dw)
                 gw = gw if ones else gw.mul_(scale)
             if ctx.has_bias and ctx.needs_input_grad[2]:
-                gb = (grad_b if ones else grad_b * scale.reshape(k, 1)).to(db).reshape(ctx.bias_shape)
-        return gh, gw, gb, None, None
+                # a new tensor: the saved grad_b must not become bias.grad (an in-place change of the gradient would
+                # change what a second backward reads)
+                gb = (grad_b.to(db, copy=True) if ones else (grad_b * scale.reshape(k, 1)).to(db)).reshape(ctx.bias_shape)
+        return gh, gw, gb, None, None, None
 
 
 @torch.compiler.disable  # a Python loop over pieces: a compiled step runs it eagerly (a graph break)
@@ -148,15 +152,30 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     `reduction='none'` then `.mean()` would). piece_bytes: the float32 logits formed at once (piece_shape; None:
     PIECE_BYTES on a CPU, PIECE_BYTES_GPU on a GPU). Under autocast the products run in its dtype and the
     log-sum-exp in float32. Differentiable once in h, weight and bias (the gradient is formed in the forward pass and
-    held as [K, N, V] in the compute dtype). Raises ValueError on mismatched shapes.
+    held as [K, N, V] in the compute dtype until the backward: the logits' size in bf16, not one piece's; under
+    torch.no_grad() it is not formed). Raises ValueError on mismatched or empty shapes.
     """
+    _check_shapes(h, weight, bias, targets, shared_targets=False)
+    need = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (h, weight, bias))
+    return _LinearCrossEntropy.apply(h, weight, bias, targets, _piece_bytes(h, piece_bytes), need)
+
+
+def _check_shapes(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                  shared_targets: bool) -> None:
+    """ValueError naming the argument whose shape does not fit h [K, N, d] (N, d > 0), weight [K, d, V] (V > 0),
+    bias [K, V] or [K, 1, V], targets [K, N] (or [1, N] with shared_targets)."""
     if h.dim() != 3 or weight.dim() != 3 or weight.shape[:2] != (h.shape[0], h.shape[2]):
         raise ValueError(f"h must be [K, N, d] and weight [K, d, V]; got {tuple(h.shape)} and {tuple(weight.shape)}")
-    if targets.shape != h.shape[:2]:
-        raise ValueError(f"targets must be [K, N] = {tuple(h.shape[:2])}; got {tuple(targets.shape)}")
-    if bias is not None and bias.numel() != h.shape[0] * weight.shape[-1]:
-        raise ValueError(f"bias must hold [K, V] = {(h.shape[0], weight.shape[-1])} values; got {tuple(bias.shape)}")
-    return _LinearCrossEntropy.apply(h, weight, bias, targets, _piece_bytes(h, piece_bytes))
+    k, n, _ = h.shape
+    v = weight.shape[-1]
+    if not (k and n and v):
+        raise ValueError(f"h [K, N, d] = {tuple(h.shape)} and weight [K, d, V] = {tuple(weight.shape)} must not be "
+                         "empty: give at least one copy, one token and one class")
+    if targets.shape != (k, n) and not (shared_targets and targets.shape == (1, n)):
+        want = f"[K, N] = {(k, n)}" + (f" or [1, N] = {(1, n)}" if shared_targets else "")
+        raise ValueError(f"targets must be {want}; got {tuple(targets.shape)}")
+    if bias is not None and tuple(bias.shape) not in ((k, v), (k, 1, v)):
+        raise ValueError(f"bias must be [K, V] = {(k, v)} or [K, 1, V]; got {tuple(bias.shape)}")
 
 
 def _piece_bytes(h: torch.Tensor, piece_bytes: int | None) -> int:
@@ -175,8 +194,9 @@ def token_losses(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
                  piece_bytes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token cross-entropy [K, N] (float32) and top-1 correctness [K, N] (bool) of the logits h @ weight + bias,
     formed a piece of rows at a time (evaluation: no gradient). Shapes as `linear_cross_entropy`; targets [K or 1,
-    N]; an IGNORE_INDEX target gets loss 0 and counts as wrong. Top-1 is torch.argmax's (the first of tied maxima).
+    N]; an IGNORE_INDEX target gets loss 0 and counts as wrong; ValueError on shapes that do not fit. Top-1 is torch.argmax's (the first of tied maxima).
     The values equal F.cross_entropy's and argmax's on the full logits up to float32 rounding of the log-sum-exp."""
+    _check_shapes(h, weight, bias, targets, shared_targets=True)
     k, n, _ = h.shape
     v = weight.shape[-1]
     targets = targets.expand(k, n)

@@ -132,3 +132,53 @@ def test_a_piece_is_whole_copies_where_one_fits_and_rows_of_one_copy_where_not()
     assert piece_shape(8, 700, 10000, 8 << 20) == (1, 209)  # 10,000 words: 209 rows (8 MB) of one copy
     assert piece_shape(64, 700, 10000, 256 << 20) == (9, 700)  # a GPU's larger pieces: whole copies
     assert piece_shape(2, 3, 10**9, 8) == (1, 1)  # at least one row
+
+
+def test_a_second_backward_reads_what_the_first_did_even_after_the_gradients_are_changed_in_place():
+    h, w, b, t = [x.detach().float().requires_grad_() if x.is_floating_point() else x for x in _inputs()]
+    loss = linear_cross_entropy(h, w, b, t).sum()
+    loss.backward(retain_graph=True)
+    first = [x.grad.clone() for x in (h, w, b)]
+    for x in (h, w, b):
+        x.grad.mul_(0)  # what clipping or zeroing does; the saved tensors must not change with it
+        x.grad = None
+    loss.backward()
+    for x, g in zip((h, w, b), first):
+        torch.testing.assert_close(x.grad, g)
+
+
+def test_under_no_grad_the_gradient_of_the_logits_is_not_formed(monkeypatch):
+    h, w, b, t = _inputs()
+    shapes = []
+    real = torch.empty
+
+    def spy(*size, **kw):
+        shapes.append(tuple(size[0]) if len(size) == 1 and not isinstance(size[0], int) else tuple(size))
+        return real(*size, **kw)
+
+    monkeypatch.setattr(torch, "empty", spy)
+    with torch.no_grad():
+        linear_cross_entropy(h, w, b, t)
+    assert (3, 37, 50) not in shapes, shapes
+    linear_cross_entropy(h, w, b, t)  # with gradients it is
+    assert (3, 37, 50) in shapes
+
+
+def test_float64_stays_float64_under_bf16_autocast():
+    h, w, b, t = _inputs()
+    with torch.autocast("cpu", torch.bfloat16):
+        got = linear_cross_entropy(h, w, b, t)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, _reference(h, w, b, t), rtol=1e-12, atol=1e-12)
+
+
+def test_empty_inputs_and_a_bias_in_the_wrong_layout_are_refused():
+    from lmc_core.nn.linear_ce import token_losses
+
+    h, w, b, t = _inputs()
+    with pytest.raises(ValueError, match="must not be empty"):
+        linear_cross_entropy(h[:, :0], w, b, t[:, :0])
+    with pytest.raises(ValueError, match="bias"):
+        linear_cross_entropy(h, w, b.reshape(50, 3), t)  # [V, K] holds K x V values but is not [K, V]
+    with pytest.raises(ValueError, match="targets"):
+        token_losses(h, w, b, t[:2])
