@@ -22,7 +22,8 @@ matplotlib.use("Agg")
 ROOT = repo_root()
 
 SWITCHES = {  # notebook -> (study module, the switches its notebook or its study's parameters document)
-    "01_instability_at_init": ("instability_init", [{"variant": None}, {"tensorboard": True}]),
+    "01_instability_at_init": ("instability_init", [{"variant": None}, {"tensorboard": True},
+                                                    {"fused_cross_entropy": True}]),
     "02_instability_during_training": ("instability_spawn", [{"tensorboard": True}]),
     "03_finetuning": ("finetuning", [{"run_encoder": False}, {"modes": ["full"]}, {"enc_controls": False}]),
     "04_alignment_and_fisher": ("alignment", [{"run_lm": False}, {"lm_learn_units": True}, {"width_optimizers": []},
@@ -39,6 +40,8 @@ TRAINING = {"tensorboard", "executor"}  # switches of the training itself: a sto
 TESTED_ELSEWHERE = {  # boolean parameters whose switch a smoke notebook run would only make slow
     "progress": "progress bars only",
     "compile": "tests/integration/test_fast_training.py trains compiled runs (a cold compile takes about a minute)",
+    "fused_cross_entropy": "notebook 01 runs with it here (02 shares its LM parameters and training code); "
+                           "tests/integration/test_fast_training.py and tests/unit/test_linear_ce.py test the loss",
 }
 
 
