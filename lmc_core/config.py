@@ -125,6 +125,20 @@ class DataConfig:
         return self
 
 
+# TrainConfig fields whose training supports one backward pass, so no Fisher penalty (a double backward): why
+ONE_BACKWARD = {"compile": "its double backward does not compile",
+                "fused_cross_entropy": "the fused loss's gradient supports one backward, the penalty needs two"}
+
+
+def one_backward_only(train: "TrainConfig") -> str:
+    """'' if `train` can take the Fisher penalty's double backward; else what to change and why (the first field of
+    ONE_BACKWARD that is on)."""
+    for field, why in ONE_BACKWARD.items():
+        if getattr(train, field):
+            return f"{field}=True cannot train with the Fisher penalty: {why}; set {field}=False"
+    return ""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimiser, schedule and length of training (identical for every copy)."""
@@ -200,12 +214,8 @@ class TrainConfig:
             raise ConfigError(f"compile={self.compile!r} must be True or False")
         if not isinstance(self.fused_cross_entropy, bool):
             raise ConfigError(f"fused_cross_entropy={self.fused_cross_entropy!r} must be True or False")
-        if self.fused_cross_entropy and self.fisher > 0:
-            raise ConfigError(f"fused_cross_entropy=True cannot train with the Fisher penalty (fisher={self.fisher}): "
-                              "its gradient supports one backward, the penalty needs two; set fused_cross_entropy=False")
-        if self.compile and self.fisher > 0:
-            raise ConfigError(f"compile=True cannot train with the Fisher penalty (fisher={self.fisher}): its double "
-                              "backward does not compile; set compile=False or fisher=0")
+        if self.fisher > 0 and (why := one_backward_only(self)):
+            raise ConfigError(f"{why} (fisher={self.fisher}); or set fisher=0")
         check_int("steps", self.steps, 1, MAX_STEPS)
         check_int("batch_size", self.batch_size, 1, MAX_BATCH)
         check_int("accum", self.accum, 1, MAX_BATCH)

@@ -320,20 +320,19 @@ class Family(abc.ABC):
             for b0 in range(0, len(examples), batch_size):
                 batch = {n: t[b0 : b0 + batch_size][None].to(device) for n, t in examples.tensors.items()}
                 fused = None if {"probs", "confidence"} & set(keep) else self.example_losses(model, batch)
-                if fused is not None:
+                if fused is not None:  # [G, N] each, without the logits (a large vocabulary)
                     ce, hit, targets = fused
-                    kept = targets[0] != IGNORE_INDEX
-                    if not bool(kept.all()):
-                        ce, hit, targets = ce[:, kept], hit[:, kept], targets[:, kept]
                 else:
                     logits, targets = self.outputs(model, batch, None)  # [G, N, C], [1 or G, N]
-                    kept = targets[0] != IGNORE_INDEX  # the same positions in every copy (targets are the examples')
-                    if not bool(kept.all()):  # padding or -100 labels (Hugging Face batches): counted nowhere
-                        logits, targets = logits[:, kept], targets[:, kept]
                     gk, n, c = logits.shape
                     t = targets.expand(gk, n)
                     ce = F.cross_entropy(logits.reshape(-1, c).float(), t.reshape(-1), reduction="none").view(gk, n)
                     hit = logits.argmax(-1) == t
+                kept = targets[0] != IGNORE_INDEX  # the same positions in every copy (targets are the examples')
+                if not bool(kept.all()):  # padding or -100 labels (Hugging Face batches): counted nowhere
+                    ce, hit, targets = ce[:, kept], hit[:, kept], targets[:, kept]
+                    if fused is None:
+                        logits = logits[:, kept]  # for "probs" and "confidence"
                 l_g.append(ce.cpu())
                 c_g.append(hit.cpu())
                 if "probs" in keep:

@@ -27,6 +27,13 @@ def check_tokens(tokens: torch.Tensor, vocab_size: int, what: str = "training to
                           "build the model with vocab_size = the corpus vocabulary (len(corpus.vocab))")
 
 
+def next_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Targets [K or 1, B*T] of a batch: the next tokens, or its `targets` (Hugging Face batches, data.hf_batches:
+    IGNORE_INDEX where the next token is padding or a -100 label)."""
+    tokens = batch["tokens"]
+    return (batch["targets"] if "targets" in batch else tokens[..., 1:]).reshape(tokens.shape[0], -1)
+
+
 class LMFamily(Family):
     """TransformerLM (post-norm PTB model or GPT-2 style pre-norm) on windows of a token stream."""
 
@@ -69,9 +76,7 @@ class LMFamily(Family):
         """Next-token logits [K, B*T, V] and targets [K or 1, B*T]: the next tokens, or the batch's `targets` (Hugging
         Face batches, data.hf_batches: IGNORE_INDEX where the next token is padding or a -100 label)."""
         tokens = batch["tokens"]
-        logits = model(tokens[..., :-1], drop)
-        targets = batch["targets"] if "targets" in batch else tokens[..., 1:]
-        return logits, targets.reshape(tokens.shape[0], -1)
+        return model(tokens[..., :-1], drop), next_tokens(batch)
 
     fused_cross_entropy = True
 
@@ -90,11 +95,8 @@ class LMFamily(Family):
         vocabulary has FUSED_EVAL_MIN_CLASSES entries or more; None below (the logits route is as fast there)."""
         if model.n_out < FUSED_EVAL_MIN_CLASSES:
             return None
-        tokens = batch["tokens"]
-        targets = (batch["targets"] if "targets" in batch else tokens[..., 1:]).reshape(tokens.shape[0], -1)
-        h = model.features(tokens[..., :-1])
-        w = model.tok_emb.transpose(1, 2) if model.head is None else model.head.weight
-        ce, hit = token_losses(h, w, None if model.head is None else model.head.bias, targets)
+        targets = next_tokens(batch)
+        ce, hit = token_losses(model.features(batch["tokens"][..., :-1]), *model.output_layer(), targets)
         return ce, hit, targets
 
     def eval_bytes_per_example(self, cfg: ModelConfig) -> int:

@@ -99,12 +99,17 @@ class TransformerLM(nn.Module):
         """Logits [K, B*T, V] for tokens [K, B, T] (or [1, B, T], shared by all copies)."""
         return self.logits(self.features(tokens, drop))
 
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output layer's weight [K, d, V] (a tied embedding's transposed view) and bias [K, 1, V] (None if tied)."""
+        if self.head is None:
+            return self.tok_emb.transpose(1, 2), None
+        return self.head.weight, self.head.bias
+
     def logits(self, h: torch.Tensor, k0: int = 0, k1: int | None = None) -> torch.Tensor:
         """Output logits [k1-k0, N, V] of copies k0..k1 from their final features h [k1-k0, N, d]."""
         k1 = self.k if k1 is None else k1
-        if self.head is not None:
-            return torch.baddbmm(self.head.bias[k0:k1], h, self.head.weight[k0:k1])
-        return torch.bmm(h, self.tok_emb[k0:k1].transpose(1, 2))
+        w, b = self.output_layer()
+        return torch.bmm(h, w[k0:k1]) if b is None else torch.baddbmm(b[k0:k1], h, w[k0:k1])
 
     def features(self, tokens: torch.Tensor, drop: DropoutSource | None = None) -> torch.Tensor:
         """Final hidden states [K, B*T, d] (after the last layer / final LayerNorm)."""
@@ -136,9 +141,9 @@ class TransformerLM(nn.Module):
         mmaps every step); the result is the same. fused: the output layer and cross-entropy as one
         operation (`nn.linear_ce.linear_cross_entropy`; one backward only; budget_mb is then unused).
         """
+        w, b = self.output_layer()
         if fused:
-            w = self.tok_emb.transpose(1, 2) if self.head is None else self.head.weight
-            return linear_cross_entropy(h, w, None if self.head is None else self.head.bias, targets)
+            return linear_cross_entropy(h, w, b, targets)
         k, n, _ = h.shape
         v = self.n_out
         if budget_mb is None:
@@ -149,10 +154,7 @@ class TransformerLM(nn.Module):
             kc = max(1, min(k, int(budget_mb * 2**20 // (per_token * nc))))
         # split (not slice): the backward of a split concatenates once instead of zero-filling a
         # full-size gradient per piece
-        if self.head is not None:
-            weights = zip(self.head.weight.split(kc), self.head.bias.split(kc))
-        else:
-            weights = ((w.transpose(1, 2), None) for w in self.tok_emb.split(kc))
+        weights = zip(w.split(kc), [None] * k if b is None else b.split(kc))
         parts = []
         for hg, tg, (w, b) in zip(h.split(kc), targets.split(kc), weights):
             row = 0

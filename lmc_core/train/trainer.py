@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from ..config import RunSpec
+from ..config import RunSpec, one_backward_only
 from ..data.batches import Batches
 from ..nn import DropoutSource
 from ..nn.dropout import default_masks
@@ -139,9 +139,8 @@ class Trainer:
         self.wd = torch.tensor(spec.copy_values("weight_decay"), dtype=torch.float32) if per_copy_wd else None
         self.lam = torch.tensor(spec.copy_values("fisher"), dtype=torch.float32, device=dev)
         self.family.check_fused(self.tc.fused_cross_entropy)
-        if self.tc.fused_cross_entropy and bool((self.lam > 0).any()):
-            raise ValueError("fused_cross_entropy=True cannot train copies with a Fisher penalty (per-copy fisher > 0): "
-                             "its gradient supports one backward, the penalty needs two; set fused_cross_entropy=False")
+        if bool((self.lam > 0).any()) and (why := one_backward_only(self.tc)):
+            raise ValueError(f"{why} (a copy has a per-copy fisher > 0)")
         self.masks = "hash" if self.tc.dropout_masks == "hash" else None  # None: the device's default
         self.loss_of = self._compiled_loss() if self.tc.compile else self._loss
         self.pending: list[tuple] = []  # per step: (steps or None per copy, loss [K], lr [K], penalty [K])
@@ -158,9 +157,6 @@ class Trainer:
 
     def _compiled_loss(self):
         """`_loss` through torch.compile (TrainConfig.compile): checked before any work, compiled on first use."""
-        if bool((self.lam > 0).any()):
-            raise ValueError("compile=True cannot train copies with a Fisher penalty (per-copy fisher > 0): its "
-                             "double backward does not compile; set compile=False")
         if self.family.dropout(self.cfg) > 0 and (self.masks or default_masks(self.device)) != "hash":
             raise ValueError("compile=True with dropout needs dropout_masks='hash' on a CPU (a torch.Generator per "
                              "copy cannot be traced); set TrainConfig(dropout_masks='hash')")

@@ -34,6 +34,18 @@ def close(a, b, rtol=1e-5, atol=1e-6):
         torch.testing.assert_close(a[n], b[n], rtol=rtol, atol=atol)
 
 
+def repeats_and_copies_are_lone_runs(stream, **train):
+    """Train SEEDS as one ensemble with `train`: assert the same seeds give the same weights and copy k equals a lone
+    run; returns the ensemble's weights."""
+    ens = train_copies(tiny_spec(SEEDS, **train), stream, "cpu", progress=False)
+    again = train_copies(tiny_spec(SEEDS, **train), stream, "cpu", progress=False)
+    assert same(ens.state, again.state)
+    for k, s in enumerate(SEEDS):
+        one = train_copies(tiny_spec([s], **train), stream, "cpu", progress=False)
+        close(copy_state(ens.state, k), one.state)
+    return ens.state
+
+
 def test_hash_masks_are_the_same_numbers_compiled_and_eager():
     keys = torch.tensor([rng.signed(rng.mix(s, 3)) for s in (1, 2, 99)], dtype=torch.int64)
     shapes = ((560, 64), (4, 2, 35, 35), (7,))
@@ -114,14 +126,9 @@ def test_bf16_training_gives_the_barriers_of_fp32_within_the_spread_between_init
 
 
 def test_the_fused_loss_repeats_itself_keeps_copy_k_a_lone_run_and_trains_the_unfused_weights(stream):
-    ens = train_copies(tiny_spec(SEEDS, **FUSED), stream, "cpu", progress=False)
-    again = train_copies(tiny_spec(SEEDS, **FUSED), stream, "cpu", progress=False)
-    assert same(ens.state, again.state)
-    for k, s in enumerate(SEEDS):
-        one = train_copies(tiny_spec([s], **FUSED), stream, "cpu", progress=False)
-        close(copy_state(ens.state, k), one.state)
+    fused = repeats_and_copies_are_lone_runs(stream, **FUSED)
     plain = train_copies(tiny_spec(SEEDS), stream, "cpu", progress=False)
-    close(ens.state, plain.state, rtol=1e-4, atol=1e-5)  # the same updates; only the rounding differs
+    close(fused, plain.state, rtol=1e-4, atol=1e-5)  # the same updates; only the rounding differs
     tied = tiny_model(tie_embeddings=True)  # the output layer is the embedding's transposed view
     close(train_copies(tiny_spec(SEEDS, model=tied, **FUSED), stream, "cpu", progress=False).state,
           train_copies(tiny_spec(SEEDS, model=tied), stream, "cpu", progress=False).state, rtol=1e-4, atol=1e-5)
@@ -167,15 +174,9 @@ def test_the_studies_choose_precision_masks_and_compile_before_any_training():
 
 @pytest.mark.skipif(not trainer_mod.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
 def test_bf16_on_a_cpu_repeats_itself_and_copy_k_equals_a_lone_bf16_run(stream):
-    bf16 = {"precision": "bf16", **HASH}
-    ens = train_copies(tiny_spec(SEEDS, **bf16), stream, "cpu", progress=False)
-    again = train_copies(tiny_spec(SEEDS, **bf16), stream, "cpu", progress=False)
-    assert same(ens.state, again.state)
-    for k, s in enumerate(SEEDS):
-        one = train_copies(tiny_spec([s], **bf16), stream, "cpu", progress=False)
-        close(copy_state(ens.state, k), one.state)
+    bf16 = repeats_and_copies_are_lone_runs(stream, precision="bf16", **HASH)
     fp32 = train_copies(tiny_spec(SEEDS, **HASH), stream, "cpu", progress=False)
-    assert not same(fp32.state, ens.state), "precision='bf16' trained in fp32"
+    assert not same(fp32.state, bf16), "precision='bf16' trained in fp32"
 
 
 def test_a_stored_run_says_which_generator_drew_its_masks(stream, tmp_path):
