@@ -8,6 +8,7 @@ nothing reads the global RNG, and a resumed run needs no generator state.
 from __future__ import annotations
 
 import math
+import struct
 
 import torch
 
@@ -75,6 +76,61 @@ def _lowbias32(x: torch.Tensor) -> torch.Tensor:
     return x ^ _srl32(x, 16)
 
 
+_SALTS: dict[tuple[int, ...], torch.Tensor] = {}
+
+
+def _salts(sites: tuple[int, ...]) -> torch.Tensor:
+    """[S] int64 CPU: the sites' mix(site), kept for the next call outside torch.compile (a traced call recomputes
+    them, as constants)."""
+    if torch.compiler.is_compiling():
+        return torch.tensor([signed(mix(s)) for s in sites], dtype=torch.int64)
+    if sites not in _SALTS:
+        _SALTS[sites] = torch.tensor([signed(mix(s)) for s in sites], dtype=torch.int64)
+    return _SALTS[sites]
+
+
+def site_keys(keys: torch.Tensor, sites: list[int]) -> torch.Tensor:
+    """[K, S, 2] int32: copy k's key for each of S sites, SplitMix64 of (keys[k] + mix(site)), as its low and high
+    32 bits (see `uniform`).
+
+    keys: [K] int64. `uniform_at` and `keep_at` number a site's elements from one [K, 2] slice of this; hashed once
+    and passed in, the 64-bit hash is not redone for every vector of elements in a compiled kernel.
+    """
+    salt = _salts(tuple(sites)).to(keys.device)
+    key = _splitmix(keys.view(-1, 1) + salt.view(1, -1))  # [K, S]
+    lo = (key & 0xFFFFFFFF).to(torch.int32)  # the conversion wraps to int32
+    return torch.stack((lo, _srl(key, 32).to(torch.int32)), dim=-1)
+
+
+def _bits24(site_key: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """[K, n] int32 in [0, 2**24): the top 24 bits of two lowbias32 rounds over (i xor lo) + hi."""
+    k, n = site_key.shape[0], math.prod(shape)
+    if n > MAX_ELEMENTS:
+        raise ValueError(f"a dropout site of {n} elements per copy exceeds the counter's {MAX_ELEMENTS}; use a "
+                         "smaller batch or fewer micro-batch elements (TrainConfig.accum)")
+    idx = torch.arange(n, device=site_key.device, dtype=torch.int32).view(1, n)
+    z = _lowbias32(_lowbias32(idx ^ site_key[:, :1]) + site_key[:, 1:])  # [K, n]
+    return _srl32(z, 8)
+
+
+def uniform_at(site_key: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Uniform [0, 1) float32 of shape [K, *shape] from one site's keys, `site_keys(keys, [site])[:, 0]` [K, 2]
+    (see `uniform`)."""
+    return (_bits24(site_key, shape).to(torch.float32) * (1.0 / (1 << 24))).view(site_key.shape[0], *shape)
+
+
+@torch.compiler.assume_constant_result
+def _threshold24(p: float) -> int:
+    """ceil(float32(p) * 2**24): b / 2**24 >= float32(p) iff b >= this, for integers b (a constant when traced)."""
+    return math.ceil(struct.unpack("f", struct.pack("f", p))[0] * (1 << 24))
+
+
+def keep_at(site_key: torch.Tensor, shape: tuple[int, ...], p: float) -> torch.Tensor:
+    """Bool [K, *shape]: exactly `uniform_at(site_key, shape) >= p` (p compared in float32, as torch compares a
+    float32 tensor with a Python float), decided on the integers: u = b / 2**24 >= p iff b >= ceil(p * 2**24)."""
+    return (_bits24(site_key, shape) >= _threshold24(p)).view(site_key.shape[0], *shape)
+
+
 def uniform(keys: torch.Tensor, site: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Uniform [0, 1) float32 of shape [K, *shape] (24-bit resolution); row k depends only on (keys[k], site).
 
@@ -84,17 +140,7 @@ def uniform(keys: torch.Tensor, site: int, shape: tuple[int, ...]) -> torch.Tens
     dropout's multiplication at about a sixth of SplitMix64-per-element's cost on a CPU, and compiled and eager
     modes give the same numbers. Raises ValueError if a row has more than MAX_ELEMENTS elements.
     """
-    k, n = keys.shape[0], math.prod(shape)
-    if n > MAX_ELEMENTS:
-        raise ValueError(f"a dropout site of {n} elements per copy exceeds the counter's {MAX_ELEMENTS}; use a "
-                         "smaller batch or fewer micro-batch elements (TrainConfig.accum)")
-    key = _splitmix(keys + signed(mix(site)))  # [K]
-    lo = (key & 0xFFFFFFFF).to(torch.int32).view(k, 1)  # the conversion wraps to int32
-    hi = _srl(key, 32).to(torch.int32).view(k, 1)
-    idx = torch.arange(n, device=keys.device, dtype=torch.int32).view(1, n)
-    z = _lowbias32(_lowbias32(idx ^ lo) + hi)  # [K, n]
-    u = _srl32(z, 8).to(torch.float32) * (1.0 / (1 << 24))  # top 24 bits
-    return u.view(k, *shape)
+    return uniform_at(site_keys(keys, [site])[:, 0], shape)
 
 
 def uniform_splitmix(keys: torch.Tensor, site: int, shape: tuple[int, ...]) -> torch.Tensor:

@@ -152,7 +152,7 @@ class EncoderLayer(nn.Module):
             scores = (q @ kk.transpose(-2, -1)) * (1.0 / math.sqrt(d // h))
             if keys is not None:
                 scores = scores.masked_fill(~keys, float("-inf"))
-            keep = drop.uniform(site, (b, h, t, t)).view(k * b, h, t, t) >= p
+            keep = drop.keep(site, (b, h, t, t), p).view(k * b, h, t, t)
             out = (scores.softmax(-1) * keep * (1.0 / (1 - p))) @ v
         else:
             out = F.scaled_dot_product_attention(q, kk, v, attn_mask=keys)

@@ -52,7 +52,7 @@ class Block(nn.Module):
             scores = (q @ kk.transpose(-2, -1)) / math.sqrt(d // h)
             causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
             w = scores.masked_fill(causal, float("-inf")).softmax(-1)
-            keep = (drop.uniform(site, (b, h, t, t)).view(k * b, h, t, t) >= p).to(w.dtype)
+            keep = drop.keep(site, (b, h, t, t), p).view(k * b, h, t, t).to(w.dtype)
             out = (w * keep / (1 - p)) @ v
         else:
             out = F.scaled_dot_product_attention(q, kk, v, is_causal=True)

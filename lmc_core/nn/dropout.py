@@ -12,6 +12,9 @@ def default_masks(device: torch.device | str) -> str:
     return "hash" if torch.device(device).type == "cuda" else "generator"
 
 
+TABLE_SITES = 64  # sites whose keys a hash-mode DropoutSource hashes up front (later ones are hashed when drawn)
+
+
 class DropoutSource:
     """Per-step dropout masks for K copies, each a pure function of (dropout seed, step, site).
 
@@ -38,13 +41,20 @@ class DropoutSource:
         elif self.mode == "hash":
             keys = [rng.signed(rng.mix(s, t)) for s, t in zip(self.seeds, self.steps)]
             self.keys = torch.tensor(keys, dtype=torch.int64, device=self.device)
+            # the sites' keys, hashed here once (eagerly): a compiled step reads them instead of redoing the 64-bit
+            # hash for every vector of a mask
+            self.site_table = rng.site_keys(self.keys, list(range(TABLE_SITES)))  # [K, TABLE_SITES, 2]
         else:
             raise ValueError(f"dropout mode {mode!r}: choose 'generator' or 'hash'")
+
+    def site_key(self, site: int) -> torch.Tensor:
+        """[K, 2] int32: the copies' keys of one site (mode "hash")."""
+        return self.site_table[:, site] if site < TABLE_SITES else rng.site_keys(self.keys, [site])[:, 0]
 
     def uniform(self, site: int, shape: tuple[int, ...]) -> torch.Tensor:
         """[K, *shape] uniform floats for one dropout site."""
         if self.mode == "hash":
-            out = rng.uniform(self.keys, site, shape)
+            out = rng.uniform_at(self.site_key(site), shape)
         else:
             out = torch.empty((len(self.gens), *shape), device=self.device)
             for k, g in enumerate(self.gens):
@@ -52,6 +62,13 @@ class DropoutSource:
         if self.recorded is not None:
             self.recorded[site] = out
         return out
+
+    def keep(self, site: int, shape: tuple[int, ...], p: float) -> torch.Tensor:
+        """Bool [K, *shape]: which elements dropout of probability p keeps at `site`, `uniform(site, shape) >= p`
+        (mode "hash" decides it on the hash's integers, skipping the floats, unless the draws are recorded)."""
+        if self.mode == "hash" and self.recorded is None:
+            return rng.keep_at(self.site_key(site), shape, p)
+        return self.uniform(site, shape) >= p
 
     def replay(self) -> "ReplayedDropout":
         """The masks this source drew (it must have been made with record=True), for a second forward pass over
@@ -78,6 +95,10 @@ class ReplayedDropout:
                              f"{tuple(t.shape[1:])}")
         return t[:, : shape[0]].contiguous()
 
+    def keep(self, site: int, shape: tuple[int, ...], p: float) -> torch.Tensor:
+        """Bool [K, *shape]: `uniform(site, shape) >= p`."""
+        return self.uniform(site, shape) >= p
+
 
 class TrimmedDropout:
     """Masks of a batch whose padding was trimmed from length `full` to `length`, drawn as if it had not been: at
@@ -103,6 +124,10 @@ class TrimmedDropout:
             return self.source.uniform(site, (*shape[:-2], full, full))[..., :t, :t].contiguous()
         return self.source.uniform(site, shape)
 
+    def keep(self, site: int, shape: tuple[int, ...], p: float) -> torch.Tensor:
+        """Bool [K, *shape]: `uniform(site, shape) >= p`."""
+        return self.uniform(site, shape) >= p
+
 
 def dropout(drop: DropoutSource | None, p: float):
     """A function (x [K, ...], site) -> x with inverted dropout of probability p from `drop`'s masks (identity
@@ -111,6 +136,6 @@ def dropout(drop: DropoutSource | None, p: float):
         if drop is None or p == 0:
             return x
         # a float mask (the same products as a bool one): a compiled step stores it vectorised for the backward
-        keep = (drop.uniform(site, tuple(x.shape[1:])) >= p).to(x.dtype)
+        keep = drop.keep(site, tuple(x.shape[1:]), p).to(x.dtype)
         return x * keep / (1 - p)
     return apply

@@ -14,6 +14,7 @@ from lmc_core.analysis.barrier import barrier
 from lmc_core.analysis.interpolate import interpolation_curve
 from lmc_core.config import ConfigError, CopySettings, Seeds, TrainConfig, model_preset
 from lmc_core.ensemble import copy_state
+from lmc_core.nn.dropout import TABLE_SITES, DropoutSource
 from lmc_core.train import train_copies
 from lmc_core.train import trainer as trainer_mod
 
@@ -49,10 +50,19 @@ def repeats_and_copies_are_lone_runs(stream, **train):
 def test_hash_masks_are_the_same_numbers_compiled_and_eager():
     keys = torch.tensor([rng.signed(rng.mix(s, 3)) for s in (1, 2, 99)], dtype=torch.int64)
     shapes = ((560, 64), (4, 2, 35, 35), (7,))
-    # one graph for the three shapes: a cold compile costs seconds per graph on two cores
-    compiled = torch.compile(lambda k: [rng.uniform(k, 5, shape) for shape in shapes], dynamic=False)(keys)
-    for shape, got in zip(shapes, compiled):
-        assert torch.equal(got, rng.uniform(keys, 5, shape)), shape
+    drop = DropoutSource([1, 2, 99], [3, 3, 3], "cpu", "hash")
+
+    def draws(k, d):  # uniforms, and keep masks from the site table (site 5) and beyond it (site 70)
+        return ([rng.uniform(k, 5, shape) for shape in shapes] + [d.keep(5, shape, 0.2) for shape in shapes]
+                + [d.keep(TABLE_SITES + 6, (7,), 0.1)])
+
+    # one graph for all the draws: a cold compile costs seconds per graph on two cores
+    compiled = torch.compile(draws, dynamic=False, fullgraph=True)(keys, drop)
+    for got, want in zip(compiled, draws(keys, drop)):
+        assert torch.equal(got, want)
+    for shape, got in zip(shapes, compiled[3:]):  # keep = uniform >= p, decided on the integers
+        assert torch.equal(got, rng.uniform(keys, 5, shape) >= 0.2), shape
+    assert torch.equal(compiled[-1], rng.uniform(keys, TABLE_SITES + 6, (7,)) >= 0.1)
 
 
 def test_hash_masks_keep_copy_k_equal_to_a_lone_run(stream):

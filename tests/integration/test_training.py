@@ -53,6 +53,10 @@ def test_dropout_masks_independent_of_k_in_both_modes():
         assert not torch.equal(many[0], many[1])
         u = DropoutSource([1], [0], "cpu", mode).uniform(0, (20000,))
         assert 0.49 < u.mean() < 0.51 and u.min() >= 0 and u.max() < 1
+        for p in (0.1, 0.2, 1 / 3, 0.5):  # keep is exactly uniform >= p (mode "hash": from the hash's integers)
+            src = DropoutSource([3, 9], [5, 7], "cpu", mode)
+            want = DropoutSource([3, 9], [5, 7], "cpu", mode).uniform(2, (6, 5)) >= p
+            assert torch.equal(src.keep(2, (6, 5), p), want)
 
 
 def test_extract_and_stack_round_trip():
