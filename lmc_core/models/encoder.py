@@ -230,7 +230,8 @@ class EncoderClassifier(nn.Module):
             x = x + F.embedding(types + self._copy_index * cfg.type_vocab, self.type_emb.reshape(-1, d))
         x = dropout(drop, cfg.dropout)(self.emb_ln(x.reshape(k, b * t, d)), 0)
         keys = None
-        if mask is not None and not bool(mask.all()):
+        # a batch without padding skips the mask; a compiled step always applies it (the check would break the graph)
+        if mask is not None and (torch.compiler.is_compiling() or not bool(mask.all())):
             keys = mask.bool().expand(k, b, t).reshape(k * b, 1, 1, t)
         out = [x] if all_layers else None
         for i, layer in enumerate(self.layers):

@@ -99,6 +99,20 @@ def history_frame(log: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(log, columns=list(LOG_FIELDS) + extra)
 
 
+def compile_loss(fn):
+    """`fn` (a loss over stacked copies, dropout masks from a hash-mode DropoutSource) through torch.compile, static
+    shapes, compiled on first use; its backward recomputes the dropout masks from the copies' keys (a fused chain of
+    integer ops) rather than storing them as bool tensors, whose stores inductor's CPU code does not vectorise: 1.6x
+    the steps/s of the default on the char model."""
+    compiled = torch.compile(fn, dynamic=False)
+
+    def loss_of(*args, **kwargs):
+        with torch._functorch.config.patch(ban_recompute_long_fusible_chains=False,
+                                           ban_recompute_used_far_apart=False):
+            return compiled(*args, **kwargs)
+    return loss_of
+
+
 class Trainer:
     """The model, optimizer, data order and per-copy settings of one run, and one update of all copies."""
 
@@ -160,16 +174,7 @@ class Trainer:
         if self.family.dropout(self.cfg) > 0 and (self.masks or default_masks(self.device)) != "hash":
             raise ValueError("compile=True with dropout needs dropout_masks='hash' on a CPU (a torch.Generator per "
                              "copy cannot be traced); set TrainConfig(dropout_masks='hash')")
-        compiled = torch.compile(self._loss, dynamic=False)
-
-        def loss_of(chunk, drop):
-            # let the backward recompute the dropout masks from the copies' keys (a fused chain of integer ops)
-            # rather than store them as bool tensors, whose stores inductor's CPU code does not vectorise:
-            # 1.6x the steps/s of the default on the char model (bench/compile.py)
-            with torch._functorch.config.patch(ban_recompute_long_fusible_chains=False,
-                                               ban_recompute_used_far_apart=False):
-                return compiled(chunk, drop)
-        return loss_of
+        return compile_loss(self._loss)
 
     def masks_used(self) -> str:
         """The mask generator this run draws from: 'generator', 'hash', or 'none' for a model without dropout."""

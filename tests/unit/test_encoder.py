@@ -127,6 +127,23 @@ def test_copy_k_of_an_ensemble_equals_a_lone_copy(mode):
         torch.testing.assert_close(ens(ids, mask, types), evaluated)
 
 
+@pytest.mark.parametrize("mode", ["generator", "hash"])
+def test_a_traced_step_masks_a_batch_without_padding_to_the_same_outputs(mode, monkeypatch):
+    """Under torch.compile the encoder applies the attention mask even when nothing is padded (the check for
+    padding would break the graph); an all-ones mask changes no output (checked here eagerly, as if traced)."""
+    _, ens = _tiny_pair(2)
+    ids, _, types = batch()
+    full = torch.ones_like(ids)
+    ens.train()
+    want = ens(ids[None], full, types, drop=DropoutSource([3, 4], [1, 1], "cpu", mode))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    got = ens(ids[None], full, types, drop=DropoutSource([3, 4], [1, 1], "cpu", mode))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    monkeypatch.undo()  # and the padded batch is masked either way
+    ids, mask, types = batch()
+    assert not torch.allclose(ens.eval()(ids, mask, types), ens.eval()(ids, None, types))
+
+
 def test_dropout_masks_and_sites_do_not_depend_on_k(monkeypatch):
     a = DropoutSource([4], [2], "cpu").uniform(3, (5, 6))
     b = DropoutSource([1, 4, 9], [0, 2, 2], "cpu").uniform(3, (5, 6))
