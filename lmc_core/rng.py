@@ -76,17 +76,18 @@ def _lowbias32(x: torch.Tensor) -> torch.Tensor:
     return x ^ _srl32(x, 16)
 
 
-_SALTS: dict[tuple[int, ...], torch.Tensor] = {}
+_SALTS: dict[tuple, torch.Tensor] = {}
 
 
-def _salts(sites: tuple[int, ...]) -> torch.Tensor:
-    """[S] int64 CPU: the sites' mix(site), kept for the next call outside torch.compile (a traced call recomputes
-    them, as constants)."""
+def _salts(sites: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """[S] int64 on `device`: the sites' mix(site), kept per device for the next call outside torch.compile (no
+    host-to-device copy per draw on a GPU; a traced call recomputes them, as constants)."""
     if torch.compiler.is_compiling():
-        return torch.tensor([signed(mix(s)) for s in sites], dtype=torch.int64)
-    if sites not in _SALTS:
-        _SALTS[sites] = torch.tensor([signed(mix(s)) for s in sites], dtype=torch.int64)
-    return _SALTS[sites]
+        return torch.tensor([signed(mix(s)) for s in sites], dtype=torch.int64, device=device)
+    key = (sites, str(device))
+    if key not in _SALTS:
+        _SALTS[key] = torch.tensor([signed(mix(s)) for s in sites], dtype=torch.int64, device=device)
+    return _SALTS[key]
 
 
 def site_keys(keys: torch.Tensor, sites: list[int]) -> torch.Tensor:
@@ -96,7 +97,7 @@ def site_keys(keys: torch.Tensor, sites: list[int]) -> torch.Tensor:
     keys: [K] int64. `uniform_at` and `keep_at` number a site's elements from one [K, 2] slice of this; hashed once
     and passed in, the 64-bit hash is not redone for every vector of elements in a compiled kernel.
     """
-    salt = _salts(tuple(sites)).to(keys.device)
+    salt = _salts(tuple(sites), keys.device)
     key = _splitmix(keys.view(-1, 1) + salt.view(1, -1))  # [K, S]
     lo = (key & 0xFFFFFFFF).to(torch.int32)  # the conversion wraps to int32
     return torch.stack((lo, _srl(key, 32).to(torch.int32)), dim=-1)

@@ -49,7 +49,7 @@ class DropoutSource:
 
     def site_key(self, site: int) -> torch.Tensor:
         """[K, 2] int32: the copies' keys of one site (mode "hash")."""
-        return self.site_table[:, site] if site < TABLE_SITES else rng.site_keys(self.keys, [site])[:, 0]
+        return self.site_table[:, site] if 0 <= site < TABLE_SITES else rng.site_keys(self.keys, [site])[:, 0]
 
     def uniform(self, site: int, shape: tuple[int, ...]) -> torch.Tensor:
         """[K, *shape] uniform floats for one dropout site."""
@@ -112,21 +112,27 @@ class TrimmedDropout:
     def __init__(self, source, batch: int, length: int, full: int):
         self.source, self.b, self.t, self.full = source, batch, length, full
 
-    def uniform(self, site: int, shape: tuple[int, ...]) -> torch.Tensor:
-        """[K, *shape] uniforms for one site (see the class docstring)."""
+    def _drawn(self, draw, site: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """[K, *shape] of draw(site, shape) (the source's uniform or keep, element-wise in the draw's index), drawn
+        at the full length and cut (see the class docstring)."""
         b, t, full = self.b, self.t, self.full
         if t == full:
-            return self.source.uniform(site, shape)
+            return draw(site, shape)
         if shape[0] == b * t:
-            u = self.source.uniform(site, (b, full, *shape[1:]))
+            u = draw(site, (b, full, *shape[1:]))
             return u[:, :, :t].reshape(u.shape[0], b * t, *shape[1:])
         if len(shape) >= 3 and shape[0] == b and tuple(shape[-2:]) == (t, t):
-            return self.source.uniform(site, (*shape[:-2], full, full))[..., :t, :t].contiguous()
-        return self.source.uniform(site, shape)
+            return draw(site, (*shape[:-2], full, full))[..., :t, :t].contiguous()
+        return draw(site, shape)
+
+    def uniform(self, site: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """[K, *shape] uniforms for one site (see the class docstring)."""
+        return self._drawn(self.source.uniform, site, shape)
 
     def keep(self, site: int, shape: tuple[int, ...], p: float) -> torch.Tensor:
-        """Bool [K, *shape]: `uniform(site, shape) >= p`."""
-        return self.uniform(site, shape) >= p
+        """Bool [K, *shape]: `uniform(site, shape) >= p`, from the source's keep (the hash's integers where it has
+        them)."""
+        return self._drawn(lambda s, sh: self.source.keep(s, sh, p), site, shape)
 
 
 def dropout(drop: DropoutSource | None, p: float):

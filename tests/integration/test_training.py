@@ -6,6 +6,7 @@ from lmc_core.config import ConfigError, Seeds, TrainConfig, model_preset
 from lmc_core.ensemble import copy_state, extract, stack, stack_states
 from lmc_core.models import TransformerLM
 from lmc_core.nn import DropoutSource
+from lmc_core.nn.dropout import TrimmedDropout
 from lmc_core.train.optim import StackedOptimizer, clip_per_copy, lr_at
 from lmc_core.runs.checkpoints import train_resumable
 from lmc_core.train import TrainingDiverged, train_copies
@@ -53,10 +54,27 @@ def test_dropout_masks_independent_of_k_in_both_modes():
         assert not torch.equal(many[0], many[1])
         u = DropoutSource([1], [0], "cpu", mode).uniform(0, (20000,))
         assert 0.49 < u.mean() < 0.51 and u.min() >= 0 and u.max() < 1
-        for p in (0.1, 0.2, 1 / 3, 0.5):  # keep is exactly uniform >= p (mode "hash": from the hash's integers)
+        for p in (0.1, 0.2, 1 / 3, 0.5, 0.25 + 2**-30, 0.75 + 2**-26):  # keep is exactly uniform >= p (mode
+            # "hash": from the hash's integers)
             src = DropoutSource([3, 9], [5, 7], "cpu", mode)
             want = DropoutSource([3, 9], [5, 7], "cpu", mode).uniform(2, (6, 5)) >= p
             assert torch.equal(src.keep(2, (6, 5), p), want)
+        for shape in ((6, 4), (2, 2, 3, 3), (7,)):  # (B*length, d), attention weights, any other
+            trimmed = [TrimmedDropout(DropoutSource([3, 9], [5, 7], "cpu", mode), batch=2, length=3, full=5)
+                       for _ in range(2)]  # fresh sources: a generator's draws advance it
+            assert torch.equal(trimmed[0].keep(4, shape, 0.2), trimmed[1].uniform(4, shape) >= 0.2), shape
+
+
+def test_the_keep_threshold_is_the_first_uniform_at_or_above_p():
+    """rng.keep_at keeps b (the top 24 bits) iff b >= _threshold24(p), which must be exactly where b / 2**24 >= p
+    starts, with p compared as float32 (as torch compares a float32 tensor with a Python float)."""
+    from lmc_core.rng import _threshold24
+
+    for p in (0.0, 1e-9, 0.1, 0.2, 1 / 3, 0.25, 0.25 + 2**-30, 0.5, 0.75 + 2**-26, 1 - 2**-26, 1.0):
+        t = _threshold24(p)
+        u = torch.tensor([max(t - 1, 0), t], dtype=torch.float32) / (1 << 24)  # exact: 24-bit integers
+        assert bool(u[1] >= p), p
+        assert t == 0 or not bool(u[0] >= p), p
 
 
 def test_extract_and_stack_round_trip():

@@ -139,9 +139,27 @@ def test_a_traced_step_masks_a_batch_without_padding_to_the_same_outputs(mode, m
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     got = ens(ids[None], full, types, drop=DropoutSource([3, 4], [1, 1], "cpu", mode))
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-    monkeypatch.undo()  # and the padded batch is masked either way
-    ids, mask, types = batch()
-    assert not torch.allclose(ens.eval()(ids, mask, types), ens.eval()(ids, None, types))
+
+
+def test_the_attention_mask_is_skipped_without_padding_only_outside_a_trace(monkeypatch):
+    import torch.nn.functional as F
+
+    _, ens = _tiny_pair(1)
+    ids, _, types = batch()
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(*args, attn_mask=None, **kwargs):
+        seen.append(attn_mask is not None)
+        return sdpa(*args, attn_mask=attn_mask, **kwargs)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        ens.eval()(ids, torch.ones_like(ids), types)
+        assert seen and not any(seen)  # eager, nothing padded: no mask
+        seen.clear()
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        ens.eval()(ids, torch.ones_like(ids), types)
+        assert seen and all(seen)  # traced: the mask, always
 
 
 def test_dropout_masks_and_sites_do_not_depend_on_k(monkeypatch):
