@@ -99,12 +99,14 @@ def round_once(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 # The interpolation works in blocks of elements through float64 scratch tensors allocated once per call (per path
-# for weight_writer) and reused with out=: on a CPU blocks of MIX_BYTES per float64 tensor (128 Ki elements; 1 thread,
-# 8 M float32 elements: 64-256 Ki elements a block measured fastest, 9-10 ms per alpha against 3.7 ms for a float32
-# torch.lerp; 32 Ki elements took 14 ms, 2 Mi 18 ms), on a GPU blocks of MIX_BYTES_GPU (a few kernel launches per
+# for weight_writer) and reused with out=: on a CPU blocks of MIX_BYTES per float64 tensor (64 Ki elements; 1 thread,
+# 8 M float32 elements on an AMD EPYC: 64-256 Ki elements a block measured fastest, 9-10 ms per alpha against 3.7 ms
+# for a float32 torch.lerp; 32 Ki elements took 14 ms, 2 Mi 18 ms; on an Intel Xeon, the 0.55 M weights of
+# bench/linear_path.py's width-512 MLPs at 25 alphas: 23 / 25 / 34 / 35 ms a path for 32 / 64 / 128 / 256 Ki
+# elements, the scratch of three blocks staying in its L2), on a GPU blocks of MIX_BYTES_GPU (a few kernel launches per
 # tensor: GPT-2's largest, 38.6 M elements, is 5 blocks; the scratch of a bf16 model then takes 300 MiB of the GPU).
 # No model is held in float64 at once.
-MIX_BYTES = 1 << 20
+MIX_BYTES = 1 << 19
 MIX_BYTES_GPU = 64 << 20
 
 
