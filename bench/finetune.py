@@ -21,6 +21,7 @@ from being returned to the OS and page-faulted again each step (--system-malloc 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -102,10 +103,16 @@ def _rate(times: list[float], copies_per_step: int) -> float:
     return copies_per_step / statistics.median(times)
 
 
-def _step(model, opt, b, drop) -> None:
-    logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"], drop)
+def _loss(model, b, drop) -> torch.Tensor:
+    """The copies' summed classification loss on batch b (dropout masks from drop)."""
+    return model.copy_losses(model(b["input_ids"], b["attention_mask"], b["token_type_ids"], drop), b["labels"]).sum()
+
+
+def _step(loss, opt, b, drop) -> None:
+    """One AdamW step of the loss `loss(b, drop)` (a model's `_loss`, or its compiled form)."""
+    total = loss(b, drop)
     opt.zero_grad(set_to_none=True)
-    model.copy_losses(logits, b["labels"]).sum().backward()
+    total.backward()
     opt.step()
 
 
@@ -130,11 +137,12 @@ def side_by_side(cfg, state, mode, data, dev, dropout_mode):
     for step, b in enumerate(data):
         sync(dev)
         t0 = time.perf_counter()
-        _step(ens, opt_ens, b, DropoutSource(list(range(k)), [step] * k, dev, dropout_mode))
+        _step(functools.partial(_loss, ens), opt_ens, b, DropoutSource(list(range(k)), [step] * k, dev, dropout_mode))
         sync(dev)
         t1 = time.perf_counter()
         for c, (m, opt) in enumerate(zip(loop, opt_loop)):
-            _step(m, opt, {n: t[c:c + 1] for n, t in b.items()}, DropoutSource([c], [step], dev, dropout_mode))
+            _step(functools.partial(_loss, m), opt, {n: t[c:c + 1] for n, t in b.items()},
+                  DropoutSource([c], [step], dev, dropout_mode))
         sync(dev)
         t2 = time.perf_counter()
         if step:
@@ -162,10 +170,7 @@ def precision_side_by_side(cfg, state, mode, data, dev, dropout_mode, sides=("fp
     for p, m in models.items():
         set_trainable(m, mode)
         opts[p] = _adamw(m)
-
-        def loss(b, drop, m=m):
-            return m.copy_losses(m(b["input_ids"], b["attention_mask"], b["token_type_ids"], drop), b["labels"]).sum()
-        losses[p] = compile_loss(loss) if PRECISION_SIDES[p][1] else loss
+        losses[p] = (compile_loss if PRECISION_SIDES[p][1] else lambda f: f)(functools.partial(_loss, m))
     times, first = {p: [] for p in sides}, {}
     for step, b in enumerate(data):
         for p, m in models.items():
@@ -173,11 +178,8 @@ def precision_side_by_side(cfg, state, mode, data, dev, dropout_mode, sides=("fp
             sync(dev)
             t0 = time.perf_counter()
             with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
-                drop = DropoutSource(list(range(k)), [step] * k, dev, "hash" if compiled else dropout_mode)
-                total = losses[p](b, drop)
-                opts[p].zero_grad(set_to_none=True)
-                total.backward()
-            opts[p].step()
+                _step(losses[p], opts[p], b, DropoutSource(list(range(k)), [step] * k, dev,
+                                                          "hash" if compiled else dropout_mode))
             sync(dev)
             if step:
                 times[p].append(time.perf_counter() - t0)

@@ -156,10 +156,10 @@ class TransformerLM(nn.Module):
         # full-size gradient per piece
         weights = zip(w.split(kc), [None] * k if b is None else b.split(kc))
         parts = []
-        for hg, tg, (w, b) in zip(h.split(kc), targets.split(kc), weights):
+        for hg, tg, (wg, bg) in zip(h.split(kc), targets.split(kc), weights):
             row = 0
             for hp, tp in zip(hg.split(nc, 1), tg.split(nc, 1)):
-                z = torch.bmm(hp, w) if b is None else torch.baddbmm(b, hp, w)  # [kc, nc, V]
+                z = torch.bmm(hp, wg) if bg is None else torch.baddbmm(bg, hp, wg)  # [kc, nc, V]
                 ce = F.cross_entropy(z.reshape(-1, v).float(), tp.reshape(-1), reduction="none")
                 row = row + ce.view(hg.shape[0], -1).sum(1)
             parts.append(row)

@@ -2,6 +2,8 @@
 on K, on the device's random state or on which other copies train beside it."""
 from __future__ import annotations
 
+import abc
+
 import torch
 
 from .. import rng
@@ -15,7 +17,20 @@ def default_masks(device: torch.device | str) -> str:
 TABLE_SITES = 64  # sites whose keys a hash-mode DropoutSource hashes up front (later ones are hashed when drawn)
 
 
-class DropoutSource:
+class MaskSource(abc.ABC):
+    """What dropout draws from: `uniform(site, shape)`, and `keep(site, shape, p)` = uniform >= p (a source with a
+    cheaper exact route overrides it)."""
+
+    @abc.abstractmethod
+    def uniform(self, site: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """[K, *shape] uniform floats in [0, 1) for one dropout site."""
+
+    def keep(self, site: int, shape: tuple[int, ...], p: float) -> torch.Tensor:
+        """Bool [K, *shape]: which elements dropout of probability p keeps at `site`, `uniform(site, shape) >= p`."""
+        return self.uniform(site, shape) >= p
+
+
+class DropoutSource(MaskSource):
     """Per-step dropout masks for K copies, each a pure function of (dropout seed, step, site).
 
     mode "generator": one CPU/CUDA torch.Generator per copy, seeded from (seed, step), drawn in
@@ -64,11 +79,11 @@ class DropoutSource:
         return out
 
     def keep(self, site: int, shape: tuple[int, ...], p: float) -> torch.Tensor:
-        """Bool [K, *shape]: which elements dropout of probability p keeps at `site`, `uniform(site, shape) >= p`
-        (mode "hash" decides it on the hash's integers, skipping the floats, unless the draws are recorded)."""
+        """Bool [K, *shape]: `uniform(site, shape) >= p` (mode "hash" decides it on the hash's integers, skipping the
+        floats, unless the draws are recorded)."""
         if self.mode == "hash" and self.recorded is None:
             return rng.keep_at(self.site_key(site), shape, p)
-        return self.uniform(site, shape) >= p
+        return super().keep(site, shape, p)
 
     def replay(self) -> "ReplayedDropout":
         """The masks this source drew (it must have been made with record=True), for a second forward pass over
@@ -78,7 +93,7 @@ class DropoutSource:
         return ReplayedDropout(self.recorded)
 
 
-class ReplayedDropout:
+class ReplayedDropout(MaskSource):
     """The uniforms a DropoutSource drew, per site; a request for fewer leading rows (a sub-batch) gets the first
     rows of what was drawn, so every example keeps its mask."""
 
@@ -95,12 +110,8 @@ class ReplayedDropout:
                              f"{tuple(t.shape[1:])}")
         return t[:, : shape[0]].contiguous()
 
-    def keep(self, site: int, shape: tuple[int, ...], p: float) -> torch.Tensor:
-        """Bool [K, *shape]: `uniform(site, shape) >= p`."""
-        return self.uniform(site, shape) >= p
 
-
-class TrimmedDropout:
+class TrimmedDropout(MaskSource):
     """Masks of a batch whose padding was trimmed from length `full` to `length`, drawn as if it had not been: at
     the full length, then cut. The masks of an example then do not depend on the other examples of the batch
     (nor, for K copies, on the other copies' batches, whose longest sequence sets the trim).
