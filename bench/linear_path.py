@@ -39,19 +39,32 @@ def mlp(seed: int, d_in: int, width: int, device) -> nn.Sequential:
                              nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)).to(device).eval()
 
 
-def rounds(ways: dict, repeats: int, calls: int, clock, sync) -> tuple[dict, dict]:
-    """The best time per call of each way over `repeats` rounds, and each way's last result. In a round the ways
-    take turns, each making `calls` calls in a row (a way called repeatedly, as over many pairs of models); a busy
-    neighbour thus slows every way alike."""
-    best, out = dict.fromkeys(ways, float("inf")), {}
+def minor_faults() -> int:
+    """Minor page faults of this process so far (0 where the platform does not count them)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def rounds(ways: dict, repeats: int, calls: int, clock, sync) -> tuple[dict, dict, dict]:
+    """The best time per call of each way over `repeats` rounds, each way's last result and its minor page faults
+    per call (fresh pages: glibc trims the heap's top after a free, by thresholds that move with what the process
+    freed before, so the same code may fault at every call in one process and never in another). In a round the
+    ways take turns, each making `calls` calls in a row (a way called repeatedly, as over many pairs of models); a
+    busy neighbour thus slows every way alike."""
+    best, out, faults = dict.fromkeys(ways, float("inf")), {}, dict.fromkeys(ways, 0)
     for _ in range(repeats):
         for k, f in ways.items():
             for _ in range(calls):
+                f0 = minor_faults()
                 t = clock()
                 out[k] = f()
                 sync()
                 best[k] = min(best[k], clock() - t)
-    return best, out
+                faults[k] += minor_faults() - f0
+    return best, out, {k: v / (repeats * calls) for k, v in faults.items()}
 
 
 def read_all(result):
@@ -108,16 +121,17 @@ def main(argv=None):
         ways = {"loss-landscapes linear_interpolation": ll, **ways}
     else:
         print("# loss-landscapes is not installed (pip install loss-landscapes): its row is left out")
-    best, out = rounds(ways, a.repeats, a.calls, time.perf_counter if cuda else time.process_time, sync)
+    best, out, faults = rounds(ways, a.repeats, a.calls, time.perf_counter if cuda else time.process_time, sync)
     ours = out["lmc_core.linear_path (default)"]
     for k, r in out.items():
         np.testing.assert_allclose(r if isinstance(r, np.ndarray) else r.curve.loss, ours.curve.loss, rtol=1e-4,
                                    atol=1e-5, err_msg=k)
     ref = best.get("loss-landscapes linear_interpolation")
     print(f"# lmc_core's default evaluated {ours.mode!r}")
-    print(f"{'how':<40} {'seconds':>9} {'alpha points/s':>15} {'vs loss-landscapes':>19}")
+    print(f"{'how':<40} {'seconds':>9} {'alpha points/s':>15} {'vs loss-landscapes':>19} {'page faults/call':>17}")
     for how, t in best.items():
-        print(f"{how:<40} {t:>9.4f} {a.alphas / t:>15.1f} {f'{ref / t:.2f}x' if ref else '-':>19}")
+        print(f"{how:<40} {t:>9.4f} {a.alphas / t:>15.1f} {f'{ref / t:.2f}x' if ref else '-':>19} "
+              f"{faults[how]:>17.0f}")
     if ref:
         print(f"lmc_core vs loss-landscapes: {ref / best['lmc_core.linear_path (default)']:.2f}x (time per call of "
               f"loss-landscapes / of lmc_core.linear_path; above 1: lmc_core is faster); with every table read: "

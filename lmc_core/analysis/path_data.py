@@ -214,16 +214,36 @@ def cross_entropy_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     than the CPU's float32 lanes, torch's CPU kernel is about 8x faster with the classes on axis 1 (measured 0.2
     vs 2.0 ms for [51, 256, 10]) and gives the same values where the rows fill whole vectors, so they are put
     there, the rows padded to a multiple of the lanes."""
+    return cross_entropy_and_wrong(logits, labels, wrong=False)[0]
+
+
+def cross_entropy_and_wrong(logits: torch.Tensor, labels: torch.Tensor, wrong: bool = True
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """cross_entropy_rows(logits, labels) [A, M] and, with `wrong`, the top-1 errors `logits.argmax(-1) != labels`
+    [A, M] (bool; None without). Where the classes go on axis 1 (cross_entropy_rows), an error is read there too:
+    right where the label's logit is above the largest of the other classes' (gather, then amax with the label's
+    entry set to -inf: about 4x faster than argmax over 10 classes on this layout); argmax's answer everywhere when
+    the label's logit ties another class's in any row (its first maximal index decides). A NaN logit makes the row
+    wrong either way (default_metrics then marks it NaN)."""
     a, m, c = logits.shape
     x, lanes = logits.float(), _float_lanes()
     if x.device.type != "cpu" or c >= lanes:
-        return F.cross_entropy(x.reshape(-1, c), labels.repeat(a), reduction="none").view(a, m)
+        ce = F.cross_entropy(x.reshape(-1, c), labels.repeat(a), reduction="none").view(a, m)
+        return ce, (logits.argmax(-1) != labels) if wrong else None
     padded = -(-m // lanes) * lanes
     xt = x.new_zeros(a, c, padded)
     xt[:, :, :m] = x.transpose(1, 2)
     y = labels.new_zeros(padded)
     y[:m] = labels
-    return F.cross_entropy(xt, y.expand(a, padded), reduction="none")[:, :m]
+    ce = F.cross_entropy(xt, y.expand(a, padded), reduction="none")[:, :m]
+    if not wrong:
+        return ce, None
+    mine = xt.gather(1, y.clamp(min=0).expand(a, 1, padded))  # the label's logit (IGNORE_INDEX: class 0's)
+    other = xt.scatter_(1, y.clamp(min=0).expand(a, 1, padded), float("-inf")).amax(1, keepdim=True)  # the rest's max
+    mine, other = mine[:, 0, :m], other[:, 0, :m]
+    if bool((mine == other).any()):  # a tie with another class: argmax's first maximal index decides
+        return ce, logits.argmax(-1) != labels
+    return ce, ~(mine > other)  # wrong unless the label's logit is above every other (NaN: wrong)
 
 
 def _nan_where_undefined(wrong: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -255,7 +275,7 @@ def default_metrics(outputs: torch.Tensor, batch: Batch, cache: dict) -> tuple[t
         cache[id(batch)] = (flat, check_labels(flat, outputs.shape[-1]))
     flat, keep = cache[id(batch)]
     logits = outputs.reshape(outputs.shape[0], -1, outputs.shape[-1])
-    ce, wrong = cross_entropy_rows(logits, flat), logits.argmax(-1) != flat
+    ce, wrong = cross_entropy_and_wrong(logits, flat)
     if bool(torch.isnan(ce).any()):  # a NaN logit makes its row's cross-entropy NaN: its error is no value either
         wrong = _nan_where_undefined(wrong, logits)
     return (ce, wrong) if keep is None else (ce[:, keep], wrong[:, keep])

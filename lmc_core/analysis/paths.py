@@ -42,6 +42,7 @@ from .family_paths import LORA_PATHS, peft_pair
 from . import path_data as D
 from .interpolate import (MAX_MEMORY_MB, PathPlan, check_finite_weights, fixed_buffers, nbytes, path_alphas,
                           weight_writer)
+from .packing import packable, packed_writer, pack_slots
 from .path_data import check_batched, check_pair, eval_mode, family_config  # noqa: F401 - align_models' too
 from .path_result import PathResult, path_result
 
@@ -233,7 +234,10 @@ def _one_at_a_time(ev: _Evaluator, plan: PathPlan, al: np.ndarray, todo: range, 
     fixed = {n: t for n, t in plan.fixed.items() if n not in plan.buf_a}
     if ev.work is None:
         ev.load({})
-        ev.write = weight_writer({**plan.a, **plan.buf_a}, {**plan.b, **plan.buf_b}, ev.slots, al, SCRATCH_BYTES)
+        a, b = {**plan.a, **plan.buf_a}, {**plan.b, **plan.buf_b}
+        slots = [ev.slots[n] for n in a]
+        ev.write = packed_writer(list(a.values()), list(b.values()), pack_slots(slots), al) \
+            if packable(list(a.values()), slots) else weight_writer(a, b, ev.slots, al, SCRATCH_BYTES)
     held = held or []
     size = nbytes(o for _, outs in held for v in outs.values() for o in v)
     for i in todo:
@@ -357,7 +361,8 @@ def linear_path(model_a: nn.Module, model_b: nn.Module, data: Any, loss_fn: D.Lo
       stacked parameters and activations of one batched call stay below this, more
       alphas are done in several calls; on a CPU a batched call also keeps its largest activation under
       CPU_CALL_BYTES (larger temporaries were measured slower: fresh pages at every call). One alpha at a time
-      needs a working copy of model A and at most SCRATCH_BYTES besides.
+      needs a working copy of model A and at most SCRATCH_BYTES besides; for a model of at most 4 M weights
+      (packing.PACK_BYTES) also its two endpoints in float64, 16 bytes a weight (one mix an alpha: fewer passes).
     definition / threshold: the barrier definition of the verdict (lmc_core.analysis.barrier.DEFINITIONS) and the
       stability threshold (2: Frankle et al. 2020).
 
