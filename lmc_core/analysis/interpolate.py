@@ -64,7 +64,11 @@ def check_finite_weights(model: nn.Module, which: str, skip: set[str] = frozense
             groups.setdefault((t.dtype, t.device), []).append((n, t.detach()))
     bad = []
     for ts in groups.values():
-        top = torch.stack(torch._foreach_norm([t for _, t in ts], float("inf")))  # noqa: SLF001 - NaN/inf propagate
+        # the 2-norm first (NaN and inf propagate; about 15x faster than the max-norm here), the max-norm where it is
+        # not finite: a sum of squares may overflow for finite weights, the max-norm never does
+        top = torch.stack(torch._foreach_norm([t for _, t in ts], 2.0))  # noqa: SLF001 - one call
+        if not bool(torch.isfinite(top).all()):
+            top = torch.stack(torch._foreach_norm([t for _, t in ts], float("inf")))  # noqa: SLF001
         if not bool(torch.isfinite(top).all()):
             bad += [f"{n!r} ({int(torch.isnan(t).sum())} NaN, {int(torch.isinf(t).sum())} infinite of {t.numel()})"
                     for (n, t), m in zip(ts, top.tolist()) if not np.isfinite(m)]
@@ -153,7 +157,7 @@ def _round_into(dst: torch.Tensor, x: torch.Tensor, sc: Scratch) -> None:
     dst.copy_(y)
 
 
-def _store(dst: torch.Tensor, x: torch.Tensor, sc: Scratch) -> None:
+def store_rounded(dst: torch.Tensor, x: torch.Tensor, sc: Scratch) -> None:
     """dst[...] = x (wide, 1-D, clobbered) rounded once to dst's dtype."""
     if dst.is_complex() or dst.dtype in (torch.float64, torch.float32):
         dst.copy_(x)  # one rounding (none for float64)
@@ -185,7 +189,7 @@ def _mix(fo: torch.Tensor, fa: torch.Tensor, fb: torch.Tensor, al, sc: Scratch) 
             if fo.dtype == wide:
                 torch.lerp(a64, b64, al[i], out=fo[i, s : s + m])
             else:
-                _store(fo[i, s : s + m], torch.lerp(a64, b64, al[i], out=sc.get("r", wide, dev, m)), sc)
+                store_rounded(fo[i, s : s + m], torch.lerp(a64, b64, al[i], out=sc.get("r", wide, dev, m)), sc)
 
 
 def _floats(alphas) -> tuple:

@@ -1,6 +1,6 @@
 """linear_path one alpha at a time, with fewer passes over the weights: the working copy's interpolated tensors
-become views of one flat buffer, and each alpha is mixed into it by one lerp_rows call on flat endpoints held in
-float64 (interpolate.lerp_rows' values, bit for bit: each entry is computed alone).
+become views of one flat buffer, and each alpha is mixed into it with lerp_rows' operations on flat endpoints held
+in float64, two torch calls a block (interpolate.lerp_rows' values, bit for bit: each entry is computed alone).
 
 Measured on an Intel Xeon, 1 thread, the 0.55 M weights of bench/linear_path.py's width-512 MLPs at 25 alphas:
 about 24 ms a path this way against 34-39 ms tensor by tensor (interpolate.weight_writer: every tensor's blocks
@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .interpolate import Scratch, lerp_rows
+from .interpolate import Scratch, block_elements, store_rounded
 
 PACK_BYTES = 64 << 20  # the float64 endpoints of a packed model (16 bytes a weight: 4 M weights) stay below this
 ALIGN_BYTES = 64  # every view starts at a multiple of this (torch's CPU allocator's alignment: the same kernels)
@@ -63,13 +63,21 @@ def pack_slots(slots: list[torch.Tensor]) -> torch.Tensor:
 def packed_writer(a: list[torch.Tensor], b: list[torch.Tensor], flat: torch.Tensor, alphas
                   ) -> Callable[[int], None]:
     """A function i -> None that writes lerp_rows' interpolation of the endpoints a, b (lists in the order of the
-    slots packed into `flat` by pack_slots) at alphas[i] into `flat`: one lerp_rows call an alpha on flat float64
-    copies of a and b (exact at 0 and 1, within an ulp of the exact value; the values of interpolate_states, bit
-    for bit)."""
+    slots packed into `flat` by pack_slots) at alphas[i] into `flat`, with lerp_rows' operations on flat float64
+    copies of a and b (the endpoints copied at alpha 0 and 1; elsewhere torch.lerp in float64 and
+    interpolate.store_rounded, block by block: exact at 0 and 1, within an ulp of the exact value; the values of
+    interpolate_states, bit for bit), the blocks' views made once for every alpha (two torch calls a block)."""
     al = [float(x) for x in np.asarray(alphas, dtype=np.float64).reshape(-1)]
     fa, fb = flat_copy(a, torch.float64), flat_copy(b, torch.float64)
-    sc, row = Scratch(), flat.view(1, -1)
+    n, sc, step = flat.numel(), Scratch(), block_elements(flat.device)
+    r = sc.get("r", torch.float64, flat.device, min(n, step))
+    blocks = [(fa[s : s + step], fb[s : s + step], flat[s : s + step], r[: min(step, n - s)]) for s in range(0, n, step)]
 
     def write(i: int) -> None:
-        lerp_rows(fa, fb, (al[i],), out=row, scratch=sc)
+        w = al[i]
+        if w == 0.0 or w == 1.0:
+            flat.copy_(fa if w == 0.0 else fb)  # the endpoint itself
+            return
+        for xa, xb, dst, wide in blocks:
+            store_rounded(dst, torch.lerp(xa, xb, w, out=wide), sc)
     return write

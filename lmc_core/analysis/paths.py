@@ -192,7 +192,10 @@ class _Evaluator:
 # here: 3000 of them doubled a call); temporaries are kept below that (bench/linear_path.py, docs/benchmarks.md).
 CPU_CALL_BYTES = 512 << 10  # on a CPU, the largest activation of one batched call stays below this
 SCRATCH_BYTES = 256 << 10  # one alpha at a time: the mixed weights and the held outputs, at most this at once
-CPU_BATCH_BYTES = 96 << 10  # batched="auto" on a CPU: one alpha at a time where an alpha's largest activation is larger
+# batched="auto" on a CPU: one alpha at a time where an alpha's largest activation is larger than CPU_BATCH_BYTES
+# (measured on an Intel Xeon, 1 thread, 51 alphas, since one alpha at a time mixes into a packed copy: batched was
+# faster at 8-24 KiB, one at a time at 32 KiB, for MLPs of widths 16-64 on 128-512 examples; docs/benchmarks.md)
+CPU_BATCH_BYTES = 24 << 10
 
 
 @torch.no_grad()

@@ -130,3 +130,19 @@ def test_the_top1_error_beside_the_cross_entropy_is_argmax_s_bit_for_bit():
     # a tie at the label's class: right only where the label is the first maximal class
     x = torch.tensor([[[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [-0.0, 0.0, -1.0]]])
     assert D.cross_entropy_and_wrong(x, torch.tensor([0, 1, 1]))[1].tolist() == [[False, True, True]]
+
+
+def test_finite_weights_whose_sum_of_squares_overflows_are_accepted_and_non_finite_ones_refused():
+    from lmc_core.analysis.interpolate import check_finite_weights
+
+    a, b = mlp(0), mlp(1)
+    with torch.no_grad():
+        a[0].weight[0, :2] = 3e38  # finite, but its 2-norm (checked first) overflows float32
+    check_finite_weights(a, "model_a")
+    x, y = data()
+    assert np.isfinite(linear_path(a, b, (x, y), alphas=3).curve.loss.iloc[-1])
+    for bad in (float("nan"), float("inf")):
+        with torch.no_grad():
+            a[2].bias[1] = bad
+        with pytest.raises(ValueError, match=r"model_a has non-finite weights: '2.bias'"):
+            linear_path(a, b, (x, y), alphas=3)
