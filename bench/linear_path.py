@@ -13,6 +13,7 @@ process on a CPU (time.process_time), wall time with synchronisation on a GPU.
     python bench/linear_path.py                                   # CPU: 3x512 MLP, 2048 examples, 25 alphas
     python bench/linear_path.py --width 64 --examples 1000 --batch-size 1000
     python bench/linear_path.py --width 32 --examples 256 --batch-size 256 --alphas 51
+    python bench/linear_path.py --mix                             # also the weight mixing alone, and its exactness
     python bench/linear_path.py --width 1024 --examples 16384 --alphas 51 --device cuda
 """
 from __future__ import annotations
@@ -87,6 +88,65 @@ def loss_landscapes_way(ma: nn.Module, mb: nn.Module, x: torch.Tensor, y: torch.
                                                                                       alphas - 1)])
 
 
+def mix_costs(ma: nn.Module, mb: nn.Module, x: torch.Tensor, alphas: int, repeats: int) -> dict:
+    """Seconds of mixing the weights of one path (every alpha), each mix followed by a forward pass of the working
+    copy on x (as in a path: the weights are no longer in cache), best of `repeats`: lmc_core's packed writer (the
+    default one alpha at a time: float64, rounded once, exact at both ends), its tensor-by-tensor writer (models too
+    large to pack), and loss-landscapes' float32 add_ of (B - A) / steps (when installed: not exact, its last point
+    is not model B), each with the seconds of setting it up. The forward passes are not counted."""
+    from lmc_core.analysis import interpolate, packing
+
+    al = np.linspace(0.0, 1.0, alphas)
+    pa, pb = ({n: p.detach() for n, p in m.named_parameters()} for m in (ma, mb))
+
+    def packed(work):
+        slots = list(work.parameters())
+        return packing.packed_writer(list(pa.values()), list(pb.values()), packing.pack_slots(slots), al)
+
+    def by_tensor(work):
+        return interpolate.weight_writer(pa, pb, dict(work.named_parameters()), al, 0)
+
+    def accumulated(work):
+        import loss_landscapes
+        wrap = loss_landscapes.model_interface.model_wrapper.wrap_model
+        start, end = wrap(work).get_module_parameters(), wrap(copy.deepcopy(mb)).get_module_parameters()
+        step = (end - start) / (alphas - 1)
+        return lambda i: start.add_(step) if i else None
+
+    ways = {"lmc_core, packed (float64, exact)": packed, "lmc_core, tensor by tensor (float64, exact)": by_tensor}
+    if importlib.util.find_spec("loss_landscapes") is not None:
+        ways["loss-landscapes, float32 add_"] = accumulated
+    best = {k: (float("inf"), float("inf")) for k in ways}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for k, make in ways.items():
+                work = copy.deepcopy(ma)
+                t = time.perf_counter()
+                write = make(work)
+                setup, mixing = time.perf_counter() - t, 0.0
+                for i in range(alphas):
+                    t = time.perf_counter()
+                    write(i)
+                    mixing += time.perf_counter() - t
+                    work(x)
+                best[k] = min(best[k], (mixing, setup))
+    return best
+
+
+def accumulated_end(ma: nn.Module, mb: nn.Module, alphas: int) -> tuple[int, int, float]:
+    """loss-landscapes' last point against model B: (weights that differ, weights, largest absolute difference) after
+    its alphas - 1 float32 steps of (B - A) / steps from A (lmc_core's last point is model B bit for bit)."""
+    import loss_landscapes
+    wrap = loss_landscapes.model_interface.model_wrapper.wrap_model
+    with torch.no_grad():
+        start, end = wrap(copy.deepcopy(ma)).get_module_parameters(), wrap(copy.deepcopy(mb)).get_module_parameters()
+        step = (end - start) / (alphas - 1)
+        for _ in range(alphas - 1):
+            start.add_(step)
+        diff = [(p - q).abs() for p, q in zip(start.parameters, mb.parameters())]
+    return (sum(int((d > 0).sum()) for d in diff), sum(d.numel() for d in diff), max(float(d.max()) for d in diff))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--d-in", type=int, default=40)
@@ -97,6 +157,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5, help="rounds; the best call of each way is kept")
     ap.add_argument("--calls", type=int, default=3, help="calls in a row of each way in a round")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--mix", action="store_true", help="also time the weight mixing alone (CPU): lmc_core's exact "
+                    "float64 writers against loss-landscapes' float32 add_, each mix followed by a forward pass")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device)
     cuda = dev.type == "cuda"
@@ -132,6 +194,16 @@ def main(argv=None):
     for how, t in best.items():
         print(f"{how:<40} {t:>9.4f} {a.alphas / t:>15.1f} {f'{ref / t:.2f}x' if ref else '-':>19} "
               f"{faults[how]:>17.0f}")
+    if a.mix and not cuda:
+        print(f"# mixing the weights of one path ({a.alphas} alphas), each mix followed by a forward pass; best of "
+              f"{a.repeats}, wall time; the forward passes not counted")
+        print(f"{'how':<46} {'mixing, s':>10} {'set-up, s':>10}")
+        for how, (mixing, setup) in mix_costs(ma, mb, x, a.alphas, a.repeats).items():
+            print(f"{how:<46} {mixing:>10.4f} {setup:>10.4f}")
+        if ll is not None:
+            differ, total, top = accumulated_end(ma, mb, a.alphas)
+            print(f"loss-landscapes' point at alpha = 1 differs from model B in {differ} of {total} weights (largest "
+                  f"absolute difference {top:.3g}); lmc_core's is model B bit for bit")
     if ref:
         print(f"lmc_core vs loss-landscapes: {ref / best['lmc_core.linear_path (default)']:.2f}x (time per call of "
               f"loss-landscapes / of lmc_core.linear_path; above 1: lmc_core is faster); with every table read: "

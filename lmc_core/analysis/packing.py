@@ -2,11 +2,12 @@
 become views of one flat buffer, and each alpha is mixed into it with lerp_rows' operations on flat endpoints held
 in float64, two torch calls a block (interpolate.lerp_rows' values, bit for bit: each entry is computed alone).
 
-Measured on an Intel Xeon, 1 thread, the 0.55 M weights of bench/linear_path.py's width-512 MLPs at 25 alphas:
-about 24 ms a path this way against 34-39 ms tensor by tensor (interpolate.weight_writer: every tensor's blocks
-widened to float64 at every alpha, some 30 torch calls an alpha), and 0.47 against 0.70 ms at width 64. The
-float64 endpoints take 16 bytes a weight, so only models of at most PACK_BYTES of them are packed; larger ones go
-tensor by tensor, as before.
+Measured on an Intel Xeon, 1 thread, the 0.55 M weights of bench/linear_path.py's width-512 MLPs at 25 alphas,
+each mix followed by a forward pass (so the weights are not in cache): 28-30 ms of mixing a path this way against
+47-66 ms tensor by tensor (interpolate.weight_writer: every tensor's blocks widened to float64 at every alpha, some
+30 torch calls an alpha); loss-landscapes' float32 add_ (not exact: its last point differs from model B) takes
+9-10 ms. The float64 endpoints take 16 bytes a weight, so only models of at most PACK_BYTES of them are packed;
+larger ones go tensor by tensor, as before. docs/benchmarks.md, "linear_path: one pass a mix".
 """
 from __future__ import annotations
 

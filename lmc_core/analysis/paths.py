@@ -26,6 +26,7 @@ their family: all alphas as one K-copy ensemble (analysis.interpolate.interpolat
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -148,14 +149,9 @@ class _Evaluator:
         model, outs = self.work if model is None else model, []
         for j, b in enumerate(data):
             b = b if self.device.type == "cpu" else b.to(self.device)  # _evaluate moved it
-            hooks = [m.register_forward_hook(D.largest_output(probe)) for m in model.modules()] \
-                if probe is not None and j == 0 else []
-            try:
-                with self.first(split, j):
-                    out = model(*b.args, **b.kwargs)
-            finally:
-                for h in hooks:
-                    h.remove()
+            with D.largest_output(model, probe) if probe is not None and j == 0 else contextlib.nullcontext(), \
+                    self.first(split, j):
+                out = model(*b.args, **b.kwargs)
             if split is not None:
                 self.checked.add(split)
             outs.append(D.logits_of(out))
@@ -206,13 +202,8 @@ def _alphas_per_call(ev: _Evaluator, data: dict, plan: PathPlan, n: int, memory_
     model, device, largest = ev.model, ev.device, [0]
     split = next(iter(data))
     b = data[split][0].to(device)
-    hooks = [m.register_forward_hook(D.largest_output(largest)) for m in model.modules()]
-    try:
-        with eval_mode(model), ev.first(split, 0):
-            torch.func.functional_call(model, {**plan.fixed, **plan.buf_a, **plan.a}, b.args, b.kwargs)  # model A
-    finally:
-        for h in hooks:
-            h.remove()
+    with D.largest_output(model, largest), eval_mode(model), ev.first(split, 0):
+        torch.func.functional_call(model, {**plan.fixed, **plan.buf_a, **plan.a}, b.args, b.kwargs)  # model A
     ev.checked.add(split)
     return _per_call(plan, largest[0], n, memory_mb, device)
 
