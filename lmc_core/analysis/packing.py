@@ -3,11 +3,12 @@ become views of one flat buffer, and each alpha is mixed into it with lerp_rows'
 in float64, two torch calls a block (interpolate.lerp_rows' values, bit for bit: each entry is computed alone).
 
 Measured on an Intel Xeon, 1 thread, the 0.55 M weights of bench/linear_path.py's width-512 MLPs at 25 alphas,
-each mix followed by a forward pass (so the weights are not in cache): 28-30 ms of mixing a path this way against
-47-66 ms tensor by tensor (interpolate.weight_writer: every tensor's blocks widened to float64 at every alpha, some
+each mix followed by a forward pass (so the weights are not in cache): 29-35 ms of mixing a path this way against
+47-59 ms tensor by tensor (interpolate.weight_writer: every tensor's blocks widened to float64 at every alpha, some
 30 torch calls an alpha); loss-landscapes' float32 add_ (not exact: its last point differs from model B) takes
-9-10 ms. The float64 endpoints take 16 bytes a weight, so only models of at most PACK_BYTES of them are packed;
-larger ones go tensor by tensor, as before. docs/benchmarks.md, "linear_path: one pass a mix".
+9-11 ms (bench/linear_path.py --mix). The float64 endpoints take 16 bytes a weight, so only models of at most
+PACK_BYTES of them are packed; larger ones go tensor by tensor, as before. docs/benchmarks.md, "linear_path: one
+pass a mix".
 """
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def packed_writer(a: list[torch.Tensor], b: list[torch.Tensor], flat: torch.Tens
     fa, fb = flat_copy(a, torch.float64), flat_copy(b, torch.float64)
     n, sc, step = flat.numel(), Scratch(), block_elements(flat.device)
     r = sc.get("r", torch.float64, flat.device, min(n, step))
-    blocks = [(fa[s : s + step], fb[s : s + step], flat[s : s + step], r[: min(step, n - s)]) for s in range(0, n, step)]
+    blocks = [(fa[s : s + step], fb[s : s + step], flat[s : s + step], r[: min(step, n - s)])
+              for s in range(0, n, step)]
 
     def write(i: int) -> None:
         w = al[i]
