@@ -26,8 +26,8 @@ PACKED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 def packable(tensors: list[torch.Tensor], slots: list[torch.Tensor]) -> bool:
     """True if the endpoints `tensors` and the working copy's `slots` (the same names, in order) can be packed:
-    one real floating dtype and one device for all, every slot contiguous (a view keeps its shape and strides),
-    and 16 bytes a weight of them within PACK_BYTES."""
+    one real floating dtype and one device for all, every slot contiguous (pack_slots keeps each one's shape and
+    strides, those of size-1 dimensions included), and 16 bytes a weight of them within PACK_BYTES."""
     if not tensors or len({(t.dtype, t.device) for t in [*tensors, *slots]}) != 1:
         return False
     return tensors[0].dtype in PACKED_DTYPES and all(s.is_contiguous() for s in slots) and \
@@ -55,10 +55,13 @@ def flat_copy(tensors: list[torch.Tensor], dtype: torch.dtype | None = None) -> 
 
 def pack_slots(slots: list[torch.Tensor]) -> torch.Tensor:
     """Repoint the working copy's tensors `slots` (parameters and buffers, contiguous: packable) to views of one
-    flat buffer holding their values (`.data`, so a tied or shared tensor moves everywhere it is used); returns it."""
+    flat buffer holding their values (`.data`, so a tied or shared tensor moves everywhere it is used); returns it.
+    Each view keeps its tensor's strides (a contiguous tensor may have any stride on a size-1 dimension, e.g. a 1x1
+    convolution's weight in channels_last, and a kernel may choose by them); a contiguous tensor's elements span
+    exactly its numel, so the view stays within its slice."""
     flat = flat_copy(slots)
     for o, s in zip(offsets(slots)[0], slots):
-        s.data = flat[o : o + s.numel()].view(s.shape)
+        s.data = flat.as_strided(s.shape, s.stride(), o)
     return flat
 
 

@@ -220,11 +220,13 @@ def cross_entropy_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 def cross_entropy_and_wrong(logits: torch.Tensor, labels: torch.Tensor, wrong: bool = True
                             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """cross_entropy_rows(logits, labels) [A, M] and, with `wrong`, the top-1 errors `logits.argmax(-1) != labels`
-    [A, M] (bool; None without). Where the classes go on axis 1 (cross_entropy_rows), an error is read there too:
-    right where the label's logit is above the largest of the other classes' (gather, then amax with the label's
-    entry set to -inf: about 4x faster than argmax over 10 classes on this layout); argmax's answer everywhere when
-    the label's logit ties another class's in any row (its first maximal index decides). A NaN logit makes the row
-    wrong either way (default_metrics then marks it NaN)."""
+    [A, M] (bool; None without) in every row without a NaN logit and with a label other than IGNORE_INDEX (the rows
+    default_metrics keeps as values: it marks NaN rows NaN and drops ignored ones; here a NaN row is wrong, and an
+    ignored one is compared with class 0). Where the classes go on axis 1 (cross_entropy_rows), an error is read
+    there too: right where the label's logit is above the largest of the other classes' (gather, then amax with the
+    label's entry set to -inf: with the cross-entropy, 225 against 405-428 us with argmax beside it for [7, 1000,
+    10]); argmax's answer everywhere when the label's logit ties another class's in any row (its first maximal index
+    decides)."""
     a, m, c = logits.shape
     x, lanes = logits.float(), _float_lanes()
     if x.device.type != "cpu" or c >= lanes:

@@ -57,7 +57,8 @@ class _Evaluator:
         self.loss_fn, self.error_fn = loss_fn, error_fn
         self.work: nn.Module | None = None  # a copy of the model for one alpha at a time
         self.slots: dict[str, torch.Tensor] = {}  # its parameters and buffers by name
-        self.write = None  # i -> None: alpha i's weights into the working copy (interpolate.weight_writer)
+        self.write = None  # i -> None: alpha i's weights into the working copy (packing or interpolate.weight_writer)
+        self.packed: list | None = None  # the packed slots and their storage (packing.pack_slots), while they hold
         self.labels: dict = {}  # D.default_metrics' cache of each batch's labels
         self.has_error = False  # an error was measured (default top-1 error where labels fit, or error_fn)
 
@@ -226,12 +227,15 @@ def _one_at_a_time(ev: _Evaluator, plan: PathPlan, al: np.ndarray, todo: range, 
     the values of plan.at); the outputs of up to SCRATCH_BYTES of alphas are held and summarised together
     (ev.summary), with `held` [(alpha index, {split: outputs})] of alphas evaluated already."""
     fixed = {n: t for n, t in plan.fixed.items() if n not in plan.buf_a}
+    a, b = {**plan.a, **plan.buf_a}, {**plan.b, **plan.buf_b}
     if ev.work is None:
         ev.load({})
-        a, b = {**plan.a, **plan.buf_a}, {**plan.b, **plan.buf_b}
         slots = [ev.slots[n] for n in a]
-        ev.write = packed_writer(list(a.values()), list(b.values()), pack_slots(slots), al) \
-            if packable(list(a.values()), slots) else weight_writer(a, b, ev.slots, al, SCRATCH_BYTES)
+        if packable(list(a.values()), slots) and not any(isinstance(m, nn.RNNBase) for m in ev.work.modules()):
+            ev.write = packed_writer(list(a.values()), list(b.values()), pack_slots(slots), al)  # (RNNs keep theirs)
+            ev.packed = [(t, t.data_ptr()) for t in slots]
+        else:
+            ev.write = weight_writer(a, b, ev.slots, al, SCRATCH_BYTES)
     held = held or []
     size = nbytes(o for _, outs in held for v in outs.values() for o in v)
     for i in todo:
@@ -243,6 +247,8 @@ def _one_at_a_time(ev: _Evaluator, plan: PathPlan, al: np.ndarray, todo: range, 
             ev.load(D.bn_statistics(ev.model, state, plan.bn_modules, train, ev.device, plan.bn_unused))
         outs = {name: ev.outputs(bs, probe if (i, j) == (todo.start, 0) else None, split=name)
                 for j, (name, bs) in enumerate(data_b.items())}
+        if ev.packed and any(t.data_ptr() != ptr for t, ptr in ev.packed):  # the forward gave a weight new storage
+            ev.write, ev.packed = weight_writer(a, b, ev.slots, al, SCRATCH_BYTES), None  # write into it from now on
         held.append((i, outs))
         size += nbytes(o for v in outs.values() for o in v)
         if size > SCRATCH_BYTES or i == todo.stop - 1:

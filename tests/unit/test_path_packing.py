@@ -12,6 +12,7 @@ from lmc_core import linear_path
 from lmc_core.analysis import interpolate as I
 from lmc_core.analysis import packing as K
 from lmc_core.analysis import path_data as D
+from lmc_core.analysis import paths as P
 
 
 def mlp(seed: int, dtype=torch.float32, d=6, width=16, c=3) -> nn.Sequential:
@@ -50,6 +51,56 @@ class Transposed(nn.Module):
         return x @ self.w
 
 
+class ChannelsLast(nn.Module):
+    """1x1 convolutions in channels_last: contiguous weights whose size-1 dimensions have non-default strides, by
+    which the convolution picks its kernel (a view with default strides changed the loss at alpha 0)."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.net = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU(),
+                                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+        self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Reassign(nn.Module):
+    """A forward that gives its weight new storage (`.data = ...`): the packed buffer no longer holds it."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.lin = mlp(seed)[0]
+        self.head = nn.Linear(16, 3)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed + 100)
+            self.head.reset_parameters()
+
+    def forward(self, x):
+        self.lin.weight.data = self.lin.weight.data.clamp(-0.3, 0.3)
+        return self.head(torch.relu(self.lin(x)))
+
+
+class Recurrent(nn.Module):
+    def __init__(self, seed: int):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.rnn, self.head = nn.LSTM(6, 8, batch_first=True), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def counted(monkeypatch) -> list:
+    """Count linear_path's calls of packing.pack_slots (a curve compared with the other route must have packed)."""
+    calls, real = [], P.pack_slots
+    monkeypatch.setattr(P, "pack_slots", lambda slots: calls.append(len(slots)) or real(slots))
+    return calls
+
+
 def data(n=40, d=6, c=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g), torch.randint(0, c, (n,), generator=g)
@@ -66,7 +117,9 @@ def test_a_packed_working_copy_gives_the_curve_of_the_tensor_by_tensor_route(dty
     a, b = mlp(0, dtype), mlp(1, dtype)
     x, y = data()
     before = [(p.data_ptr(), p.detach().clone()) for p in a.parameters()]
+    calls = counted(monkeypatch)
     packed, got = curves(a, b, (x.to(dtype), y), monkeypatch, True)
+    assert calls == [6]  # packed: three weights and three biases
     _, want = curves(a, b, (x.to(dtype), y), monkeypatch, False)
     assert np.array_equal(got, want, equal_nan=True)
     # model A (the working copy's source) keeps its own tensors and values
@@ -74,15 +127,27 @@ def test_a_packed_working_copy_gives_the_curve_of_the_tensor_by_tensor_route(dty
     assert packed.curve.loss.iloc[0] == curves(a, a, (x.to(dtype), y), monkeypatch, True)[1][0, 0]
 
 
-@pytest.mark.parametrize("model", [Tied, Transposed])
-def test_tied_shared_and_non_contiguous_tensors_give_the_same_curve(model, monkeypatch):
+@pytest.mark.parametrize("model", [Tied, Transposed, ChannelsLast, Reassign, Recurrent])
+def test_tied_shared_strided_reassigned_and_recurrent_weights_give_the_same_curve(model, monkeypatch):
     a, b = model(0), model(1)
-    batch = (torch.randint(0, 7, (30,)), torch.randint(0, 7, (30,))) if model is Tied else data()
-    _, got = curves(a, b, batch, monkeypatch, True)
-    _, want = curves(a, b, batch, monkeypatch, False)
+    batch = {Tied: lambda: (torch.randint(0, 7, (30,)), torch.randint(0, 7, (30,))),
+             ChannelsLast: lambda: (torch.randn(20, 3, 6, 6), torch.randint(0, 10, (20,))),
+             Recurrent: lambda: (torch.randn(30, 5, 6), torch.randint(0, 3, (30,)))}.get(model, data)()
+    calls = counted(monkeypatch)
+    r, got = curves(a, b, batch, monkeypatch, True)
+    _, want = curves(a, b, copy_of(batch), monkeypatch, False)
     assert np.array_equal(got, want)
-    if model is Transposed:  # not packable: the tensor-by-tensor route, as before
-        assert not K.packable([a.w.detach()], [a.w.detach()])
+    # packed where it can hold the values: not a transposed weight, nor an RNN's own weight layout
+    assert bool(calls) == (model not in (Transposed, Recurrent))
+    if model is ChannelsLast:  # alpha 0 is model A itself, whose 1x1 convolutions keep their strides
+        a2 = ChannelsLast(0)
+        with torch.no_grad():
+            ce = torch.nn.functional.cross_entropy(a2(batch[0]), batch[1], reduction="none").double().mean()
+        assert r.curve.loss.iloc[0] == float(ce)
+
+
+def copy_of(batch):
+    return tuple(t.clone() for t in batch)
 
 
 def test_packed_writer_writes_the_values_of_interpolate_states_into_aligned_views():
