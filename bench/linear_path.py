@@ -106,16 +106,9 @@ def mix_costs(ma: nn.Module, mb: nn.Module, x: torch.Tensor, alphas: int, repeat
     def by_tensor(work):
         return interpolate.weight_writer(pa, pb, dict(work.named_parameters()), al, 0)
 
-    def accumulated(work):
-        import loss_landscapes
-        wrap = loss_landscapes.model_interface.model_wrapper.wrap_model
-        start, end = wrap(work).get_module_parameters(), wrap(copy.deepcopy(mb)).get_module_parameters()
-        step = (end - start) / (alphas - 1)
-        return lambda i: start.add_(step) if i else None
-
     ways = {"lmc_core, packed (float64, exact)": packed, "lmc_core, tensor by tensor (float64, exact)": by_tensor}
     if importlib.util.find_spec("loss_landscapes") is not None:
-        ways["loss-landscapes, float32 add_"] = accumulated
+        ways["loss-landscapes, float32 add_"] = lambda work: accumulating_writer(work, mb, alphas)[0]
     best = {k: (float("inf"), float("inf")) for k in ways}
     with torch.no_grad():
         for _ in range(repeats):
@@ -133,16 +126,23 @@ def mix_costs(ma: nn.Module, mb: nn.Module, x: torch.Tensor, alphas: int, repeat
     return best
 
 
+def accumulating_writer(work: nn.Module, mb: nn.Module, alphas: int):
+    """loss-landscapes' own stepping along the line from `work` (moved in place) to model B: (a function i -> None
+    that takes the step to alpha i, nothing at i = 0; its ModelParameters of `work`)."""
+    import loss_landscapes
+    wrap = loss_landscapes.model_interface.model_wrapper.wrap_model
+    start, end = wrap(work).get_module_parameters(), wrap(copy.deepcopy(mb)).get_module_parameters()
+    step = (end - start) / (alphas - 1)
+    return (lambda i: start.add_(step) if i else None), start
+
+
 def accumulated_end(ma: nn.Module, mb: nn.Module, alphas: int) -> tuple[int, int, float]:
     """loss-landscapes' last point against model B: (weights that differ, weights, largest absolute difference) after
     its alphas - 1 float32 steps of (B - A) / steps from A (lmc_core's last point is model B bit for bit)."""
-    import loss_landscapes
-    wrap = loss_landscapes.model_interface.model_wrapper.wrap_model
     with torch.no_grad():
-        start, end = wrap(copy.deepcopy(ma)).get_module_parameters(), wrap(copy.deepcopy(mb)).get_module_parameters()
-        step = (end - start) / (alphas - 1)
-        for _ in range(alphas - 1):
-            start.add_(step)
+        write, start = accumulating_writer(copy.deepcopy(ma), mb, alphas)
+        for i in range(alphas):
+            write(i)
         diff = [(p - q).abs() for p, q in zip(start.parameters, mb.parameters())]
     return (sum(int((d > 0).sum()) for d in diff), sum(d.numel() for d in diff), max(float(d.max()) for d in diff))
 

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from .interpolate import Scratch, block_elements, store_rounded
 
@@ -24,11 +25,14 @@ ALIGN_BYTES = 64  # every view starts at a multiple of this (torch's CPU allocat
 PACKED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
-def packable(tensors: list[torch.Tensor], slots: list[torch.Tensor]) -> bool:
+def packable(tensors: list[torch.Tensor], slots: list[torch.Tensor], model: nn.Module | None = None) -> bool:
     """True if the endpoints `tensors` and the working copy's `slots` (the same names, in order) can be packed:
     one real floating dtype and one device for all, every slot contiguous (pack_slots keeps each one's shape and
-    strides, those of size-1 dimensions included), and 16 bytes a weight of them within PACK_BYTES."""
+    strides, those of size-1 dimensions included), 16 bytes a weight of them within PACK_BYTES, and no recurrent
+    layer in `model` (the working copy: an RNN keeps its own weight layout, which cuDNN flattens)."""
     if not tensors or len({(t.dtype, t.device) for t in [*tensors, *slots]}) != 1:
+        return False
+    if model is not None and any(isinstance(m, nn.RNNBase) for m in model.modules()):
         return False
     return tensors[0].dtype in PACKED_DTYPES and all(s.is_contiguous() for s in slots) and \
         16 * sum(t.numel() for t in tensors) <= PACK_BYTES

@@ -231,8 +231,8 @@ def _one_at_a_time(ev: _Evaluator, plan: PathPlan, al: np.ndarray, todo: range, 
     if ev.work is None:
         ev.load({})
         slots = [ev.slots[n] for n in a]
-        if packable(list(a.values()), slots) and not any(isinstance(m, nn.RNNBase) for m in ev.work.modules()):
-            ev.write = packed_writer(list(a.values()), list(b.values()), pack_slots(slots), al)  # (RNNs keep theirs)
+        if packable(list(a.values()), slots, ev.work):
+            ev.write = packed_writer(list(a.values()), list(b.values()), pack_slots(slots), al)
             ev.packed = [(t, t.data_ptr()) for t in slots]
         else:
             ev.write = weight_writer(a, b, ev.slots, al, SCRATCH_BYTES)
